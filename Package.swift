@@ -1,0 +1,56 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds of the numeric targets drop Swift's bounds and overflow checks in hot loops:
+// the kernels index through unsafe pointers already, and the checks cost ~2x in the inner loops.
+// Debug builds keep every check.
+let numericSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "suder",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "suder", targets: ["suder"]),
+        .library(name: "SUDERCluster", targets: ["SUDERCluster"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C shims: headers only, linked through pkg-config (Debian: libopenmpi-dev,
+        // libopenblas-dev, libzstd-dev, zlib1g-dev).
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // The transformer: no MPI, no world, so it can be tested and benchmarked alone.
+        .target(name: "Model", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        // The synthetic world, tokenizers, detector and GenEval-mini scorers: no MPI.
+        .target(name: "World", dependencies: ["CZlib"], swiftSettings: numericSettings),
+        // Distributed runtime, config, stages and checkpoints: composes the two above.
+        .target(
+            name: "SUDERCluster",
+            dependencies: ["CMPI", "CZstd", "COpenBLAS", "Model", "World", "Yams"],
+            swiftSettings: numericSettings
+        ),
+        // Thin command line over SUDERCluster.
+        .executableTarget(
+            name: "suder",
+            dependencies: ["SUDERCluster", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // Multi-rank checks run under a real `mpirun` by scripts/test; each rank verifies its own
+        // result and the process exit code carries the verdict.
+        .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster"]),
+
+        .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "WorldTests", dependencies: ["World"]),
+        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster"]),
+    ],
+    // Swift 5 language mode: the kernels share unsafe buffers between OpenBLAS and Swift loops,
+    // which Swift 6's strict Sendable checking cannot express without copies.
+    swiftLanguageModes: [.v5]
+)

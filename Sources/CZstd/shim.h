@@ -1,0 +1,4 @@
+#ifndef SUDER_CZSTD_SHIM_H
+#define SUDER_CZSTD_SHIM_H
+#include <zstd.h>
+#endif

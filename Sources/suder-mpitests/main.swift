@@ -1,0 +1,2 @@
+import SUDERCluster
+print("mpitests")

@@ -1,0 +1,3 @@
+import XCTest
+@testable import Model
+final class PlaceholderModelTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }

@@ -1,0 +1,166 @@
+# Shared body of the suder sbatch scripts; sourced by slurm/*.sbatch, never run on its own.
+#
+# What it does for every job:
+#   - launches `suder ...` on every task of the allocation (srun --mpi=pmix, or mpirun),
+#     with threads per rank from SLURM_CPUS_PER_TASK;
+#   - traps the warning signal Slurm sends before the time limit (--signal=B:USR1@lead), forwards
+#     it to the job step, waits for the checkpoint (exit 85) and requeues the job with
+#     `scontrol requeue`, at most SUDER_MAX_RESTARTS times;
+#   - keeps the run directory given on the command line, so a requeued job resumes in place;
+#   - exits at once when the stage is already finished (<run-dir>/<stage>/DONE).
+
+# ---- Change these for your site (or set them in the environment before sbatch/submit) ----------
+# Where the suder checkout lives. slurm/submit exports it; a bare `sbatch slurm/x.sbatch` from the
+# checkout's root works too, because Slurm starts the job in the submit directory.
+: "${SUDER_HOME:=${SLURM_SUBMIT_DIR:-$PWD}}"
+: "${SUDER_BIN:=$SUDER_HOME/.build/release/suder}"
+# srun (PMIx) is the default. mpirun is the fallback for sites whose Slurm has no PMIx plugin or
+# whose MPI was built without Slurm support: OpenMPI's mpirun reads the allocation from Slurm.
+: "${SUDER_LAUNCHER:=srun}"
+# A stage that keeps checkpointing without finishing stops here instead of requeueing forever.
+: "${SUDER_MAX_RESTARTS:=20}"
+# -------------------------------------------------------------------------------------------------
+
+# The product's exit code for "checkpointed at a step boundary after SIGUSR1/SIGTERM, please requeue".
+SUDER_EXIT_CHECKPOINTED=85
+
+suder_log() { echo "[suder-slurm $(date +%T)] $*"; }
+
+# The product reads SLURM_CPUS_PER_TASK itself; BLAS and OpenMP pools follow it too, so a rank
+# never oversubscribes the cores Slurm gave it.
+export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+export OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+
+suder_launcher() {
+    case $SUDER_LAUNCHER in
+    # Slurm >= 22.11 no longer passes --cpus-per-task from sbatch to srun, so it is repeated here.
+    srun) SUDER_LAUNCH=(srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}") ;;
+    # mpirun forwards SIGUSR1 to every rank, as srun does.
+    mpirun) SUDER_LAUNCH=(mpirun -np "$SLURM_NTASKS" --bind-to none) ;;
+    *)
+        suder_log "SUDER_LAUNCHER must be srun or mpirun, not '$SUDER_LAUNCHER'"
+        exit 2
+        ;;
+    esac
+}
+
+# Relative paths are taken from the submit directory, which is also the job's working directory
+# on every restart.
+suder_abs_path() {
+    case $1 in
+    /*) echo "$1" ;;
+    *) echo "${SLURM_SUBMIT_DIR:-$PWD}/$1" ;;
+    esac
+}
+
+_suder_on_signal() {
+    _suder_signalled=1
+    [[ $1 == TERM ]] && _suder_terminating=1
+    if [[ -n ${_suder_step_pid:-} ]]; then
+        suder_log "SIG$1 received: asking the job step to checkpoint"
+        # srun and mpirun relay SIGUSR1 to every task; the product checkpoints on it and exits 85.
+        kill -USR1 "$_suder_step_pid" 2>/dev/null || true
+    fi
+}
+
+_suder_requeue() {
+    local restarts=${SLURM_RESTART_COUNT:-0}
+    if ((_suder_terminating)); then
+        # SIGTERM means scancel or the hard time limit: the checkpoint is kept, the job is not requeued.
+        suder_log "checkpointed after SIGTERM; not requeueing (resubmit to continue)"
+        exit $SUDER_EXIT_CHECKPOINTED
+    fi
+    if ((restarts >= SUDER_MAX_RESTARTS)); then
+        suder_log "checkpointed, but the job was already restarted $restarts times (SUDER_MAX_RESTARTS); giving up"
+        exit $SUDER_EXIT_CHECKPOINTED
+    fi
+    suder_log "checkpointed; requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $SUDER_MAX_RESTARTS)"
+    if ! scontrol requeue "$SLURM_JOB_ID"; then
+        suder_log "scontrol requeue failed; the job ends here and can be resubmitted to resume"
+        exit $SUDER_EXIT_CHECKPOINTED
+    fi
+    # Slurm ends this script as part of the requeue; the exit status no longer counts.
+    exit 0
+}
+
+# suder_run ARGS...: runs `suder ARGS...` on every task, relays the warning signal, and requeues the
+# job when the product checkpoints.
+suder_run() {
+    suder_launcher
+    _suder_signalled=0 _suder_terminating=0 _suder_step_pid=
+    trap '_suder_on_signal USR1' USR1
+    trap '_suder_on_signal TERM' TERM
+    suder_log "job ${SLURM_JOB_ID:-?} restart ${SLURM_RESTART_COUNT:-0}: ${SUDER_LAUNCH[*]} $SUDER_BIN $*"
+    "${SUDER_LAUNCH[@]}" "$SUDER_BIN" "$@" &
+    _suder_step_pid=$!
+    local rc
+    # `wait` returns early whenever a trapped signal arrives; keep waiting until the step itself ends.
+    while :; do
+        _suder_signalled=0
+        wait "$_suder_step_pid"
+        rc=$?
+        ((_suder_signalled)) || break
+    done
+    trap - USR1 TERM
+    suder_log "job step exited with code $rc"
+    case $rc in
+    0) exit 0 ;;
+    "$SUDER_EXIT_CHECKPOINTED") _suder_requeue ;;
+    *) exit "$rc" ;;
+    esac
+}
+
+# suder_run_stage STAGE CONFIG RUN_DIR [key.sub=value ...]
+suder_run_stage() {
+    local stage=$1 config run_dir
+    config=$(suder_abs_path "${2:?usage: sbatch slurm/$1.sbatch CONFIG RUN_DIR [key.sub=value ...]}")
+    run_dir=$(suder_abs_path "${3:?usage: sbatch slurm/$1.sbatch CONFIG RUN_DIR [key.sub=value ...]}")
+    shift 3
+    if [[ -e $run_dir/$stage/DONE ]]; then
+        suder_log "$stage already finished in $run_dir; nothing to do"
+        exit 0
+    fi
+    suder_run "$stage" --config "$config" --run-dir "$run_dir" "$@"
+}
+
+# suder_run_pipeline CONFIG RUN_DIR [--until STAGE] [key.sub=value ...]: every stage in one job;
+# the product skips the finished ones, so a requeued job resumes where it stopped.
+suder_run_pipeline() {
+    local config run_dir last=eval
+    config=$(suder_abs_path "$1")
+    run_dir=$(suder_abs_path "$2")
+    shift 2
+    [[ ${1:-} == --until ]] && last=$2
+    if [[ -e $run_dir/$last/DONE ]]; then
+        suder_log "pipeline already finished through $last in $run_dir; nothing to do"
+        exit 0
+    fi
+    suder_run pipeline --config "$config" --run-dir "$run_dir" "$@"
+}
+
+# suder_sweep_entries FILE: the sweep file's runs, one "NAME key=value ..." line each, without
+# comments and blank lines. Line i (from 0) is array task i.
+suder_sweep_entries() {
+    sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$1"
+}
+
+# suder_run_sweep_task SWEEP_FILE CONFIG RUN_ROOT [--until STAGE] [key.sub=value ...]: array task i
+# runs the pipeline for line i of the sweep file in RUN_ROOT/NAME, with that line's overrides
+# after the shared ones (later overrides win).
+suder_run_sweep_task() {
+    local sweep_file config run_root entry name overrides_line
+    sweep_file=$(suder_abs_path "$1")
+    config=$2
+    run_root=$(suder_abs_path "$3")
+    shift 3
+    entry=$(suder_sweep_entries "$sweep_file" | sed -n "$((SLURM_ARRAY_TASK_ID + 1))p")
+    if [[ -z $entry ]]; then
+        suder_log "sweep file $sweep_file has no run for array task $SLURM_ARRAY_TASK_ID"
+        exit 2
+    fi
+    local -a overrides
+    read -r name overrides_line <<<"$entry"
+    read -r -a overrides <<<"${overrides_line:-}"
+    suder_log "sweep task $SLURM_ARRAY_TASK_ID: run '$name' with ${overrides[*]:-no overrides}"
+    suder_run_pipeline "$config" "$run_root/$name" "$@" "${overrides[@]}"
+}

@@ -1,0 +1,103 @@
+/// Every config key the product knows, with its type, default and meaning. A key missing here is
+/// an error in a config file or an override.
+public let configSchema: [ConfigField] = runtimeFields + dataFields + modelFields + pretrainFields
+    + suderFields + evalFields + checkpointFields
+
+private let positive = 1...Int.max
+private let nonNegative = 0...Int.max
+
+let runtimeFields: [ConfigField] = [
+    ConfigField("run.seed", .int(nonNegative), .int(1234), "shared seed: initialisation, data, sampling streams"),
+    ConfigField("runtime.threads", .int(nonNegative), .int(0),
+                "BLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else the cores this rank is bound to"),
+    ConfigField("runtime.progress", .choice(["auto", "bar", "lines", "off"]), .string("auto"),
+                "progress output: a live bar on a terminal, periodic lines in batch logs"),
+    ConfigField("runtime.progress_interval", .double(0.1...3600), .double(10),
+                "seconds between progress lines when not on a terminal"),
+]
+
+let dataFields: [ConfigField] = [
+    ConfigField("data.canvas", .int(8...256), .int(32), "image side in pixels"),
+    ConfigField("data.patch", .int(1...32), .int(4), "VQ patch side in pixels"),
+    ConfigField("data.codebook_size", .int(2...65536), .int(1024), "VQ codebook entries (image tokens)"),
+]
+
+let modelFields: [ConfigField] = [
+    ConfigField("model.d_model", .int(8...8192), .int(192), "residual width C"),
+    ConfigField("model.n_layers", .int(1...128), .int(6), "transformer blocks"),
+    ConfigField("model.n_heads", .int(1...128), .int(6), "attention heads (d_model must divide evenly)"),
+    ConfigField("model.ffn_hidden", .int(0...65536), .int(0), "SwiGLU hidden width; 0 = 8/3 * d_model rounded to 32"),
+    ConfigField("model.max_seq", .int(8...4096), .int(112), "longest sequence"),
+    ConfigField("model.tied_head", .bool, .bool(true), "output head shares the token embedding"),
+    ConfigField("model.rope_theta", .double(1...1e9), .double(10000), "rotary embedding base"),
+]
+
+let pretrainFields: [ConfigField] = [
+    ConfigField("pretrain.steps", .int(nonNegative), .int(2000), "optimizer steps"),
+    ConfigField("pretrain.batch_size", .int(positive), .int(64), "global sequences per step (split over ranks)"),
+    ConfigField("pretrain.lr", .double(0...10), .double(3e-3), "peak learning rate"),
+    ConfigField("pretrain.min_lr_ratio", .double(0...1), .double(0.1), "final learning rate as a fraction of the peak"),
+    ConfigField("pretrain.warmup_steps", .int(nonNegative), .int(100), "linear warmup steps"),
+    ConfigField("pretrain.weight_decay", .double(0...10), .double(0.1), "AdamW decoupled weight decay"),
+    ConfigField("pretrain.grad_clip", .double(0...1e9), .double(1.0), "global gradient-norm clip; 0 = off"),
+    ConfigField("pretrain.mix_generation", .double(0...1), .double(0.5), "share of prompt -> image sequences"),
+    ConfigField("pretrain.mix_understanding", .double(0...1), .double(0.35), "share of image -> caption sequences"),
+    ConfigField("pretrain.mix_probes", .double(0...1), .double(0.15), "share of yes/no probe sequences"),
+    ConfigField("pretrain.prompt_dropout", .double(0...1), .double(0.1), "chance a prompt is replaced by the null prompt (for guidance)"),
+    ConfigField("pretrain.log_every", .int(positive), .int(20), "steps between metrics lines"),
+    ConfigField("pretrain.eval_every", .int(nonNegative), .int(500), "steps between held-out evaluations; 0 = only at the end"),
+    ConfigField("pretrain.checkpoint_every", .int(nonNegative), .int(500), "steps between checkpoints; 0 = only at the end"),
+]
+
+let suderFields: [ConfigField] = [
+    ConfigField("suder.rounds", .int(nonNegative), .int(10), "self-improvement rounds"),
+    ConfigField("suder.prompts_per_round", .int(nonNegative), .int(64), "unpaired prompts per round (generation direction)"),
+    ConfigField("suder.images_per_round", .int(nonNegative), .int(64), "unpaired images per round (understanding direction)"),
+    ConfigField("suder.k", .int(2...256), .int(8), "samples per prompt or image"),
+    ConfigField("suder.temperature", .double(0.01...10), .double(1.0), "sampling temperature"),
+    ConfigField("suder.top_k", .int(nonNegative), .int(0), "top-k sampling; 0 = off"),
+    ConfigField("suder.cfg_weight", .double(0...100), .double(3.0), "classifier-free guidance weight for images"),
+    ConfigField("suder.objective", .choice(["simpo", "dpo"]), .string("simpo"), "preference loss"),
+    ConfigField("suder.beta", .double(0...1000), .double(2.0), "SimPO beta"),
+    ConfigField("suder.gamma", .double(-100...100), .double(0.5), "SimPO target margin gamma"),
+    ConfigField("suder.dpo_beta", .double(0...1000), .double(0.1), "DPO beta"),
+    ConfigField("suder.direction", .choice(["joint", "generation", "understanding", "alternating"]), .string("joint"),
+                "which directions train each round"),
+    ConfigField("suder.reward", .choice(["self", "oracle"]), .string("self"),
+                "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
+    ConfigField("suder.lr", .double(0...10), .double(1e-4), "learning rate"),
+    ConfigField("suder.steps_per_round", .int(positive), .int(1), "optimizer steps over each round's pairs"),
+    ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),
+    ConfigField("suder.grad_clip", .double(0...1e9), .double(1.0), "global gradient-norm clip; 0 = off"),
+    ConfigField("suder.eval_every", .int(nonNegative), .int(0), "rounds between evaluations; 0 = only at the end"),
+]
+
+let evalFields: [ConfigField] = [
+    ConfigField("eval.images_per_prompt", .int(positive), .int(4), "images per GenEval prompt (GenEval uses 4)"),
+    ConfigField("eval.temperature", .double(0.01...10), .double(1.0), "image sampling temperature"),
+    ConfigField("eval.top_k", .int(nonNegative), .int(0), "top-k for image sampling; 0 = off"),
+    ConfigField("eval.cfg_weight", .double(0...100), .double(3.0), "guidance weight for image sampling"),
+    ConfigField("eval.max_prompts", .int(nonNegative), .int(0), "prompts scored; 0 = the whole eval set"),
+]
+
+let checkpointFields: [ConfigField] = [
+    ConfigField("checkpoint.keep_last", .int(positive), .int(3), "checkpoints kept per stage"),
+    ConfigField("checkpoint.zstd_level", .int(-7...22), .int(3), "zstd compression level"),
+    ConfigField("checkpoint.zstd_threads", .int(nonNegative), .int(0), "zstd worker threads; 0 = single-threaded"),
+]
+
+/// Checks that involve several keys at once.
+func checkConsistency(_ config: ResolvedConfig) throws {
+    let dModel = config.int("model.d_model"), heads = config.int("model.n_heads")
+    guard dModel % heads == 0, (dModel / heads) % 2 == 0 else {
+        throw ConfigError("model.d_model (\(dModel)) must split into model.n_heads (\(heads)) heads of even size (rotary embeddings rotate pairs)")
+    }
+    let canvas = config.int("data.canvas"), patch = config.int("data.patch")
+    guard canvas % patch == 0 else {
+        throw ConfigError("data.canvas (\(canvas)) must be a multiple of data.patch (\(patch))")
+    }
+    let mix = config.double("pretrain.mix_generation") + config.double("pretrain.mix_understanding") + config.double("pretrain.mix_probes")
+    guard mix > 0 else {
+        throw ConfigError("pretrain.mix_generation + pretrain.mix_understanding + pretrain.mix_probes must be > 0")
+    }
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Multi-rank tests under a real mpirun. Usage: Tests/mpi/run.sh BIN_DIR
+# Each case checks an exit code, a time bound and, where it matters, that no rank is left behind.
+set -u
+bin=${1:?usage: Tests/mpi/run.sh BIN_DIR}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
+# OpenMPI's help messages mention the run-as-root and binding details; keep logs short.
+export OMPI_MCA_orte_base_help_aggregate=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0 failed=0
+
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1"; sed 's/^/    | /' "$work/out" | tail -20; failed=$((failed + 1)); }
+
+# run NAME EXPECT(zero|nonzero) MAX_SECONDS CMD...: runs CMD with output in $work/out.
+run() {
+    local name=$1 expect=$2 limit=$3; shift 3
+    local start status
+    start=$(date +%s%N)
+    timeout -k 5 $((limit + 30)) "$@" >"$work/out" 2>&1
+    status=$?
+    elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+    elapsed=$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)))
+    if [ "$expect" = zero ] && [ $status -ne 0 ]; then fail "$name (exit $status, expected 0)"; return 1; fi
+    if [ "$expect" = nonzero ] && [ $status -eq 0 ]; then fail "$name (exit 0, expected non-zero)"; return 1; fi
+    if [ $elapsed_ms -gt $((limit * 1000)) ]; then fail "$name (took ${elapsed}s, limit ${limit}s)"; return 1; fi
+    return 0
+}
+
+no_leftovers() {
+    sleep 0.5
+    if pgrep -f "$bin/suder" >/dev/null; then
+        pgrep -af "$bin/suder" >>"$work/out"
+        pkill -9 -f "$bin/suder"
+        return 1
+    fi
+}
+
+for np in "2" "3 --oversubscribe"; do
+    run "collectives, -np $np" zero 60 mpirun -np $np "$bin/suder-mpitests" collectives && pass "collectives, -np $np"
+done
+
+if run "doctor, -np 3 --oversubscribe" zero 60 mpirun -np 3 --oversubscribe "$bin/suder" doctor; then
+    rows=$(grep -cE '^[0-2] +' "$work/out")
+    if [ "$rows" = 3 ] && grep -q "all .* checks passed on 3 rank" "$work/out"; then pass "doctor, -np 3 --oversubscribe"
+    else fail "doctor table has $rows rank rows"; fi
+fi
+
+if run "unknown override key" nonzero 10 mpirun -np 2 "$bin/suder" pretrain --config "$root/configs/tiny.yaml" --run-dir "$work/run" nosuch.key=1; then
+    if [ "$(grep -c "unknown config key 'nosuch.key'" "$work/out")" = 1 ] && no_leftovers; then pass "unknown override key: named once, every rank gone"
+    else fail "unknown override key: message or leftovers"; fi
+fi
+
+printf 'model:\n  d_modle: 64\n' >"$work/misspelt.yaml"
+if run "misspelt YAML key" nonzero 10 mpirun -np 2 "$bin/suder" pretrain --config "$work/misspelt.yaml" --run-dir "$work/run2"; then
+    if grep -q "unknown config key 'model.d_modle' (did you mean 'model.d_model'?)" "$work/out" && no_leftovers; then pass "misspelt YAML key: named with a suggestion"
+    else fail "misspelt YAML key: message or leftovers"; fi
+fi
+
+for check in kill-rank abort-rank; do
+    if run "$check" nonzero 15 mpirun -np 2 "$bin/suder-mpitests" $check; then
+        if no_leftovers; then pass "$check: job ended non-zero in ${elapsed}s, no rank left"
+        else fail "$check: ranks left behind"; fi
+    fi
+done
+
+echo "mpi: $passed passed, $failed failed"
+[ $failed -eq 0 ]

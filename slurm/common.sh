@@ -21,8 +21,11 @@
 : "${SUDER_MAX_RESTARTS:=20}"
 # -------------------------------------------------------------------------------------------------
 
-# The product's exit code for "checkpointed at a step boundary after SIGUSR1/SIGTERM, please requeue".
+# The product's exit codes after SIGUSR1/SIGTERM: 85 = checkpointed at a step boundary, please
+# requeue; 86 = stopped before it could checkpoint (second signal or grace period over), a requeue
+# resumes from the previous checkpoint.
 SUDER_EXIT_CHECKPOINTED=85
+SUDER_EXIT_STOPPED=86
 
 suder_log() { echo "[suder-slurm $(date +%T)] $*"; }
 
@@ -44,40 +47,46 @@ suder_launcher() {
     esac
 }
 
-# Relative paths are taken from the submit directory, which is also the job's working directory
-# on every restart.
+# Relative paths are taken from the job's working directory (sbatch --chdir, else the submit
+# directory), which is the same on every restart.
 suder_abs_path() {
     case $1 in
     /*) echo "$1" ;;
-    *) echo "${SLURM_SUBMIT_DIR:-$PWD}/$1" ;;
+    *) echo "$PWD/$1" ;;
     esac
 }
 
 _suder_on_signal() {
     _suder_signalled=1
-    [[ $1 == TERM ]] && _suder_terminating=1
-    if [[ -n ${_suder_step_pid:-} ]]; then
-        suder_log "SIG$1 received: asking the job step to checkpoint"
-        # srun and mpirun relay SIGUSR1 to every task; the product checkpoints on it and exits 85.
+    if [[ $1 == TERM ]]; then
+        # scancel, preemption and the hard time limit send SIGTERM to the job step as well; a
+        # second signal would make the product exit without its checkpoint, so relay nothing.
+        _suder_terminating=1
+        suder_log "SIGTERM received: the job step got it too and checkpoints on its own"
+    elif [[ -n ${_suder_step_pid:-} ]]; then
+        suder_log "SIGUSR1 received: asking the job step to checkpoint"
+        # srun and mpirun relay it once to every task; the product checkpoints at the next step
+        # boundary and exits 85.
         kill -USR1 "$_suder_step_pid" 2>/dev/null || true
     fi
 }
 
+# _suder_requeue EXIT_CODE: requeues this job unless it was cancelled or has used up its restarts;
+# otherwise ends it with EXIT_CODE, which fails the job and cancels the jobs that depend on it.
 _suder_requeue() {
-    local restarts=${SLURM_RESTART_COUNT:-0}
+    local code=$1 restarts=${SLURM_RESTART_COUNT:-0}
     if ((_suder_terminating)); then
-        # SIGTERM means scancel or the hard time limit: the checkpoint is kept, the job is not requeued.
-        suder_log "checkpointed after SIGTERM; not requeueing (resubmit to continue)"
-        exit $SUDER_EXIT_CHECKPOINTED
+        suder_log "stopped by SIGTERM (scancel, preemption or the time limit); not requeueing"
+        exit "$code"
     fi
     if ((restarts >= SUDER_MAX_RESTARTS)); then
-        suder_log "checkpointed, but the job was already restarted $restarts times (SUDER_MAX_RESTARTS); giving up"
-        exit $SUDER_EXIT_CHECKPOINTED
+        suder_log "stopped, but the job was already restarted $restarts times (SUDER_MAX_RESTARTS); giving up"
+        exit "$code"
     fi
-    suder_log "checkpointed; requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $SUDER_MAX_RESTARTS)"
+    suder_log "requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $SUDER_MAX_RESTARTS)"
     if ! scontrol requeue "$SLURM_JOB_ID"; then
         suder_log "scontrol requeue failed; the job ends here and can be resubmitted to resume"
-        exit $SUDER_EXIT_CHECKPOINTED
+        exit "$code"
     fi
     # Slurm ends this script as part of the requeue; the exit status no longer counts.
     exit 0
@@ -105,7 +114,11 @@ suder_run() {
     suder_log "job step exited with code $rc"
     case $rc in
     0) exit 0 ;;
-    "$SUDER_EXIT_CHECKPOINTED") _suder_requeue ;;
+    "$SUDER_EXIT_CHECKPOINTED") _suder_requeue "$rc" ;;
+    "$SUDER_EXIT_STOPPED")
+        suder_log "the job step stopped without a new checkpoint; the requeued job resumes from the previous one"
+        _suder_requeue "$rc"
+        ;;
     *) exit "$rc" ;;
     esac
 }

@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# Tests of slurm/ against a real one-node Slurm cluster on this machine
+# (slurm/testing/local-cluster.sh: munged, slurmctld and slurmd from Debian's packages).
+#
+#   Tests/slurm/run.sh [BIN_DIR]          BIN_DIR holds the release `suder` (default .build/release)
+#
+# Two kinds of tests:
+#   - the job machinery (signal relay, checkpoint requeue, restart cap, DONE, dependency chain,
+#     sweep array and gather) runs Tests/slurm/fake-suder, a stand-in that keeps the product's job
+#     contracts, so it is tested whatever the stages can do;
+#   - the product tests run the real `suder` (doctor under srun now; the tiny pipeline, a
+#     signalled stage and a real sweep once the stages exist; until then they are skipped and say why).
+# The cluster is started if it is not running, and then stopped again at the end.
+# Ends with "N passed, N failed, N skipped"; exits non-zero if any test failed.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin_dir=$(realpath -m "${1:-$root/.build/release}")
+suder=$bin_dir/suder
+fake=$root/Tests/slurm/fake-suder
+cluster=$root/slurm/testing/local-cluster.sh
+tiny=$root/configs/tiny.yaml
+work=$(mktemp -d /tmp/suder-slurm-tests.XXXXXX)
+eval "$("$cluster" env)"
+# The scripts under test are found through SUDER_HOME, as slurm/submit sets it.
+export SUDER_HOME=$root
+# Test jobs: 2 tasks of 1 CPU (this machine's cores) unless a test says otherwise. The time limit
+# stays well above the scripts' --signal lead (up to 600 s), or the warning would come at once.
+two_tasks=(--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=60)
+
+passed=0 failed=0 skipped=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
+fail() {
+    echo "FAIL $1: $2"
+    [[ -s $work/current.log ]] && sed 's/^/    | /' "$work/current.log" | tail -25
+    failed=$((failed + 1))
+}
+
+# ---- helpers over scontrol -----------------------------------------------------------------------
+
+# job_field JOB FIELD: FIELD's value in `scontrol show job -o` (first task of an array).
+job_field() { scontrol show job -o "$1" 2>/dev/null | head -n 1 | grep -o "\b$2=[^ ]*" | cut -d= -f2-; }
+
+# all_states JOB: the state of every job (every task, for an array) sharing this id.
+all_states() { scontrol show job -o "$1" 2>/dev/null | grep -o '\bJobState=[A-Z_]*' | cut -d= -f2; }
+
+is_final() { [[ $1 =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|BOOT_FAIL|DEADLINE|PREEMPTED)$ ]]; }
+
+# wait_final SECONDS JOB...: until every job (all array tasks) is in a final state.
+wait_final() {
+    local limit=$1 job state done_all
+    shift
+    for ((t = 0; t < limit * 2; t++)); do
+        done_all=1
+        for job in "$@"; do
+            # Tasks of an array that have not started yet are listed as one pending record.
+            for state in $(all_states "$job") MISSING; do
+                [[ $state == MISSING ]] && break
+                is_final "$state" || done_all=0
+            done
+        done
+        ((done_all)) && return 0
+        sleep 0.5
+    done
+    echo "timed out after ${limit}s waiting for jobs $*: $(for j in "$@"; do all_states "$j"; done | tr '\n' ' ')"
+    return 1
+}
+
+# wait_until SECONDS CMD...: until CMD succeeds.
+wait_until() {
+    local limit=$1
+    shift
+    for ((t = 0; t < limit * 2; t++)); do
+        "$@" && return 0
+        sleep 0.5
+    done
+    echo "timed out after ${limit}s waiting for: $*"
+    return 1
+}
+
+# Slurm keeps a requeued job pending for 120 s (BeginTime) before it may start again; the tests
+# make it eligible at once so they do not wait for that delay.
+release_when_requeued() {
+    local job=$1 restarts=$2
+    wait_until 60 restarts_reached "$job" "$restarts" || return 1
+    scontrol update JobId="$job" StartTime=now
+}
+restarts_reached() { (($(job_field "$1" Restarts) >= $2)) && [[ $(job_field "$1" JobState) == PENDING ]]; }
+
+lines() { [[ -f $1 ]] && wc -l <"$1" || echo 0; }
+at_least_lines() { (($(lines "$1") >= $2)); }
+
+# ---- the cluster --------------------------------------------------------------------------------
+
+started_cluster=0
+test_cluster_start() {
+    if "$cluster" status >/dev/null 2>&1; then
+        echo "cluster already running; reusing it (it is left running at the end)"
+    else
+        "$cluster" start || return 1
+        started_cluster=1
+    fi
+    "$cluster" status && "$cluster" check
+}
+
+test_cluster_stop() {
+    local pids
+    pids=$(cat "${SUDER_SLURM_DIR:-/tmp/suder-slurm}"/{munged,slurmctld,slurmd}.pid 2>/dev/null)
+    "$cluster" stop || return 1
+    ! "$cluster" status || { echo "status still reports daemons"; return 1; }
+    for pid in $pids; do
+        kill -0 "$pid" 2>/dev/null && { echo "pid $pid is still alive"; return 1; }
+    done
+    [[ -n $pids ]] || { echo "no pid files were found before stop"; return 1; }
+    echo "stopped pids: $(echo $pids)"
+}
+
+# ---- the real product, available now ------------------------------------------------------------
+
+suder_has() { [[ -x $suder ]] && "$suder" --help 2>/dev/null | grep -qw "$1"; }
+
+test_doctor_under_srun() {
+    suder_has doctor || { skip_reason="no $suder with a doctor command (build with: swift build -c release)"; return 2; }
+    local out=$work/doctor.out
+    sbatch --wait --parsable "${two_tasks[@]}" --output="$out" \
+        --wrap "srun --mpi=pmix $suder doctor" || { cat "$out"; echo "job failed"; return 1; }
+    cat "$out"
+    grep -q "all .* checks passed on 2 rank" "$out"
+}
+
+# ---- the job machinery, on fake-suder -----------------------------------------------------------
+
+# A stage signalled with SIGUSR1 (as --signal=B:USR1@lead does before the time limit) relays it,
+# checkpoints, requeues itself, resumes from the checkpoint and completes.
+test_signal_requeue_resume() {
+    local dir=$work/requeue job
+    mkdir -p "$dir"
+    job=$(SUDER_BIN=$fake FAKE_STEPS=8 sbatch --parsable --chdir="$dir" "${two_tasks[@]}" \
+        "$root/slurm/pretrain.sbatch" "$tiny" run) || return 1
+    echo "job $job"
+    wait_until 60 at_least_lines "$dir/run/pretrain/trace.rank0" 2 || return 1
+    scancel --signal=USR1 --batch "$job"
+    release_when_requeued "$job" 1 || return 1
+    wait_final 60 "$job" || return 1
+    cat "$dir/suder-pretrain-$job.out"
+    [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "state $(job_field "$job" JobState)"; return 1; }
+    [[ $(job_field "$job" Restarts) == 1 ]] || { echo "restarts $(job_field "$job" Restarts)"; return 1; }
+    grep -q "SIGUSR1 received" "$dir/suder-pretrain-$job.out" || return 1
+    grep -q "job step exited with code 85" "$dir/suder-pretrain-$job.out" || return 1
+    grep -q "requeueing job $job (restart 1" "$dir/suder-pretrain-$job.out" || return 1
+    grep -q "restart 1:" "$dir/suder-pretrain-$job.out" || return 1
+    # Resumed, not restarted: each rank ran every step exactly once, in order, across both runs.
+    for rank in 0 1; do
+        [[ $(tr '\n' ' ' <"$dir/run/pretrain/trace.rank$rank") == "1 2 3 4 5 6 7 8 " ]] ||
+            { echo "rank $rank trace: $(tr '\n' ' ' <"$dir/run/pretrain/trace.rank$rank")"; return 1; }
+    done
+    [[ -e $dir/run/pretrain/DONE ]]
+}
+
+# The warning signal comes from the script's own --signal=B:USR1@lead before the time limit.
+test_time_limit_warning() {
+    local dir=$work/timelimit job restarts=0
+    mkdir -p "$dir"
+    # 1-minute limit, warning 40 s before it (Slurm may send it up to 60 s early, so any time in
+    # the first 20 s); 50 steps of 1 s cannot finish in one allocation.
+    job=$(SUDER_BIN=$fake FAKE_STEPS=50 sbatch --parsable --chdir="$dir" "${two_tasks[@]}" \
+        --time=1 --signal=B:USR1@40 "$root/slurm/suder.sbatch" "$tiny" run) || return 1
+    echo "job $job"
+    # Each allocation checkpoints before its limit; release each requeue until the stage finishes.
+    while ! is_final "$(job_field "$job" JobState)"; do
+        if restarts_reached "$job" $((restarts + 1)); then
+            restarts=$((restarts + 1))
+            scontrol update JobId="$job" StartTime=now
+        fi
+        sleep 1
+        ((SECONDS < 600)) || { echo "not finished after 600 s"; return 1; }
+    done
+    cat "$dir/suder-suder-$job.out"
+    [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "state $(job_field "$job" JobState)"; return 1; }
+    ((restarts >= 1)) || { echo "never requeued"; return 1; }
+    grep -q "SIGUSR1 received" "$dir/suder-suder-$job.out" || return 1
+    ! grep -q "CANCELLED .* DUE TO TIME LIMIT" "$dir/suder-suder-$job.out" || { echo "hit the time limit"; return 1; }
+    [[ $(sort -n "$dir/run/suder/trace.rank0" | uniq | wc -l) == 50 && $(lines "$dir/run/suder/trace.rank0") == 50 ]]
+}
+
+test_restart_cap() {
+    local dir=$work/cap job
+    mkdir -p "$dir"
+    job=$(SUDER_BIN=$fake FAKE_STEPS=8 SUDER_MAX_RESTARTS=0 sbatch --parsable --chdir="$dir" "${two_tasks[@]}" \
+        "$root/slurm/pretrain.sbatch" "$tiny" run) || return 1
+    wait_until 60 at_least_lines "$dir/run/pretrain/trace.rank0" 1 || return 1
+    scancel --signal=USR1 --batch "$job"
+    wait_final 60 "$job" || return 1
+    cat "$dir/suder-pretrain-$job.out"
+    [[ $(job_field "$job" JobState) == FAILED && $(job_field "$job" ExitCode) == 85:0 ]] ||
+        { echo "state $(job_field "$job" JobState) exit $(job_field "$job" ExitCode)"; return 1; }
+    [[ $(job_field "$job" Restarts) == 0 ]] && grep -q "giving up" "$dir/suder-pretrain-$job.out"
+}
+
+# A finished stage exits at once, without launching a job step.
+test_finished_stage_exits_at_once() {
+    local dir=$work/requeue job
+    [[ -e $dir/run/pretrain/DONE ]] || { echo "needs the finished run of test_signal_requeue_resume"; return 1; }
+    job=$(SUDER_BIN=$fake sbatch --parsable --chdir="$dir" "${two_tasks[@]}" "$root/slurm/pretrain.sbatch" "$tiny" run) || return 1
+    wait_final 30 "$job" || return 1
+    cat "$dir/suder-pretrain-$job.out"
+    [[ $(job_field "$job" JobState) == COMPLETED ]] && grep -q "already finished" "$dir/suder-pretrain-$job.out" &&
+        ! grep -q "srun" "$dir/suder-pretrain-$job.out" && [[ $(lines "$dir/run/pretrain/trace.rank0") == 8 ]]
+}
+
+# submit_chain DIR [ENV=VALUE ...]: runs slurm/submit in DIR with the environment given; prints
+# "stage job" lines into DIR/jobs.
+submit_chain() {
+    local dir=$1
+    shift
+    mkdir -p "$dir"
+    env "$@" SUDER_SBATCH_ARGS="${two_tasks[*]}" "$root/slurm/submit" "$tiny" "$dir/run" >"$dir/jobs" || return 1
+    cat "$dir/jobs"
+}
+chain_job() { awk -v s="$2" '$1 == s {print $2}' "$1/jobs"; }
+
+test_submit_chain() {
+    local dir=$work/chain previous=
+    submit_chain "$dir" SUDER_BIN="$fake" FAKE_STEPS=2 || return 1
+    [[ $(awk '{print $1}' "$dir/jobs" | tr '\n' ' ') == "data pretrain suder eval " ]] || { echo "stages listed wrongly"; return 1; }
+    for stage in pretrain suder eval; do
+        previous=$(awk -v s="$stage" 'prev && $1 == s {print prev} {prev = $2}' "$dir/jobs")
+        [[ $(job_field "$(chain_job "$dir" "$stage")" Dependency) == afterok:$previous* ]] ||
+            [[ $(job_field "$(chain_job "$dir" "$stage")" JobState) != PENDING ]] ||
+            { echo "$stage does not depend on afterok:$previous: $(job_field "$(chain_job "$dir" "$stage")" Dependency)"; return 1; }
+    done
+    wait_final 120 $(awk '{print $2}' "$dir/jobs") || return 1
+    local end=0 start
+    while read -r stage job; do
+        [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "$stage: $(job_field "$job" JobState)"; return 1; }
+        [[ -e $dir/run/$stage/DONE ]] || { echo "$stage: no DONE"; return 1; }
+        # Each stage starts only after the previous one ended.
+        start=$(date -d "$(job_field "$job" StartTime)" +%s)
+        ((start >= end)) || { echo "$stage started before the previous stage ended"; return 1; }
+        end=$(date -d "$(job_field "$job" EndTime)" +%s)
+    done <"$dir/jobs"
+    [[ -s $dir/run/eval/summary.json ]]
+}
+
+test_failed_stage_cancels_chain() {
+    local dir=$work/chain-fail
+    submit_chain "$dir" SUDER_BIN="$fake" FAKE_STEPS=1 FAKE_FAIL_STAGE=pretrain || return 1
+    wait_final 120 $(awk '{print $2}' "$dir/jobs") || return 1
+    local states
+    states=$(while read -r stage job; do echo -n "$stage=$(job_field "$job" JobState) "; done <"$dir/jobs")
+    echo "$states"
+    [[ $states == "data=COMPLETED pretrain=FAILED suder=CANCELLED eval=CANCELLED " ]]
+}
+
+# sweep_and_gather DIR SUDER_BIN: a 3-run sweep file, submitted as an array, then gathered.
+sweep_and_gather() {
+    local dir=$1 bin=$2 job
+    shift 2
+    mkdir -p "$dir"
+    cat >"$dir/runs.sweep" <<'EOF'
+# name      overrides
+seed1       run.seed=1
+seed2-beta1 run.seed=2 suder.beta=1.0
+seed3       run.seed=3   # a comment
+EOF
+    job=$(env SUDER_BIN="$bin" "$@" SUDER_SBATCH_ARGS="${sweep_task[*]}" \
+        "$root/slurm/sweep" "$dir/runs.sweep" "$tiny" "$dir/runs") || return 1
+    echo "array job $job"
+    wait_final "$sweep_seconds" "$job" || return 1
+    scontrol show job -o "$job" | grep -o 'JobId=[0-9]* ArrayJobId=[0-9]* ArrayTaskId=[0-9]*\|JobState=[A-Z]*'
+    [[ $(all_states "$job" | grep -c COMPLETED) == 3 ]] || { echo "not 3 completed tasks"; return 1; }
+    "$root/slurm/gather" "$dir/runs.sweep" "$dir/runs" >"$dir/table" || return 1
+    cat "$dir/table"
+    [[ $(grep -c ' ok$' "$dir/table") == 3 ]] || { echo "table has not 3 ok rows"; return 1; }
+    for name in seed1 seed2-beta1 seed3; do
+        local expected
+        expected=$(python3 -c "import json,sys; print(f'{json.load(open(sys.argv[1]))[\"overall\"]:.4f}')" "$dir/runs/$name/eval/summary.json")
+        grep -q "^$name .* $expected " "$dir/table" || { echo "$name: overall $expected not in the table"; return 1; }
+    done
+}
+
+sweep_task=(--nodes=1 --ntasks-per-node=1 --cpus-per-task=1 --time=60)
+sweep_seconds=120
+test_sweep_and_gather() {
+    local dir=$work/sweep
+    sweep_and_gather "$dir" "$fake" FAKE_STEPS=1 || return 1
+    # A run without a summary is reported by name, and the rest of the table is still gathered.
+    rm "$dir/runs/seed2-beta1/eval/summary.json"
+    "$root/slurm/gather" "$dir/runs.sweep" "$dir/runs" >"$dir/table2" 2>"$dir/table2.err" || { echo "gather failed on a missing run"; return 1; }
+    cat "$dir/table2" "$dir/table2.err"
+    grep -q "^seed2-beta1 .*missing: no eval/summary.json" "$dir/table2" &&
+        grep -q "run 'seed2-beta1' missing" "$dir/table2.err" && grep -q "2 of 3 runs gathered" "$dir/table2.err" &&
+        ! "$root/slurm/gather" --strict "$dir/runs.sweep" "$dir/runs" >/dev/null 2>&1
+}
+
+# ---- the real stages (skipped until they exist) -------------------------------------------------
+
+# mpirun_suder ARGS...: 2 ranks of 1 BLAS thread each, as the Slurm test jobs get.
+mpirun_suder() {
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 \
+        mpirun -np 2 --bind-to none "$suder" "$@" runtime.threads=1
+}
+
+# The reference: the tiny pipeline under mpirun -np 2, which also tells whether the stages exist.
+stages_reason=
+probe_stages() {
+    local out=$work/mpirun-reference.log
+    if ! suder_has pipeline; then
+        stages_reason="no $suder with a pipeline command (build with: swift build -c release)"
+        return
+    fi
+    mpirun_suder pipeline --config "$tiny" --run-dir "$work/mpirun/run" >"$out" 2>&1
+    local rc=$?
+    if grep -q "is not implemented yet" "$out"; then
+        stages_reason="the stages are not on main yet ($(grep -o "stage '[a-z]*' is not implemented yet" "$out" | head -1))"
+    elif ((rc != 0)); then
+        stages_reason="the reference run under mpirun failed (exit $rc); see below"
+        tail -20 "$out"
+        failed=$((failed + 1))
+    fi
+}
+
+test_real_pipeline_matches_mpirun() {
+    [[ -z $stages_reason ]] || { skip_reason=$stages_reason; return 2; }
+    local dir=$work/real-chain
+    submit_chain "$dir" SUDER_BIN="$suder" || return 1
+    wait_final 1800 $(awk '{print $2}' "$dir/jobs") || return 1
+    while read -r stage job; do
+        [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "$stage: $(job_field "$job" JobState)"; cat "$dir/run"/*-"$job".out; return 1; }
+    done <"$dir/jobs"
+    jq -S . "$dir/run/eval/summary.json" >"$dir/slurm.json" && jq -S . "$work/mpirun/run/eval/summary.json" >"$dir/mpirun.json" || return 1
+    cat "$dir/slurm.json"
+    diff "$dir/mpirun.json" "$dir/slurm.json"
+}
+
+# Pretraining long enough to be signalled mid-run; the uninterrupted reference uses the same settings.
+long_pretrain=(pretrain.steps=${SUDER_TEST_PRETRAIN_STEPS:-400} pretrain.checkpoint_every=50)
+test_real_signalled_stage_resumes_exactly() {
+    [[ -z $stages_reason ]] || { skip_reason=$stages_reason; return 2; }
+    local dir=$work/real-signal reference=$work/real-signal-reference job
+    mpirun_suder pipeline --until pretrain --config "$tiny" --run-dir "$reference/run" "${long_pretrain[@]}" \
+        >"$reference.log" 2>&1 || { tail "$reference.log"; return 1; }
+    mkdir -p "$dir"
+    env SUDER_BIN="$suder" SUDER_SBATCH_ARGS="${two_tasks[*]}" "$root/slurm/submit" "$tiny" "$dir/run" \
+        --until pretrain "${long_pretrain[@]}" >"$dir/jobs" || return 1
+    job=$(chain_job "$dir" pretrain)
+    # Signal once the first checkpoint exists, i.e. mid-run.
+    wait_until 900 test -s "$dir/run/pretrain/latest" || return 1
+    scancel --signal=USR1 --batch "$job"
+    release_when_requeued "$job" 1 || { cat "$dir/run/suder-pretrain-$job.out"; echo "finished before the signal? raise SUDER_TEST_PRETRAIN_STEPS"; return 1; }
+    wait_final 1200 "$job" || return 1
+    cat "$dir/run/suder-pretrain-$job.out"
+    [[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" Restarts) == 1 ]] || return 1
+    local final reference_final
+    final=$(<"$dir/run/pretrain/latest") reference_final=$(<"$reference/run/pretrain/latest")
+    [[ $final == "$reference_final" ]] || { echo "final checkpoints differ: $final vs $reference_final"; return 1; }
+    diff -r "$reference/run/pretrain/$reference_final" "$dir/run/pretrain/$final" && echo "identical final checkpoint $final"
+}
+
+test_real_sweep_and_gather() {
+    [[ -z $stages_reason ]] || { skip_reason=$stages_reason; return 2; }
+    sweep_seconds=3600 sweep_and_gather "$work/real-sweep" "$suder"
+}
+
+# ---- run ----------------------------------------------------------------------------------------
+
+run_test() {
+    local name=$1 rc
+    skip_reason=
+    SECONDS=0
+    "$name" >"$work/current.log" 2>&1
+    rc=$?
+    cp "$work/current.log" "$work/$name.log"
+    case $rc in
+    0) pass "$name (${SECONDS}s)" ;;
+    2) skip "$name" "$skip_reason" ;;
+    *) fail "$name" "exit $rc (${SECONDS}s; log $work/$name.log)" ;;
+    esac
+}
+
+echo "slurm tests: work directory $work"
+run_test test_cluster_start
+if ((failed == 0)); then
+    run_test test_doctor_under_srun
+    run_test test_signal_requeue_resume
+    run_test test_finished_stage_exits_at_once
+    run_test test_restart_cap
+    run_test test_time_limit_warning
+    run_test test_submit_chain
+    run_test test_failed_stage_cancels_chain
+    run_test test_sweep_and_gather
+    probe_stages
+    run_test test_real_pipeline_matches_mpirun
+    run_test test_real_signalled_stage_resumes_exactly
+    run_test test_real_sweep_and_gather
+fi
+if ((started_cluster)); then
+    run_test test_cluster_stop
+fi
+
+echo "slurm: $passed passed, $failed failed, $skipped skipped"
+((failed == 0))

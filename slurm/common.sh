@@ -92,9 +92,12 @@ _suder_requeue() {
     exit 0
 }
 
-# suder_run ARGS...: runs `suder ARGS...` on every task, relays the warning signal, and requeues the
-# job when the product checkpoints.
+# suder_run DONE_FILE ARGS...: runs `suder ARGS...` on every task, relays the warning signal, and
+# requeues the job when the product checkpoints. Success needs exit 0 and DONE_FILE, because srun
+# also exits 0 when the step could not be launched at all.
 suder_run() {
+    local done_file=$1
+    shift
     suder_launcher
     _suder_signalled=0 _suder_terminating=0 _suder_step_pid=
     trap '_suder_on_signal USR1' USR1
@@ -113,10 +116,16 @@ suder_run() {
     trap - USR1 TERM
     suder_log "job step exited with code $rc"
     case $rc in
-    0) exit 0 ;;
+    0)
+        [[ -e $done_file ]] && exit 0
+        suder_log "the job step exited 0 but $done_file does not exist; failing the job"
+        exit 1
+        ;;
     "$SUDER_EXIT_CHECKPOINTED") _suder_requeue "$rc" ;;
     "$SUDER_EXIT_STOPPED")
-        suder_log "the job step stopped without a new checkpoint; the requeued job resumes from the previous one"
+        # Also seen when one rank exits 85 a moment before the others and srun (--kill-on-bad-exit)
+        # stops them: the checkpoint was written, and a restart loads the newest complete one.
+        suder_log "a rank stopped without checkpointing (exit 86); the requeued job resumes from the newest complete checkpoint"
         _suder_requeue "$rc"
         ;;
     *) exit "$rc" ;;
@@ -133,7 +142,7 @@ suder_run_stage() {
         suder_log "$stage already finished in $run_dir; nothing to do"
         exit 0
     fi
-    suder_run "$stage" --config "$config" --run-dir "$run_dir" "$@"
+    suder_run "$run_dir/$stage/DONE" "$stage" --config "$config" --run-dir "$run_dir" "$@"
 }
 
 # suder_run_pipeline CONFIG RUN_DIR [--until STAGE] [key.sub=value ...]: every stage in one job;
@@ -148,7 +157,7 @@ suder_run_pipeline() {
         suder_log "pipeline already finished through $last in $run_dir; nothing to do"
         exit 0
     fi
-    suder_run pipeline --config "$config" --run-dir "$run_dir" "$@"
+    suder_run "$run_dir/$last/DONE" pipeline --config "$config" --run-dir "$run_dir" "$@"
 }
 
 # suder_sweep_entries FILE: the sweep file's runs, one "NAME key=value ..." line each, without

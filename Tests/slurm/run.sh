@@ -80,11 +80,16 @@ wait_until() {
 }
 
 # Slurm keeps a requeued job pending for 120 s (BeginTime) before it may start again; the tests
-# make it eligible at once so they do not wait for that delay.
+# make it eligible early so they do not wait for that delay. Not before the previous run's
+# slurmstepd is gone, though (it lingers ~2 s after srun stops a step): the restart reuses the step
+# id, and its PMIx server cannot bind the old step's socket. The 120 s delay covers this in real use.
+release_requeued() {
+    wait_until 30 step_daemons_gone "$1" || return 1
+    scontrol update JobId="$1" StartTime=now
+}
+step_daemons_gone() { ! pgrep -f "slurmstepd: \[$1\.[0-9]" >/dev/null; }
 release_when_requeued() {
-    local job=$1 restarts=$2
-    wait_until 60 restarts_reached "$job" "$restarts" || return 1
-    scontrol update JobId="$job" StartTime=now
+    wait_until 60 restarts_reached "$1" "$2" && release_requeued "$1"
 }
 restarts_reached() { (($(job_field "$1" Restarts) >= $2)) && [[ $(job_field "$1" JobState) == PENDING ]]; }
 
@@ -171,7 +176,7 @@ test_time_limit_warning() {
     while ! is_final "$(job_field "$job" JobState)"; do
         if restarts_reached "$job" $((restarts + 1)); then
             restarts=$((restarts + 1))
-            scontrol update JobId="$job" StartTime=now
+            release_requeued "$job" || return 1
         fi
         sleep 1
         ((SECONDS < 600)) || { echo "not finished after 600 s"; return 1; }
@@ -207,6 +212,17 @@ test_finished_stage_exits_at_once() {
     cat "$dir/suder-pretrain-$job.out"
     [[ $(job_field "$job" JobState) == COMPLETED ]] && grep -q "already finished" "$dir/suder-pretrain-$job.out" &&
         ! grep -q "srun" "$dir/suder-pretrain-$job.out" && [[ $(lines "$dir/run/pretrain/trace.rank0") == 8 ]]
+}
+
+# Exit 0 without the DONE marker is not success (srun exits 0 when a step fails to launch).
+test_exit_zero_without_done_fails() {
+    local dir=$work/nodone job
+    mkdir -p "$dir"
+    job=$(SUDER_BIN=$fake FAKE_STEPS=1 FAKE_NO_DONE=1 sbatch --parsable --chdir="$dir" "${two_tasks[@]}" \
+        "$root/slurm/data.sbatch" "$tiny" run) || return 1
+    wait_final 60 "$job" || return 1
+    cat "$dir/suder-data-$job.out"
+    [[ $(job_field "$job" JobState) == FAILED ]] && grep -q "does not exist; failing the job" "$dir/suder-data-$job.out"
 }
 
 # submit_chain DIR [ENV=VALUE ...]: runs slurm/submit in DIR with the environment given; prints
@@ -273,8 +289,8 @@ EOF
     "$root/slurm/gather" "$dir/runs.sweep" "$dir/runs" >"$dir/table" || return 1
     cat "$dir/table"
     [[ $(grep -c ' ok$' "$dir/table") == 3 ]] || { echo "table has not 3 ok rows"; return 1; }
+    local name expected
     for name in seed1 seed2-beta1 seed3; do
-        local expected
         expected=$(python3 -c "import json,sys; print(f'{json.load(open(sys.argv[1]))[\"overall\"]:.4f}')" "$dir/runs/$name/eval/summary.json")
         grep -q "^$name .* $expected " "$dir/table" || { echo "$name: overall $expected not in the table"; return 1; }
     done
@@ -386,6 +402,7 @@ if ((failed == 0)); then
     run_test test_signal_requeue_resume
     run_test test_finished_stage_exits_at_once
     run_test test_restart_cap
+    run_test test_exit_zero_without_done_fails
     run_test test_time_limit_warning
     run_test test_submit_chain
     run_test test_failed_stage_cancels_chain

@@ -93,8 +93,10 @@ release_when_requeued() {
 }
 restarts_reached() { (($(job_field "$1" Restarts) >= $2)) && [[ $(job_field "$1" JobState) == PENDING ]]; }
 
+sorted_json() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), indent=1, sort_keys=True))' "$1"; }
 lines() { [[ -f $1 ]] && wc -l <"$1" || echo 0; }
-at_least_lines() { (($(lines "$1") >= $2)); }
+at_least_sorted_json() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), indent=1, sort_keys=True))' "$1"; }
+lines() { (($(lines "$1") >= $2)); }
 
 # ---- the cluster --------------------------------------------------------------------------------
 
@@ -136,31 +138,40 @@ test_doctor_under_srun() {
 
 # ---- the job machinery, on fake-suder -----------------------------------------------------------
 
-# A stage signalled with SIGUSR1 (as --signal=B:USR1@lead does before the time limit) relays it,
-# checkpoints, requeues itself, resumes from the checkpoint and completes.
-test_signal_requeue_resume() {
-    local dir=$work/requeue job
+# signal_requeue_resume DIR [ENV=VALUE ...]: a stage signalled with SIGUSR1 (as --signal=B:USR1@lead
+# does before the time limit) relays it, checkpoints, requeues itself, resumes from the checkpoint
+# and completes.
+signal_requeue_resume() {
+    local dir=$1 job log
+    shift
     mkdir -p "$dir"
-    job=$(SUDER_BIN=$fake FAKE_STEPS=8 sbatch --parsable --chdir="$dir" "${two_tasks[@]}" \
+    job=$(env SUDER_BIN="$fake" FAKE_STEPS=8 "$@" sbatch --parsable --chdir="$dir" "${two_tasks[@]}" \
         "$root/slurm/pretrain.sbatch" "$tiny" run) || return 1
+    log=$dir/suder-pretrain-$job.out
     echo "job $job"
     wait_until 60 at_least_lines "$dir/run/pretrain/trace.rank0" 2 || return 1
     scancel --signal=USR1 --batch "$job"
     release_when_requeued "$job" 1 || return 1
     wait_final 60 "$job" || return 1
-    cat "$dir/suder-pretrain-$job.out"
+    cat "$log"
     [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "state $(job_field "$job" JobState)"; return 1; }
     [[ $(job_field "$job" Restarts) == 1 ]] || { echo "restarts $(job_field "$job" Restarts)"; return 1; }
-    grep -q "SIGUSR1 received" "$dir/suder-pretrain-$job.out" || return 1
-    grep -q "job step exited with code 85" "$dir/suder-pretrain-$job.out" || return 1
-    grep -q "requeueing job $job (restart 1" "$dir/suder-pretrain-$job.out" || return 1
-    grep -q "restart 1:" "$dir/suder-pretrain-$job.out" || return 1
+    grep -q "SIGUSR1 received" "$log" && grep -q "job step exited with code 85" "$log" &&
+        grep -q "requeueing job $job (restart 1" "$log" && grep -q "restart 1:" "$log" || return 1
     # Resumed, not restarted: each rank ran every step exactly once, in order, across both runs.
     for rank in 0 1; do
         [[ $(tr '\n' ' ' <"$dir/run/pretrain/trace.rank$rank") == "1 2 3 4 5 6 7 8 " ]] ||
             { echo "rank $rank trace: $(tr '\n' ' ' <"$dir/run/pretrain/trace.rank$rank")"; return 1; }
     done
     [[ -e $dir/run/pretrain/DONE ]]
+}
+
+test_signal_requeue_resume() { signal_requeue_resume "$work/requeue"; }
+
+# The documented fallback launcher relays the signal and requeues the same way.
+test_mpirun_launcher_requeue() {
+    signal_requeue_resume "$work/mpirun-launcher" SUDER_LAUNCHER=mpirun \
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
 }
 
 # The warning signal comes from the script's own --signal=B:USR1@lead before the time limit.
@@ -345,7 +356,7 @@ test_real_pipeline_matches_mpirun() {
     while read -r stage job; do
         [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "$stage: $(job_field "$job" JobState)"; cat "$dir/run"/*-"$job".out; return 1; }
     done <"$dir/jobs"
-    jq -S . "$dir/run/eval/summary.json" >"$dir/slurm.json" && jq -S . "$work/mpirun/run/eval/summary.json" >"$dir/mpirun.json" || return 1
+    sorted_json "$dir/run/eval/summary.json" >"$dir/slurm.json" && sorted_json "$work/mpirun/run/eval/summary.json" >"$dir/mpirun.json" || return 1
     cat "$dir/slurm.json"
     diff "$dir/mpirun.json" "$dir/slurm.json"
 }
@@ -401,6 +412,7 @@ if ((failed == 0)); then
     run_test test_doctor_under_srun
     run_test test_signal_requeue_resume
     run_test test_finished_stage_exits_at_once
+    run_test test_mpirun_launcher_requeue
     run_test test_restart_cap
     run_test test_exit_zero_without_done_fails
     run_test test_time_limit_warning
@@ -416,5 +428,7 @@ if ((started_cluster)); then
     run_test test_cluster_stop
 fi
 
+# Logs of a failed run stay for a look; a clean run leaves nothing behind.
+((failed == 0)) && rm -rf "$work"
 echo "slurm: $passed passed, $failed failed, $skipped skipped"
 ((failed == 0))

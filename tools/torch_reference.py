@@ -16,7 +16,7 @@ Weights format (also what Transformer.writeWeights produces):
 """
 import argparse
 import json
-import math
+import resource
 import statistics
 import sys
 import time
@@ -246,17 +246,24 @@ def median_time(fn, repeats, warmup=1):
 
 
 @torch.no_grad()
-def sample_with_cache(model, prompts, new_tokens, temperature, generator):
-    """Batched KV-cache sampling, equal prompt lengths; full vocabulary, no top-k."""
+def sample_with_cache(model, prompts, new_tokens, temperature, generators, allowed=None):
+    """Batched KV-cache sampling with equal prompt lengths. `generators` is either one shared
+    torch.Generator (one multinomial call per step) or one per sequence, which is what the Swift
+    sampler guarantees (a sequence's tokens depend only on its own seed): then each row draws
+    from its own generator. `allowed` = (lo, hi) restricts logits to a token-id range."""
     c = model.c
     B, P = prompts.shape
     hs = c.dModel // c.nHeads
     caches = [(torch.zeros(B, c.nHeads, c.maxSeq, hs), torch.zeros(B, c.nHeads, c.maxSeq, hs)) for _ in range(c.nLayers)]
     logits = model(prompts, caches, 0)[:, -1]
+    lo, hi = allowed if allowed is not None else (0, c.vocabSize)
     out = []
     for step in range(new_tokens):
-        probs = torch.softmax(logits / temperature, dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator)
+        probs = torch.softmax(logits[:, lo:hi] / temperature, dim=-1)
+        if isinstance(generators, list):
+            token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])[:, None] + lo
+        else:
+            token = torch.multinomial(probs, 1, generator=generators) + lo
         out.append(token)
         if step + 1 < new_tokens:
             logits = model(token, caches, P + step)[:, -1]
@@ -308,21 +315,28 @@ def bench(args):
         opt.step()
 
     prompts = torch.randint(0, c.vocabSize, (args.sample_batch, args.prompt))
-    generator = torch.Generator().manual_seed(0)
+    generators = [torch.Generator().manual_seed(i) for i in range(args.sample_batch)]
+    shared = torch.Generator().manual_seed(0)
 
     def sample():
-        sample_with_cache(model, prompts, args.new_tokens, 1.0, generator)
+        sample_with_cache(model, prompts, args.new_tokens, 1.0, generators, (0, c.vocabSize))
+
+    def sample_shared_rng():
+        sample_with_cache(model, prompts, args.new_tokens, 1.0, shared)
 
     train = median_time(train_step, args.repeats)
     scoring = median_time(score, args.repeats)
     pref = median_time(preference_step, args.repeats)
     sampling = median_time(sample, args.repeats)
+    sampling_shared = median_time(sample_shared_rng, args.repeats)
     result = dict(
         framework=f"torch {torch.__version__}", threads=args.threads,
         train_tokens_per_s=B * T / train, score_tokens_per_s=B * T / scoring,
         sample_tokens_per_s=args.sample_batch * args.new_tokens / sampling,
+        sample_shared_rng_tokens_per_s=args.sample_batch * args.new_tokens / sampling_shared,
         preference_pairs_per_s=(B // 2) / pref,
         train_step_s=train, score_s=scoring, sample_s=sampling, preference_step_s=pref,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     print(json.dumps(result))
 

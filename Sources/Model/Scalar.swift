@@ -60,3 +60,22 @@ func allocateAligned<T>(_ count: Int, of type: T.Type = T.self) -> UnsafeMutable
 func deallocateAligned<T>(_ pointer: UnsafeMutablePointer<T>) {
     UnsafeMutableRawPointer(pointer).deallocate()
 }
+
+/// The OpenBLAS kernel family in use (e.g. "Haswell", "SkylakeX").
+public var openBLASCoreName: String {
+    String(cString: openblas_get_corename())
+}
+
+/// Debian's OpenBLAS 0.3.21 does not recognise AMD Zen 4 and runs its AVX2 ("Haswell") kernels
+/// on a CPU that has AVX-512; its SkylakeX kernels are ~2x faster there (measured in
+/// docs/PERFORMANCE.md). The core is chosen when the library loads, so the fix is the
+/// environment of the launch: OPENBLAS_CORETYPE=SkylakeX. Returns that advice when it applies.
+public func openBLASCoreAdvice() -> String? {
+    guard openBLASCoreName == "Haswell",
+          let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+    let flags = Set(flagsLine.split(separator: " ").map(String.init))
+    let needed = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
+    guard needed.allSatisfy(flags.contains) else { return nil }
+    return "OpenBLAS runs its Haswell (AVX2) kernels on this AVX-512 CPU; launch with OPENBLAS_CORETYPE=SkylakeX for ~2x faster matmuls"
+}

@@ -91,3 +91,20 @@ final class SamplerTests: XCTestCase {
         }
     }
 }
+
+final class CachedAttentionTests: XCTestCase {
+    func testFastMatchesReference() {
+        let NH = 3, HS = 4, C = NH * HS, maxSeq = 7, streams = 2
+        var rng = SeededRNG(seed: 5)
+        func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
+        let keys = random(streams * maxSeq * C), values = random(streams * maxSeq * C)
+        let rowStreams: [Int32] = [1, 0, 1], rowPositions: [Int32] = [6, 0, 3]
+        let qkv = random(3 * 3 * C)
+        var fast = [Float](repeating: 0, count: 3 * C), reference = fast, scores = [Float](repeating: 0, count: maxSeq)
+        cachedAttentionForward(&fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                               scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+        cachedAttentionForwardReference(&reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                                        scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+        XCTAssertLessThan(maxDifference(fast, reference), 1e-5)
+    }
+}

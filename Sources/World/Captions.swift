@@ -131,3 +131,11 @@ public func captionIsCorrect(tokens: [Int32], scene: Scene, vocabulary: Vocabula
     guard let text = try? vocabulary.decodeUntilEOS(tokens) else { return false }
     return captionIsCorrect(text, scene: scene)
 }
+
+/// Share of correct captions: `captions[i]` (model output tokens) describes `scenes[i]`.
+public func captionAccuracy(captions: [[Int32]], scenes: [Scene], vocabulary: Vocabulary) -> Double {
+    precondition(captions.count == scenes.count, "captionAccuracy: \(captions.count) captions, \(scenes.count) scenes")
+    guard !captions.isEmpty else { return 0 }
+    let correct = zip(captions, scenes).filter { captionIsCorrect(tokens: $0, scene: $1, vocabulary: vocabulary) }.count
+    return Double(correct) / Double(captions.count)
+}

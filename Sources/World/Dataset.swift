@@ -233,9 +233,15 @@ public func readScenes(_ url: URL) throws -> [Scene] {
     let decoder = JSONDecoder()
     var scenes: [Scene] = []
     for (index, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-        do { scenes.append(try decoder.decode(Scene.self, from: Data(line))) } catch {
+        guard let scene = try? decoder.decode(Scene.self, from: Data(line)) else {
             throw WorldError.malformedFile(path: url.path, reason: "line \(index + 1) is not a scene")
         }
+        // Scenes only feed geometry and captions, but keep them plausible: 1...16 objects on a
+        // canvas no larger than 4096 pixels a side.
+        guard (1...16).contains(scene.objects.count),
+              scene.objects.allSatisfy({ $0.size >= 1 && $0.size <= 4096 && abs($0.x) <= 4096 && abs($0.y) <= 4096 })
+        else { throw WorldError.malformedFile(path: url.path, reason: "line \(index + 1): implausible scene") }
+        scenes.append(scene)
     }
     return scenes
 }

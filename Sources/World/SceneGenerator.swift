@@ -7,6 +7,9 @@ public struct SceneGenerator: Sendable {
     /// Background pixels kept between any two objects along x or y. At least the patch size, so
     /// no image patch holds two objects and VQ decoding cannot blend them.
     public var minimumGap: Int
+    /// Object corners lie on multiples of this many pixels (1 = anywhere). A coarser lattice
+    /// means fewer distinct patch shapes, so a smaller codebook round-trips losslessly.
+    public var positionStep: Int = 1
     /// Position scenes must satisfy their relation under this stricter margin than GenEval's 0.1,
     /// so the relation survives the VQ round trip's one-pixel edge shifts.
     public var positionMargin: Double = 0.25
@@ -40,9 +43,10 @@ public struct SceneGenerator: Sendable {
                        using generator: inout SeededGenerator) -> SceneObject? {
         for _ in 0..<100 {
             let size = Int.random(in: minObjectSize...largest, using: &generator)
+            let slots = (canvasSize - 2 - size) / positionStep  // corner in 1...(canvas - 1 - size)
             let candidate = SceneObject(shape: shape, color: color,
-                                        x: Int.random(in: 1...(canvasSize - 1 - size), using: &generator),
-                                        y: Int.random(in: 1...(canvasSize - 1 - size), using: &generator), size: size)
+                                        x: 1 + positionStep * Int.random(in: 0...slots, using: &generator),
+                                        y: 1 + positionStep * Int.random(in: 0...slots, using: &generator), size: size)
             if objects.allSatisfy({ separated($0, candidate) }) { return candidate }
         }
         return nil

@@ -110,21 +110,26 @@ public func readTokenShard(_ url: URL, kind expectedKind: String? = nil, fieldCo
     guard data.count == expectedSize else {
         throw fail("\(data.count) bytes, expected \(expectedSize) for \(recordCount) records and \(tokenCount) tokens (truncated?)")
     }
+    // The size check above makes every read below in bounds.
     var offsets = [Int](repeating: 0, count: offsetCount)
-    var previous: UInt64 = 0
-    for i in 0..<offsetCount {
-        let offset = readUInt64(data, at: shardHeaderSize + 8 * i)
-        guard offset >= previous, offset <= tokenCount64 else { throw fail("offset \(i) = \(offset) is out of order or past \(tokenCount) tokens") }
-        offsets[i] = Int(offset); previous = offset
-    }
-    guard offsets[0] == 0, offsets[offsetCount - 1] == tokenCount else { throw fail("offsets do not span the \(tokenCount) tokens") }
     var tokens = [Int32](repeating: 0, count: tokenCount)
     let tokenStart = shardHeaderSize + 8 * offsetCount
-    for i in 0..<tokenCount {
-        let token = Int32(bitPattern: readUInt32(data, at: tokenStart + 4 * i))
-        guard token >= 0 && Int(token) < vocabularySize else { throw fail("token \(i) = \(token) outside the vocabulary 0..<\(vocabularySize)") }
-        tokens[i] = token
+    let problem: String? = data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> String? in
+        var previous: UInt64 = 0
+        for i in 0..<offsetCount {
+            let offset = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: shardHeaderSize + 8 * i, as: UInt64.self))
+            guard offset >= previous, offset <= tokenCount64 else { return "offset \(i) = \(offset) is out of order or past \(tokenCount) tokens" }
+            offsets[i] = Int(offset); previous = offset
+        }
+        guard offsets[0] == 0, offsets[offsetCount - 1] == tokenCount else { return "offsets do not span the \(tokenCount) tokens" }
+        for i in 0..<tokenCount {
+            let token = Int32(littleEndian: raw.loadUnaligned(fromByteOffset: tokenStart + 4 * i, as: Int32.self))
+            guard token >= 0 && Int(token) < vocabularySize else { return "token \(i) = \(token) outside the vocabulary 0..<\(vocabularySize)" }
+            tokens[i] = token
+        }
+        return nil
     }
+    if let problem { throw fail(problem) }
     return TokenShard(kind: kind, fieldCount: fieldCount, recordCount: recordCount, vocabularySize: vocabularySize,
                       offsets: offsets, tokens: tokens)
 }

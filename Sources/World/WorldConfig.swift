@@ -3,12 +3,15 @@
 public struct WorldConfig: Equatable, Sendable {
     public var canvasSize = 32
     public var patchSize = 4
-    /// Upper bound on image codes. The codebook is background + mask centroids x 8 colours; 2048
-    /// leaves room for every patch mask the world draws (a lossless round trip), while 1024 keeps
-    /// 126 masks and scores ~0.96 on the ground truth (see docs/DATA.md).
-    public var codebookSize = 2048
+    /// Upper bound on image codes: the codebook is background + mask centroids x 8 colours, so
+    /// 1024 gives 1017 codes (docs/DATA.md has the round-trip scores of other sizes).
+    public var codebookSize = 1024
     public var minObjectSize = 7
     public var maxObjectSize = 12
+    /// Object corners on a lattice of this step (1 = any pixel); see `SceneGenerator.positionStep`.
+    /// 2 halves the distinct patch shapes (148 instead of 245), which 1024 codes round-trip at
+    /// 1.0 on GenEval-mini; with 1 they score 0.96 and need 2048 codes.
+    public var positionStep = 2
     /// k-means fit: images sampled from the training pairs, distinct-patch cap, iterations.
     public var kmeansImages = 6000
     public var kmeansMaximumPatches = 40_000
@@ -49,6 +52,7 @@ public struct WorldConfig: Equatable, Sendable {
                               ("unpairedPrompts", unpairedPrompts), ("unpairedImages", unpairedImages), ("evalImages", evalImages)] {
             try require(value >= 0 && value <= 10_000_000, "\(name) \(value) outside 0...10000000")
         }
+        try require((1...8).contains(positionStep), "positionStep \(positionStep) outside 1...8")
         try require((1...10_000).contains(evalPromptsPerCategory), "evalPromptsPerCategory \(evalPromptsPerCategory) outside 1...10000")
         try require((1...64).contains(imagesPerEvalPrompt), "imagesPerEvalPrompt \(imagesPerEvalPrompt) outside 1...64")
         try require((1...8).contains(popeYesPerImage), "popeYesPerImage \(popeYesPerImage) outside 1...8")
@@ -56,13 +60,15 @@ public struct WorldConfig: Equatable, Sendable {
 
     /// The scene generator these settings describe.
     public var sceneGenerator: SceneGenerator {
-        SceneGenerator(canvasSize: canvasSize, minObjectSize: minObjectSize, maxObjectSize: maxObjectSize, minimumGap: patchSize)
+        var generator = SceneGenerator(canvasSize: canvasSize, minObjectSize: minObjectSize, maxObjectSize: maxObjectSize, minimumGap: patchSize)
+        generator.positionStep = positionStep
+        return generator
     }
 
     /// `name = value` lines, for logs and `world.json`.
     public var fields: [(name: String, value: String)] {
         [("canvasSize", "\(canvasSize)"), ("patchSize", "\(patchSize)"), ("codebookSize", "\(codebookSize)"),
-         ("minObjectSize", "\(minObjectSize)"), ("maxObjectSize", "\(maxObjectSize)"),
+         ("minObjectSize", "\(minObjectSize)"), ("maxObjectSize", "\(maxObjectSize)"), ("positionStep", "\(positionStep)"),
          ("kmeansImages", "\(kmeansImages)"), ("kmeansMaximumPatches", "\(kmeansMaximumPatches)"),
          ("kmeansIterations", "\(kmeansIterations)"), ("trainPairs", "\(trainPairs)"),
          ("trainCaptions", "\(trainCaptions)"), ("trainProbes", "\(trainProbes)"),

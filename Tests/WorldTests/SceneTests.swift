@@ -21,6 +21,7 @@ final class SceneTests: XCTestCase {
             XCTAssertEqual(scene.objects.count, record.include.map(\.count).reduce(0, +))
             for object in scene.objects {
                 XCTAssertTrue(object.x >= 1 && object.y >= 1 && object.x + object.size <= 31 && object.y + object.size <= 31)
+                XCTAssertTrue((object.x - 1) % config.positionStep == 0 && (object.y - 1) % config.positionStep == 0)
             }
             for (i, a) in scene.objects.enumerated() {
                 for b in scene.objects[(i + 1)...] {

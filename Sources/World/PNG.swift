@@ -5,8 +5,9 @@ import Foundation
 /// (alpha dropped), non-interlaced, all five row filters. Enough to read GenEval sample folders.
 
 let pngSignature: [UInt8] = [137, 80, 78, 71, 13, 10, 26, 10]
-/// Larger images are refused before inflating: the world is 32x32, sample grids a few hundred.
-let pngMaximumPixels = 1 << 24
+/// Larger images are refused before inflating: the world is 32x32, sample grids a few hundred
+/// pixels a side; 4M pixels bounds the inflated buffer at 16 MB.
+let pngMaximumPixels = 1 << 22
 
 public func encodePNG(_ image: RGBImage) -> [UInt8] {
     var raw = [UInt8]()

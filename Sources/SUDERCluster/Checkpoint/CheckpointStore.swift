@@ -153,19 +153,8 @@ public final class CheckpointStore {
         }
     }
 
-    /// Checkpoint directories, newest first.
     private func checkpointDirectories() throws -> [(step: Int, url: URL)] {
-        guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
-        } catch {
-            throw CheckpointError(.writeFailed, directory.path, "cannot list: \(error.localizedDescription)")
-        }
-        return names.compactMap { name -> (Int, URL)? in
-            guard name.hasPrefix("step-"), name.count == 17, let step = Int(name.dropFirst(5)) else { return nil }
-            return (step, directory.appendingPathComponent(name))
-        }.sorted { $0.0 > $1.0 }
+        try listCheckpointDirectories(in: directory)
     }
 
     // MARK: - Load
@@ -332,4 +321,19 @@ public final class CheckpointStore {
         }
         return Checkpoint(header: header, sections: sections)
     }
+}
+
+/// The checkpoint directories (`step-<12 digits>`) of a stage directory, newest first.
+func listCheckpointDirectories(in directory: URL) throws -> [(step: Int, url: URL)] {
+    guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
+    let names: [String]
+    do {
+        names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+    } catch {
+        throw CheckpointError(.writeFailed, directory.path, "cannot list: \(error.localizedDescription)")
+    }
+    return names.compactMap { name -> (Int, URL)? in
+        guard name.hasPrefix("step-"), name.count == 17, let step = Int(name.dropFirst(5)) else { return nil }
+        return (step, directory.appendingPathComponent(name))
+    }.sorted { $0.0 > $1.0 }
 }

@@ -1,15 +1,17 @@
+// XXH64 primes.
+private let p1: UInt64 = 0x9E37_79B1_85EB_CA87
+private let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+private let p3: UInt64 = 0x1656_67B1_9E37_79F9
+private let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
+private let p5: UInt64 = 0x27D4_EB2F_1656_67C5
+
+@inline(__always) private func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
+
 /// XXH64 (seed 0 by default), the hash zstd uses for its frame checksum. Checkpoints store it for
 /// every section's uncompressed bytes, so a bug in compression, byte grouping or the disk is caught
 /// on load even where zstd's own 32-bit frame checksum is not consulted.
 /// Reference: https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md
 public func xxhash64(_ bytes: UnsafeRawBufferPointer, seed: UInt64 = 0) -> UInt64 {
-    let p1: UInt64 = 11_400_714_785_092_373_931
-    let p2: UInt64 = 14_029_467_366_897_019_727
-    let p3: UInt64 = 1_609_587_929_392_839_161
-    let p4: UInt64 = 9_650_029_242_287_828_579
-    let p5: UInt64 = 2_870_177_450_012_600_261
-
-    func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
     func round(_ acc: UInt64, _ lane: UInt64) -> UInt64 { rotl(acc &+ lane &* p2, 31) &* p1 }
     func merge(_ acc: UInt64, _ lane: UInt64) -> UInt64 { (acc ^ round(0, lane)) &* p1 &+ p4 }
 
@@ -42,13 +44,6 @@ public func xxhash64(_ bytes: [UInt8], seed: UInt64 = 0) -> UInt64 {
 
 /// The last < 32 bytes and the final avalanche of XXH64.
 private func xxhash64Tail(_ accumulated: UInt64, _ base: UnsafeRawPointer?, _ start: Int, _ count: Int) -> UInt64 {
-    let p1: UInt64 = 11_400_714_785_092_373_931
-    let p2: UInt64 = 14_029_467_366_897_019_727
-    let p3: UInt64 = 1_609_587_929_392_839_161
-    let p4: UInt64 = 9_650_029_242_287_828_579
-    let p5: UInt64 = 2_870_177_450_012_600_261
-    func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
-
     var hash = accumulated &+ UInt64(count)
     var offset = start
     if let base {

@@ -117,8 +117,11 @@ public func exportSafetensors(checkpointDirectory: URL, to url: URL) throws -> U
 /// (the reference limit), a JSON object of known dtypes with non-negative shapes whose byte sizes
 /// match their offsets, and offsets tiling the data section exactly.
 public func readSafetensors(_ url: URL) throws -> SafetensorsFile {
-    let path = url.path
-    let bytes = try readWholeFile(url, limit: Int.max)
+    try parseSafetensors(readWholeFile(url, limit: Int.max), file: url.path)
+}
+
+/// `readSafetensors` on bytes in memory; `path` names them in errors.
+func parseSafetensors(_ bytes: [UInt8], file path: String) throws -> SafetensorsFile {
     func fail(_ problem: String) -> CheckpointError { CheckpointError(.corrupt, path, problem) }
 
     var reader = ByteReader(bytes, file: path)

@@ -39,10 +39,22 @@ final class CheckpointSignalTests: XCTestCase {
         let status = statusOfChild {
             StopSignals.install()
             raise(SIGUSR1)
+            usleep(UInt32(StopSignals.duplicateWindowMilliseconds + 200) * 1000)
             raise(SIGTERM)
             return 0
         }
         XCTAssertEqual(status, RequeueExitCode.stoppedWithoutCheckpoint.rawValue)
+    }
+
+    /// Slurm and mpirun both deliver the same SIGTERM: that is one request, not two.
+    func testTheSameSignalDeliveredTwiceAtOnceIsOneRequest() {
+        let status = statusOfChild {
+            StopSignals.install()
+            raise(SIGTERM)
+            raise(SIGTERM)
+            return StopSignals.requested ? RequeueExitCode.checkpointed.rawValue : 1
+        }
+        XCTAssertEqual(status, RequeueExitCode.checkpointed.rawValue)
     }
 
     func testGracePeriodEndsAStuckProcess() {

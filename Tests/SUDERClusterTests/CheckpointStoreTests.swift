@@ -161,6 +161,26 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertNil(try store.loadNewestValid())
     }
 
+    func testBadTensorTablesAndSectionNamesAreRefusedBeforeWriting() throws {
+        let dir = temporaryDirectory("bad-input")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(directory: dir, keepLast: 3, comm: comm)
+        var overflowing = sampleCheckpoint(step: 1)
+        overflowing.header.tensors[0].shape = [Int.max, 2]
+        var pastTheEnd = sampleCheckpoint(step: 1)
+        pastTheEnd.header.tensors[1].shape = [33]
+        var pathName = sampleCheckpoint(step: 1)
+        pathName.sections["../escape"] = [1]
+        var reserved = sampleCheckpoint(step: 1)
+        reserved.sections["rng.0"] = [1]
+        for bad in [overflowing, pastTheEnd, pathName, reserved] {
+            XCTAssertThrowsError(try store.save(bad, rankState: [])) { error in
+                XCTAssertEqual((error as? CheckpointError)?.kind, .invalidInput, "\(error)")
+            }
+        }
+        XCTAssertNil(try store.loadNewestValid())
+    }
+
     func testLeftoverTemporaryFromACrashedSaveIsIgnoredAndCleaned() throws {
         let dir = temporaryDirectory("crashed")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -91,8 +91,8 @@ func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [
 }
 
 /// Encodes and writes `checkpoint` into the empty directory `directory`, fsyncing every file and
-/// the directory. Returns the header as written (with its section table).
-func writeCheckpointFiles(_ checkpoint: Checkpoint, float32Sections: Set<String>, codec: ZstdCodec, to directory: URL) throws -> CheckpointHeader {
+/// the directory. The header goes last, so a directory without one is visibly incomplete.
+func writeCheckpointFiles(_ checkpoint: Checkpoint, float32Sections: Set<String>, codec: ZstdCodec, to directory: URL) throws {
     var header = checkpoint.header
     header.sections = []
     for name in checkpoint.sections.keys.sorted() {
@@ -107,7 +107,6 @@ func writeCheckpointFiles(_ checkpoint: Checkpoint, float32Sections: Set<String>
     }
     try writeFileDurably(directory.appendingPathComponent(CheckpointHeader.fileName), header.encoded())
     try syncDirectory(directory)
-    return header
 }
 
 /// Reads and fully validates one checkpoint directory: header checksum, every section present

@@ -242,20 +242,26 @@ extension CheckpointHeader {
     }
 
     /// Tensors must lie inside "weights", with unique names and without overlapping.
-    func validateTensorTable(weightsSize: Int, file: String) throws {
+    func validateTensorTable(weightsSize: Int, file: String, kind: CheckpointError.Kind = .corrupt) throws {
         var names = Set<String>()
         var end = 0
         for tensor in tensors.sorted(by: { $0.byteOffset < $1.byteOffset }) {
             guard names.insert(tensor.name).inserted else {
-                throw CheckpointError(.corrupt, file, "tensor \(tensor.name) appears twice in the table")
+                throw CheckpointError(kind, file, "tensor \(tensor.name) appears twice in the table")
             }
             guard tensor.byteOffset % 4 == 0, tensor.byteOffset >= end else {
-                throw CheckpointError(.corrupt, file, "tensor \(tensor.name) at byte \(tensor.byteOffset) overlaps the previous tensor or is misaligned")
+                throw CheckpointError(kind, file, "tensor \(tensor.name) at byte \(tensor.byteOffset) overlaps the previous tensor or is misaligned")
             }
-            let bytes = tensor.elementCount * 4
-            let (tensorEnd, overflow) = tensor.byteOffset.addingReportingOverflow(bytes)
+            // The writer validates caller-built tables too, so no arithmetic here may trap.
+            var bytes = 4
+            var overflow = tensor.shape.contains { $0 < 0 }
+            for dim in tensor.shape where !overflow {
+                (bytes, overflow) = bytes.multipliedReportingOverflow(by: dim)
+            }
+            let tensorEnd: Int
+            (tensorEnd, overflow) = overflow ? (0, true) : tensor.byteOffset.addingReportingOverflow(bytes)
             guard !overflow, tensorEnd <= weightsSize else {
-                throw CheckpointError(.corrupt, file, "tensor \(tensor.name) \(tensor.shape) at byte \(tensor.byteOffset) runs past the \(weightsSize)-byte weights section")
+                throw CheckpointError(kind, file, "tensor \(tensor.name) \(tensor.shape) at byte \(tensor.byteOffset) runs past the \(weightsSize)-byte weights section")
             }
             end = tensorEnd
         }

@@ -106,7 +106,7 @@ public final class CheckpointStore {
             guard let weights = checkpoint.sections["weights"] else {
                 throw CheckpointError(.invalidInput, target.path, "a tensor table needs a weights section")
             }
-            try checkpoint.header.validateTensorTable(weightsSize: weights.count, file: target.path)
+            try checkpoint.header.validateTensorTable(weightsSize: weights.count, file: target.path, kind: .invalidInput)
         }
         let existing = try checkpointDirectories()
         if let newer = existing.first(where: { $0.step > checkpoint.header.step }) {
@@ -123,7 +123,7 @@ public final class CheckpointStore {
             throw CheckpointError(.writeFailed, temporary.path, "cannot create: \(String(cString: strerror(errno)))")
         }
         do {
-            _ = try writeCheckpointFiles(full, float32Sections: float32Sections, codec: codec, to: temporary)
+            try writeCheckpointFiles(full, float32Sections: float32Sections, codec: codec, to: temporary)
             // Saving the same step twice (a stop right after a resume): move the old one out of
             // the way, put it back if the rename fails.
             let replaced = directory.appendingPathComponent(".replaced-\(target.lastPathComponent)-\(getpid())")

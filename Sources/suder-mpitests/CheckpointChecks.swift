@@ -54,11 +54,12 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
         return UInt8(truncatingIfNeeded: noise)
     }
     var saved = rlimit()
+    var savedHandler: sighandler_t?
     if comm.isRoot {
         getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
         var limited = saved
         limited.rlim_cur = 50_000
-        signal(SIGXFSZ, SIG_IGN)
+        savedHandler = signal(SIGXFSZ, SIG_IGN) // EFBIG instead of death by SIGXFSZ
         setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited)
     }
     do {
@@ -70,7 +71,7 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     }
     if comm.isRoot {
         setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
-        signal(SIGXFSZ, SIG_DFL)
+        signal(SIGXFSZ, savedHandler)
     }
     let intact = (try? store.loadNewestValid())??.checkpoint.header.step == 2
     record("failed write on rank 0 reported on every rank, earlier checkpoint intact", failureSeen && intact)

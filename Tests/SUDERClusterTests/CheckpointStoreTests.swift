@@ -89,6 +89,34 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(store.loadNewestValid()).rankState, [2])
     }
 
+    /// Killed between moving the old step-N aside and renaming the new one into place.
+    func testAnInterruptedReplaceIsUndoneOnResume() throws {
+        let dir = temporaryDirectory("interrupted-replace")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(directory: dir, keepLast: 2, comm: comm)
+        try store.save(sampleCheckpoint(step: 5), rankState: [5])
+        try FileManager.default.moveItem(at: dir.appendingPathComponent("step-000000000005"),
+                                         to: dir.appendingPathComponent(".replaced-step-000000000005-123"))
+        let loaded = try XCTUnwrap(store.loadNewestValid())
+        XCTAssertEqual(loaded.rankState, [5])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["latest", "step-000000000005"])
+    }
+
+    func testARankCountChangeGivesNoRankState() throws {
+        let dir = temporaryDirectory("rank-count")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var written = sampleCheckpoint(step: 8)
+        written.header.rankCount = 2
+        written.sections["rng.0"] = [0]
+        written.sections["rng.1"] = [1]
+        let stepDirectory = dir.appendingPathComponent("step-000000000008")
+        try FileManager.default.createDirectory(at: stepDirectory, withIntermediateDirectories: true)
+        try writeCheckpointFiles(written, float32Sections: [], codec: ZstdCodec(level: 1, threads: 0), to: stepDirectory)
+        let loaded = try XCTUnwrap(CheckpointStore(directory: dir, keepLast: 2, comm: comm).loadNewestValid())
+        XCTAssertEqual(loaded.checkpoint.header.rankCount, 2)
+        XCTAssertNil(loaded.rankState, "a 1-rank job cannot take over the states of 2 ranks")
+    }
+
     func testSavingAnOlderStepThanAnExistingCheckpointIsRefused() throws {
         let dir = temporaryDirectory("older")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -173,7 +201,10 @@ final class CheckpointStoreTests: XCTestCase {
         pathName.sections["../escape"] = [1]
         var reserved = sampleCheckpoint(step: 1)
         reserved.sections["rng.0"] = [1]
-        for bad in [overflowing, pastTheEnd, pathName, reserved] {
+        var ragged = sampleCheckpoint(step: 1)
+        ragged.sections["weights"]!.append(0)
+        ragged.header.tensors = []
+        for bad in [overflowing, pastTheEnd, pathName, reserved, ragged] {
             XCTAssertThrowsError(try store.save(bad, rankState: [])) { error in
                 XCTAssertEqual((error as? CheckpointError)?.kind, .invalidInput, "\(error)")
             }

@@ -66,7 +66,9 @@ public final class CheckpointStore {
         // Each rank checks its own weights: they should be identical, and a NaN anywhere must stop
         // everyone before it is written.
         let localFinite = checkpoint.sections["weights"].map { bytes in
-            bytes.withUnsafeBytes { raw in raw.withMemoryRebound(to: Float.self) { allFinite($0) } }
+            bytes.withUnsafeBytes { raw in
+                allFinite(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Float.self), count: raw.count / 4))
+            }
         } ?? true
         let everyRankFinite = comm.allAgree(localFinite)
         let target = directory.appendingPathComponent(Self.directoryName(step: checkpoint.header.step))
@@ -102,17 +104,21 @@ public final class CheckpointStore {
                 throw CheckpointError(.invalidInput, target.path, "section name \(name): the rng.<rank> names are reserved for rankState")
             }
         }
+        let weights = checkpoint.sections["weights"] ?? []
         if !checkpoint.header.tensors.isEmpty {
-            guard let weights = checkpoint.sections["weights"] else {
+            guard checkpoint.sections["weights"] != nil else {
                 throw CheckpointError(.invalidInput, target.path, "a tensor table needs a weights section")
             }
             try checkpoint.header.validateTensorTable(weightsSize: weights.count, file: target.path, kind: .invalidInput)
         }
+        guard weights.count % 4 == 0 else {
+            throw CheckpointError(.invalidInput, target.path, "weights section is \(weights.count) bytes, not whole float32 values")
+        }
+        cleanUpInterruptedSaves()
         let existing = try checkpointDirectories()
         if let newer = existing.first(where: { $0.step > checkpoint.header.step }) {
             throw CheckpointError(.invalidInput, target.path, "an existing checkpoint (\(newer.url.lastPathComponent)) is newer; a resume would pick it. Resume from it or use another directory")
         }
-        removeStaleTemporaries()
 
         var full = checkpoint
         full.header.rankCount = rankStates.count
@@ -141,17 +147,24 @@ public final class CheckpointStore {
             throw error
         }
         try replaceFileDurably(directory.appendingPathComponent(Self.latestFileName), Array((target.lastPathComponent + "\n").utf8))
-        for old in try checkpointDirectories().dropFirst(keepLast) where old.url.lastPathComponent != target.lastPathComponent {
+        for old in ((try? checkpointDirectories()) ?? []).dropFirst(keepLast) where old.url.lastPathComponent != target.lastPathComponent {
             try? fileManager.removeItem(at: old.url)
         }
     }
 
-    /// Temporaries of an interrupted save (checkpoint directories, `latest`, `DONE`) were never
-    /// renamed into place, so they hold nothing of value; delete them.
-    private func removeStaleTemporaries() {
+    /// Leftovers of a save that was killed part way (one job per stage directory, so nothing else
+    /// is writing): `.tmp-*` were never renamed into place and hold nothing of value; a
+    /// `.replaced-step-N-*` whose `step-N` is missing was the old `step-N` and goes back.
+    private func cleanUpInterruptedSaves() {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         for name in names where name.hasPrefix(".tmp-") || name.hasPrefix(".replaced-") {
-            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+            let url = directory.appendingPathComponent(name)
+            let original = directory.appendingPathComponent(String(name.dropFirst(".replaced-".count).prefix(17)))
+            if name.hasPrefix(".replaced-") && !FileManager.default.fileExists(atPath: original.path) {
+                try? renameDurably(url, to: original)
+            } else {
+                try? FileManager.default.removeItem(at: url)
+            }
         }
     }
 
@@ -208,6 +221,7 @@ public final class CheckpointStore {
     }
 
     private func loadOnRoot() throws -> ((url: URL, checkpoint: Checkpoint), [String])? {
+        cleanUpInterruptedSaves()
         let candidates = try checkpointDirectories()
         let aside = directory.appendingPathComponent(Self.asideDirectoryName)
         let previouslyAside = (try? FileManager.default.contentsOfDirectory(atPath: aside.path)) ?? []

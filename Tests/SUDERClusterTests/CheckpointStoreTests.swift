@@ -63,6 +63,13 @@ final class CheckpointStoreTests: XCTestCase {
         XCTAssertEqual(loaded.checkpoint.header.rankCount, 1)
         for (name, bytes) in saved.sections { XCTAssertEqual(loaded.checkpoint.sections[name], bytes, name) }
         XCTAssertEqual(try loaded.checkpoint.floats("weights"), try saved.floats("weights"))
+        var modelBuffer = [Float](repeating: 0, count: 96)
+        try modelBuffer.withUnsafeMutableBufferPointer { try loaded.checkpoint.copyFloats("adam_m", into: $0) }
+        XCTAssertEqual(modelBuffer, try saved.floats("adam_m"))
+        var wrongSize = [Float](repeating: 0, count: 95)
+        XCTAssertThrowsError(try wrongSize.withUnsafeMutableBufferPointer { try loaded.checkpoint.copyFloats("weights", into: $0) }) { error in
+            XCTAssertTrue("\(error)".contains("model expects 95"), "\(error)")
+        }
         XCTAssertTrue(loaded.notes.isEmpty)
         let latest = try String(contentsOf: dir.appendingPathComponent("latest"), encoding: .utf8)
         XCTAssertEqual(latest, "step-000000000010\n")

@@ -116,13 +116,26 @@ public struct Checkpoint {
         }
         return try bytesToFloats(bytes, file: "section \(name)")
     }
+
+    /// Copies a float32 section into a buffer the model owns (its flat parameter or moment
+    /// buffer); a size mismatch (a config that changed since the checkpoint) is an error.
+    public func copyFloats(_ name: String, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard let bytes = sections[name] else {
+            throw CheckpointError(.corrupt, "section \(name)", "not in the checkpoint (has \(sections.keys.sorted()))")
+        }
+        guard bytes.count == destination.count * 4 else {
+            throw CheckpointError(.invalidInput, "section \(name)",
+                                  "holds \(bytes.count / 4) floats but the model expects \(destination.count) (config changed since step \(header.step)?)")
+        }
+        bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(destination).copyMemory(from: $0) }
+    }
 }
 
 /// Section names become file names: keep them to a safe alphabet, no path tricks.
-func validateSectionName(_ name: String, file: String) throws {
+func validateSectionName(_ name: String, file: String, kind: CheckpointError.Kind = .invalidInput) throws {
     let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
     guard !name.isEmpty, name.count <= 64, name.first != ".", name.allSatisfy(allowed.contains) else {
-        throw CheckpointError(.invalidInput, file, "section name \"\(name)\" must be 1-64 characters of [A-Za-z0-9_.-] not starting with '.'")
+        throw CheckpointError(kind, file, "section name \"\(name)\" must be 1-64 characters of [A-Za-z0-9_.-] not starting with '.'")
     }
 }
 
@@ -218,7 +231,7 @@ extension CheckpointHeader {
         var names = Set<String>()
         for index in 0..<sectionCount {
             let name = try reader.string("section \(index) name")
-            try validateSectionName(name, file: file)
+            try validateSectionName(name, file: file, kind: .corrupt)
             guard names.insert(name).inserted else { throw reader.fail("section \(name) appears twice") }
             let layoutByte = try reader.u8("section \(name) layout")
             guard let layout = SectionEntry.Layout(rawValue: layoutByte) else { throw reader.fail("section \(name) has unknown layout \(layoutByte)") }

@@ -381,11 +381,17 @@ func tokenLogProbForward<S: ModelScalar>(
         let row = logits + r * V
         var maxValue = row[0]
         for i in 1..<V where row[i] > maxValue { maxValue = row[i] }
+        let target = row[Int(targets[r])]
+        // One exponential per logit: keep exp(x - max), then normalise.
         var sum: S = 0
-        for i in 0..<V { sum += S.exponential(row[i] - maxValue) }
-        let logSum = S.logarithm(sum) + maxValue
-        logp[r] = row[Int(targets[r])] - logSum
-        for i in 0..<V { row[i] = S.exponential(row[i] - logSum) }
+        for i in 0..<V {
+            let e = S.exponential(row[i] - maxValue)
+            row[i] = e
+            sum += e
+        }
+        logp[r] = target - maxValue - S.logarithm(sum)
+        let inv = 1 / sum
+        for i in 0..<V { row[i] *= inv }
     }
 }
 

@@ -187,7 +187,7 @@ private func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
     return times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
 }
 
-private func peakResidentMegabytes() -> Double {
+func peakResidentMegabytes() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     return Double(usage.ru_maxrss) / 1024  // Linux reports kilobytes

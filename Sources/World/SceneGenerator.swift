@@ -27,7 +27,8 @@ public struct SceneGenerator: Sendable {
         }
         // Larger scenes get smaller objects so they fit the canvas with their gaps.
         let largest = wanted.count >= 3 ? max(minObjectSize, min(maxObjectSize, (canvasSize - 3 * minimumGap) / 2)) : maxObjectSize
-        while true {
+        precondition((1...4).contains(wanted.count), "SceneGenerator: the world draws 1...4 objects, '\(record.prompt)' asks for \(wanted.count)")
+        for _ in 0..<100_000 {
             var objects: [SceneObject] = []
             for item in wanted {
                 let color = item.color ?? ObjectColor.allCases.randomElement(using: &generator)!
@@ -37,6 +38,7 @@ public struct SceneGenerator: Sendable {
             guard objects.count == wanted.count else { continue }
             if satisfiesPositions(record, objects) { return Scene(objects: objects) }
         }
+        preconditionFailure("SceneGenerator: no placement satisfies '\(record.prompt)'")
     }
 
     private func place(shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,

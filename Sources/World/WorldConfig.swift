@@ -12,7 +12,8 @@ public struct WorldConfig: Equatable, Sendable {
     /// 2 halves the distinct patch shapes (148 instead of 245), which 1024 codes round-trip at
     /// 1.0 on GenEval-mini; with 1 they score 0.96 and need 2048 codes.
     public var positionStep = 2
-    /// k-means fit: images sampled from the training pairs, distinct-patch cap, iterations.
+    /// k-means fit: the first training images, the cap on distinct patch masks (most frequent
+    /// first), Lloyd iterations.
     public var kmeansImages = 6000
     public var kmeansMaximumPatches = 40_000
     public var kmeansIterations = 8
@@ -46,8 +47,8 @@ public struct WorldConfig: Equatable, Sendable {
         try require(minObjectSize >= 5 && minObjectSize <= maxObjectSize, "object sizes \(minObjectSize)...\(maxObjectSize): need 5 <= min <= max")
         try require(2 * maxObjectSize + patchSize + 2 <= canvasSize, "maxObjectSize \(maxObjectSize) too large for two objects on a \(canvasSize) canvas")
         try require(3 * patchSize + 2 * minObjectSize + 2 <= canvasSize, "minObjectSize \(minObjectSize) too large for four objects on a \(canvasSize) canvas")
-        try require(kmeansImages >= 1 && kmeansMaximumPatches >= codebookSize && kmeansIterations >= 1,
-                    "k-means needs kmeansImages >= 1, kmeansMaximumPatches >= codebookSize, kmeansIterations >= 1")
+        try require(kmeansImages >= 1 && kmeansMaximumPatches >= 1 && kmeansIterations >= 1,
+                    "k-means needs kmeansImages, kmeansMaximumPatches and kmeansIterations >= 1")
         for (name, value) in [("trainPairs", trainPairs), ("trainCaptions", trainCaptions), ("trainProbes", trainProbes),
                               ("unpairedPrompts", unpairedPrompts), ("unpairedImages", unpairedImages), ("evalImages", evalImages)] {
             try require(value >= 0 && value <= 10_000_000, "\(name) \(value) outside 0...10000000")

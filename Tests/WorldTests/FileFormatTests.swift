@@ -90,6 +90,20 @@ final class FileFormatTests: XCTestCase {
         XCTAssertThrowsError(try decodePNG(bytes)) { XCTAssertTrue("\($0)".contains("CRC mismatch"), "\($0)") }
         XCTAssertThrowsError(try decodePNG(Array(encodePNG(image).prefix(40)))) { XCTAssertTrue("\($0)".contains("PNG"), "\($0)") }
         XCTAssertThrowsError(try decodePNG([1, 2, 3])) { XCTAssertTrue("\($0)".contains("bad signature")) }
+
+        // A header claiming 100000 x 100000 pixels is refused before anything is inflated.
+        var huge = Array(encodePNG(image).prefix(8))
+        huge += chunk("IHDR", [0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0]) + chunk("IEND", [])
+        XCTAssertThrowsError(try decodePNG(huge)) { XCTAssertTrue("\($0)".contains("size 100000x100000"), "\($0)") }
+    }
+
+    func testHostileCodebookHeaderIsRefused() throws {
+        let url = directory.appendingPathComponent("codebook.bin")
+        try writeCodebook(VQCodebook(patchSize: 2, codeCount: 2, vectors: [Float](repeating: 0.5, count: 24)), to: url)
+        var bytes = try Data(contentsOf: url)
+        for i in 12..<16 { bytes[i] = 0xFF }  // 4 billion codes
+        try bytes.write(to: url)
+        expectMalformed({ _ = try readCodebook(from: url) }, containing: "code count 4294967295 outside")
     }
 
     func testPNGDecodesEveryRowFilter() throws {

@@ -121,3 +121,22 @@ final class SceneTests: XCTestCase {
         XCTAssertNotEqual(a, c)
     }
 }
+
+extension SceneTests {
+    func testTouchingObjectsOfDifferentColoursStayApart() {
+        // Objects a model might draw touching: a red square beside a blue square, no gap.
+        let scene = Scene(objects: [SceneObject(shape: .square, color: .red, x: 4, y: 4, size: 8),
+                                    SceneObject(shape: .square, color: .blue, x: 12, y: 4, size: 8)])
+        let detections = detectObjects(in: renderScene(scene, canvasSize: 32))
+        XCTAssertEqual(detections.map(\.color).sorted { $0.rawValue < $1.rawValue }, [.blue, .red])
+        XCTAssertTrue(detections.allSatisfy { $0.shape == .square && $0.confidence == 1 })
+        XCTAssertTrue(evaluateGenEval(image: renderScene(scene, canvasSize: 32), record: .counting(.square, 2)).correct)
+    }
+
+    func testPixelsOffThePaletteAreNotObjects() {
+        // A brown blob (GenEval colour we do not draw) is far from every background->colour ray.
+        var image = RGBImage(width: 32, height: 32, fill: backgroundRGB)
+        for y in 8..<16 { for x in 8..<16 { let o = 3 * (y * 32 + x); image.pixels[o] = 120; image.pixels[o + 1] = 120; image.pixels[o + 2] = 120 } }
+        XCTAssertEqual(detectObjects(in: image).count, 0, "grey is on no colour's ray")
+    }
+}

@@ -17,9 +17,17 @@ let runtimeFields: [ConfigField] = [
 ]
 
 let dataFields: [ConfigField] = [
-    ConfigField("data.canvas", .int(8...256), .int(32), "image side in pixels"),
+    ConfigField("data.seed", .int(nonNegative), .int(250_607_963), "seed of the world: scenes, splits, codebook"),
+    ConfigField("data.canvas", .int(16...256), .int(32), "image side in pixels"),
     ConfigField("data.patch", .int(1...32), .int(4), "VQ patch side in pixels"),
-    ConfigField("data.codebook_size", .int(2...65536), .int(1024), "VQ codebook entries (image tokens)"),
+    ConfigField("data.codebook_size", .int(16...65536), .int(1024), "VQ codebook entries (image tokens)"),
+    ConfigField("data.train_pairs", .int(0...10_000_000), .int(18_000), "(prompt, image) training pairs"),
+    ConfigField("data.train_captions", .int(0...10_000_000), .int(12_000), "(image, full caption) training examples"),
+    ConfigField("data.train_probes", .int(0...10_000_000), .int(12_000), "(image, yes/no question) training examples"),
+    ConfigField("data.unpaired_prompts", .int(0...10_000_000), .int(2_000), "prompts without images for SUDER"),
+    ConfigField("data.unpaired_images", .int(0...10_000_000), .int(2_000), "images without captions for SUDER"),
+    ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category"),
+    ConfigField("data.eval_images", .int(0...10_000_000), .int(600), "held-out images for caption and POPE scoring"),
 ]
 
 let modelFields: [ConfigField] = [
@@ -44,7 +52,14 @@ let pretrainFields: [ConfigField] = [
     ConfigField("pretrain.mix_understanding", .double(0...1), .double(0.35), "share of image -> caption sequences"),
     ConfigField("pretrain.mix_probes", .double(0...1), .double(0.15), "share of yes/no probe sequences"),
     ConfigField("pretrain.prompt_dropout", .double(0...1), .double(0.1), "chance a prompt is replaced by the null prompt (for guidance)"),
+    ConfigField("pretrain.caption_conditioned", .double(0...1), .double(0.25),
+                "share of generation sequences conditioned on a full caption instead of a prompt"),
+    ConfigField("pretrain.prompt_style_captions", .double(0...1), .double(0.5),
+                "share of understanding sequences whose text is the prompt instead of the full caption"),
+    ConfigField("pretrain.micro_batch", .int(positive), .int(32), "sequences per forward/backward on one rank (memory bound)"),
     ConfigField("pretrain.log_every", .int(positive), .int(20), "steps between metrics lines"),
+    ConfigField("pretrain.eval_prompts", .int(nonNegative), .int(60), "GenEval-mini prompts in the periodic quick evaluation"),
+    ConfigField("pretrain.eval_images", .int(nonNegative), .int(100), "held-out images for validation loss and caption accuracy"),
     ConfigField("pretrain.eval_every", .int(nonNegative), .int(500), "steps between held-out evaluations; 0 = only at the end"),
     ConfigField("pretrain.checkpoint_every", .int(nonNegative), .int(500), "steps between checkpoints; 0 = only at the end"),
 ]

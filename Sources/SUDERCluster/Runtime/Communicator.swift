@@ -58,6 +58,10 @@ public extension Communicator {
         return values[0]
     }
 
+    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int = 0, file: StaticString = #fileID, line: UInt = #line) {
+        broadcast(bytes, root: root, file: file, line: line)
+    }
+
     func broadcast<T>(_ values: inout [T], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) {
         values.withUnsafeMutableBytes { broadcast($0, root: root, file: file, line: line) }
     }

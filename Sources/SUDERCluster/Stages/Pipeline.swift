@@ -13,7 +13,9 @@ public func runStage(_ stage: StageName, job: JobContext) throws {
     }
     job.console.print("stage \(stage.rawValue): starting")
     switch stage {
-    case .data, .pretrain, .suder, .eval:
+    case .data: try runDataStage(job)
+    case .pretrain: try runPretrainStage(job)
+    case .suder, .eval:
         throw AgreedError("stage '\(stage.rawValue)' is not implemented yet", exitCode: 3)
     }
 }
@@ -25,4 +27,17 @@ public func runPipeline(job: JobContext, until: StageName = .eval) throws {
         if stage == until { break }
     }
     job.console.print("pipeline: finished through stage \(until.rawValue)")
+}
+
+/// `suder data`: rank 0 generates the world into `<run-dir>/data` while the others wait.
+func runDataStage(_ job: JobContext) throws {
+    let world = worldConfig(job.config)
+    do { try world.validate() } catch { throw AgreedError("\(error)") }
+    let directory = job.stageDirectory(StageName.data.rawValue)
+    do {
+        try runDataCommand(config: world, outDir: directory, communicator: job.comm)
+    } catch {
+        throw AgreedError("data: \(error)", exitCode: 1)
+    }
+    try CheckpointStore(directory: directory, comm: job.comm).markDone(step: 0)
 }

@@ -1,0 +1,341 @@
+import COpenBLAS
+import Foundation
+
+/// Classifier-free guidance: each prompt also runs as an unconditional stream from its null
+/// prompt, and the sampled logits are u + weight * (c - u).
+public struct Guidance: Sendable {
+    public var weight: Float
+    /// One null prompt per conditional prompt (e.g. `BOS PAD... BOI`).
+    public var nullPrompts: [[Int32]]
+
+    public init(weight: Float, nullPrompts: [[Int32]]) {
+        self.weight = weight
+        self.nullPrompts = nullPrompts
+    }
+}
+
+/// Batched autoregressive sampling with a KV cache over a `Transformer`'s current parameters.
+/// Each prompt (a "sequence") samples from its own RNG seeded by the caller, and only its own
+/// streams enter its attention, so a sequence's tokens do not depend on which other sequences
+/// share the batch (up to float rounding in the batched matmuls) nor on the MPI rank count.
+/// Buffers grow on demand before the step loop; the step loop itself does not allocate.
+public final class Sampler {
+    public let model: Transformer
+    private var buffers: SamplerBuffers?
+
+    public init(model: Transformer) {
+        self.model = model
+    }
+
+    deinit { buffers?.deallocate() }
+
+    /// Samples up to `maxNewTokens` tokens after each prompt, from logits restricted to
+    /// `allowedRange` (the active modality's token ids). A sequence stops after emitting
+    /// `stopToken` (included in its output). temperature <= 0 means greedy; topK <= 0 means no
+    /// top-k filter. Returns the new tokens of every prompt.
+    public func sample(
+        prompts: [[Int32]], maxNewTokens: Int, allowedRange: Range<Int32>, stopToken: Int32? = nil,
+        temperature: Float = 1, topK: Int = 0, guidance: Guidance? = nil, seeds: [UInt64]
+    ) -> [[Int32]] {
+        let config = model.config
+        let P = prompts.count
+        precondition(seeds.count == P, "one seed per prompt")
+        precondition(allowedRange.lowerBound >= 0 && Int(allowedRange.upperBound) <= config.vocabSize && !allowedRange.isEmpty,
+                     "allowed range outside the vocabulary")
+        if let guidance { precondition(guidance.nullPrompts.count == P, "one null prompt per prompt") }
+        let streamPrompts = prompts + (guidance?.nullPrompts ?? [])
+        let S = streamPrompts.count
+        for prompt in streamPrompts {
+            precondition(!prompt.isEmpty && prompt.count + maxNewTokens <= config.maxSeq,
+                         "prompt of \(prompt.count) + \(maxNewTokens) new tokens exceeds maxSeq \(config.maxSeq)")
+        }
+        guard P > 0, maxNewTokens > 0 else { return Array(repeating: [], count: P) }
+        let buffers = reserve(streams: S, rows: max(S, streamPrompts.reduce(0) { $0 + $1.count }))
+
+        var outputs = [[Int32]](repeating: [], count: P)
+        for i in 0..<P { outputs[i].reserveCapacity(maxNewTokens) }
+        var rngs = seeds.map { SeededRNG(seed: $0) }
+        var lengths = streamPrompts.map(\.count)
+        // Prefill: every prompt token of every stream in one pass; logits at each stream's last token.
+        var rows = 0
+        for (s, prompt) in streamPrompts.enumerated() {
+            for (t, token) in prompt.enumerated() {
+                buffers.rowTokens[rows] = token
+                buffers.rowStreams[rows] = Int32(s)
+                buffers.rowPositions[rows] = Int32(t)
+                rows += 1
+            }
+            buffers.headRows[s] = Int32(rows - 1)
+        }
+        extend(buffers, rows: rows, headRows: S)
+        // The logits row of stream s is s after prefill and its decode row afterwards.
+        var logitsRow = Array(0..<S)
+        var active = Array(0..<P), activeCount = P
+        let streamPasses = guidance == nil ? 1 : 2
+        while true {
+            var kept = 0
+            for a in 0..<activeCount {
+                let i = active[a]
+                let conditional = buffers.logits + logitsRow[i] * config.vocabSize
+                let unconditional = guidance.map { _ in UnsafePointer(buffers.logits + logitsRow[P + i] * config.vocabSize) }
+                let token = chooseToken(conditional: conditional, unconditional: unconditional, guidanceWeight: guidance?.weight ?? 0,
+                                        range: allowedRange, temperature: temperature, topK: topK, rng: &rngs[i], scratch: buffers)
+                outputs[i].append(token)
+                if token != stopToken && outputs[i].count < maxNewTokens {
+                    active[kept] = i
+                    kept += 1
+                }
+            }
+            activeCount = kept
+            if activeCount == 0 { break }
+            // Decode: one row per active stream (conditional, then null), at its next position.
+            var row = 0
+            for pass in 0..<streamPasses {
+                for a in 0..<activeCount {
+                    let stream = active[a] + pass * P
+                    buffers.rowTokens[row] = outputs[active[a]].last!
+                    buffers.rowStreams[row] = Int32(stream)
+                    buffers.rowPositions[row] = Int32(lengths[stream])
+                    buffers.headRows[row] = Int32(row)
+                    lengths[stream] += 1
+                    logitsRow[stream] = row
+                    row += 1
+                }
+            }
+            extend(buffers, rows: row, headRows: row)
+        }
+        return outputs
+    }
+
+    /// Logits through the KV-cache path for tests: prefill `promptLength` tokens of every
+    /// sequence, then feed the rest one token per step. Returns per sequence the logits (V each)
+    /// predicting positions promptLength ..< count, i.e. rows promptLength-1 ..< count-1 of a
+    /// full forward pass.
+    func cachedLogits(sequences: [[Int32]], promptLength: Int) -> [[[Float]]] {
+        let V = model.config.vocabSize, S = sequences.count
+        let buffers = reserve(streams: S, rows: S * promptLength)
+        var result = [[[Float]]](repeating: [], count: S)
+        var row = 0
+        for s in 0..<S {
+            for t in 0..<promptLength {
+                buffers.rowTokens[row] = sequences[s][t]
+                buffers.rowStreams[row] = Int32(s)
+                buffers.rowPositions[row] = Int32(t)
+                row += 1
+            }
+            buffers.headRows[s] = Int32(row - 1)
+        }
+        extend(buffers, rows: row, headRows: S)
+        for s in 0..<S { result[s].append(Array(UnsafeBufferPointer(start: buffers.logits + s * V, count: V))) }
+        for position in promptLength..<(sequences[0].count - 1) {
+            for s in 0..<S {
+                buffers.rowTokens[s] = sequences[s][position]
+                buffers.rowStreams[s] = Int32(s)
+                buffers.rowPositions[s] = Int32(position)
+                buffers.headRows[s] = Int32(s)
+            }
+            extend(buffers, rows: S, headRows: S)
+            for s in 0..<S { result[s].append(Array(UnsafeBufferPointer(start: buffers.logits + s * V, count: V))) }
+        }
+        return result
+    }
+
+    private func reserve(streams: Int, rows: Int) -> SamplerBuffers {
+        if let buffers, buffers.streamCapacity >= streams, buffers.rowCapacity >= rows { return buffers }
+        buffers?.deallocate()
+        let grown = SamplerBuffers(config: model.config, streams: max(streams, buffers?.streamCapacity ?? 0),
+                                   rows: max(rows, buffers?.rowCapacity ?? 0))
+        buffers = grown
+        return grown
+    }
+
+    /// Runs `rows` new tokens (token, stream, position given per row) through the model, writing
+    /// their keys and values into the cache, and computes logits for the rows listed in
+    /// headRows[0..<headRows] into logits[0..<headRows].
+    private func extend(_ b: SamplerBuffers, rows N: Int, headRows: Int) {
+        let config = model.config
+        let C = config.dModel, H = config.ffnHidden, V = config.vocabSize, NH = config.nHeads, HS = config.headSize
+        let maxSeq = config.maxSeq
+        let p = model.parameters.baseAddress!
+        embeddingForward(b.residual, tokens: b.rowTokens, table: p + model.embeddingOffset, N: N, C: C)
+        for (l, o) in model.layerOffsets.enumerated() {
+            rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.attentionNorm, N: N, C: C, eps: config.normEps)
+            matmulForward(b.qkv, inp: b.normed, weight: p + o.wqkv, N: N, inDim: C, outDim: 3 * C)
+            ropeRotate(b.qkv, rowStride: 3 * C, N: N, positions: b.rowPositions, heads: 2 * NH, table: model.rotary, inverse: false)
+            let keys = b.keyCache[l], values = b.valueCache[l]
+            for r in 0..<N {
+                let slot = (Int(b.rowStreams[r]) * maxSeq + Int(b.rowPositions[r])) * C
+                (keys + slot).update(from: b.qkv + r * 3 * C + C, count: C)
+                (values + slot).update(from: b.qkv + r * 3 * C + 2 * C, count: C)
+            }
+            cachedAttentionForward(b.attention, qkv: b.qkv, keys: keys, values: values, streams: b.rowStreams,
+                                   positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+            matmulForward(b.residual, inp: b.attention, weight: p + o.wo, N: N, inDim: C, outDim: C, accumulate: true)
+            rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.ffnNorm, N: N, C: C, eps: config.normEps)
+            matmulForward(b.gateUp, inp: b.normed, weight: p + o.w13, N: N, inDim: C, outDim: 2 * H)
+            swigluForward(b.hidden, gu: b.gateUp, N: N, H: H)
+            matmulForward(b.residual, inp: b.hidden, weight: p + o.w2, N: N, inDim: H, outDim: C, accumulate: true)
+        }
+        for i in 0..<headRows {
+            (b.normed + i * C).update(from: b.residual + Int(b.headRows[i]) * C, count: C)
+        }
+        rmsnormForward(b.normed, rstd: b.rstd, inp: b.normed, weight: p + model.finalNormOffset, N: headRows, C: C, eps: config.normEps)
+        matmulForward(b.logits, inp: b.normed, weight: p + model.outputOffset, N: headRows, inDim: C, outDim: V)
+    }
+
+    /// Picks one token from [range) of the (guided) logits.
+    private func chooseToken(
+        conditional: UnsafePointer<Float>, unconditional: UnsafePointer<Float>?, guidanceWeight: Float,
+        range: Range<Int32>, temperature: Float, topK: Int, rng: inout SeededRNG, scratch b: SamplerBuffers
+    ) -> Int32 {
+        let lo = Int(range.lowerBound), n = range.count
+        let x = b.candidates
+        if let unconditional {
+            for i in 0..<n { x[i] = unconditional[lo + i] + guidanceWeight * (conditional[lo + i] - unconditional[lo + i]) }
+        } else {
+            (x).update(from: conditional + lo, count: n)
+        }
+        var best = 0
+        for i in 1..<n where x[i] > x[best] { best = i }
+        if temperature <= 0 { return Int32(lo + best) }
+        let threshold = (topK > 0 && topK < n) ? kthLargest(x, count: n, k: topK, scratch: b.selection) : -Float.infinity
+        let maxValue = x[best], invTemperature = 1 / temperature
+        var total = 0.0
+        for i in 0..<n {
+            let weight = x[i] >= threshold ? Foundation.exp(Double((x[i] - maxValue) * invTemperature)) : 0
+            b.probabilities[i] = weight
+            total += weight
+        }
+        var remaining = rng.nextUniform() * total
+        for i in 0..<n where b.probabilities[i] > 0 {
+            remaining -= b.probabilities[i]
+            if remaining < 0 { return Int32(lo + i) }
+        }
+        return Int32(lo + best)  // only reached through rounding at the very top of the range
+    }
+}
+
+/// Value of the k-th largest of x[0..<count] (k >= 1), by quickselect on a copy in `scratch`.
+func kthLargest(_ x: UnsafePointer<Float>, count: Int, k: Int, scratch a: UnsafeMutablePointer<Float>) -> Float {
+    a.update(from: x, count: count)
+    var lo = 0, hi = count - 1
+    let target = k - 1  // index in descending order
+    while lo < hi {
+        let pivot = a[(lo + hi) / 2]
+        var i = lo, j = hi
+        while i <= j {
+            while a[i] > pivot { i += 1 }
+            while a[j] < pivot { j -= 1 }
+            if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
+        }
+        if target <= j { hi = j } else if target >= i { lo = i } else { return a[target] }
+    }
+    return a[target]
+}
+
+extension UnsafeMutablePointer {
+    @inline(__always) fileprivate func swapAt(_ i: Int, _ j: Int) {
+        let t = self[i]; self[i] = self[j]; self[j] = t
+    }
+}
+
+/// Attention of N new rows over their own stream's cached keys and values (positions
+/// 0...position, all already written): per (row, head) one sgemv for the scores and one for the
+/// weighted sum of values (the plain dot-product loops are latency-bound: ~10x slower).
+func cachedAttentionForward(
+    _ out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    streams: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, scores: UnsafeMutablePointer<Float>,
+    N: Int, C: Int, NH: Int, HS: Int, maxSeq: Int
+) {
+    let scale = 1 / Float(HS).squareRoot()
+    for r in 0..<N {
+        let base = Int(streams[r]) * maxSeq * C
+        let count = Int(positions[r]) + 1
+        for h in 0..<NH {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(count), blasint(HS), scale, keys + base + h * HS, blasint(C),
+                        qkv + r * 3 * C + h * HS, 1, 0, scores, 1)
+            var maxScore = scores[0]
+            for j in 1..<count where scores[j] > maxScore { maxScore = scores[j] }
+            var sum: Float = 0
+            for j in 0..<count {
+                let e = Foundation.expf(scores[j] - maxScore)
+                scores[j] = e
+                sum += e
+            }
+            cblas_sgemv(CblasRowMajor, CblasTrans, blasint(count), blasint(HS), 1 / sum, values + base + h * HS, blasint(C),
+                        scores, 1, 0, out + r * C + h * HS, 1)
+        }
+    }
+}
+
+/// Plain-loop reference of cachedAttentionForward.
+func cachedAttentionForwardReference(
+    _ out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    streams: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, scores: UnsafeMutablePointer<Float>,
+    N: Int, C: Int, NH: Int, HS: Int, maxSeq: Int
+) {
+    let scale = 1 / Float(HS).squareRoot()
+    for r in 0..<N {
+        let base = Int(streams[r]) * maxSeq * C
+        let last = Int(positions[r])
+        for h in 0..<NH {
+            let q = qkv + r * 3 * C + h * HS
+            var maxScore = -Float.infinity
+            for j in 0...last {
+                let k = keys + base + j * C + h * HS
+                var dot: Float = 0
+                for d in 0..<HS { dot += q[d] * k[d] }
+                dot *= scale
+                scores[j] = dot
+                if dot > maxScore { maxScore = dot }
+            }
+            var sum: Float = 0
+            for j in 0...last {
+                let e = Foundation.expf(scores[j] - maxScore)
+                scores[j] = e
+                sum += e
+            }
+            let o = out + r * C + h * HS
+            o.update(repeating: 0, count: HS)
+            let inv = 1 / sum
+            for j in 0...last {
+                let w = scores[j] * inv
+                let v = values + base + j * C + h * HS
+                for d in 0..<HS { o[d] += w * v[d] }
+            }
+        }
+    }
+}
+
+/// KV cache and per-row buffers of a Sampler, sized for `streams` streams and `rows` tokens per pass.
+final class SamplerBuffers {
+    let streamCapacity, rowCapacity: Int
+    let rowTokens, rowStreams, rowPositions, headRows: UnsafeMutablePointer<Int32>
+    let residual, normed, rstd, qkv, attention, gateUp, hidden, logits, scores, candidates, selection: UnsafeMutablePointer<Float>
+    let probabilities: UnsafeMutablePointer<Double>
+    let keyCache, valueCache: [UnsafeMutablePointer<Float>]
+
+    init(config: ModelConfig, streams: Int, rows: Int) {
+        streamCapacity = streams
+        rowCapacity = rows
+        let C = config.dModel, H = config.ffnHidden, V = config.vocabSize
+        rowTokens = allocateAligned(rows); rowStreams = allocateAligned(rows); rowPositions = allocateAligned(rows)
+        headRows = allocateAligned(max(rows, streams))
+        residual = allocateAligned(rows * C); normed = allocateAligned(rows * C); rstd = allocateAligned(rows)
+        qkv = allocateAligned(rows * 3 * C); attention = allocateAligned(rows * C)
+        gateUp = allocateAligned(rows * 2 * H); hidden = allocateAligned(rows * H)
+        logits = allocateAligned(max(rows, streams) * V)
+        scores = allocateAligned(config.maxSeq)
+        candidates = allocateAligned(V); selection = allocateAligned(V); probabilities = allocateAligned(V)
+        keyCache = (0..<config.nLayers).map { _ in allocateAligned(streams * config.maxSeq * C) }
+        valueCache = (0..<config.nLayers).map { _ in allocateAligned(streams * config.maxSeq * C) }
+    }
+
+    func deallocate() {
+        [rowTokens, rowStreams, rowPositions, headRows].forEach(deallocateAligned)
+        [residual, normed, rstd, qkv, attention, gateUp, hidden, logits, scores, candidates, selection].forEach(deallocateAligned)
+        deallocateAligned(probabilities)
+        keyCache.forEach(deallocateAligned)
+        valueCache.forEach(deallocateAligned)
+    }
+}

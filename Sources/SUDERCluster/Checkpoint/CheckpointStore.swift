@@ -1,0 +1,355 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A checkpoint restored on every rank.
+public struct LoadedCheckpoint {
+    public let checkpoint: Checkpoint
+    /// The checkpoint directory it came from.
+    public let directory: URL
+    /// This rank's saved state ("rng.<rank>"); nil when the job now runs with a different number
+    /// of ranks than the one that wrote it, so the stage must reseed (and say so).
+    public let rankState: [UInt8]?
+    /// Newer checkpoints that were invalid and moved aside, one message each.
+    public let notes: [String]
+}
+
+/// The checkpoints of one stage, in one directory:
+///
+///   <directory>/step-000000001200/   a checkpoint (see CheckpointFormat.swift)
+///   <directory>/latest               name of the newest complete checkpoint, for people and tools
+///   <directory>/DONE                 the stage finished
+///   <directory>/corrupt/             invalid checkpoints moved aside on resume, never deleted
+///
+/// Every method is collective: call it on all ranks in the same order. Only rank 0 touches the
+/// disk (the directory need not be shared between nodes); it broadcasts the outcome, so every
+/// rank returns the same result or throws the same error and no rank is left in a collective.
+public final class CheckpointStore {
+    public static let latestFileName = "latest"
+    public static let doneFileName = "DONE"
+    public static let asideDirectoryName = "corrupt"
+    /// Sections stored as float32 and byte-grouped before compression (see RELIABILITY.md for
+    /// what that gains).
+    public static let defaultFloat32Sections: Set<String> = ["weights", "adam_m", "adam_v"]
+
+    public let directory: URL
+    public let keepLast: Int
+    public let comm: Communicator
+    public var float32Sections = CheckpointStore.defaultFloat32Sections
+    private let codec: ZstdCodec
+
+    /// zstd worker threads actually used (0 when libzstd is single-threaded or 0 were asked for).
+    public var compressionThreads: Int { codec.effectiveThreads }
+
+    /// `compressionLevel` 1 is the default: on byte-grouped weights it compresses as well as 3 or 9
+    /// and fastest (RELIABILITY.md). `threads` > 0 uses zstd worker threads when libzstd has them.
+    public init(directory: URL, keepLast: Int = 3, compressionLevel: Int = 1, threads: Int = 0, comm: Communicator) {
+        precondition(keepLast >= 1, "keepLast must be at least 1")
+        self.directory = directory
+        self.keepLast = keepLast
+        self.comm = comm
+        self.codec = ZstdCodec(level: compressionLevel, threads: threads)
+    }
+
+    public static func directoryName(step: Int) -> String { String(format: "step-%012d", step) }
+
+    // MARK: - Save
+
+    /// Writes `checkpoint` (rank 0's copy; other ranks may pass theirs or an empty one) plus every
+    /// rank's `rankState` (its RNG state, gathered to rank 0) as checkpoint `step-<step>`, then
+    /// points `latest` at it and deletes all but the newest `keepLast`. Refuses non-finite weights
+    /// on any rank. On failure every rank throws the same `.writeFailed`/`.invalidInput` error and
+    /// all earlier checkpoints are untouched.
+    @discardableResult
+    public func save(_ checkpoint: Checkpoint, rankState: [UInt8]) throws -> URL {
+        // Each rank checks its own weights: they should be identical, and a NaN anywhere must stop
+        // everyone before it is written.
+        let localFinite = checkpoint.sections["weights"].map { bytes in
+            bytes.withUnsafeBytes { raw in
+                allFinite(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Float.self), count: raw.count / 4))
+            }
+        } ?? true
+        let everyRankFinite = comm.allAgree(localFinite)
+        let target = directory.appendingPathComponent(Self.directoryName(step: checkpoint.header.step))
+        guard everyRankFinite else {
+            throw CheckpointError(.invalidInput, target.path, "weights hold NaN or infinity on \(localFinite ? "another rank" : "rank \(comm.rank)"); not writing a poisoned checkpoint")
+        }
+        let states = comm.gather(rankState, root: 0)
+        var failure: [UInt8] = []
+        if let states {
+            do {
+                try writeOnRoot(checkpoint, rankStates: states, to: target)
+            } catch let error as CheckpointError {
+                failure = encodeError(error)
+            } catch {
+                failure = encodeError(CheckpointError(.writeFailed, target.path, "\(error)"))
+            }
+        }
+        failure = comm.broadcast(bytes: failure, root: 0)
+        if !failure.isEmpty { throw decodeError(failure) }
+        return target
+    }
+
+    private func writeOnRoot(_ checkpoint: Checkpoint, rankStates: [[UInt8]], to target: URL) throws {
+        let fileManager = FileManager.default
+        do {
+            try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw CheckpointError(.writeFailed, directory.path, "cannot create the checkpoint directory: \(error.localizedDescription)")
+        }
+        for name in checkpoint.sections.keys {
+            try validateSectionName(name, file: target.path)
+            guard !name.hasPrefix("rng.") else {
+                throw CheckpointError(.invalidInput, target.path, "section name \(name): the rng.<rank> names are reserved for rankState")
+            }
+        }
+        let weights = checkpoint.sections["weights"] ?? []
+        if !checkpoint.header.tensors.isEmpty {
+            guard checkpoint.sections["weights"] != nil else {
+                throw CheckpointError(.invalidInput, target.path, "a tensor table needs a weights section")
+            }
+            try checkpoint.header.validateTensorTable(weightsSize: weights.count, file: target.path, kind: .invalidInput)
+        }
+        guard weights.count % 4 == 0 else {
+            throw CheckpointError(.invalidInput, target.path, "weights section is \(weights.count) bytes, not whole float32 values")
+        }
+        cleanUpInterruptedSaves()
+        let existing = try checkpointDirectories()
+        if let newer = existing.first(where: { $0.step > checkpoint.header.step }) {
+            throw CheckpointError(.invalidInput, target.path, "an existing checkpoint (\(newer.url.lastPathComponent)) is newer; a resume would pick it. Resume from it or use another directory")
+        }
+
+        var full = checkpoint
+        full.header.rankCount = rankStates.count
+        for (rank, state) in rankStates.enumerated() { full.sections["rng.\(rank)"] = state }
+
+        let temporary = directory.appendingPathComponent(".tmp-\(target.lastPathComponent)-\(getpid())")
+        guard mkdir(temporary.path, 0o755) == 0 else {
+            throw CheckpointError(.writeFailed, temporary.path, "cannot create: \(String(cString: strerror(errno)))")
+        }
+        do {
+            try writeCheckpointFiles(full, float32Sections: float32Sections, codec: codec, to: temporary)
+            // Saving the same step twice (a stop right after a resume): move the old one out of
+            // the way, put it back if the rename fails.
+            let replaced = directory.appendingPathComponent(".replaced-\(target.lastPathComponent)-\(getpid())")
+            let hadOld = fileManager.fileExists(atPath: target.path)
+            if hadOld { try renameDurably(target, to: replaced) }
+            do {
+                try renameDurably(temporary, to: target)
+            } catch {
+                if hadOld { try? renameDurably(replaced, to: target) }
+                throw error
+            }
+            if hadOld { try? fileManager.removeItem(at: replaced) }
+        } catch {
+            try? fileManager.removeItem(at: temporary)
+            throw error
+        }
+        try replaceFileDurably(directory.appendingPathComponent(Self.latestFileName), Array((target.lastPathComponent + "\n").utf8))
+        for old in ((try? checkpointDirectories()) ?? []).dropFirst(keepLast) where old.url.lastPathComponent != target.lastPathComponent {
+            try? fileManager.removeItem(at: old.url)
+        }
+    }
+
+    /// Leftovers of a save that was killed part way (one job per stage directory, so nothing else
+    /// is writing): `.tmp-*` were never renamed into place and hold nothing of value; a
+    /// `.replaced-step-N-*` whose `step-N` is missing was the old `step-N` and goes back.
+    private func cleanUpInterruptedSaves() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names where name.hasPrefix(".tmp-") || name.hasPrefix(".replaced-") {
+            let url = directory.appendingPathComponent(name)
+            let original = directory.appendingPathComponent(String(name.dropFirst(".replaced-".count).prefix(17)))
+            if name.hasPrefix(".replaced-") && !FileManager.default.fileExists(atPath: original.path) {
+                try? renameDurably(url, to: original)
+            } else {
+                try? FileManager.default.removeItem(at: url)
+            }
+        }
+    }
+
+    private func checkpointDirectories() throws -> [(step: Int, url: URL)] {
+        try listCheckpointDirectories(in: directory)
+    }
+
+    // MARK: - Load
+
+    /// The newest valid checkpoint, restored on every rank; nil when the directory holds none (a
+    /// fresh start). Invalid newer checkpoints are reported and moved aside into `corrupt/`, and
+    /// the previous one is used. Throws `.noValidCheckpoint` when checkpoints exist (or were moved
+    /// aside before) but none is valid: a run must never silently start over.
+    public func loadNewestValid() throws -> LoadedCheckpoint? {
+        var message: [UInt8] = []
+        if comm.isRoot {
+            var writer = ByteWriter()
+            do {
+                if let (loaded, notes) = try loadOnRoot() {
+                    writer.u8(1)
+                    writer.string(loaded.url.lastPathComponent)
+                    writer.u32(UInt32(notes.count))
+                    for note in notes { writer.string(note) }
+                    encodeCheckpoint(loaded.checkpoint, into: &writer)
+                } else {
+                    writer.u8(0)
+                }
+            } catch let error as CheckpointError {
+                writer.u8(2)
+                writer.raw(encodeError(error))
+            } catch {
+                writer.u8(2)
+                writer.raw(encodeError(CheckpointError(.corrupt, directory.path, "\(error)")))
+            }
+            message = writer.bytes
+        }
+        message = comm.broadcast(bytes: message, root: 0)
+
+        let file = "checkpoint broadcast from rank 0"
+        var reader = ByteReader(message, file: file)
+        switch try reader.u8("status") {
+        case 0:
+            return nil
+        case 1:
+            let name = try reader.string("directory")
+            var notes: [String] = []
+            for _ in 0..<(try reader.count("notes", minimumItemBytes: 4)) { notes.append(try reader.string("note")) }
+            let checkpoint = try decodeCheckpoint(&reader)
+            let rankState = checkpoint.header.rankCount == comm.size ? checkpoint.sections["rng.\(comm.rank)"] : nil
+            return LoadedCheckpoint(checkpoint: checkpoint, directory: directory.appendingPathComponent(name), rankState: rankState, notes: notes)
+        default:
+            throw decodeError(Array(message.dropFirst()))
+        }
+    }
+
+    private func loadOnRoot() throws -> ((url: URL, checkpoint: Checkpoint), [String])? {
+        cleanUpInterruptedSaves()
+        let candidates = try checkpointDirectories()
+        let aside = directory.appendingPathComponent(Self.asideDirectoryName)
+        let previouslyAside = (try? FileManager.default.contentsOfDirectory(atPath: aside.path)) ?? []
+        if candidates.isEmpty && previouslyAside.isEmpty { return nil }
+
+        var notes: [String] = []
+        for candidate in candidates {
+            do {
+                let checkpoint = try readCheckpoint(directory: candidate.url)
+                for rank in 0..<checkpoint.header.rankCount where checkpoint.sections["rng.\(rank)"] == nil {
+                    throw CheckpointError(.corrupt, candidate.url.path, "no rng.\(rank) section for rank \(rank) of \(checkpoint.header.rankCount)")
+                }
+                return ((candidate.url, checkpoint), notes)
+            } catch {
+                let note = "invalid checkpoint \(error); \(moveAside(candidate.url, into: aside))"
+                printError("checkpoint: " + note)
+                notes.append(note)
+            }
+        }
+        let history = previouslyAside.isEmpty ? "" : " Earlier invalid checkpoints are in \(aside.path): \(previouslyAside.sorted().joined(separator: ", "))."
+        throw CheckpointError(.noValidCheckpoint, directory.path,
+            "checkpoints exist but none is valid; refusing to start fresh.\(notes.isEmpty ? "" : " " + notes.joined(separator: " "))\(history) Delete the directory to start over.")
+    }
+
+    /// Renames an invalid checkpoint into `corrupt/` (never deletes it), so the next resume skips
+    /// it and a person can still inspect it. Returns what happened, for the report.
+    private func moveAside(_ url: URL, into aside: URL) -> String {
+        let destination = aside.appendingPathComponent("\(url.lastPathComponent).\(Int(Date().timeIntervalSince1970))")
+        do {
+            try FileManager.default.createDirectory(at: aside, withIntermediateDirectories: true)
+            try renameDurably(url, to: destination)
+            return "moved aside to \(destination.path)"
+        } catch {
+            return "could not move it aside (\(error)); it stays in place"
+        }
+    }
+
+    // MARK: - DONE marker
+
+    /// Records that the stage finished (collective; rank 0 writes the marker atomically).
+    public func markDone(step: Int) throws {
+        var failure: [UInt8] = []
+        if comm.isRoot {
+            let url = directory.appendingPathComponent(Self.doneFileName)
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                try replaceFileDurably(url, Array("finished at step \(step)\n".utf8))
+            } catch let error as CheckpointError {
+                failure = encodeError(error)
+            } catch {
+                failure = encodeError(CheckpointError(.writeFailed, url.path, "\(error)"))
+            }
+        }
+        failure = comm.broadcast(bytes: failure, root: 0)
+        if !failure.isEmpty { throw decodeError(failure) }
+    }
+
+    /// True on every rank when the stage already finished (collective).
+    public func isDone() -> Bool {
+        let done = comm.isRoot && FileManager.default.fileExists(atPath: directory.appendingPathComponent(Self.doneFileName).path)
+        var flag = [done ? 1 : 0]
+        comm.broadcast(&flag, root: 0)
+        return flag[0] == 1
+    }
+
+    /// For a stage's start: if it already finished, says so on rank 0 and ends the job with 0.
+    public func exitIfDone(stage: String) {
+        guard isDone() else { return }
+        if comm.isRoot { print("\(stage): already finished (\(directory.appendingPathComponent(Self.doneFileName).path) exists); nothing to do") }
+        comm.exitTogether(code: 0)
+    }
+
+    // MARK: - Wire encoding for broadcasts
+
+    private func encodeError(_ error: CheckpointError) -> [UInt8] {
+        var writer = ByteWriter()
+        let kinds: [CheckpointError.Kind] = [.corrupt, .writeFailed, .noValidCheckpoint, .invalidInput]
+        writer.u8(UInt8(kinds.firstIndex(of: error.kind)!))
+        writer.string(error.file)
+        writer.string(error.problem)
+        return writer.bytes
+    }
+
+    private func decodeError(_ bytes: [UInt8]) -> CheckpointError {
+        var reader = ByteReader(bytes, file: "error broadcast from rank 0")
+        let kinds: [CheckpointError.Kind] = [.corrupt, .writeFailed, .noValidCheckpoint, .invalidInput]
+        guard let kind = try? reader.u8("kind"), Int(kind) < kinds.count,
+              let file = try? reader.string("file"), let problem = try? reader.string("problem")
+        else { return CheckpointError(.corrupt, directory.path, "undecodable error message from rank 0") }
+        return CheckpointError(kinds[Int(kind)], file, problem)
+    }
+
+    private func encodeCheckpoint(_ checkpoint: Checkpoint, into writer: inout ByteWriter) {
+        let header = checkpoint.header.encoded()
+        writer.int(header.count)
+        writer.raw(header)
+        writer.u32(UInt32(checkpoint.sections.count))
+        for name in checkpoint.sections.keys.sorted() {
+            writer.string(name)
+            writer.int(checkpoint.sections[name]!.count)
+            writer.raw(checkpoint.sections[name]!)
+        }
+    }
+
+    private func decodeCheckpoint(_ reader: inout ByteReader) throws -> Checkpoint {
+        let headerLength = try reader.int("header length", limit: reader.remaining)
+        let header = try CheckpointHeader.decode(Array(try reader.take(headerLength, "header")), file: reader.file)
+        var sections: [String: [UInt8]] = [:]
+        for _ in 0..<(try reader.count("section count", minimumItemBytes: 12)) {
+            let name = try reader.string("section name")
+            let length = try reader.int("section \(name) length", limit: reader.remaining)
+            sections[name] = Array(try reader.take(length, "section \(name)"))
+        }
+        return Checkpoint(header: header, sections: sections)
+    }
+}
+
+/// The checkpoint directories (`step-<12 digits>`) of a stage directory, newest first.
+func listCheckpointDirectories(in directory: URL) throws -> [(step: Int, url: URL)] {
+    guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
+    let names: [String]
+    do {
+        names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+    } catch {
+        throw CheckpointError(.writeFailed, directory.path, "cannot list: \(error.localizedDescription)")
+    }
+    return names.compactMap { name -> (Int, URL)? in
+        guard name.hasPrefix("step-"), name.count == 17, let step = Int(name.dropFirst(5)) else { return nil }
+        return (step, directory.appendingPathComponent(name))
+    }.sorted { $0.0 > $1.0 }
+}

@@ -1,0 +1,254 @@
+import Foundation
+import Model
+
+/// What `suder bench model` measures. Defaults are the issue's bench config: d_model 192,
+/// 6 layers, 6 heads, sequence 96, batch 32, vocabulary 1,100; sampling 16 sequences with a
+/// 16-token prompt and 64 new tokens.
+public struct ModelBenchOptions {
+    public var config: ModelConfig
+    public var batch: Int
+    public var seqLen: Int
+    public var sampleBatch: Int
+    public var promptLength: Int
+    public var newTokens: Int
+    public var threads: Int
+    /// Timed repetitions per workload (after one warm-up); medians are reported.
+    public var repeats: Int
+    public var json: Bool
+    /// Run tools/torch_reference.py bench side by side when `python3 -c "import torch"` works.
+    public var compareWithPyTorch: Bool
+    public var python: String
+    public var referenceScript: String
+
+    public init(
+        config: ModelConfig = ModelConfig(vocabSize: 1100, dModel: 192, nLayers: 6, nHeads: 6, ffnHidden: 512, maxSeq: 96),
+        batch: Int = 32, seqLen: Int = 96, sampleBatch: Int = 16, promptLength: Int = 16, newTokens: Int = 64,
+        threads: Int = 1, repeats: Int = 5, json: Bool = false, compareWithPyTorch: Bool = true,
+        python: String = "python3", referenceScript: String = "tools/torch_reference.py"
+    ) {
+        self.config = config
+        self.batch = batch
+        self.seqLen = seqLen
+        self.sampleBatch = sampleBatch
+        self.promptLength = promptLength
+        self.newTokens = newTokens
+        self.threads = threads
+        self.repeats = repeats
+        self.json = json
+        self.compareWithPyTorch = compareWithPyTorch
+        self.python = python
+        self.referenceScript = referenceScript
+    }
+}
+
+/// Medians of one framework's run (PyTorch's JSON uses the same snake_case keys).
+public struct ModelBenchNumbers: Codable {
+    public var framework: String
+    public var threads: Int
+    public var train_tokens_per_s: Double
+    public var score_tokens_per_s: Double
+    public var sample_tokens_per_s: Double
+    public var preference_pairs_per_s: Double
+    public var train_step_s: Double
+    public var score_s: Double
+    public var sample_s: Double
+    public var preference_step_s: Double
+    /// Achieved FLOP rate of the training step (FLOPs.trainingStep / median time).
+    public var train_gflops: Double?
+    /// Peak resident set of the process (getrusage maxrss).
+    public var peak_rss_mb: Double?
+    /// PyTorch only: sampling with one shared generator instead of one per sequence.
+    public var sample_shared_rng_tokens_per_s: Double?
+    /// suder only: the OpenBLAS kernel family in use.
+    public var blas_core: String?
+}
+
+public struct ModelBenchReport: Codable {
+    public var config: ModelConfig
+    public var batch, seqLen, sampleBatch, promptLength, newTokens: Int
+    public var suder: ModelBenchNumbers
+    public var torch: ModelBenchNumbers?
+    /// Why PyTorch was not compared, when it was not.
+    public var torchNote: String?
+}
+
+/// Runs the model benchmark and prints a table (or one JSON object with `json`).
+/// Workloads, identical in tools/torch_reference.py:
+///   train       B x T tokens, weight 1 on every prediction: forward, backward, clip, AdamW step.
+///   score       B x T tokens, weights on the second half: forward only.
+///   preference  B/2 SimPO pairs of T tokens (completion = last 2/3): forward, loss, backward,
+///               clip, AdamW step.
+///   sample      sampleBatch prompts of promptLength tokens, newTokens new tokens each, full
+///               vocabulary, temperature 1, KV cache.
+@discardableResult
+public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchReport {
+    var config = o.config
+    config.maxSeq = max(config.maxSeq, o.seqLen, o.promptLength + o.newTokens)
+    try config.validate()
+    setComputeThreads(o.threads)
+    let B = o.batch, T = o.seqLen
+
+    // Everything is allocated here, before the timed loops.
+    let model = Transformer(config: config, seed: 0, batchCapacity: B)
+    let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount)
+    var rng = SeededRNG(seed: 1)
+    var trainBatch = TokenBatch(batchSize: B, seqLen: T)
+    for i in trainBatch.tokens.indices { trainBatch.tokens[i] = Int32.random(in: 0..<Int32(config.vocabSize), using: &rng) }
+    var scoreBatch = trainBatch, preferenceBatch = trainBatch
+    for b in 0..<B {
+        trainBatch.lengths[b] = T; scoreBatch.lengths[b] = T; preferenceBatch.lengths[b] = T
+        for t in 0..<T {
+            trainBatch.weights[b * T + t] = t >= 1 ? 1 : 0
+            scoreBatch.weights[b * T + t] = t >= T / 2 ? 1 : 0
+            preferenceBatch.weights[b * T + t] = t >= T / 3 ? 1 : 0
+        }
+    }
+    let trainCoefficients = [Float](repeating: -1 / Float(B * (T - 1)), count: B)
+    let completionLength = Double(T - T / 3)
+    var preferenceCoefficients = [Float](repeating: 0, count: B)
+
+    func trainStep() {
+        model.zeroGradients()
+        model.forward(trainBatch)
+        model.backward(sequenceCoefficients: trainCoefficients)
+        clipGradients(model.gradients, maxNorm: 1)
+        optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-4)
+    }
+    func scoreStep() {
+        _ = model.forward(scoreBatch)
+    }
+    func preferenceStep() {
+        model.zeroGradients()
+        let logps = model.forward(preferenceBatch)
+        let pairs = B / 2
+        let chosen = (0..<pairs).map { logps[2 * $0] }, rejected = (0..<pairs).map { logps[2 * $0 + 1] }
+        let lengths = [Double](repeating: completionLength, count: pairs)
+        let loss = simpoLoss(chosenLogProbs: chosen, chosenLengths: lengths, rejectedLogProbs: rejected, rejectedLengths: lengths)
+        for i in 0..<pairs {
+            preferenceCoefficients[2 * i] = Float(loss.chosenGradients[i] / Double(pairs))
+            preferenceCoefficients[2 * i + 1] = Float(loss.rejectedGradients[i] / Double(pairs))
+        }
+        model.backward(sequenceCoefficients: preferenceCoefficients)
+        clipGradients(model.gradients, maxNorm: 1)
+        optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-4)
+    }
+    let sampler = Sampler(model: model)
+    let prompts = (0..<o.sampleBatch).map { _ in (0..<o.promptLength).map { _ in Int32.random(in: 0..<Int32(config.vocabSize), using: &rng) } }
+    let seeds = (0..<o.sampleBatch).map { UInt64($0) }
+    func sampleStep() {
+        _ = sampler.sample(prompts: prompts, maxNewTokens: o.newTokens, allowedRange: 0..<Int32(config.vocabSize), seeds: seeds)
+    }
+
+    let train = medianSeconds(o.repeats, trainStep)
+    let score = medianSeconds(o.repeats, scoreStep)
+    let preference = medianSeconds(o.repeats, preferenceStep)
+    let sample = medianSeconds(o.repeats, sampleStep)
+    let suder = ModelBenchNumbers(
+        framework: "suder (Swift + OpenBLAS)", threads: o.threads,
+        train_tokens_per_s: Double(B * T) / train, score_tokens_per_s: Double(B * T) / score,
+        sample_tokens_per_s: Double(o.sampleBatch * o.newTokens) / sample,
+        preference_pairs_per_s: Double(B / 2) / preference,
+        train_step_s: train, score_s: score, sample_s: sample, preference_step_s: preference,
+        train_gflops: FLOPs.trainingStep(config, batch: B, seqLen: T) / train / 1e9,
+        peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName)
+
+    var report = ModelBenchReport(config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
+                                  promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
+    if o.compareWithPyTorch {
+        do {
+            var torch = try runPyTorchBench(o, config: config)
+            torch.train_gflops = FLOPs.trainingStep(config, batch: B, seqLen: T) / torch.train_step_s / 1e9
+            report.torch = torch
+        } catch {
+            report.torchNote = "\(error)"
+        }
+    } else {
+        report.torchNote = "comparison disabled"
+    }
+    if o.json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        print(String(decoding: try encoder.encode(report), as: UTF8.self))
+    } else {
+        printBenchTable(report)
+    }
+    return report
+}
+
+private func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
+    body()  // warm-up: first-touch page faults, OpenBLAS thread start
+    var times: [Double] = []
+    for _ in 0..<max(1, repeats) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    times.sort()
+    return times.count % 2 == 1 ? times[times.count / 2] : (times[times.count / 2 - 1] + times[times.count / 2]) / 2
+}
+
+func peakResidentMegabytes() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024  // Linux reports kilobytes
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+}
+
+private func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [executable] + arguments
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    let error = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+}
+
+private func runPyTorchBench(_ o: ModelBenchOptions, config: ModelConfig) throws -> ModelBenchNumbers {
+    guard (try? runProcess(o.python, ["-c", "import torch"]).status) == 0 else {
+        throw BenchError(description: "PyTorch not importable by \(o.python); no side-by-side comparison")
+    }
+    guard FileManager.default.fileExists(atPath: o.referenceScript) else {
+        throw BenchError(description: "\(o.referenceScript) not found (run from the repository root)")
+    }
+    let arguments = [o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
+                     "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
+                     "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
+                     "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
+                     "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)"]
+    let result = try runProcess(o.python, arguments)
+    guard result.status == 0, let line = result.output.split(separator: "\n").last else {
+        throw BenchError(description: "torch_reference.py bench failed: \(result.error.suffix(500))")
+    }
+    return try JSONDecoder().decode(ModelBenchNumbers.self, from: Data(line.utf8))
+}
+
+private func printBenchTable(_ r: ModelBenchReport) {
+    let c = r.config
+    print("model bench: V \(c.vocabSize), C \(c.dModel), L \(c.nLayers), NH \(c.nHeads), H \(c.ffnHidden); "
+          + "train/score B \(r.batch) x T \(r.seqLen); sample \(r.sampleBatch) x (\(r.promptLength) + \(r.newTokens)); "
+          + "threads \(r.suder.threads); medians")
+    func cell(_ x: Double?) -> String { x.map { String(format: "%12.1f", $0) } ?? String(repeating: " ", count: 11) + "-" }
+    func ratio(_ a: Double, _ b: Double?) -> String { b.map { String(format: "%7.2fx", a / $0) } ?? "       -" }
+    print("metric                          suder       torch    ratio")
+    let s = r.suder, t = r.torch
+    print("train tokens/s           \(cell(s.train_tokens_per_s)) \(cell(t?.train_tokens_per_s)) \(ratio(s.train_tokens_per_s, t?.train_tokens_per_s))")
+    print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio(s.train_gflops ?? 0, t?.train_gflops))")
+    print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
+    print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")
+    print("preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))")
+    print("peak RSS MB              \(cell(s.peak_rss_mb)) \(cell(t?.peak_rss_mb))")
+    if let shared = t?.sample_shared_rng_tokens_per_s {
+        print("(torch sampling with one shared RNG instead of one per sequence: \(String(format: "%.1f", shared)) tokens/s)")
+    }
+    print("OpenBLAS core: \(s.blas_core ?? "?")")
+    if let advice = openBLASCoreAdvice() { print("note: \(advice)") }
+    if let note = r.torchNote { print("note: \(note)") }
+}

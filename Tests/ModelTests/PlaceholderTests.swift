@@ -1,3 +1,0 @@
-import XCTest
-@testable import Model
-final class PlaceholderModelTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }

@@ -1,0 +1,110 @@
+import XCTest
+@testable import Model
+
+final class SamplerTests: XCTestCase {
+    let prompts: [[Int32]] = [[1, 4, 6], [2, 3], [5, 9, 8, 7], [1]]
+
+    func testSeededAndIndependentOfBatchComposition() {
+        let model = Transformer(config: tinyConfig, seed: 21)
+        let sampler = Sampler(model: model)
+        let seeds: [UInt64] = [100, 101, 102, 103]
+        let all = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, temperature: 1, topK: 0, seeds: seeds)
+        XCTAssertEqual(all, sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds))
+        // Each sequence alone, and the batch reversed, give the same tokens per sequence.
+        for i in prompts.indices {
+            let alone = sampler.sample(prompts: [prompts[i]], maxNewTokens: 6, allowedRange: 0..<23, seeds: [seeds[i]])
+            XCTAssertEqual(alone[0], all[i], "sequence \(i)")
+        }
+        let reversed = sampler.sample(prompts: prompts.reversed(), maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds.reversed())
+        XCTAssertEqual(Array(reversed.reversed()), all)
+        let otherSeeds = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: [1, 2, 3, 4])
+        XCTAssertNotEqual(otherSeeds, all)
+    }
+
+    func testGreedyFollowsFullForwardArgmaxInRange() {
+        let model = Transformer(config: tinyConfig, seed: 22, batchCapacity: 1)
+        let sampler = Sampler(model: model)
+        let range: Range<Int32> = 10..<20
+        let out = sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: range, temperature: 0, seeds: [0, 0, 0, 0])
+        let V = tinyConfig.vocabSize
+        for (i, prompt) in prompts.enumerated() {
+            var sequence = prompt
+            for _ in 0..<5 {
+                let logits = model.logits(TokenBatch(sequences: [sequence], targetStarts: [1]))
+                let row = logits[((sequence.count - 1) * V)..<(sequence.count * V)]
+                let best = range.max { row[row.startIndex + Int($0)] < row[row.startIndex + Int($1)] }!
+                sequence.append(best)
+            }
+            XCTAssertEqual(out[i], Array(sequence[prompt.count...]))
+        }
+    }
+
+    func testRangeTopKAndStopToken() {
+        let model = Transformer(config: tinyConfig, seed: 23)
+        let sampler = Sampler(model: model)
+        let out = sampler.sample(prompts: prompts, maxNewTokens: 8, allowedRange: 5..<9, temperature: 1.5, topK: 2, seeds: [1, 2, 3, 4])
+        for tokens in out {
+            XCTAssertEqual(tokens.count, 8)
+            XCTAssertTrue(tokens.allSatisfy { (5..<9).contains($0) })
+        }
+        // top-k 1 is greedy whatever the temperature.
+        let topOne = sampler.sample(prompts: prompts, maxNewTokens: 8, allowedRange: 0..<23, temperature: 2, topK: 1, seeds: [5, 6, 7, 8])
+        XCTAssertEqual(topOne, sampler.sample(prompts: prompts, maxNewTokens: 8, allowedRange: 0..<23, temperature: 0, seeds: [0, 0, 0, 0]))
+        // Stopping: with only two allowed tokens one of which stops, every output ends at its first stop.
+        let stopped = sampler.sample(prompts: prompts, maxNewTokens: 8, allowedRange: 3..<5, stopToken: 4, temperature: 1, seeds: [9, 10, 11, 12])
+        for tokens in stopped {
+            if let stop = tokens.firstIndex(of: 4) { XCTAssertEqual(stop, tokens.count - 1) } else { XCTAssertEqual(tokens.count, 8) }
+        }
+        XCTAssertTrue(stopped.contains { $0.count < 8 })
+    }
+
+    func testGuidance() {
+        let model = Transformer(config: tinyConfig, seed: 24)
+        let sampler = Sampler(model: model)
+        let nulls: [[Int32]] = [[1, 0, 0], [2], [1, 0], [0, 0, 0, 0, 0]]
+        let seeds: [UInt64] = [31, 32, 33, 34]
+        let plain = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds)
+        // Weight 1 gives u + (c - u) = c: the conditional stream alone.
+        let unit = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+                                  guidance: Guidance(weight: 1, nullPrompts: nulls), seeds: seeds)
+        XCTAssertEqual(unit, plain)
+        // Weight 0 samples from the null stream: the same as sampling the null prompts unguided.
+        let zero = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+                                  guidance: Guidance(weight: 0, nullPrompts: nulls), seeds: seeds)
+        XCTAssertEqual(zero, sampler.sample(prompts: nulls, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds))
+        // A strong weight changes something, and each guided sequence is still independent of the batch.
+        let strong = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+                                    guidance: Guidance(weight: 5, nullPrompts: nulls), seeds: seeds)
+        XCTAssertNotEqual(strong, plain)
+        let alone = sampler.sample(prompts: [prompts[2]], maxNewTokens: 6, allowedRange: 0..<23,
+                                   guidance: Guidance(weight: 5, nullPrompts: [nulls[2]]), seeds: [seeds[2]])
+        XCTAssertEqual(alone[0], strong[2])
+    }
+
+    func testKthLargest() {
+        var rng = SeededRNG(seed: 3)
+        let values = (0..<50).map { _ in Float(rng.nextGaussian()) } + [1, 1, 1]
+        let sorted = values.sorted(by: >)
+        var scratch = [Float](repeating: 0, count: values.count)
+        for k in [1, 2, 3, 7, 25, 53] {
+            XCTAssertEqual(kthLargest(values, count: values.count, k: k, scratch: &scratch), sorted[k - 1], "k = \(k)")
+        }
+    }
+}
+
+final class CachedAttentionTests: XCTestCase {
+    func testFastMatchesReference() {
+        let NH = 3, HS = 4, C = NH * HS, maxSeq = 7, streams = 2
+        var rng = SeededRNG(seed: 5)
+        func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
+        let keys = random(streams * maxSeq * C), values = random(streams * maxSeq * C)
+        let rowStreams: [Int32] = [1, 0, 1], rowPositions: [Int32] = [6, 0, 3]
+        let qkv = random(3 * 3 * C)
+        var fast = [Float](repeating: 0, count: 3 * C), reference = fast, scores = [Float](repeating: 0, count: maxSeq)
+        cachedAttentionForward(&fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                               scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+        cachedAttentionForwardReference(&reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                                        scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+        XCTAssertLessThan(maxDifference(fast, reference), 1e-5)
+    }
+}

@@ -1,3 +1,0 @@
-import XCTest
-@testable import World
-final class PlaceholderWorldTests: XCTestCase { func testBuilds() { XCTAssertTrue(true) } }

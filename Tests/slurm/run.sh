@@ -3,6 +3,7 @@
 # (slurm/testing/local-cluster.sh: munged, slurmctld and slurmd from Debian's packages).
 #
 #   Tests/slurm/run.sh [BIN_DIR]          BIN_DIR holds the release `suder` (default .build/release)
+#   SUDER_SLURM_TESTS=real Tests/slurm/run.sh     only the tests whose name matches a regex
 #
 # Two kinds of tests:
 #   - the job machinery (signal relay, checkpoint requeue, restart cap, DONE, dependency chain,
@@ -323,70 +324,97 @@ test_sweep_and_gather() {
 
 # ---- the real stages (skipped until they exist) -------------------------------------------------
 
-# mpirun_suder ARGS...: 2 ranks of 1 BLAS thread each, as the Slurm test jobs get.
+# mpirun_suder ARGS...: 2 ranks of 1 BLAS thread each, as the Slurm test jobs get. The threads come
+# from SLURM_CPUS_PER_TASK as under Slurm, not from an override: the resolved config is part of
+# every checkpoint, so both runs must resolve it identically.
 mpirun_suder() {
-    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 \
-        mpirun -np 2 --bind-to none "$suder" "$@" runtime.threads=1
+    SLURM_CPUS_PER_TASK=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 \
+        mpirun -np 2 --bind-to none -x SLURM_CPUS_PER_TASK "$suder" "$@"
 }
 
-# The reference: the tiny pipeline under mpirun -np 2, which also tells whether the stages exist.
-stages_reason=
+# The reference: the tiny pipeline under mpirun -np 2. The stages it finished (DONE) are the ones
+# the product implements; each real test below needs some of them.
+implemented=()
 probe_stages() {
-    local out=$work/mpirun-reference.log
-    if ! suder_has pipeline; then
-        stages_reason="no $suder with a pipeline command (build with: swift build -c release)"
-        return
-    fi
+    local out=$work/mpirun-reference.log stage
+    suder_has pipeline || return 0
     mpirun_suder pipeline --config "$tiny" --run-dir "$work/mpirun/run" >"$out" 2>&1
-    local rc=$?
-    if grep -q "is not implemented yet" "$out"; then
-        stages_reason="the stages are not on main yet ($(grep -o "stage '[a-z]*' is not implemented yet" "$out" | head -1))"
-    elif ((rc != 0)); then
-        stages_reason="the reference run under mpirun failed (exit $rc); see below"
-        tail -20 "$out"
-        failed=$((failed + 1))
-    fi
+    for stage in data pretrain suder eval; do
+        [[ -e $work/mpirun/run/$stage/DONE ]] && implemented+=("$stage")
+    done
+    echo "stages finished by the mpirun reference run: ${implemented[*]:-none} ($(grep -o "stage '[a-z]*' is not implemented yet" "$out" | head -1))"
 }
 
-test_real_pipeline_matches_mpirun() {
-    [[ -z $stages_reason ]] || { skip_reason=$stages_reason; return 2; }
-    local dir=$work/real-chain
-    submit_chain "$dir" SUDER_BIN="$suder" || return 1
+# needs STAGE...: fails with a skip reason unless the reference run finished every STAGE.
+needs() {
+    local stage
+    suder_has pipeline || { skip_reason="no $suder with a pipeline command (build with: swift build -c release)"; return 1; }
+    for stage in "$@"; do
+        [[ " ${implemented[*]} " == *" $stage "* ]] ||
+            { skip_reason="stage '$stage' is not on main yet (the tiny pipeline under mpirun did not finish it)"; return 1; }
+    done
+}
+
+# same_final_checkpoint A B: the newest checkpoints of two stage directories are identical.
+same_final_checkpoint() {
+    local final reference_final
+    reference_final=$(<"$1/latest") final=$(<"$2/latest") || return 1
+    [[ $final == "$reference_final" ]] || { echo "final checkpoints differ: $reference_final vs $final"; return 1; }
+    diff -r "$1/$reference_final" "$2/$final" && echo "identical final checkpoint $2/$final"
+}
+
+# The stages that exist, through submit with 2 tasks per job: same final checkpoints as mpirun.
+test_real_chain_matches_mpirun() {
+    needs data pretrain || return 2
+    local dir=$work/real-chain stage
+    mkdir -p "$dir"
+    env SUDER_BIN="$suder" SUDER_SBATCH_ARGS="${two_tasks[*]}" "$root/slurm/submit" "$tiny" "$dir/run" \
+        --until "${implemented[-1]}" >"$dir/jobs" || return 1
+    cat "$dir/jobs"
     wait_final 1800 $(awk '{print $2}' "$dir/jobs") || return 1
     while read -r stage job; do
         [[ $(job_field "$job" JobState) == COMPLETED ]] || { echo "$stage: $(job_field "$job" JobState)"; cat "$dir/run"/*-"$job".out; return 1; }
     done <"$dir/jobs"
+    for stage in pretrain suder; do
+        [[ -e $work/mpirun/run/$stage/latest ]] || continue
+        same_final_checkpoint "$work/mpirun/run/$stage" "$dir/run/$stage" || return 1
+    done
+}
+
+test_real_pipeline_summary_matches_mpirun() {
+    needs data pretrain suder eval || return 2
+    local dir=$work/real-chain
+    [[ -s $dir/run/eval/summary.json ]] || { echo "test_real_chain_matches_mpirun left no eval/summary.json"; return 1; }
     sorted_json "$dir/run/eval/summary.json" >"$dir/slurm.json" && sorted_json "$work/mpirun/run/eval/summary.json" >"$dir/mpirun.json" || return 1
     cat "$dir/slurm.json"
     diff "$dir/mpirun.json" "$dir/slurm.json"
 }
 
 # Pretraining long enough to be signalled mid-run; the uninterrupted reference uses the same settings.
-long_pretrain=(pretrain.steps=${SUDER_TEST_PRETRAIN_STEPS:-400} pretrain.checkpoint_every=50)
+long_pretrain=(pretrain.steps=${SUDER_TEST_PRETRAIN_STEPS:-1000} pretrain.checkpoint_every=100 pretrain.log_every=100)
 test_real_signalled_stage_resumes_exactly() {
-    [[ -z $stages_reason ]] || { skip_reason=$stages_reason; return 2; }
-    local dir=$work/real-signal reference=$work/real-signal-reference job
+    needs data pretrain || return 2
+    local dir=$work/real-signal reference=$work/real-signal-reference job log
     mpirun_suder pipeline --until pretrain --config "$tiny" --run-dir "$reference/run" "${long_pretrain[@]}" \
         >"$reference.log" 2>&1 || { tail "$reference.log"; return 1; }
     mkdir -p "$dir"
     env SUDER_BIN="$suder" SUDER_SBATCH_ARGS="${two_tasks[*]}" "$root/slurm/submit" "$tiny" "$dir/run" \
         --until pretrain "${long_pretrain[@]}" >"$dir/jobs" || return 1
     job=$(chain_job "$dir" pretrain)
+    log=$dir/run/suder-pretrain-$job.out
     # Signal once the first checkpoint exists, i.e. mid-run.
     wait_until 900 test -s "$dir/run/pretrain/latest" || return 1
     scancel --signal=USR1 --batch "$job"
-    release_when_requeued "$job" 1 || { cat "$dir/run/suder-pretrain-$job.out"; echo "finished before the signal? raise SUDER_TEST_PRETRAIN_STEPS"; return 1; }
+    release_when_requeued "$job" 1 || { cat "$log"; echo "finished before the signal? raise SUDER_TEST_PRETRAIN_STEPS"; return 1; }
     wait_final 1200 "$job" || return 1
-    cat "$dir/run/suder-pretrain-$job.out"
+    cat "$log"
     [[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" Restarts) == 1 ]] || return 1
-    local final reference_final
-    final=$(<"$dir/run/pretrain/latest") reference_final=$(<"$reference/run/pretrain/latest")
-    [[ $final == "$reference_final" ]] || { echo "final checkpoints differ: $final vs $reference_final"; return 1; }
-    diff -r "$reference/run/pretrain/$reference_final" "$dir/run/pretrain/$final" && echo "identical final checkpoint $final"
+    grep -q "job step exited with code 85" "$log" || return 1
+    same_final_checkpoint "$reference/run/pretrain" "$dir/run/pretrain"
 }
 
 test_real_sweep_and_gather() {
-    [[ -z $stages_reason ]] || { skip_reason=$stages_reason; return 2; }
+    needs data pretrain suder eval || return 2
     sweep_seconds=3600 sweep_and_gather "$work/real-sweep" "$suder"
 }
 
@@ -394,6 +422,7 @@ test_real_sweep_and_gather() {
 
 run_test() {
     local name=$1 rc
+    [[ $name =~ ${SUDER_SLURM_TESTS:-.} || $name == test_cluster_* ]] || return 0
     skip_reason=
     SECONDS=0
     "$name" >"$work/current.log" 2>&1
@@ -420,7 +449,8 @@ if ((failed == 0)); then
     run_test test_failed_stage_cancels_chain
     run_test test_sweep_and_gather
     probe_stages
-    run_test test_real_pipeline_matches_mpirun
+    run_test test_real_chain_matches_mpirun
+    run_test test_real_pipeline_summary_matches_mpirun
     run_test test_real_signalled_stage_resumes_exactly
     run_test test_real_sweep_and_gather
 fi

@@ -67,6 +67,7 @@ extension Suder {
 
         struct GenEval: ParsableCommand {
             static let configuration = CommandConfiguration(
+                commandName: "geneval",
                 abstract: "Score a folder of images laid out as GenEval's generator writes them.",
                 discussion: "<images>/<index:05d>/metadata.jsonl and <images>/<index:05d>/samples/<k:04d>.png")
             @Option(help: "GenEval metadata file (one JSON object a line), e.g. <run-dir>/data/eval/metadata.jsonl.")

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import World
 
 /// What `suder bench model` measures. Defaults are the issue's bench config: d_model 192,
 /// 6 layers, 6 heads, sequence 96, batch 32, vocabulary 1,100; sampling 16 sequences with a
@@ -251,4 +252,14 @@ private func printBenchTable(_ r: ModelBenchReport) {
     print("OpenBLAS core: \(s.blas_core ?? "?")")
     if let advice = openBLASCoreAdvice() { print("note: \(advice)") }
     if let note = r.torchNote { print("note: \(note)") }
+}
+
+/// The bench architecture from a config file's `model.*` keys (vocabulary and sequence length stay
+/// the bench's: no dataset is involved).
+public func benchModelConfig(file: URL?, overrides: [String], vocabularySize: Int, sequenceLength: Int) throws -> ModelConfig {
+    let config = try ResolvedConfig.resolve(file: file, overrides: overrides)
+    try checkConsistency(config)
+    var model = modelConfig(config, vocabulary: Vocabulary(codebookSize: vocabularySize - Vocabulary.specialNames.count - Vocabulary.worldWords.count))
+    model.maxSeq = max(model.maxSeq, sequenceLength)
+    return model
 }

@@ -13,6 +13,9 @@ let checks: [String: (Communicator) -> Bool] = [
         }
         return results.allSatisfy(\.passed)
     },
+    // Checkpoint store under real ranks. It leaves stop-signal handlers installed, so it runs in
+    // its own invocation.
+    "checkpoint": { comm in checkpointChecks(comm: comm).allSatisfy(\.passed) },
     // Rank 1 dies by SIGKILL while the others wait in a collective: the launcher must end the job.
     "kill-rank": { comm in
         if comm.rank == 1 {

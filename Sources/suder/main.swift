@@ -55,9 +55,38 @@ extension Suder {
     }
 
     struct Eval: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "GenEval-mini and understanding evaluation of the run's model.")
-        @OptionGroup var stage: StageArguments
-        func run() throws { runJob(stage) { try runStage(.eval, job: $0) } }
+        static let configuration = CommandConfiguration(
+            abstract: "GenEval-mini and understanding evaluation.",
+            subcommands: [Run.self, GenEval.self], defaultSubcommand: Run.self)
+
+        struct Run: ParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Evaluate the run's models (the eval stage).")
+            @OptionGroup var stage: StageArguments
+            func run() throws { runJob(stage) { try runStage(.eval, job: $0) } }
+        }
+
+        struct GenEval: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "geneval",
+                abstract: "Score a folder of images laid out as GenEval's generator writes them.",
+                discussion: "<images>/<index:05d>/metadata.jsonl and <images>/<index:05d>/samples/<k:04d>.png")
+            @Option(help: "GenEval metadata file (one JSON object a line), e.g. <run-dir>/data/eval/metadata.jsonl.")
+            var metadata: String
+            @Option(help: "Folder of samples in GenEval's layout.")
+            var images: String
+            @Option(help: "Write the summary JSON here.")
+            var summary: String?
+
+            func run() throws {
+                do {
+                    try runGenEvalFolderCommand(metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
+                                                summaryOut: summary.map { URL(fileURLWithPath: $0) })
+                } catch {
+                    printError("error: \(error)")
+                    throw ExitCode(2)
+                }
+            }
+        }
     }
 
     struct Pipeline: ParsableCommand {
@@ -76,10 +105,40 @@ extension Suder {
     }
 
     struct Bench: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Benchmarks against the reference implementation.")
-        func run() throws {
-            printError("error: suder bench is not implemented yet")
-            throw ExitCode(3)
+        static let configuration = CommandConfiguration(abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
+                                                        subcommands: [ModelCommand.self])
+
+        struct ModelCommand: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "model",
+                abstract: "Training, scoring, sampling and preference-step throughput of the transformer.",
+                discussion: "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
+            @Option(help: "YAML config whose model.* keys set the architecture.")
+            var config: String?
+            @Option(help: "BLAS threads (and PyTorch threads).")
+            var threads: Int = 1
+            @Option(help: "Timed repetitions per workload; medians are reported.")
+            var repeats: Int = 5
+            @Flag(help: "Print one JSON object.")
+            var json = false
+            @Flag(name: .customLong("no-torch"), help: "Do not run the PyTorch reference.")
+            var noTorch = false
+            @Argument(help: "Config overrides, e.g. model.d_model=256.")
+            var overrides: [String] = []
+
+            func run() throws {
+                var options = ModelBenchOptions(threads: threads, repeats: repeats, json: json, compareWithPyTorch: !noTorch)
+                do {
+                    if config != nil || !overrides.isEmpty {
+                        options.config = try benchModelConfig(file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
+                                                              vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
+                    }
+                    try runModelBench(options: options)
+                } catch {
+                    printError("error: \(error)")
+                    throw ExitCode(2)
+                }
+            }
         }
     }
 
@@ -92,10 +151,28 @@ extension Suder {
     }
 
     struct Export: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Export a checkpoint's weights (safetensors).")
+        static let configuration = CommandConfiguration(
+            abstract: "Export a checkpoint's weights as safetensors (tensor names as in tools/torch_reference.py).")
+        @Option(help: "A checkpoint directory (step-...) or a stage directory (its newest valid checkpoint).")
+        var checkpoint: String
+        @Option(help: "Output format; only safetensors.")
+        var format: String = "safetensors"
+        @Option(help: "Output file.")
+        var out: String
+
+        func validate() throws {
+            guard format == "safetensors" else { throw ValidationError("--format must be safetensors; received '\(format)'") }
+        }
+
         func run() throws {
-            printError("error: suder export is not implemented yet")
-            throw ExitCode(3)
+            do {
+                let source = try exportSafetensors(checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
+                                                   to: URL(fileURLWithPath: out))
+                print("wrote \(out) from \(source.path)")
+            } catch {
+                printError("error: \(error)")
+                throw ExitCode(2)
+            }
         }
     }
 

@@ -39,7 +39,9 @@ no_leftovers() {
 }
 
 for np in "2" "3 --oversubscribe"; do
-    run "collectives, -np $np" zero 60 mpirun -np $np "$bin/suder-mpitests" collectives && pass "collectives, -np $np"
+    for check in collectives checkpoint; do
+        run "$check, -np $np" zero 60 mpirun -np $np "$bin/suder-mpitests" $check && pass "$check, -np $np"
+    done
 done
 
 if run "doctor, -np 3 --oversubscribe" zero 60 mpirun -np 3 --oversubscribe "$bin/suder" doctor; then

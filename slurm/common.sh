@@ -27,7 +27,7 @@
 SUDER_EXIT_CHECKPOINTED=85
 SUDER_EXIT_STOPPED=86
 
-suder_log() { echo "[suder-slurm $(date +%T)] $*"; }
+suder_log() { echo "[suder-slurm $(date +%T.%3N)] $*"; }
 
 # The product reads SLURM_CPUS_PER_TASK itself; BLAS and OpenMP pools follow it too, so a rank
 # never oversubscribes the cores Slurm gave it.

@@ -4,6 +4,7 @@
 #
 #   Tests/slurm/run.sh [BIN_DIR]          BIN_DIR holds the release `suder` (default .build/release)
 #   SUDER_SLURM_TESTS=real Tests/slurm/run.sh     only the tests whose name matches a regex
+#   SUDER_SLURM_KEEP=1 Tests/slurm/run.sh          keep the work directory (jobs' logs) after success
 #
 # Two kinds of tests:
 #   - the job machinery (signal relay, checkpoint requeue, restart cap, DONE, dependency chain,
@@ -458,7 +459,7 @@ if ((started_cluster)); then
     run_test test_cluster_stop
 fi
 
-# Logs of a failed run stay for a look; a clean run leaves nothing behind.
-((failed == 0)) && rm -rf "$work"
+# Logs of a failed run stay for a look (and of any run with SUDER_SLURM_KEEP=1).
+((failed == 0)) && [[ -z ${SUDER_SLURM_KEEP:-} ]] && rm -rf "$work"
 echo "slurm: $passed passed, $failed failed, $skipped skipped"
 ((failed == 0))

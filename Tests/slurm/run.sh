@@ -97,8 +97,7 @@ restarts_reached() { (($(job_field "$1" Restarts) >= $2)) && [[ $(job_field "$1"
 
 sorted_json() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), indent=1, sort_keys=True))' "$1"; }
 lines() { [[ -f $1 ]] && wc -l <"$1" || echo 0; }
-at_least_sorted_json() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1])), indent=1, sort_keys=True))' "$1"; }
-lines() { (($(lines "$1") >= $2)); }
+at_least_lines() { (($(lines "$1") >= $2)); }
 
 # ---- the cluster --------------------------------------------------------------------------------
 

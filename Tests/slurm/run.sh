@@ -82,11 +82,13 @@ wait_until() {
 }
 
 # Slurm keeps a requeued job pending for 120 s (BeginTime) before it may start again; the tests
-# make it eligible early so they do not wait for that delay. Not before the previous run's
-# slurmstepd is gone, though (it lingers ~2 s after srun stops a step): the restart reuses the step
-# id, and its PMIx server cannot bind the old step's socket. The 120 s delay covers this in real use.
+# make it eligible early so they do not wait for that delay. Not too early, though, which the
+# 120 s covers in real use: the previous run's slurmstepd lingers ~2 s after srun stops a step, and
+# the restart reuses the step id, whose PMIx socket is still bound; and slurmd refuses a job
+# credential issued within the same second as the old run's revoked one.
 release_requeued() {
     wait_until 30 step_daemons_gone "$1" || return 1
+    sleep 2
     scontrol update JobId="$1" StartTime=now
 }
 step_daemons_gone() { ! pgrep -f "slurmstepd: \[$1\.[0-9]" >/dev/null; }
@@ -322,6 +324,28 @@ test_sweep_and_gather() {
         ! "$root/slurm/gather" --strict "$dir/runs.sweep" "$dir/runs" >/dev/null 2>&1
 }
 
+# An array task requeues itself on its own (by its own job id) and resumes its run directory.
+test_sweep_task_requeues() {
+    local dir=$work/sweep-requeue job task stage
+    mkdir -p "$dir"
+    echo "only  run.seed=5" >"$dir/one.sweep"
+    job=$(env SUDER_BIN="$fake" FAKE_STEPS=3 SUDER_SBATCH_ARGS="${sweep_task[*]}" \
+        "$root/slurm/sweep" "$dir/one.sweep" "$tiny" "$dir/runs") || return 1
+    wait_until 60 at_least_lines "$dir/runs/only/data/trace.rank0" 1 || return 1
+    task=$(job_field "${job}_0" JobId)
+    echo "array job $job, task 0 is job $task"
+    scancel --signal=USR1 --batch "${job}_0"
+    release_when_requeued "$task" 1 || return 1
+    wait_final 120 "$task" || return 1
+    cat "$dir/runs/suder-sweep-${job}_0.out"
+    [[ $(job_field "$task" JobState) == COMPLETED && $(job_field "$task" Restarts) == 1 ]] || return 1
+    grep -q "requeueing job $task (restart 1" "$dir/runs/suder-sweep-${job}_0.out" || return 1
+    for stage in data pretrain suder eval; do
+        [[ $(tr '\n' ' ' <"$dir/runs/only/$stage/trace.rank0") == "1 2 3 " ]] || { echo "$stage trace differs"; return 1; }
+    done
+    [[ -s $dir/runs/only/eval/summary.json ]]
+}
+
 # ---- the real stages (skipped until they exist) -------------------------------------------------
 
 # mpirun_suder ARGS...: 2 ranks of 1 BLAS thread each, as the Slurm test jobs get. The threads come
@@ -448,6 +472,7 @@ if ((failed == 0)); then
     run_test test_submit_chain
     run_test test_failed_stage_cancels_chain
     run_test test_sweep_and_gather
+    run_test test_sweep_task_requeues
     probe_stages
     run_test test_real_chain_matches_mpirun
     run_test test_real_pipeline_summary_matches_mpirun

@@ -10,8 +10,10 @@
 #   - the job machinery (signal relay, checkpoint requeue, restart cap, DONE, dependency chain,
 #     sweep array and gather) runs Tests/slurm/fake-suder, a stand-in that keeps the product's job
 #     contracts, so it is tested whatever the stages can do;
-#   - the product tests run the real `suder` (doctor under srun now; the tiny pipeline, a
-#     signalled stage and a real sweep once the stages exist; until then they are skipped and say why).
+#   - the product tests run the real `suder`: doctor under srun; then the tiny pipeline under
+#     mpirun -np 2 as a reference, whose finished stages decide which tests can run (the chain
+#     through submit against it, a signalled pretrain resuming exactly, the eval summary, a real
+#     sweep); the others are skipped, naming the stage that is missing.
 # The cluster is started if it is not running, and then stopped again at the end.
 # Ends with "N passed, N failed, N skipped"; exits non-zero if any test failed.
 set -uo pipefail

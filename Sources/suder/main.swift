@@ -51,7 +51,15 @@ extension Suder {
     struct SelfImprove: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "suder", abstract: "Self-improvement rounds with dual self-rewards and online SimPO.")
         @OptionGroup var stage: StageArguments
-        func run() throws { runJob(stage) { try runStage(.suder, job: $0) } }
+        @Option(name: .customLong("init"), help: "Start from this checkpoint (a step-... directory or a stage directory); default: the run's pretrain stage.")
+        var initial: String?
+
+        func run() throws {
+            runJob(stage) { job in
+                job.suderInit = initial.map { URL(fileURLWithPath: $0, isDirectory: true) }
+                try runStage(.suder, job: job)
+            }
+        }
     }
 
     struct Eval: ParsableCommand {

@@ -15,7 +15,8 @@ public func runStage(_ stage: StageName, job: JobContext) throws {
     switch stage {
     case .data: try runDataStage(job)
     case .pretrain: try runPretrainStage(job)
-    case .suder, .eval:
+    case .eval: try runEvalStage(job)
+    case .suder:
         throw AgreedError("stage '\(stage.rawValue)' is not implemented yet", exitCode: 3)
     }
 }

@@ -245,10 +245,10 @@ struct EvalSummary: Codable {
         }
         for category in Category.allCases {
             let key = category.rawValue
-            guard base?.genEval.categories[key] != nil || suder?.genEval.categories[key] != nil else { continue }
-            row("geneval/" + key, base?.genEval.categories[key]?.score, suder?.genEval.categories[key]?.score, delta?.genEvalCategories[key])
+            guard base?.geneval.categories[key] != nil || suder?.geneval.categories[key] != nil else { continue }
+            row("geneval/" + key, base?.geneval.categories[key]?.score, suder?.geneval.categories[key]?.score, delta?.genevalCategories[key])
         }
-        row("geneval/overall", base?.genEval.overall, suder?.genEval.overall, delta?.genEvalOverall)
+        row("geneval/overall", base?.geneval.overall, suder?.geneval.overall, delta?.genevalOverall)
         row("caption_accuracy", base?.captionAccuracy, suder?.captionAccuracy, nil)
         for split in PopeSplit.allCases {
             row("pope/\(split.rawValue)/accuracy", base?.pope[split.rawValue]?.accuracy, suder?.pope[split.rawValue]?.accuracy, nil)
@@ -309,7 +309,7 @@ struct PopeScores: Codable, Equatable {
 struct ModelEvaluation: Codable, Equatable {
     var checkpoint: String
     var step: Int
-    var genEval: GenEvalScores
+    var geneval: GenEvalScores
     var captionAccuracy: Double
     var captionImages: Int
     /// By POPE split.
@@ -327,7 +327,7 @@ struct ModelEvaluation: Codable, Equatable {
                                                           images: run.summary.totalImages[category] ?? 0,
                                                           prompts: records.filter { $0.tag == category }.count)
         }
-        genEval = GenEvalScores(overall: run.summary.overall, images: run.summary.imageCount, prompts: records.count,
+        geneval = GenEvalScores(overall: run.summary.overall, images: run.summary.imageCount, prompts: records.count,
                                 categories: categories, correctPerPrompt: run.correctPerRecord)
         captionAccuracy = understanding.captionAccuracy
         captionImages = understanding.captionCount
@@ -346,8 +346,8 @@ struct EvalComparison: Codable, Equatable {
     var method: String
     var resamples: Int
     var seed: UInt64
-    var genEvalOverall: DeltaInterval
-    var genEvalCategories: [String: DeltaInterval]
+    var genevalOverall: DeltaInterval
+    var genevalCategories: [String: DeltaInterval]
     var captionAccuracy: Double
     /// F1 difference per POPE split.
     var popeF1: [String: Double]
@@ -357,8 +357,8 @@ struct EvalComparison: Codable, Equatable {
         method = bootstrapMethod
         resamples = bootstrapResamples
         seed = bootstrapSeed
-        genEvalOverall = bootstrap.overall
-        genEvalCategories = Dictionary(uniqueKeysWithValues: bootstrap.categories.map { ($0.key.rawValue, $0.value) })
+        genevalOverall = bootstrap.overall
+        genevalCategories = Dictionary(uniqueKeysWithValues: bootstrap.categories.map { ($0.key.rawValue, $0.value) })
         captionAccuracy = suder.captionAccuracy - base.captionAccuracy
         var f1: [String: Double] = [:], accuracy: [String: Double] = [:]
         for (split, scores) in suder.pope {

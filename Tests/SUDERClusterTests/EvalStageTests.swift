@@ -179,7 +179,7 @@ final class EvalStageTests: XCTestCase {
         try config.yaml().write(to: run.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
         try """
         {"step": 10, "loss/generation": 5.5, "lr": 0.001}
-        {"step": 20, "loss/generation": 4.25, "lr": 0.0005}
+        {"step": 20, "loss/generation": 4.25, "lr": 0.0005, "tokens_per_s": 13005.4}
         {"step": 20, "eval/geneval_overall": 0.125, "eval/caption_accuracy": 0.5}
 
         """.write(to: run.appendingPathComponent("pretrain/metrics.jsonl"), atomically: true, encoding: .utf8)
@@ -207,6 +207,7 @@ final class EvalStageTests: XCTestCase {
         // The last metrics line and the last eval line of pretraining.
         XCTAssertTrue(report.contains("| loss/generation | 4.25 |"), report)
         XCTAssertTrue(report.contains("| lr | 0.0005 |"), report)
+        XCTAssertTrue(report.contains("| tokens_per_s | 13005 |"), report)
         XCTAssertTrue(report.contains("| eval/geneval_overall | 0.125 |"), report)
         XCTAssertTrue(report.contains("seed1: missing (no \(run.path)/suder/metrics.jsonl)"), report)
         // Every category gains one image of four, with a degenerate interval.

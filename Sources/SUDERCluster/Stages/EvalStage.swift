@@ -49,6 +49,7 @@ func runEvalStage(_ job: JobContext) throws {
         let progress = console.progress("eval \(name.rawValue): GenEval-mini", total: records.count, unit: "prompts")
         let genEval = try runGenEval(records: records, workbench: workbench, imagesPerPrompt: imagesPerPrompt, settings: settings,
                                      seed: UInt64(config.int("run.seed")), comm: comm, keepImages: true, progress: progress)
+        console.print("eval \(name.rawValue): captions of \(images.count) images and POPE-mini")
         let understanding = try runUnderstandingEval(images: images, probes: probes, workbench: workbench, comm: comm)
         let seconds = elapsedSeconds(since: started)
         console.print("eval \(name.rawValue): " + String(format: "GenEval-mini %.4f, captions %.4f (%.0f s)",

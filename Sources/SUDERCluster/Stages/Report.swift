@@ -36,7 +36,7 @@ public func makeReport(runDirectories: [URL]) throws -> String {
     return out
 }
 
-/// What one run directory holds, each part nil (with the reason) when missing or unreadable.
+/// What one run directory holds; a part that is missing or unreadable carries the reason instead.
 struct RunRecord {
     let directory: URL
     let config: Result<ResolvedConfig, ReportGap>
@@ -103,9 +103,10 @@ func readMetricsLines(_ url: URL) -> Result<[MetricsLine], ReportGap> {
     return .success(lines)
 }
 
+/// Four significant digits, but large values (tokens/s) without an exponent.
 func formatMetric(_ value: Double) -> String {
-    if value == value.rounded(), abs(value) < 1e9 { return String(Int(value)) }
-    return String(format: "%.4g", value)
+    if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
+    return abs(value) >= 1000 ? String(format: "%.0f", value) : String(format: "%.4g", value)
 }
 
 /// Keys in reading order: the step or round counter first, the rest alphabetical (which groups

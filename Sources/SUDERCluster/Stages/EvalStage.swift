@@ -39,13 +39,14 @@ func runEvalStage(_ job: JobContext) throws {
     // Scoring needs no optimizer; the sampler keeps its own KV cache, so the activations only
     // have to hold a scoring micro-batch.
     let model = Transformer(config: modelConfig, seed: 0, batchCapacity: config.int("pretrain.micro_batch"))
+    // Each model's weights are loaded into this one transformer in turn.
+    let workbench = try ModelWorkbench(model: model, dataset: dataset)
     let evalDirectory = job.stageDirectory(StageName.eval.rawValue)
     var summary = EvalSummary(settings: EvalSettings(config: config, promptLines: lines))
     var perRecord: [EvaluatedModel: [Int]] = [:]
     for name in models {
         let started = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job)
-        let workbench = try ModelWorkbench(model: model, dataset: dataset)
         let progress = console.progress("eval \(name.rawValue): GenEval-mini", total: records.count, unit: "prompts")
         let genEval = try runGenEval(records: records, workbench: workbench, imagesPerPrompt: imagesPerPrompt, settings: settings,
                                      seed: UInt64(config.int("run.seed")), comm: comm, keepImages: true, progress: progress)
@@ -119,17 +120,19 @@ func selectEvalRecords(_ tags: [Category], maxPrompts: Int) -> [Int] {
 }
 
 /// Rank 0: the samples in GenEval's folder layout (`<folder>/<metadata line:05d>/samples/<k:04d>.png`),
-/// checked by rescoring the folder from disk, and a sheet of the first sample of up to 64 prompts.
+/// checked by rescoring the folder from disk, and a sheet of the first sample of 48 prompts from
+/// all categories (one category a row of 8 for the eval set's per-category blocks).
 func writeSampleFolders(_ run: GenEvalRun, records: [MetadataRecord], lines: [Int], workbench: ModelWorkbench, to folder: URL,
                         sheet: URL) throws {
     // A previous eval of this run may have scored other lines; its folders must not mix in.
     try? FileManager.default.removeItem(at: folder)
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    let onSheet = Set(selectEvalRecords(records.map(\.tag), maxPrompts: 48))
     var sheetImages: [RGBImage] = []
     for (i, record) in records.enumerated() {
         let decoded = try run.images[i].map { try workbench.oracle.decodeImage(tokens: $0) }
         try writeGenEvalSamples(record: record, images: decoded, index: lines[i], outDir: folder)
-        if sheetImages.count < 64, let first = decoded.first { sheetImages.append(first) }
+        if onSheet.contains(i), let first = decoded.first { sheetImages.append(first) }
     }
     let rescored = try scoreGenEvalFolder(images: folder, metadata: nil)
     guard rescored == run.summary else {

@@ -151,10 +151,27 @@ extension Suder {
     }
 
     struct Report: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Summarise a run directory's results.")
+        static let configuration = CommandConfiguration(
+            abstract: "Summarise a run directory's results.",
+            discussion: "Give --run-dir once per run (e.g. one per seed): config differences, pretrain and SUDER metrics, "
+                + "eval summaries side by side and the spread of the deltas. Reads files only; no MPI.")
+        @Option(name: .customLong("run-dir"), help: "A run directory; repeat for several runs.")
+        var runDirs: [String] = []
+        @Option(help: "Write the Markdown report here instead of standard output.")
+        var out: String?
+
+        func validate() throws {
+            guard !runDirs.isEmpty else { throw ValidationError("give at least one --run-dir") }
+        }
+
         func run() throws {
-            printError("error: suder report is not implemented yet")
-            throw ExitCode(3)
+            do {
+                try runReportCommand(runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                     out: out.map { URL(fileURLWithPath: $0) })
+            } catch {
+                printError("error: \(error)")
+                throw ExitCode(2)
+            }
         }
     }
 

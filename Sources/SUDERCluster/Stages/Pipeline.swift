@@ -16,8 +16,7 @@ public func runStage(_ stage: StageName, job: JobContext) throws {
     case .data: try runDataStage(job)
     case .pretrain: try runPretrainStage(job)
     case .suder: try runSuderStage(job)
-    case .eval:
-        throw AgreedError("stage '\(stage.rawValue)' is not implemented yet", exitCode: 3)
+    case .eval: try runEvalStage(job)
     }
 }
 

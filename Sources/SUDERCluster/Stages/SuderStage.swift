@@ -248,12 +248,6 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
         for (d, norm) in update.gradNorms { sums.add("\(d.rawValue)/grad_norm", comm.isRoot ? norm : 0, count: comm.isRoot ? 1 : 0) }
     }
 
-    for d in Direction.allCases {
-        for name in ["reward", "reward_sq", "ties", "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                     "logps/chosen", "logps/rejected", "grad_norm", "self_reward/chosen", "self_reward/rejected"] {
-            sums.add("\(d.rawValue)/\(name)", 0, count: 0)
-        }
-    }
     sums.allreduce(comm)
     for (index, d) in Direction.allCases.enumerated() where sums.mean("\(d.rawValue)/reward") != nil {
         let p = d.rawValue

@@ -51,7 +51,15 @@ extension Suder {
     struct SelfImprove: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "suder", abstract: "Self-improvement rounds with dual self-rewards and online SimPO.")
         @OptionGroup var stage: StageArguments
-        func run() throws { runJob(stage) { try runStage(.suder, job: $0) } }
+        @Option(name: .customLong("init"), help: "Start from this checkpoint (a step-... directory or a stage directory); default: the run's pretrain stage.")
+        var initial: String?
+
+        func run() throws {
+            runJob(stage) { job in
+                job.suderInit = initial.map { URL(fileURLWithPath: $0, isDirectory: true) }
+                try runStage(.suder, job: job)
+            }
+        }
     }
 
     struct Eval: ParsableCommand {
@@ -143,10 +151,27 @@ extension Suder {
     }
 
     struct Report: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Summarise a run directory's results.")
+        static let configuration = CommandConfiguration(
+            abstract: "Summarise a run directory's results.",
+            discussion: "Give --run-dir once per run (e.g. one per seed): config differences, pretrain and SUDER metrics, "
+                + "eval summaries side by side and the spread of the deltas. Reads files only; no MPI.")
+        @Option(name: .customLong("run-dir"), help: "A run directory; repeat for several runs.")
+        var runDirs: [String] = []
+        @Option(help: "Write the Markdown report here instead of standard output.")
+        var out: String?
+
+        func validate() throws {
+            guard !runDirs.isEmpty else { throw ValidationError("give at least one --run-dir") }
+        }
+
         func run() throws {
-            printError("error: suder report is not implemented yet")
-            throw ExitCode(3)
+            do {
+                try runReportCommand(runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                                     out: out.map { URL(fileURLWithPath: $0) })
+            } catch {
+                printError("error: \(error)")
+                throw ExitCode(2)
+            }
         }
     }
 

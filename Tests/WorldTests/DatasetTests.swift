@@ -128,3 +128,30 @@ final class DatasetTests: XCTestCase {
         }
     }
 }
+
+/// Noise must not pass GenEval-mini: images of random codes hold blobs of every colour, and
+/// only confident detections (shape IoU above GenEval's threshold analogue) may count.
+final class DetectorNoiseTests: XCTestCase {
+    func testRandomCodeImagesRarelyPassSingleObjectPrompts() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("world-noise-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try generateDataset(config: DatasetTests.smallConfig(), outDir: directory) { _ in }
+        let reader = try DatasetReader(directory: directory)
+        let codebook = try reader.codebook()
+        var generator = SeededGenerator(seed: 5)
+        var passed = 0, total = 0, confidences: [Double] = []
+        for _ in 0..<100 {
+            let codes = (0..<64).map { _ in Int32(Int.random(in: 0..<codebook.codeCount, using: &generator)) }
+            let image = codebook.decode(codes: codes)
+            confidences += detectObjects(in: image).map(\.confidence)
+            for shape in ShapeClass.allCases {
+                let record = MetadataRecord(tag: .singleObject, include: [ObjectRequirement(shape: shape, count: 1)], prompt: "a photo of a \(shape.rawValue)")
+                passed += evaluateGenEval(image: image, record: record).correct ? 1 : 0
+                total += 1
+            }
+        }
+        confidences.sort()
+        let median = confidences.isEmpty ? 0 : confidences[confidences.count / 2]
+        XCTAssertLessThan(Double(passed) / Double(total), 0.05, "noise passed \(passed)/\(total); median blob confidence \(median)")
+    }
+}

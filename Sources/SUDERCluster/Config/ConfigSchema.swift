@@ -20,6 +20,8 @@ let dataFields: [ConfigField] = [
     ConfigField("data.seed", .int(nonNegative), .int(250_607_963), "seed of the world: scenes, splits, codebook"),
     ConfigField("data.canvas", .int(16...256), .int(32), "image side in pixels"),
     ConfigField("data.patch", .int(1...32), .int(4), "VQ patch side in pixels"),
+    ConfigField("data.position_step", .int(1...8), .int(2),
+                "objects' corners lie on a lattice of this many pixels (the patch size aligns objects with patches)"),
     ConfigField("data.codebook_size", .int(16...65536), .int(1024), "VQ codebook entries (image tokens)"),
     ConfigField("data.train_pairs", .int(0...10_000_000), .int(18_000), "(prompt, image) training pairs"),
     ConfigField("data.train_captions", .int(0...10_000_000), .int(12_000), "(image, full caption) training examples"),

@@ -119,12 +119,21 @@ public struct MetricSums: Equatable {
         names.firstIndex(of: name).map { sums[$0] }
     }
 
-    /// Sums every (sum, count) pair across ranks. All ranks must have added the same names in the
-    /// same order (add zero counts for names a rank had nothing for).
+    /// Sums every (sum, count) pair across ranks. Ranks may have met different names, in any
+    /// order: the reduction runs over the union of names, sorted, so a pair never lands on
+    /// another name's slot. Afterwards every rank holds every name.
     public mutating func allreduce(_ comm: Communicator, file: StaticString = #fileID, line: UInt = #line) {
-        var packed = sums + counts
+        var union: [String] = []
+        if let everyRank = comm.gather(Array(names.joined(separator: "\n").utf8), root: 0, file: file, line: line) {
+            union = Set(everyRank.flatMap { String(decoding: $0, as: UTF8.self).split(separator: "\n").map(String.init) }).sorted()
+        }
+        union = String(decoding: comm.broadcast(bytes: Array(union.joined(separator: "\n").utf8), root: 0, file: file, line: line),
+                       as: UTF8.self).split(separator: "\n").map(String.init)
+        let position = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+        var packed = union.map { position[$0].map { sums[$0] } ?? 0 } + union.map { position[$0].map { counts[$0] } ?? 0 }
         comm.allreduce(&packed, op: .sum, file: file, line: line)
-        sums = Array(packed[..<names.count])
-        counts = Array(packed[names.count...])
+        names = union
+        sums = Array(packed[..<union.count])
+        counts = Array(packed[union.count...])
     }
 }

@@ -63,6 +63,16 @@ public func communicatorChecks(_ comm: Communicator) -> [CheckResult] {
         let count = (0..<n).reduce(0.0) { $0 + Double($1 + 1) }
         return abs(metrics.mean("loss")! - sum / count) < 1e-12
     }
+    record("metric pairs met in different orders, some on some ranks only") {
+        var metrics = MetricSums()
+        // Odd ranks add in the opposite order; only even ranks see "even".
+        let items: [(String, Double)] = [("a", 1), ("b", 10)] + (r % 2 == 0 ? [("even", 100)] : [])
+        for (name, value) in (r % 2 == 0 ? items : items.reversed()) { metrics.add(name, value) }
+        metrics.allreduce(comm)
+        let evens = Double((n + 1) / 2)
+        return metrics.names == ["a", "b", "even"] && metrics.sum("a") == Double(n) && metrics.sum("b") == 10 * Double(n)
+            && metrics.sum("even") == 100 * evens && metrics.mean("even") == 100
+    }
     record("gather of variable-length bytes to rank 0", "rank r sends 3r bytes") {
         let payload = [UInt8](repeating: UInt8(r % 256), count: 3 * r)
         guard let all = comm.gather(payload, root: 0) else { return r != 0 }

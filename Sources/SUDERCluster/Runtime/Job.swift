@@ -32,6 +32,8 @@ public final class JobContext {
     public let runDir: URL
     public let console: Console
     public let threads: Int
+    /// The model the SUDER stage starts from (`suder suder --init`); nil = the run's pretrain stage.
+    public var suderInit: URL?
 
     public init(comm: Communicator, config: ResolvedConfig, runDir: URL) {
         self.comm = comm

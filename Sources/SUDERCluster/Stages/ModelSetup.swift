@@ -19,6 +19,7 @@ func worldConfig(_ config: ResolvedConfig) -> WorldConfig {
     world.seed = UInt64(config.int("data.seed"))
     world.canvasSize = config.int("data.canvas")
     world.patchSize = config.int("data.patch")
+    world.positionStep = config.int("data.position_step")
     world.codebookSize = config.int("data.codebook_size")
     world.trainPairs = config.int("data.train_pairs")
     world.trainCaptions = config.int("data.train_captions")

@@ -15,8 +15,8 @@ public func runStage(_ stage: StageName, job: JobContext) throws {
     switch stage {
     case .data: try runDataStage(job)
     case .pretrain: try runPretrainStage(job)
-    case .suder, .eval:
-        throw AgreedError("stage '\(stage.rawValue)' is not implemented yet", exitCode: 3)
+    case .suder: try runSuderStage(job)
+    case .eval: try runEvalStage(job)
     }
 }
 

@@ -1,0 +1,287 @@
+import Foundation
+import World
+
+/// `suder report --run-dir DIR [--run-dir DIR ...] [--out FILE]`: Markdown from what the stages
+/// wrote (config.yaml, metrics.jsonl, eval/summary.json). Reads files only, so it needs no MPI.
+/// Anything missing is reported as missing; nothing is recomputed or guessed.
+public func runReportCommand(runDirectories: [URL], out: URL?) throws {
+    let markdown = try makeReport(runDirectories: runDirectories)
+    if let out {
+        try writeFileAtomically(Data(markdown.utf8), to: out)
+        print("report written to \(out.path)")
+    } else {
+        print(markdown, terminator: "")
+    }
+}
+
+/// The report of one or more runs (e.g. seeds of one experiment), as Markdown.
+public func makeReport(runDirectories: [URL]) throws -> String {
+    guard !runDirectories.isEmpty else { throw AgreedError("report: give at least one --run-dir") }
+    for directory in runDirectories {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw AgreedError("report: run directory \(directory.path) does not exist")
+        }
+    }
+    let runs = runDirectories.map(RunRecord.init)
+    let labels = runLabels(runDirectories)
+    var out = "# SUDER report\n\n"
+    out += table(header: ["run", "directory"] + StageName.allCases.map(\.rawValue),
+                 rows: zip(labels, runs).map { label, run in [label, run.directory.path] + StageName.allCases.map(run.stageStatus) })
+    out += configSection(runs, labels: labels)
+    out += pretrainSection(runs, labels: labels)
+    out += suderSection(runs, labels: labels)
+    out += evalSection(runs, labels: labels)
+    out += spreadSection(runs, labels: labels)
+    return out
+}
+
+/// What one run directory holds; a part that is missing or unreadable carries the reason instead.
+struct RunRecord {
+    let directory: URL
+    let config: Result<ResolvedConfig, ReportGap>
+    let pretrainMetrics: Result<[MetricsLine], ReportGap>
+    let suderMetrics: Result<[MetricsLine], ReportGap>
+    let evalSummary: Result<EvalSummary, ReportGap>
+
+    init(_ directory: URL) {
+        self.directory = directory
+        let configFile = directory.appendingPathComponent("config.yaml")
+        config = FileManager.default.fileExists(atPath: configFile.path)
+            ? Result { try ResolvedConfig.resolve(file: configFile, overrides: []) }.mapError { ReportGap("\(configFile.path): \($0)") }
+            : .failure(ReportGap("no \(configFile.path)"))
+        pretrainMetrics = readMetricsLines(directory.appendingPathComponent(StageName.pretrain.rawValue).appendingPathComponent("metrics.jsonl"))
+        suderMetrics = readMetricsLines(directory.appendingPathComponent(StageName.suder.rawValue).appendingPathComponent("metrics.jsonl"))
+        let summaryFile = directory.appendingPathComponent(StageName.eval.rawValue).appendingPathComponent(EvalSummary.fileName)
+        if let data = FileManager.default.contents(atPath: summaryFile.path) {
+            evalSummary = Result { try EvalSummary.decode(data) }.mapError { ReportGap("\(summaryFile.path) is unreadable: \($0)") }
+        } else {
+            evalSummary = .failure(ReportGap("no \(summaryFile.path)"))
+        }
+    }
+
+    func stageStatus(_ stage: StageName) -> String {
+        let folder = directory.appendingPathComponent(stage.rawValue)
+        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("DONE").path) { return "done" }
+        return FileManager.default.fileExists(atPath: folder.path) ? "unfinished" : "missing"
+    }
+}
+
+/// Why a part of the report is missing.
+struct ReportGap: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One metrics.jsonl line: each key's value as table text.
+struct MetricsLine {
+    var cells: [String: String] = [:]
+    var keys: [String] { Array(cells.keys) }
+    var isEvaluation: Bool { cells.keys.contains { $0.hasPrefix("eval/") } }
+}
+
+func readMetricsLines(_ url: URL) -> Result<[MetricsLine], ReportGap> {
+    guard let data = FileManager.default.contents(atPath: url.path) else { return .failure(ReportGap("no \(url.path)")) }
+    var lines: [MetricsLine] = []
+    for (number, text) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            return .failure(ReportGap("\(url.path) line \(number + 1) is not a JSON object"))
+        }
+        var line = MetricsLine()
+        for (key, value) in object {
+            if let number = value as? NSNumber, !(value is String) {
+                line.cells[key] = formatMetric(number.doubleValue)
+            } else if value is NSNull {
+                line.cells[key] = "null"
+            } else {
+                line.cells[key] = "\(value)"
+            }
+        }
+        lines.append(line)
+    }
+    guard !lines.isEmpty else { return .failure(ReportGap("\(url.path) is empty")) }
+    return .success(lines)
+}
+
+/// Four significant digits, but large values (tokens/s) without an exponent.
+func formatMetric(_ value: Double) -> String {
+    if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
+    return abs(value) >= 1000 ? String(format: "%.0f", value) : String(format: "%.4g", value)
+}
+
+/// Keys in reading order: the step or round counter first, the rest alphabetical (which groups
+/// `loss/...`, `rewards/...`, `eval/...`).
+func orderedKeys(_ lines: [MetricsLine]) -> [String] {
+    let all = Set(lines.flatMap(\.keys))
+    let leading = ["round", "step"].filter(all.contains)
+    return leading + all.subtracting(leading).sorted()
+}
+
+/// Run names for table headers: the folder name, or the whole path where two folder names clash.
+func runLabels(_ directories: [URL]) -> [String] {
+    let names = directories.map(\.lastPathComponent)
+    return directories.map { url in names.filter { $0 == url.lastPathComponent }.count > 1 ? url.path : url.lastPathComponent }
+}
+
+func table(header: [String], rows: [[String]]) -> String {
+    var out = "| " + header.joined(separator: " | ") + " |\n"
+    out += "|" + header.map { _ in " --- |" }.joined() + "\n"
+    for row in rows { out += "| " + row.joined(separator: " | ") + " |\n" }
+    return out + "\n"
+}
+
+func missingNote(_ label: String, _ gap: ReportGap) -> String { "- \(label): missing (\(gap))\n" }
+
+// MARK: - Sections
+
+func configSection(_ runs: [RunRecord], labels: [String]) -> String {
+    var out = "## Config\n\n"
+    var configs: [(String, ResolvedConfig)] = []
+    for (label, run) in zip(labels, runs) {
+        switch run.config {
+        case .success(let config): configs.append((label, config))
+        case .failure(let gap): out += missingNote(label, gap)
+        }
+    }
+    if configs.count < runs.count { out += "\n" }
+    guard !configs.isEmpty else { return out }
+    let defaults = try? ResolvedConfig.resolve(file: nil, overrides: [])
+    let keys = Set(configs.flatMap(\.1.values.keys)).sorted()
+    // Runtime keys (threads, progress output) do not change results.
+    let relevant = keys.filter { !$0.hasPrefix("runtime.") }
+    if configs.count > 1 {
+        let differing = relevant.filter { key in Set(configs.map { $0.1.values[key]?.description ?? "-" }).count > 1 }
+        out += "Settings that differ between runs:\n\n"
+        out += differing.isEmpty ? "none\n\n"
+            : table(header: ["key"] + configs.map(\.0), rows: differing.map { key in [key] + configs.map { $0.1.values[key]?.description ?? "-" } })
+    }
+    let shared = relevant.filter { key in
+        Set(configs.map { $0.1.values[key]?.description ?? "-" }).count == 1 && configs[0].1.values[key] != defaults?.values[key]
+    }
+    out += (configs.count > 1 ? "Shared settings" : "Settings") + " that differ from the defaults:\n\n"
+    out += shared.isEmpty ? "none\n\n"
+        : table(header: ["key", "value", "default"], rows: shared.map { [$0, configs[0].1.values[$0]?.description ?? "-", defaults?.values[$0]?.description ?? "-"] })
+    return out
+}
+
+func pretrainSection(_ runs: [RunRecord], labels: [String]) -> String {
+    var out = "## Pretrain\n\n"
+    var present: [(label: String, lines: [MetricsLine])] = []
+    for (label, run) in zip(labels, runs) {
+        switch run.pretrainMetrics {
+        case .success(let lines): present.append((label, lines))
+        case .failure(let gap): out += missingNote(label, gap)
+        }
+    }
+    if present.count < runs.count { out += "\n" }
+    guard !present.isEmpty else { return out }
+    for (title, evaluation) in [("Last metrics line", false), ("Last evaluation line", true)] {
+        let picked = present.map { $0.lines.last { $0.isEvaluation == evaluation } }
+        out += "\(title):\n\n"
+        guard picked.contains(where: { $0 != nil }) else { out += "missing in every run\n\n"; continue }
+        out += table(header: ["metric"] + present.map(\.label),
+                     rows: orderedKeys(picked.compactMap { $0 }).map { key in [key] + picked.map { $0.map { $0.cells[key] ?? "-" } ?? "missing" } })
+    }
+    return out
+}
+
+func suderSection(_ runs: [RunRecord], labels: [String]) -> String {
+    var out = "## SUDER rounds\n\n"
+    for (label, run) in zip(labels, runs) {
+        switch run.suderMetrics {
+        case .failure(let gap): out += missingNote(label, gap) + "\n"
+        case .success(let lines):
+            for (title, group) in [("rounds", lines.filter { !$0.isEvaluation }), ("evaluations", lines.filter(\.isEvaluation))] where !group.isEmpty {
+                let keys = orderedKeys(group)
+                out += "### \(label): \(title)\n\n"
+                out += table(header: keys, rows: group.map { line in keys.map { line.cells[$0] ?? "-" } })
+            }
+        }
+    }
+    return out
+}
+
+/// Rows of the eval tables: (name, value of a model, value of the delta).
+private struct EvalRow {
+    let name: String
+    let model: (ModelEvaluation) -> Double?
+    let delta: (EvalComparison) -> DeltaInterval?
+}
+
+private let evalRows: [EvalRow] = Category.allCases.map { category in
+    EvalRow(name: "geneval/\(category.rawValue)", model: { $0.geneval.categories[category.rawValue]?.score },
+            delta: { $0.genevalCategories[category.rawValue] })
+} + [
+    EvalRow(name: "geneval/overall", model: { $0.geneval.overall }, delta: { $0.genevalOverall }),
+    EvalRow(name: "caption_accuracy", model: { $0.captionAccuracy },
+            delta: { DeltaInterval(delta: $0.captionAccuracy, low: .nan, high: .nan) }),
+] + PopeSplit.allCases.flatMap { split in [
+    EvalRow(name: "pope/\(split.rawValue)/accuracy", model: { $0.pope[split.rawValue]?.accuracy },
+            delta: { $0.popeAccuracy[split.rawValue].map { DeltaInterval(delta: $0, low: .nan, high: .nan) } }),
+    EvalRow(name: "pope/\(split.rawValue)/f1", model: { $0.pope[split.rawValue]?.f1 },
+            delta: { $0.popeF1[split.rawValue].map { DeltaInterval(delta: $0, low: .nan, high: .nan) } }),
+    EvalRow(name: "pope/\(split.rawValue)/yes_ratio", model: { $0.pope[split.rawValue]?.yesRatio }, delta: { _ in nil }),
+] }
+
+func formatDelta(_ interval: DeltaInterval) -> String {
+    let value = String(format: "%+.4f", interval.delta)
+    return interval.low.isFinite && interval.high.isFinite ? value + String(format: " [%+.4f, %+.4f]", interval.low, interval.high) : value
+}
+
+func evalSection(_ runs: [RunRecord], labels: [String]) -> String {
+    var out = "## Evaluation\n\n"
+    var present: [(String, EvalSummary)] = []
+    for (label, run) in zip(labels, runs) {
+        switch run.evalSummary {
+        case .success(let summary): present.append((label, summary))
+        case .failure(let gap): out += missingNote(label, gap)
+        }
+    }
+    if present.count < runs.count { out += "\n" }
+    guard !present.isEmpty else { return out }
+    for (label, summary) in present {
+        let settings = summary.settings
+        let base = summary.models[EvaluatedModel.base.rawValue], suder = summary.models[EvaluatedModel.suder.rawValue]
+        out += "- \(label): \(settings.promptLines.count) GenEval-mini prompts x \(settings.imagesPerPrompt) images "
+            + "(temperature \(settings.temperature), top-k \(settings.topK), guidance \(settings.cfgWeight), seed \(settings.seed)); "
+            + "base \(base.map { "step \($0.step)" } ?? "missing"), suder \(suder.map { "round \($0.step)" } ?? "missing")\n"
+    }
+    if let method = present.compactMap(\.1.delta).first?.method {
+        out += "\nDeltas are suder - base; GenEval-mini intervals are 95% from a \(method). Understanding deltas are plain differences.\n"
+    }
+    out += "\n"
+    var header = ["metric"], rows = evalRows.map { [$0.name] }
+    for (label, summary) in present {
+        header += ["\(label) base", "\(label) suder", "\(label) delta"]
+        let base = summary.models[EvaluatedModel.base.rawValue], suder = summary.models[EvaluatedModel.suder.rawValue]
+        for (r, row) in evalRows.enumerated() {
+            rows[r] += [base.flatMap(row.model).map { String(format: "%.4f", $0) } ?? "missing",
+                        suder.flatMap(row.model).map { String(format: "%.4f", $0) } ?? "missing",
+                        summary.delta.flatMap(row.delta).map(formatDelta) ?? "-"]
+        }
+    }
+    return out + table(header: header, rows: rows)
+}
+
+/// Mean and spread of each delta over the runs that have one.
+func spreadSection(_ runs: [RunRecord], labels: [String]) -> String {
+    let deltas = zip(labels, runs).compactMap { label, run in (try? run.evalSummary.get())?.delta.map { (label, $0) } }
+    guard runs.count > 1 else { return "" }
+    var out = "## Across runs\n\n"
+    guard deltas.count > 1 else {
+        return out + "\(deltas.count) of \(runs.count) runs have a suder - base comparison; the spread needs at least two.\n"
+    }
+    out += "Over the \(deltas.count) runs with a comparison (\(deltas.map(\.0).joined(separator: ", "))); std is the sample standard deviation.\n\n"
+    var rows: [[String]] = []
+    for row in evalRows {
+        let values = deltas.compactMap { row.delta($0.1)?.delta }
+        guard !values.isEmpty else { continue }
+        let mean = values.reduce(0, +) / Double(values.count)
+        let std = values.count > 1 ? (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count - 1)).squareRoot() : .nan
+        let excludingZero = deltas.compactMap { row.delta($0.1) }.filter { $0.low.isFinite && ($0.low > 0 || $0.high < 0) }.count
+        rows.append([row.name, "\(values.count)", String(format: "%+.4f", mean), String(format: "%.4f", std),
+                     String(format: "%+.4f", values.min()!), String(format: "%+.4f", values.max()!),
+                     row.name.hasPrefix("geneval/") ? "\(excludingZero)" : "-"])
+    }
+    return out + table(header: ["delta", "runs", "mean", "std", "min", "max", "runs whose 95% CI excludes 0"], rows: rows)
+}

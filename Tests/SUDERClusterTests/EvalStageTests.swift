@@ -1,0 +1,303 @@
+import XCTest
+import Model
+import World
+@testable import SUDERCluster
+
+final class EvalStageTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("suder-evalstage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    // MARK: - Bootstrap
+
+    /// Six categories of `perCategory` records, in file order.
+    func categories(_ perCategory: Int) -> [Category] {
+        Category.allCases.flatMap { Array(repeating: $0, count: perCategory) }
+    }
+
+    func testBootstrapOfIdenticalModelsIsExactlyZero() {
+        let tags = categories(10)
+        let base = tags.indices.map { $0 * 7 % 5 }  // 0...4 correct of 4 images
+        let result = pairedBootstrap(categories: tags, base: base, suder: base, imagesPerPrompt: 4)
+        XCTAssertEqual(result.overall, DeltaInterval(delta: 0, low: 0, high: 0))
+        for category in Category.allCases { XCTAssertEqual(result.categories[category], DeltaInterval(delta: 0, low: 0, high: 0)) }
+    }
+
+    func testBootstrapOfBalancedDisagreementIsAnIntervalAroundZero() {
+        // In every category half the prompts gain an image and half lose one: delta 0, but the
+        // resamples spread on both sides.
+        let tags = categories(20)
+        let base = tags.map { _ in 2 }
+        let suder = tags.indices.map { $0 % 2 == 0 ? 3 : 1 }
+        let result = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        XCTAssertEqual(result.overall.delta, 0, accuracy: 1e-12)
+        XCTAssertLessThan(result.overall.low, -0.01)
+        XCTAssertGreaterThan(result.overall.high, 0.01)
+        // Each category mean has sd 0.25 / sqrt(20) = 0.056; the overall averages six of them.
+        XCTAssertEqual(result.overall.high, 1.96 * 0.25 / (20.0 * 6).squareRoot(), accuracy: 0.01)
+        XCTAssertEqual(result.overall.low, -result.overall.high, accuracy: 0.01)
+    }
+
+    func testBootstrapOfAModelBetterOnEveryPromptIsPositive() {
+        let tags = categories(8)
+        let base = tags.indices.map { $0 % 3 }
+        let suder = tags.indices.map { $0 % 3 + 1 + ($0 % 2) }
+        let result = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        XCTAssertGreaterThan(result.overall.low, 0)
+        XCTAssertLessThanOrEqual(result.overall.low, result.overall.delta)
+        XCTAssertGreaterThanOrEqual(result.overall.high, result.overall.delta)
+        for category in Category.allCases { XCTAssertGreaterThan(result.categories[category]!.low, 0, category.rawValue) }
+    }
+
+    func testBootstrapOverallIsTheUnweightedMeanOfCategories() {
+        // Two counting prompts gain one image of four each; ten colors prompts are unchanged.
+        // Weighting by prompts would give 0.5 / 12; GenEval's unweighted mean gives 0.125.
+        let tags = [Category](repeating: .counting, count: 2) + [Category](repeating: .colors, count: 10)
+        let base = tags.map { _ in 1 }
+        let suder = tags.map { $0 == .counting ? 2 : 1 }
+        let result = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        XCTAssertEqual(result.overall, DeltaInterval(delta: 0.125, low: 0.125, high: 0.125))
+        XCTAssertEqual(result.categories[.counting], DeltaInterval(delta: 0.25, low: 0.25, high: 0.25))
+        XCTAssertNil(result.categories[.position])
+    }
+
+    func testBootstrapIsReproducibleAndDependsOnItsSeed() {
+        let tags = categories(12)
+        let base = tags.indices.map { $0 * 5 % 5 }, suder = tags.indices.map { $0 * 3 % 5 }
+        let a = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        let b = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        let c = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4, seed: 99)
+        XCTAssertEqual(a, b)
+        XCTAssertEqual(a.overall.delta, c.overall.delta)
+        XCTAssertNotEqual(a.overall.low, c.overall.low)
+    }
+
+    func testPercentileInterpolatesBetweenRanks() {
+        XCTAssertEqual(percentile([0, 10], 0.5), 5)
+        XCTAssertEqual(percentile([1, 2, 3, 4, 5], 0.25), 2)
+        XCTAssertEqual(percentile([7], 0.975), 7)
+    }
+
+    // MARK: - Record selection
+
+    func testSelectionCoversEveryCategoryInFileOrder() {
+        let tags = categories(100)
+        XCTAssertEqual(selectEvalRecords(tags, maxPrompts: 0), Array(0..<600))
+        XCTAssertEqual(selectEvalRecords(tags, maxPrompts: 1000), Array(0..<600))
+        XCTAssertEqual(selectEvalRecords(tags, maxPrompts: 12), [0, 1, 100, 101, 200, 201, 300, 301, 400, 401, 500, 501])
+        let seven = selectEvalRecords(tags, maxPrompts: 7)
+        XCTAssertEqual(seven, [0, 1, 100, 200, 300, 400, 500])
+    }
+
+    // MARK: - Summary file
+
+    func testSummaryJSONHasEveryFieldAndReadsBack() throws {
+        let summary = fabricatedSummary(baseCorrect: [4, 0, 2, 2, 1, 3], suderCorrect: [4, 1, 3, 2, 2, 3], step: 20)
+        let data = try summary.encoded()
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        XCTAssertEqual(object["format"] as? String, "suder-eval-summary/1")
+        let settings = try XCTUnwrap(object["settings"] as? [String: Any])
+        XCTAssertEqual(settings["images_per_prompt"] as? Int, 4)
+        XCTAssertEqual(settings["prompt_lines"] as? [Int], [0, 1, 2, 3, 4, 5])
+        let models = try XCTUnwrap(object["models"] as? [String: Any])
+        XCTAssertEqual(Set(models.keys), ["base", "suder"])
+        let base = try XCTUnwrap(models["base"] as? [String: Any])
+        XCTAssertEqual(base["step"] as? Int, 20)
+        XCTAssertEqual(base["caption_accuracy"] as? Double, 0.5)
+        XCTAssertEqual(base["caption_images"] as? Int, 10)
+        let geneval = try XCTUnwrap(base["geneval"] as? [String: Any])
+        XCTAssertEqual(geneval["images"] as? Int, 24)
+        XCTAssertEqual(geneval["correct_per_prompt"] as? [Int], [4, 0, 2, 2, 1, 3])
+        let overall = try XCTUnwrap(geneval["overall"] as? Double)
+        XCTAssertEqual(overall, (1.0 + 0 + 0.5 + 0.5 + 0.25 + 0.75) / 6, accuracy: 1e-12)
+        let counting = try XCTUnwrap((geneval["categories"] as? [String: Any])?["counting"] as? [String: Any])
+        XCTAssertEqual(counting["score"] as? Double, 0.5)
+        XCTAssertEqual(counting["correct"] as? Int, 2)
+        XCTAssertEqual(counting["images"] as? Int, 4)
+        XCTAssertEqual(counting["prompts"] as? Int, 1)
+        let pope = try XCTUnwrap((base["pope"] as? [String: Any])?["adversarial"] as? [String: Any])
+        for key in ["probes", "accuracy", "precision", "recall", "f1", "yes_ratio"] { XCTAssertNotNil(pope[key], key) }
+        XCTAssertEqual(pope["yes_ratio"] as? Double, 0.75)
+
+        let delta = try XCTUnwrap(object["delta"] as? [String: Any])
+        XCTAssertTrue((delta["method"] as? String)?.contains("within each category") == true)
+        XCTAssertEqual(delta["resamples"] as? Int, 2000)
+        let overallDelta = try XCTUnwrap(delta["geneval_overall"] as? [String: Any])
+        XCTAssertEqual(try XCTUnwrap(overallDelta["delta"] as? Double), 3.0 / 24, accuracy: 1e-12)
+        XCTAssertNotNil(overallDelta["low"])
+        XCTAssertNotNil(overallDelta["high"])
+        XCTAssertEqual(((delta["geneval_categories"] as? [String: Any])?["two_object"] as? [String: Any])?["delta"] as? Double, 0.25)
+        XCTAssertNotNil((delta["pope_f1"] as? [String: Any])?["random"])
+
+        let decoded = try EvalSummary.decode(data)
+        XCTAssertEqual(decoded.models, summary.models)
+        XCTAssertEqual(decoded.delta, summary.delta)
+    }
+
+    /// One record per category, four images each; understanding numbers fixed.
+    func fabricatedSummary(baseCorrect: [Int], suderCorrect: [Int], step: Int, seed: Int = 7) -> EvalSummary {
+        let records = Category.allCases.map { MetadataRecord(tag: $0, include: [ObjectRequirement(shape: .circle, count: 1)], prompt: "a photo of a circle") }
+        var config = try! ResolvedConfig.resolve(file: nil, overrides: ["run.seed=\(seed)"])
+        config = try! config.setting("eval.images_per_prompt", "4")
+        var summary = EvalSummary(settings: EvalSettings(config: config, promptLines: Array(records.indices)))
+        func evaluation(_ correct: [Int], captions: Double) -> ModelEvaluation {
+            var run = GenEvalRun()
+            run.correctPerRecord = correct
+            for (record, count) in zip(records, correct) {
+                for k in 0..<4 { run.summary.add(category: record.tag, correct: k < count) }
+            }
+            let truth = [true, true, false, false], predicted = [true, true, true, false]
+            let pope = Dictionary(uniqueKeysWithValues: PopeSplit.allCases.map { ($0, PopeMetrics(truth: truth, predicted: predicted)) })
+            let header = CheckpointHeader(stage: "pretrain", step: step, round: 0, configYAML: "", tensors: [])
+            return ModelEvaluation(checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
+                                   understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
+        }
+        let base = evaluation(baseCorrect, captions: 0.5), suder = evaluation(suderCorrect, captions: 0.6)
+        summary.models["base"] = base
+        summary.models["suder"] = suder
+        summary.delta = EvalComparison(base: base, suder: suder,
+                                       bootstrap: pairedBootstrap(categories: records.map(\.tag), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
+        return summary
+    }
+
+    // MARK: - Report
+
+    /// A run directory with a config, pretrain and SUDER metrics written by hand, and an eval summary.
+    func fabricatedRun(_ name: String, seed: Int, suderCorrect: [Int], withSuderMetrics: Bool = true) throws -> URL {
+        let run = directory.appendingPathComponent(name)
+        for stage in ["pretrain", "suder", "eval"] {
+            try FileManager.default.createDirectory(at: run.appendingPathComponent(stage), withIntermediateDirectories: true)
+        }
+        let config = try ResolvedConfig.resolve(file: nil, overrides: ["run.seed=\(seed)", "model.d_model=32", "runtime.threads=\(seed)"])
+        try config.yaml().write(to: run.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
+        try """
+        {"step": 10, "loss/generation": 5.5, "lr": 0.001}
+        {"step": 20, "loss/generation": 4.25, "lr": 0.0005, "tokens_per_s": 13005.4}
+        {"step": 20, "eval/geneval_overall": 0.125, "eval/caption_accuracy": 0.5}
+
+        """.write(to: run.appendingPathComponent("pretrain/metrics.jsonl"), atomically: true, encoding: .utf8)
+        try "finished at step 20\n".write(to: run.appendingPathComponent("pretrain/DONE"), atomically: true, encoding: .utf8)
+        if withSuderMetrics {
+            try """
+            {"round": 1, "loss": 0.6931, "rewards/margins": 0.01, "rewards/accuracies": 0.5, "reward_fidelity/generation": 0.625}
+            {"round": 2, "loss": 0.65, "rewards/margins": 0.2, "rewards/accuracies": 0.75, "grad_norm/generation": 1.5}
+
+            """.write(to: run.appendingPathComponent("suder/metrics.jsonl"), atomically: true, encoding: .utf8)
+        }
+        let summary = fabricatedSummary(baseCorrect: [2, 2, 2, 2, 2, 2], suderCorrect: suderCorrect, step: 20, seed: seed)
+        try summary.encoded().write(to: run.appendingPathComponent("eval/summary.json"))
+        return run
+    }
+
+    func testReportOfOneRunShowsEveryPartAndSaysWhatIsMissing() throws {
+        let run = try fabricatedRun("seed1", seed: 1, suderCorrect: [3, 3, 3, 3, 3, 3], withSuderMetrics: false)
+        let report = try makeReport(runDirectories: [run])
+        XCTAssertTrue(report.contains("| seed1 | \(run.path) | missing | done | unfinished | unfinished |"), report)
+        // Settings against the defaults; runtime keys never show.
+        XCTAssertTrue(report.contains("| model.d_model | 32 | 192 |"), report)
+        XCTAssertTrue(report.contains("| run.seed | 1 | 1234 |"), report)
+        XCTAssertFalse(report.contains("runtime.threads"), report)
+        // The last metrics line and the last eval line of pretraining.
+        XCTAssertTrue(report.contains("| loss/generation | 4.25 |"), report)
+        XCTAssertTrue(report.contains("| lr | 0.0005 |"), report)
+        XCTAssertTrue(report.contains("| tokens_per_s | 13005 |"), report)
+        XCTAssertTrue(report.contains("| eval/geneval_overall | 0.125 |"), report)
+        XCTAssertTrue(report.contains("seed1: missing (no \(run.path)/suder/metrics.jsonl)"), report)
+        // Every category gains one image of four, with a degenerate interval.
+        XCTAssertTrue(report.contains("| geneval/overall | 0.5000 | 0.7500 | +0.2500 [+0.2500, +0.2500] |"), report)
+        XCTAssertTrue(report.contains("| caption_accuracy | 0.5000 | 0.6000 | +0.1000 |"), report)
+        XCTAssertFalse(report.contains("## Across runs"), report)
+    }
+
+    func testReportOfSeveralRunsComparesConfigsAndSpreadsDeltas() throws {
+        let a = try fabricatedRun("seed1", seed: 1, suderCorrect: [3, 3, 3, 3, 3, 3])
+        let b = try fabricatedRun("seed2", seed: 2, suderCorrect: [2, 2, 2, 2, 2, 2])
+        let c = directory.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: c, withIntermediateDirectories: true)
+        let report = try makeReport(runDirectories: [a, b, c])
+        XCTAssertTrue(report.contains("| run.seed | 1 | 2 |"), report)
+        XCTAssertTrue(report.contains("| model.d_model | 32 | 192 |"), report)
+        XCTAssertTrue(report.contains("empty: missing (no \(c.path)/config.yaml)"), report)
+        XCTAssertTrue(report.contains("empty: missing (no \(c.path)/eval/summary.json)"), report)
+        // The SUDER table takes whatever keys the lines have; absent cells are dashes.
+        XCTAssertTrue(report.contains("| round | grad_norm/generation | loss | reward_fidelity/generation | rewards/accuracies | rewards/margins |"), report)
+        XCTAssertTrue(report.contains("| 1 | - | 0.6931 | 0.625 | 0.5 | 0.01 |"), report)
+        XCTAssertTrue(report.contains("| 2 | 1.5 | 0.65 | - | 0.75 | 0.2 |"), report)
+        // Deltas +0.25 and 0: mean 0.125, sample std 0.1768; one run's interval excludes 0.
+        XCTAssertTrue(report.contains("| geneval/overall | 2 | +0.1250 | 0.1768 | +0.0000 | +0.2500 | 1 |"), report)
+        XCTAssertTrue(report.contains("| caption_accuracy | 2 | +0.1000 | 0.0000 |"), report)
+    }
+
+    func testReportRefusesAMissingRunDirectory() {
+        XCTAssertThrowsError(try makeReport(runDirectories: [directory.appendingPathComponent("nope")]))
+    }
+
+    // MARK: - The stage end to end (one process)
+
+    func testEvalStageOfIdenticalModelsGivesZeroDeltasAndRescorableFolders() throws {
+        let run = directory.appendingPathComponent("run")
+        var world = WorldConfig()
+        world.trainPairs = 60; world.trainCaptions = 30; world.trainProbes = 30
+        world.unpairedPrompts = 6; world.unpairedImages = 6
+        world.evalPromptsPerCategory = 3; world.evalImages = 8
+        world.kmeansImages = 120; world.kmeansIterations = 2
+        let dataDirectory = run.appendingPathComponent("data")
+        try generateDataset(config: world, outDir: dataDirectory) { _ in }
+        let comm = SingleProcessCommunicator()
+        try CheckpointStore(directory: dataDirectory, comm: comm).markDone(step: 0)
+
+        let config = try ResolvedConfig.resolve(file: nil, overrides: [
+            "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "eval.images_per_prompt=2", "eval.max_prompts=0",
+            "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
+        ])
+        let job = JobContext(comm: comm, config: config, runDir: run)
+        // The same random model as "pretrained" and "SUDER" checkpoints: the paired seeds must
+        // then give identical samples and a zero delta.
+        let dataset = try DatasetReader(directory: dataDirectory)
+        let model = Transformer(config: modelConfig(config, vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
+        let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
+        for (stage, step) in [(StageName.pretrain, 20), (.suder, 2)] {
+            let store = CheckpointStore(directory: job.stageDirectory(stage.rawValue), comm: comm)
+            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer), rankState: [])
+            try store.markDone(step: step)
+        }
+
+        try runEvalStage(job)
+
+        let evalDirectory = job.stageDirectory("eval")
+        XCTAssertTrue(job.isFinished("eval"))
+        let summary = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
+        let base = try XCTUnwrap(summary.models["base"]), suder = try XCTUnwrap(summary.models["suder"])
+        XCTAssertEqual(summary.settings.promptLines, Array(0..<18))
+        XCTAssertEqual(base.geneval.images, 36)
+        XCTAssertEqual(base.step, 20)
+        XCTAssertEqual(suder.step, 2)
+        XCTAssertEqual(base.geneval, suder.geneval)
+        XCTAssertEqual(base.captionImages, 8)
+        XCTAssertEqual(base.pope.count, 3)
+        XCTAssertEqual(summary.delta?.genevalOverall, DeltaInterval(delta: 0, low: 0, high: 0))
+
+        // Rescoring the written folder against the eval metadata gives the summary's numbers.
+        let metadata = try readMetadataFile(dataDirectory.appendingPathComponent(DatasetFile.evalMetadata))
+        for name in ["base", "suder"] {
+            let rescored = try scoreGenEvalFolder(images: evalDirectory.appendingPathComponent(name), metadata: metadata)
+            XCTAssertEqual(rescored.imageCount, 36)
+            XCTAssertEqual(rescored.overall, summary.models[name]!.geneval.overall, accuracy: 1e-12)
+            for category in Category.allCases {
+                XCTAssertEqual(rescored.correctImages[category] ?? 0, summary.models[name]!.geneval.categories[category.rawValue]?.correct)
+            }
+            let sheet = try readPNG(evalDirectory.appendingPathComponent("\(name)_samples.png"))
+            XCTAssertGreaterThan(sheet.width, 32)
+        }
+
+        let report = try makeReport(runDirectories: [run])
+        XCTAssertTrue(report.contains("| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"), report)
+    }
+}

@@ -1,0 +1,96 @@
+import Model
+import World
+import XCTest
+@testable import SUDERCluster
+
+final class SuderStageTests: XCTestCase {
+    func testPairSelectionTakesBestAndWorstAndDropsTies() {
+        XCTAssertEqual(bestAndWorst([-3, -1, -2, -5])?.best, 1)
+        XCTAssertEqual(bestAndWorst([-3, -1, -2, -5])?.worst, 3)
+        XCTAssertNil(bestAndWorst([-2, -2, -2]), "a group whose rewards all tie gives no pair")
+        let twoBest = bestAndWorst([0.5, 0.9, 0.9, 0.1])!
+        XCTAssertEqual(twoBest.worst, 3)
+        XCTAssertTrue([1, 2].contains(twoBest.best))
+    }
+
+    func testRoundItemsAreDistinctSeededAndRankFree() {
+        let a = roundItems(total: 100, count: 30, seed: 7, round: 3, direction: .generation)
+        XCTAssertEqual(a.count, 30)
+        XCTAssertEqual(Set(a).count, 30)
+        XCTAssertTrue(a.allSatisfy { (0..<100).contains($0) })
+        XCTAssertEqual(a, roundItems(total: 100, count: 30, seed: 7, round: 3, direction: .generation))
+        XCTAssertNotEqual(a, roundItems(total: 100, count: 30, seed: 7, round: 4, direction: .generation))
+        XCTAssertNotEqual(a, roundItems(total: 100, count: 30, seed: 7, round: 3, direction: .understanding))
+        // Shards of any rank count cover the round's items exactly once.
+        for size in 1...4 {
+            let covered = (0..<size).flatMap { shardIndices(count: a.count, rank: $0, size: size) }.sorted()
+            XCTAssertEqual(covered, Array(0..<a.count))
+        }
+    }
+
+    func testDirectionModes() {
+        XCTAssertTrue(DirectionMode.joint.trains(.generation, round: 1) && DirectionMode.joint.trains(.understanding, round: 1))
+        XCTAssertFalse(DirectionMode.generation.trains(.understanding, round: 1))
+        XCTAssertTrue(DirectionMode.alternating.trains(.generation, round: 1))
+        XCTAssertFalse(DirectionMode.alternating.trains(.generation, round: 2))
+        XCTAssertTrue(DirectionMode.alternating.trains(.understanding, round: 2))
+    }
+
+    func testStreamSeedsDependOnEveryPart() {
+        XCTAssertNotEqual(streamSeed(1, 2, 3), streamSeed(1, 3, 2))
+        XCTAssertNotEqual(streamSeed(1, 2, 3), streamSeed(1, 2, 4))
+        XCTAssertEqual(streamSeed(9, 8, 7), streamSeed(9, 8, 7))
+    }
+
+    /// The rewards are the model's own scores through the other direction's format: check them
+    /// against a direct scoring call on sequences built by hand.
+    func testRewardsEqualDirectScoringCalls() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("suder-rewards-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var world = WorldConfig()
+        (world.trainPairs, world.trainCaptions, world.trainProbes) = (60, 30, 30)
+        (world.unpairedPrompts, world.unpairedImages, world.evalPromptsPerCategory, world.evalImages) = (8, 8, 2, 8)
+        (world.kmeansImages, world.kmeansIterations) = (60, 2)
+        try generateDataset(config: world, outDir: directory) { _ in }
+        let dataset = try DatasetReader(directory: directory)
+        let vocabulary = dataset.vocabulary
+        let model = Transformer(config: ModelConfig(vocabSize: vocabulary.size, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 112),
+                                seed: 3, batchCapacity: 4)
+        let workbench = try ModelWorkbench(model: model, dataset: dataset)
+        let prompt = try dataset.unpairedPrompts()[0], image = try dataset.unpairedImages()[0]
+
+        let generationReward = workbench.textGivenImage(texts: [prompt], images: [image])[0]
+        let direct = model.score(contexts: [[Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi]], targets: [prompt + [Vocabulary.eos]])[0]
+        XCTAssertEqual(generationReward.count, Double(prompt.count + 1))
+        XCTAssertEqual(generationReward.mean, direct.mean, accuracy: 1e-9)
+
+        let understandingReward = workbench.imageGivenText(images: [image], texts: [prompt])[0]
+        let directImage = model.score(contexts: [[Vocabulary.bos] + prompt + [Vocabulary.boi]], targets: [image])[0]
+        XCTAssertEqual(understandingReward.count, Double(image.count), "|X_V| counts the image tokens only")
+        XCTAssertEqual(understandingReward.mean, directImage.mean, accuracy: 1e-9)
+
+        // Sampling is deterministic per seed and independent of the batch it runs in.
+        let settings = ImageSampling(temperature: 1, topK: 0, guidanceWeight: 3)
+        let alone = workbench.sampleImages(prompts: [prompt], seeds: [11], settings: settings)
+        let batched = workbench.sampleImages(prompts: [prompt, prompt, prompt], seeds: [5, 11, 6], settings: settings)
+        XCTAssertEqual(alone[0], batched[1])
+        XCTAssertTrue(alone[0].allSatisfy { vocabulary.imageRange.contains($0) })
+    }
+
+    /// One SimPO step on a pair raises the chosen completion's log-probability relative to the
+    /// rejected one's.
+    func testSimPOStepMovesTowardTheChosenCompletion() {
+        let model = Transformer(config: ModelConfig(vocabSize: 20, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 16), seed: 1, batchCapacity: 2)
+        let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
+        let context: [Int32] = [1, 5, 6], chosen: [Int32] = [7, 8, 9], rejected: [Int32] = [9, 8, 7]
+        let batch = TokenBatch(sequences: [context + chosen, context + rejected], targetStarts: [3, 3])
+        func margin() -> Double { let s = model.score(batch); return s[0].mean - s[1].mean }
+        let before = margin()
+        model.zeroGradients()
+        let logps = model.forward(batch)
+        let loss = simpoLoss(chosenLogProbs: [logps[0]], chosenLengths: [3], rejectedLogProbs: [logps[1]], rejectedLengths: [3])
+        model.backward(sequenceCoefficients: [Float(loss.chosenGradients[0]), Float(loss.rejectedGradients[0])])
+        optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-2)
+        XCTAssertGreaterThan(margin(), before)
+    }
+}

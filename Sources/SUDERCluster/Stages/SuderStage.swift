@@ -38,7 +38,7 @@ struct SuderSettings {
     let temperature: Float
     let imageSampling: ImageSampling
     let objective: String
-    let beta, gamma, dpoBeta: Double
+    let beta, gamma, dpoBeta, chosenNLL: Double
     let mode: DirectionMode
     let oracleReward: Bool
     let learningRate, gradClip: Float
@@ -58,6 +58,7 @@ struct SuderSettings {
         beta = config.double("suder.beta")
         gamma = config.double("suder.gamma")
         dpoBeta = config.double("suder.dpo_beta")
+        chosenNLL = config.double("suder.chosen_nll")
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
         oracleReward = config.string("suder.reward") == "oracle"
         learningRate = Float(config.double("suder.lr"))
@@ -310,10 +311,12 @@ private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], sett
                                    rejectedLengths: rejectedLengths, beta: settings.beta, gamma: settings.gamma)
             }
             let scale = 1 / Double(globalCounts[d])
-            model.backward(sequenceCoefficients: zip(losses.chosenGradients, losses.rejectedGradients).flatMap { [Float($0 * scale), Float($1 * scale)] })
+            // d/d logp_w of chosenNLL * (-logp_w / |y_w|).
+            let chosenCoefficients = zip(losses.chosenGradients, chosenLengths).map { $0 - settings.chosenNLL / $1 }
+            model.backward(sequenceCoefficients: zip(chosenCoefficients, losses.rejectedGradients).flatMap { [Float($0 * scale), Float($1 * scale)] })
             let p = direction.rawValue
             for i in chunk.indices.map({ $0 - start }) {
-                sums.add("\(p)/loss", losses.losses[i])
+                sums.add("\(p)/loss", losses.losses[i] - settings.chosenNLL * chosen[i] / chosenLengths[i])
                 sums.add("\(p)/rewards/chosen", losses.chosenRewards[i])
                 sums.add("\(p)/rewards/rejected", losses.rejectedRewards[i])
                 sums.add("\(p)/rewards/margins", losses.chosenRewards[i] - losses.rejectedRewards[i])

@@ -134,10 +134,21 @@ stopped=$(cat "$dir/pretrain/latest" 2>/dev/null)
 if [ "$status" != 85 ]; then fail "SIGUSR1: mpirun exit $status, expected 85"
 elif ! grep -q "stop requested; checkpointing at step" "$work/out" || [ -z "$stopped" ] || [ "$stopped" = "$last" ]; then
     fail "SIGUSR1: no mid-run checkpoint (latest: '$stopped')"
-elif run "SIGUSR1 rerun" zero 120 "$suder" 2 "$dir" pretrain; then
-    if grep -q "resuming from .*$stopped" "$work/out" && same_as_reference "$dir" && no_leftovers; then
-        pass "SIGUSR1: exit 85 at $stopped, resumed, final state and metrics bitwise equal to an uninterrupted run"
-    else fail "SIGUSR1: resumed run differs from the uninterrupted one"; fi
+else
+    cp -a "$dir" "$work/usr1-np1"
+    if run "SIGUSR1 rerun" zero 120 "$suder" 2 "$dir" pretrain; then
+        if grep -q "resuming from .*$stopped" "$work/out" && same_as_reference "$dir" && no_leftovers; then
+            pass "SIGUSR1: exit 85 at $stopped, resumed, final state and metrics bitwise equal to an uninterrupted run"
+        else fail "SIGUSR1: resumed run differs from the uninterrupted one"; fi
+    fi
+    # The same checkpoint resumed on 1 rank (a requeue onto fewer nodes): the tolerances of case 1.
+    if run "SIGUSR1 rerun on 1 rank" zero 120 "$suder" 1 "$work/usr1-np1" pretrain runtime.threads=1; then
+        if grep -q "resuming from .*$stopped" "$work/out" &&
+            "$bin/suder-mpitests" compare-metrics "$work/usr1-np1/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 >>"$work/out" 2>&1 &&
+            "$bin/suder-mpitests" compare-checkpoints "$work/usr1-np1/pretrain/$last" "$ref/pretrain/$last" 1e-5 >>"$work/out" 2>&1; then
+            pass "2-rank checkpoint resumed on 1 rank: weights $(grep -o 'max |a-b| = [^ ]*' "$work/out") from the uninterrupted 2-rank run"
+        else fail "2-rank checkpoint resumed on 1 rank: differs from the uninterrupted run"; fi
+    fi
 fi
 
 # 3. kill -9 of rank 1 mid-run: the job ends non-zero within 30 s with no process left, and the

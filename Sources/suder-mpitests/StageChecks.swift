@@ -62,23 +62,18 @@ func compareCheckpoints(_ arguments: [String]) -> Bool {
     return same
 }
 
-/// Two `metrics.jsonl` files: the same lines with the same keys in the same order; every value
-/// except the machine-dependent ones equal (tolerance 0) or within relative tolerance t.
+/// Two `metrics.jsonl` files: the same lines with the same keys; every value except the
+/// machine-dependent ones equal (tolerance 0) or within relative tolerance t.
 func compareMetrics(_ arguments: [String]) -> Bool {
     guard arguments.count == 3, let tolerance = Double(arguments[2]), tolerance >= 0 else {
         printError("usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE")
         return false
     }
-    func lines(_ path: String) -> [[(String, Any)]]? {
+    func records(_ path: String) -> [[String: Any]]? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
-        return text.split(separator: "\n").map { line in
-            // Keys in file order: JSONSerialization's dictionary loses it, so read the names from the text.
-            let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
-            let keys = line.components(separatedBy: "\": ").dropLast().compactMap { $0.components(separatedBy: "\"").last }
-            return keys.map { ($0, object[$0] ?? NSNull()) }
-        }
+        return text.split(separator: "\n").map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:] }
     }
-    guard let first = lines(arguments[0]), let second = lines(arguments[1]) else {
+    guard let first = records(arguments[0]), let second = records(arguments[1]) else {
         printError("compare-metrics: cannot read \(arguments[0]) or \(arguments[1])")
         return false
     }
@@ -88,18 +83,20 @@ func compareMetrics(_ arguments: [String]) -> Bool {
     }
     var compared = 0, largestRelative = 0.0, mismatches: [String] = []
     for (number, (x, y)) in zip(first, second).enumerated() {
-        guard x.map(\.0) == y.map(\.0) else {
-            mismatches.append("line \(number + 1): keys \(x.map(\.0)) vs \(y.map(\.0))")
+        let keys = x.keys.sorted()
+        guard keys == y.keys.sorted(), !keys.isEmpty else {
+            mismatches.append("line \(number + 1): keys \(keys) vs \(y.keys.sorted())")
             continue
         }
-        for ((key, u), (_, v)) in zip(x, y) where !machineDependentMetrics.contains(key) {
+        for key in keys where !machineDependentMetrics.contains(key) {
             compared += 1
-            if let p = u as? NSNumber, let q = v as? NSNumber {
-                let relative = abs(p.doubleValue - q.doubleValue) / max(abs(p.doubleValue), 1e-12)
+            if let p = x[key] as? NSNumber, let q = y[key] as? NSNumber {
+                // Exact comparison first: the Doubles read back from the shortest decimal are exact.
+                let relative = p.doubleValue == q.doubleValue ? 0 : abs(p.doubleValue - q.doubleValue) / max(abs(p.doubleValue), 1e-12)
                 largestRelative = max(largestRelative, relative)
                 if relative > tolerance { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
-            } else if "\(u)" != "\(v)" {
-                mismatches.append("line \(number + 1) \(key): \(u) vs \(v)")
+            } else if "\(x[key]!)" != "\(y[key]!)" {
+                mismatches.append("line \(number + 1) \(key): \(x[key]!) vs \(y[key]!)")
             }
         }
     }

@@ -43,7 +43,7 @@ suder=$work/suder.sh
 } >"$suder"
 chmod +x "$suder"
 
-# run NAME EXPECT(zero|nonzero|CODE) MAX_SECONDS CMD...: runs CMD with output in $work/out.
+# run NAME EXPECT(zero|nonzero) MAX_SECONDS CMD...: runs CMD with output in $work/out.
 run() {
     local name=$1 expect=$2 limit=$3; shift 3
     local start status
@@ -55,7 +55,6 @@ run() {
     case $expect in
         zero) [ $status -eq 0 ] || { fail "$name (exit $status, expected 0)"; return 1; } ;;
         nonzero) [ $status -ne 0 ] || { fail "$name (exit 0, expected non-zero)"; return 1; } ;;
-        *) [ $status -eq "$expect" ] || { fail "$name (exit $status, expected $expect)"; return 1; } ;;
     esac
     if [ $elapsed_ms -gt $((limit * 1000)) ]; then fail "$name (took ${elapsed}s, limit ${limit}s)"; return 1; fi
     return 0
@@ -106,7 +105,7 @@ same_as_reference() {
 }
 
 if ! run "data stage for the template" zero 120 "$suder" 2 "$work/template" data; then
-    echo "stages: $passed passed, $((failed)) failed"
+    echo "stages: $passed passed, $failed failed"
     exit 1
 fi
 
@@ -276,5 +275,6 @@ bad_input "checkpoint of another model size" "$dir" "holds a different model" mo
 # Nothing of ours may outlive the tests (the trap removes $work and unmounts the tmpfs).
 if no_leftovers; then pass "no processes left"; else fail "processes left after the tests"; fi
 
+[ $skipped -eq 0 ] || echo "$skipped case(s) skipped"
 echo "stages: $passed passed, $failed failed"
 [ $failed -eq 0 ]

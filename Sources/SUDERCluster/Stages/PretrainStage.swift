@@ -112,13 +112,16 @@ func runPretrainStage(_ job: JobContext) throws {
 
     let progress = console.progress("pretrain", total: steps, unit: "steps")
     progress.advance(by: session.step)
-    var window = MetricSums()
+    // Metrics since the last log line, the same on every rank (each step's sums are reduced), so
+    // a checkpoint mid-window carries it and a resumed run logs what an uninterrupted one does.
+    var window = try PretrainMetrics.resumed(from: session.resumedSections)
     var windowStart = DispatchTime.now().uptimeNanoseconds
-    var windowCommunication = 0.0, windowFLOPs = 0.0, windowSteps = 0
+    var windowCommunication = 0.0, windowSteps = 0
     var progressDetail = ""
     while session.step < steps {
         let step = session.step + 1
         model.zeroGradients()
+        var stepSums = PretrainMetrics.empty()
         // This rank's items of the global batch, rank r taking r, r + N, ...
         let mine = try shardIndices(count: batchSize, rank: comm.rank, size: comm.size).map { try data.example(step: step, item: $0) }
         for start in stride(from: 0, to: mine.count, by: microBatch) {
@@ -130,10 +133,10 @@ func runPretrainStage(_ job: JobContext) throws {
             // captions weigh as much as the 65-token images.
             model.backward(sequenceCoefficients: counts.map { -1 / (Float(batchSize) * Float($0)) })
             for (n, item) in chunk.enumerated() {
-                window.add("loss/" + item.kind.direction, -sums[n] / Double(counts[n]))
-                window.add("tokens", Double(batch.lengths[n]))
+                stepSums.add("loss/" + item.kind.direction, -sums[n] / Double(counts[n]))
+                stepSums.add("tokens", Double(batch.lengths[n]))
             }
-            windowFLOPs += FLOPs.trainingStep(modelConfig, batch: chunk.count, seqLen: batch.seqLen)
+            stepSums.add("flops", FLOPs.trainingStep(modelConfig, batch: chunk.count, seqLen: batch.seqLen), count: 0)
         }
         windowCommunication += try session.allreduceGradients(what: "pretrain")
         let gradNorm = clipGradients(model.gradients, maxNorm: clip)
@@ -141,12 +144,12 @@ func runPretrainStage(_ job: JobContext) throws {
         optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: learningRate)
         session.advance()
         windowSteps += 1
-        window.add("grad_norm", Double(gradNorm), count: Double(1) / Double(comm.size))
+        stepSums.allreduce(comm)
+        // The norm of the allreduced gradient: the same on every rank, so added once, after the reduce.
+        stepSums.add("grad_norm", Double(gradNorm))
+        window.add(stepSums)
 
         if step % logEvery == 0 || step == steps {
-            for direction in ["generation", "understanding", "probes"] { window.add("loss/" + direction, 0, count: 0) }
-            window.add("flops", windowFLOPs, count: 0)
-            window.allreduce(comm)
             let seconds = elapsedSeconds(since: windowStart)
             var record = MetricsRecord()
             record.set("step", step)
@@ -163,22 +166,58 @@ func runPretrainStage(_ job: JobContext) throws {
             session.metrics.append(record)
             let losses = ["generation", "understanding", "probes"].compactMap { d in window.mean("loss/" + d).map { "\(d.prefix(3)) \(String(format: "%.3f", $0))" } }
             progressDetail = losses.joined(separator: " ") + String(format: "  %.0f tok/s", (window.sum("tokens") ?? 0) / seconds)
-            window = MetricSums()
+            window = PretrainMetrics.empty()
             windowStart = DispatchTime.now().uptimeNanoseconds
             windowCommunication = 0
-            windowFLOPs = 0
             windowSteps = 0
         }
         progress.advance(detail: progressDetail)
         if evalEvery > 0 && step % evalEvery == 0 && step < steps {
             try quickEvaluation(step: step, workbench: workbench, validation: validation, session: session)
         }
-        try session.stopIfRequested()
-        if checkpointEvery > 0 && step % checkpointEvery == 0 { try session.save() }
+        try session.stopIfRequested { PretrainMetrics.section(window) }
+        if checkpointEvery > 0 && step % checkpointEvery == 0 { try session.save(extra: PretrainMetrics.section(window)) }
     }
     try quickEvaluation(step: session.step, workbench: workbench, validation: validation, session: session)
     try session.finish()
     console.print("pretrain: finished \(session.step) steps; checkpoints in \(job.stageDirectory(StageName.pretrain.rawValue).path)")
+}
+
+/// Pretraining's metric sums. Every name is registered up front in one order: the allreduce pairs
+/// (sum, count) entries by position, so ranks that met the kinds in different orders would mix them.
+enum PretrainMetrics {
+    static let names = ["loss/generation", "loss/understanding", "loss/probes", "tokens", "flops", "grad_norm"]
+    static let sectionName = "metrics_window"
+
+    static func empty() -> MetricSums {
+        var sums = MetricSums()
+        for name in names { sums.add(name, 0, count: 0) }
+        return sums
+    }
+
+    /// The window as a checkpoint section: sums then counts, float64, in `names` order.
+    static func section(_ window: MetricSums) -> [String: [UInt8]] {
+        [sectionName: (window.sums + window.counts).withUnsafeBytes { Array($0) }]
+    }
+
+    /// The window saved in the checkpoint a run resumes from, else an empty one.
+    static func resumed(from sections: [String: [UInt8]]) throws -> MetricSums {
+        var window = empty()
+        guard let bytes = sections[sectionName] else { return window }
+        guard bytes.count == 16 * names.count else {
+            throw AgreedError("checkpoint section \(sectionName) is \(bytes.count) bytes, expected \(16 * names.count)")
+        }
+        let values = bytes.withUnsafeBytes { raw in (0..<2 * names.count).map { raw.loadUnaligned(fromByteOffset: 8 * $0, as: Double.self) } }
+        for (i, name) in names.enumerated() { window.add(name, values[i], count: values[names.count + i]) }
+        return window
+    }
+}
+
+extension MetricSums {
+    /// Adds every (sum, count) of `other`, name by name.
+    mutating func add(_ other: MetricSums) {
+        for (i, name) in other.names.enumerated() { add(name, other.sums[i], count: other.counts[i]) }
+    }
 }
 
 /// Sequences must fit the model: the longest is an understanding sequence with a full caption.

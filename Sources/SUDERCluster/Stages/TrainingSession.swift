@@ -70,8 +70,14 @@ final class TrainingSession {
     func save(extra: [String: [UInt8]] = [:]) throws {
         guard savedStep != step else { return }
         let started = Date()
-        try store.save(makeCheckpoint(stage: stage, step: step, round: stage == .suder ? step : 0, job: job, model: model,
-                                      optimizer: optimizer, extra: extra), rankState: [])
+        do {
+            try store.save(makeCheckpoint(stage: stage, step: step, round: stage == .suder ? step : 0, job: job, model: model,
+                                          optimizer: optimizer, extra: extra), rankState: [])
+        } catch let error as CheckpointError {
+            // The store throws the same error on every rank: end together with rank 0's message
+            // instead of an MPI abort.
+            throw AgreedError("\(stage.rawValue): checkpoint at step \(step) not written (earlier checkpoints are intact): \(error)", exitCode: 1)
+        }
         savedStep = step
         job.console.print("\(stage.rawValue): checkpoint at step \(step) (\(String(format: "%.2f", Date().timeIntervalSince(started))) s)")
     }

@@ -8,7 +8,8 @@ import SUDERCluster
 
 /// Metrics that measure the machine, not the training: they differ between any two runs.
 let machineDependentMetrics: Set<String> = ["tokens_per_s", "gflops_per_s", "step_time_s", "communication_s",
-                                            "peak_memory_mb", "eval/seconds"]
+                                            "peak_memory_mb", "eval/seconds", "time/sampling_s", "time/scoring_s",
+                                            "time/update_s", "time/communication_s"]
 
 /// Two checkpoint directories (`step-...`). Tolerance 0: the weights, both Adam moments and the
 /// Adam step must be bitwise identical (exact resume). Tolerance t > 0: same step and tensor table,

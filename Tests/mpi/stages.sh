@@ -124,6 +124,22 @@ if run "reference run, -np 2" zero 120 "$suder" 2 "$ref" pretrain && run "same r
     else fail "1 rank vs 2 ranks: loss curves or weights differ"; fi
 fi
 
+# 1b. A SUDER round does not depend on the rank count: every random stream comes from (seed,
+#    round, item), and a sequence's samples do not depend on its batch. Both runs start from the
+#    same checkpoint; rewards, pairs and updates must agree within float summation order (1e-5,
+#    as above), and a sampled token that flipped would change losses by far more than that.
+if [ -f "$ref/pretrain/DONE" ] && [ -f "$one/pretrain/DONE" ]; then
+    if run "suder stage, -np 2" zero 180 "$suder" 2 "$ref" suder && run "suder stage, -np 1" zero 180 "$suder" 1 "$one" suder runtime.threads=1 --init "$ref/pretrain"; then
+        rounds=$(ls -d "$ref"/suder/step-* | tail -1 | xargs basename)
+        if "$bin/suder-mpitests" compare-metrics "$one/suder/metrics.jsonl" "$ref/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
+            "$bin/suder-mpitests" compare-checkpoints "$one/suder/$rounds" "$ref/suder/$rounds" 1e-5 >>"$work/out" 2>&1; then
+            pass "SUDER rounds, 1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
+        else fail "SUDER rounds, 1 rank vs 2 ranks: metrics or weights differ"; fi
+    fi
+else
+    skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"
+fi
+
 # 2. SIGUSR1 to mpirun mid-run: exit 85 with a checkpoint, a rerun resumes and ends bitwise equal
 #    to the uninterrupted run.
 signal_usr1() { kill -USR1 "$1"; }

@@ -171,6 +171,21 @@ func bestAndWorst(_ rewards: [Double]) -> (best: Int, worst: Int)? {
     return (best, worst)
 }
 
+/// What distinguishes the two directions within a round.
+private struct RoundDirection {
+    let direction: Direction
+    let purpose: UInt64
+    /// The unpaired prompts (generation) or images (understanding).
+    let items: [[Int32]]
+    let perRound: Int
+    let context: (Int) -> [Int32]
+    /// Samples for the given items (each repeated K times) and seeds.
+    let draw: (_ items: [Int], _ seeds: [UInt64]) -> [[Int32]]
+    let selfReward: (_ items: [Int], _ drawn: [[Int32]]) -> [Double]
+    /// Only in the oracle ablation, where every rank holds the labels.
+    let oracleReward: (_ item: Int, _ tokens: [Int32]) -> Double
+}
+
 /// One round: sample, reward, pair, update. Returns a short progress line.
 private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], images: [[Int32]], labels: SuderLabels?,
                       workbench: ModelWorkbench, reference: Transformer?, session: TrainingSession,
@@ -182,57 +197,46 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
     // Every sample with its reward, for the diagnostics on rank 0.
     var samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)] = []
 
-    if settings.mode.trains(.generation, round: round) {
-        let items = roundItems(total: prompts.count, count: settings.promptsPerRound, seed: settings.seed, round: round, direction: .generation)
-        let mine = shardIndices(count: items.count, rank: comm.rank, size: comm.size).map { items[$0] }
-        let groupPrompts = mine.flatMap { i in Array(repeating: prompts[i], count: K) }
-        let seeds = mine.flatMap { i in (0..<K).map { streamSeed(settings.seed, StreamPurpose.suderImage, UInt64(round), UInt64(i), UInt64($0)) } }
+    // One direction at a time: draw K samples per item, reward each, keep each group's best and
+    // worst. The directions differ only in what is drawn, how it is rewarded and the context.
+    let directions = [
+        RoundDirection(direction: .generation, purpose: StreamPurpose.suderImage, items: prompts, perRound: settings.promptsPerRound,
+                       context: { vocabulary.generationPrefix(prompt: prompts[$0]) },
+                       draw: { items, seeds in workbench.sampleImages(prompts: items.map { prompts[$0] }, seeds: seeds, settings: settings.imageSampling) },
+                       // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
+                       selfReward: { items, drawn in workbench.textGivenImage(texts: items.map { prompts[$0] }, images: drawn).map(\.mean) },
+                       oracleReward: { item, tokens in Double(workbench.oracle.imageReward(imageTokens: tokens, record: labels!.promptRecords[item])) }),
+        RoundDirection(direction: .understanding, purpose: StreamPurpose.suderCaption, items: images, perRound: settings.imagesPerRound,
+                       context: { vocabulary.understandingPrefix(image: images[$0]) },
+                       draw: { items, seeds in
+                           workbench.sampleCaptions(images: items.map { images[$0] }, seeds: seeds, temperature: settings.temperature, topK: settings.topK) },
+                       // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.
+                       selfReward: { items, drawn in
+                           workbench.imageGivenText(images: items.map { images[$0] }, texts: drawn.map(workbench.captionText)).map(\.mean) },
+                       oracleReward: { item, tokens in Double(workbench.oracle.captionReward(captionTokens: tokens, scene: labels!.imageScenes[item])) }),
+    ]
+    for part in directions where settings.mode.trains(part.direction, round: round) {
+        let name = part.direction.rawValue
+        let roundItems = roundItems(total: part.items.count, count: part.perRound, seed: settings.seed, round: round, direction: part.direction)
+        let mine = shardIndices(count: roundItems.count, rank: comm.rank, size: comm.size).map { roundItems[$0] }
+        let groupItems = mine.flatMap { Array(repeating: $0, count: K) }
+        let seeds = mine.flatMap { i in (0..<K).map { streamSeed(settings.seed, part.purpose, UInt64(round), UInt64(i), UInt64($0)) } }
         var start = DispatchTime.now().uptimeNanoseconds
-        let drawn = workbench.sampleImages(prompts: groupPrompts, seeds: seeds, settings: settings.imageSampling)
+        let drawn = part.draw(groupItems, seeds)
         times.sampling += elapsedSeconds(since: start)
         start = DispatchTime.now().uptimeNanoseconds
-        let rewards: [Double]
-        if settings.oracleReward, let labels {
-            rewards = zip(mine.flatMap { Array(repeating: $0, count: K) }, drawn).map { Double(workbench.oracle.imageReward(imageTokens: $1, record: labels.promptRecords[$0])) }
-        } else {
-            // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
-            rewards = workbench.textGivenImage(texts: groupPrompts, images: drawn).map(\.mean)
-        }
+        let rewards = settings.oracleReward ? zip(groupItems, drawn).map { part.oracleReward($0, $1) } : part.selfReward(groupItems, drawn)
         times.scoring += elapsedSeconds(since: start)
         for (n, i) in mine.enumerated() {
             let group = Array(rewards[(n * K)..<((n + 1) * K)])
-            for k in 0..<K { samples.append((.generation, i, drawn[n * K + k], group[k])); sums.add("generation/reward", group[k]); sums.add("generation/reward_sq", group[k] * group[k]) }
-            guard let (best, worst) = bestAndWorst(group) else { sums.add("generation/ties", 1); continue }
-            pairs.append(PreferencePair(direction: .generation, item: i, context: vocabulary.generationPrefix(prompt: prompts[i]),
-                                        chosen: drawn[n * K + best], rejected: drawn[n * K + worst],
-                                        chosenReward: group[best], rejectedReward: group[worst]))
-        }
-    }
-
-    if settings.mode.trains(.understanding, round: round) {
-        let items = roundItems(total: images.count, count: settings.imagesPerRound, seed: settings.seed, round: round, direction: .understanding)
-        let mine = shardIndices(count: items.count, rank: comm.rank, size: comm.size).map { items[$0] }
-        let groupImages = mine.flatMap { i in Array(repeating: images[i], count: K) }
-        let seeds = mine.flatMap { i in (0..<K).map { streamSeed(settings.seed, StreamPurpose.suderCaption, UInt64(round), UInt64(i), UInt64($0)) } }
-        var start = DispatchTime.now().uptimeNanoseconds
-        let drawn = workbench.sampleCaptions(images: groupImages, seeds: seeds, temperature: settings.temperature, topK: settings.topK)
-        times.sampling += elapsedSeconds(since: start)
-        start = DispatchTime.now().uptimeNanoseconds
-        let rewards: [Double]
-        if settings.oracleReward, let labels {
-            rewards = zip(mine.flatMap { Array(repeating: $0, count: K) }, drawn).map { Double(workbench.oracle.captionReward(captionTokens: $1, scene: labels.imageScenes[$0])) }
-        } else {
-            // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.
-            rewards = workbench.imageGivenText(images: groupImages, texts: drawn.map(workbench.captionText)).map(\.mean)
-        }
-        times.scoring += elapsedSeconds(since: start)
-        for (n, i) in mine.enumerated() {
-            let group = Array(rewards[(n * K)..<((n + 1) * K)])
-            for k in 0..<K { samples.append((.understanding, i, drawn[n * K + k], group[k])); sums.add("understanding/reward", group[k]); sums.add("understanding/reward_sq", group[k] * group[k]) }
-            guard let (best, worst) = bestAndWorst(group) else { sums.add("understanding/ties", 1); continue }
-            pairs.append(PreferencePair(direction: .understanding, item: i, context: vocabulary.understandingPrefix(image: images[i]),
-                                        chosen: drawn[n * K + best], rejected: drawn[n * K + worst],
-                                        chosenReward: group[best], rejectedReward: group[worst]))
+            for k in 0..<K {
+                samples.append((part.direction, i, drawn[n * K + k], group[k]))
+                sums.add("\(name)/reward", group[k])
+                sums.add("\(name)/reward_sq", group[k] * group[k])
+            }
+            guard let (best, worst) = bestAndWorst(group) else { sums.add("\(name)/ties", 1); continue }
+            pairs.append(PreferencePair(direction: part.direction, item: i, context: part.context(i), chosen: drawn[n * K + best],
+                                        rejected: drawn[n * K + worst], chosenReward: group[best], rejectedReward: group[worst]))
         }
     }
 

@@ -44,7 +44,7 @@ let package = Package(
         ),
         // Multi-rank checks run under a real `mpirun` by scripts/test; each rank verifies its own
         // result and the process exit code carries the verdict.
-        .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster"]),
+        .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster", "Model"]),
 
         .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WorldTests", dependencies: ["World"]),

@@ -166,6 +166,47 @@ def load_weights(base):
     return model
 
 
+def read_safetensors(path):
+    """Tensors and metadata of a safetensors file, parsed with numpy alone (F32 only)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_length])
+    metadata = header.pop("__metadata__", {})
+    body = data[8 + header_length:]
+    tensors = {}
+    for name, entry in header.items():
+        assert entry["dtype"] == "F32", f"{name}: dtype {entry['dtype']}"
+        begin, end = entry["data_offsets"]
+        tensors[name] = np.frombuffer(body[begin:end], dtype="<f4").reshape(entry["shape"])
+    return tensors, metadata
+
+
+def load_safetensors(path):
+    """A model from `suder export`: sizes from the tensor shapes, heads, rotary base and length
+    from the run's config (the `suder.config` metadata entry, YAML)."""
+    tensors, metadata = read_safetensors(path)
+    model_keys = {}
+    section = None
+    for line in metadata.get("suder.config", "").splitlines():
+        if not line.startswith(" "):
+            section = line.rstrip(":")
+        elif section == "model" and ":" in line:
+            key, value = line.strip().split(":", 1)
+            model_keys[key] = value.strip().strip('"')
+    vocab, d_model = tensors["tok_embeddings.weight"].shape
+    layers = len({name.split(".")[1] for name in tensors if name.startswith("layers.")})
+    c = Config(vocabSize=vocab, dModel=d_model, nLayers=layers, nHeads=int(model_keys["n_heads"]),
+               ffnHidden=tensors["layers.0.feed_forward.w1.weight"].shape[0], maxSeq=int(model_keys["max_seq"]),
+               tiedHead="output.weight" not in tensors, ropeTheta=float(model_keys["rope_theta"]))
+    model = Transformer(c)
+    params = dict(model.named_parameters())
+    assert set(params) == set(tensors), f"tensor names differ: {sorted(set(params) ^ set(tensors))}"
+    for name, value in tensors.items():
+        params[name].data.copy_(torch.from_numpy(value.copy()))
+    return model
+
+
 # ---------------------------------------------------------------------------- fixture
 
 def adamw_groups(model, weight_decay):
@@ -347,7 +388,7 @@ def main():
     fx = sub.add_parser("fixture")
     fx.add_argument("--out", default="Tests/ModelTests/Fixtures")
     lg = sub.add_parser("logits")
-    lg.add_argument("weights", help="base path: <base>.json and <base>.bin")
+    lg.add_argument("weights", help="base path: <base>.json and <base>.bin, or a .safetensors file from `suder export`")
     lg.add_argument("tokens", help="comma-separated token ids")
     bn = sub.add_parser("bench")
     bn.add_argument("--threads", type=int, default=1)
@@ -367,7 +408,7 @@ def main():
         write_fixture(f"{args.out}/fixture_untied.json", tied=False)
         write_fixture(f"{args.out}/fixture_tied.json", tied=True)
     elif args.mode == "logits":
-        model = load_weights(args.weights)
+        model = load_safetensors(args.weights) if args.weights.endswith(".safetensors") else load_weights(args.weights)
         tokens = torch.tensor([[int(t) for t in args.tokens.split(",")]])
         with torch.no_grad():
             print(json.dumps(model(tokens)[0].tolist()))

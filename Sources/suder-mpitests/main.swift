@@ -37,6 +37,7 @@ let checks: [String: (Communicator) -> Bool] = [
     // Offline comparisons of two stage runs (one process, no mpirun): see StageChecks.swift.
     "compare-checkpoints": { _ in compareCheckpoints(Array(CommandLine.arguments.dropFirst(2))) },
     "compare-metrics": { _ in compareMetrics(Array(CommandLine.arguments.dropFirst(2))) },
+    "logits": { _ in printLogits(Array(CommandLine.arguments.dropFirst(2))) },
 ]
 
 let name = CommandLine.arguments.dropFirst().first ?? ""

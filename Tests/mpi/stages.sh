@@ -140,6 +140,51 @@ else
     skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"
 fi
 
+# 1c. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
+#    where PyTorch is installed, tools/torch_reference.py gives the same logits as our model.
+#    Tolerance 1e-4: float32 sums in another order (seen: 8e-6 on logits of magnitude 15).
+if [ -f "$ref/pretrain/DONE" ] && run "suder export" zero 60 "$bin/suder" export --checkpoint "$ref/pretrain" --out "$work/export.safetensors"; then
+    if ! python3 -c "import numpy" 2>/dev/null; then
+        skip "safetensors export: numpy is not installed"
+    elif ! python3 - "$work/export.safetensors" >"$work/out" 2>&1 <<'PY'
+import json, struct, sys
+import numpy as np
+data = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", data[:8])
+header = json.loads(data[8:8 + n])
+meta = header.pop("__metadata__")
+body = data[8 + n:]
+total = 0
+for name, entry in header.items():
+    begin, end = entry["data_offsets"]
+    array = np.frombuffer(body[begin:end], dtype="<f4").reshape(entry["shape"])
+    assert np.isfinite(array).all(), name
+    total += array.size
+assert "tok_embeddings.weight" in header and meta["suder.stage"] == "pretrain", meta
+print(f"{len(header)} tensors, {total} values")
+PY
+    then fail "safetensors export: numpy could not read it"
+    else
+        read_note=$(tail -1 "$work/out")
+        if ! python3 -c "import torch" 2>/dev/null; then
+            pass "safetensors export read by numpy ($read_note); PyTorch not installed, logits comparison skipped"
+        else
+            tokens=1,5,6,7,8,3,100,200
+            newest=$(ls -d "$ref"/pretrain/step-* | tail -1)
+            if "$bin/suder-mpitests" logits "$newest" "$tokens" >"$work/swift.json" 2>"$work/out" &&
+                python3 "$root/tools/torch_reference.py" logits "$work/export.safetensors" "$tokens" >"$work/torch.json" 2>>"$work/out" &&
+                python3 -c "
+import json, sys
+a, b = json.load(open('$work/swift.json')), json.load(open('$work/torch.json'))
+worst = max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+print(f'max |logit difference| {worst:.2e}')
+sys.exit(0 if len(a) == len(b) and worst < 1e-4 else 1)" >>"$work/out" 2>&1; then
+                pass "safetensors export: numpy reads it ($read_note); PyTorch logits match ours, $(tail -1 "$work/out")"
+            else fail "safetensors export: PyTorch logits differ from ours"; fi
+        fi
+    fi
+fi
+
 # 2. SIGUSR1 to mpirun mid-run: exit 85 with a checkpoint, a rerun resumes and ends bitwise equal
 #    to the uninterrupted run.
 signal_usr1() { kill -USR1 "$1"; }

@@ -9,25 +9,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob
 export OMPI_MCA_orte_base_help_aggregate=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-passed=0 failed=0
-
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; sed 's/^/    | /' "$work/out" | tail -20; failed=$((failed + 1)); }
-
-# run NAME EXPECT(zero|nonzero) MAX_SECONDS CMD...: runs CMD with output in $work/out.
-run() {
-    local name=$1 expect=$2 limit=$3; shift 3
-    local start status
-    start=$(date +%s%N)
-    timeout -k 5 $((limit + 30)) "$@" >"$work/out" 2>&1
-    status=$?
-    elapsed_ms=$((($(date +%s%N) - start) / 1000000))
-    elapsed=$((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000)))
-    if [ "$expect" = zero ] && [ $status -ne 0 ]; then fail "$name (exit $status, expected 0)"; return 1; fi
-    if [ "$expect" = nonzero ] && [ $status -eq 0 ]; then fail "$name (exit 0, expected non-zero)"; return 1; fi
-    if [ $elapsed_ms -gt $((limit * 1000)) ]; then fail "$name (took ${elapsed}s, limit ${limit}s)"; return 1; fi
-    return 0
-}
+source "$root/Tests/mpi/lib.sh"
 
 no_leftovers() {
     sleep 0.5

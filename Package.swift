@@ -27,8 +27,12 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
+        // AVX-512 kernels (sgemm, exponentials, the sampler's cached attention) in C: AVX-512 is
+        // enabled per function, not by global -m flags, so the binary runs on any x86-64; each entry
+        // point checks the CPU at run time, and without AVX-512 OpenBLAS / libm do the work.
+        .target(name: "CKernels"),
         // The transformer: no MPI, no world, so it can be tested and benchmarked alone.
-        .target(name: "Model", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        .target(name: "Model", dependencies: ["CKernels", "COpenBLAS"], swiftSettings: numericSettings),
         // The synthetic world, tokenizers, detector and GenEval-mini scorers: no MPI.
         .target(name: "World", dependencies: ["CZlib"], swiftSettings: numericSettings),
         // Distributed runtime, config, stages and checkpoints: composes the two above.

@@ -216,13 +216,7 @@ func causalSoftmaxRows<S: ModelScalar>(_ p: UnsafeMutablePointer<S>, T: Int) {
         let row = p + i * T
         var maxValue = row[0]
         for j in 0...i where row[j] > maxValue { maxValue = row[j] }
-        var sum: S = 0
-        for j in 0...i {
-            let e = S.exponential(row[j] - maxValue)
-            row[j] = e
-            sum += e
-        }
-        let inv = 1 / sum
+        let inv = 1 / S.exponentials(row, row, count: i + 1, shift: maxValue, scale: 1)
         for j in 0...i { row[j] *= inv }
         for j in (i + 1)..<T { row[j] = 0 }
     }
@@ -344,10 +338,8 @@ func attentionBackwardReference<S: ModelScalar>(
 func swigluForward<S: ModelScalar>(_ h: UnsafeMutablePointer<S>, gu: UnsafePointer<S>, N: Int, H: Int) {
     for r in 0..<N {
         let g = gu + r * 2 * H, u = g + H, y = h + r * H
-        for i in 0..<H {
-            let sig = 1 / (1 + S.exponential(-g[i]))
-            y[i] = g[i] * sig * u[i]
-        }
+        _ = S.exponentials(y, g, count: H, shift: 0, scale: -1)  // y = e^-g, so sig = 1 / (1 + y)
+        for i in 0..<H { y[i] = g[i] * u[i] / (1 + y[i]) }
     }
 }
 
@@ -359,8 +351,9 @@ func swigluBackward<S: ModelScalar>(
     for r in 0..<N {
         let g = gu + r * 2 * H, u = g + H, dy = dh + r * H
         let dg = dgu + r * 2 * H, du = dg + H
+        _ = S.exponentials(dg, g, count: H, shift: 0, scale: -1)  // dg = e^-g until overwritten below
         for i in 0..<H {
-            let sig = 1 / (1 + S.exponential(-g[i]))
+            let sig = 1 / (1 + dg[i])
             dg[i] = dy[i] * u[i] * sig * (1 + g[i] * (1 - sig))
             du[i] = dy[i] * g[i] * sig
         }
@@ -383,12 +376,7 @@ func tokenLogProbForward<S: ModelScalar>(
         for i in 1..<V where row[i] > maxValue { maxValue = row[i] }
         let target = row[Int(targets[r])]
         // One exponential per logit: keep exp(x - max), then normalise.
-        var sum: S = 0
-        for i in 0..<V {
-            let e = S.exponential(row[i] - maxValue)
-            row[i] = e
-            sum += e
-        }
+        let sum = S.exponentials(row, row, count: V, shift: maxValue, scale: 1)
         logp[r] = target - maxValue - S.logarithm(sum)
         let inv = 1 / sum
         for i in 0..<V { row[i] *= inv }

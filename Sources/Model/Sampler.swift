@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import Foundation
 
@@ -200,9 +201,11 @@ public final class Sampler {
         if temperature <= 0 { return Int32(lo + best) }
         let threshold = (topK > 0 && topK < n) ? kthLargest(x, count: n, k: topK, scratch: b.selection) : -Float.infinity
         let maxValue = x[best], invTemperature = 1 / temperature
+        let exponentials = b.selection  // free again after kthLargest
+        _ = Float.exponentials(exponentials, x, count: n, shift: maxValue, scale: invTemperature)
         var total = 0.0
         for i in 0..<n {
-            let weight = x[i] >= threshold ? Foundation.exp(Double((x[i] - maxValue) * invTemperature)) : 0
+            let weight = x[i] >= threshold ? Double(exponentials[i]) : 0
             b.probabilities[i] = weight
             total += weight
         }
@@ -240,13 +243,15 @@ extension UnsafeMutablePointer {
 }
 
 /// Attention of N new rows over their own stream's cached keys and values (positions
-/// 0...position, all already written): per (row, head) one sgemv for the scores and one for the
-/// weighted sum of values (the plain dot-product loops are latency-bound: ~10x slower).
+/// 0...position, all already written): the AVX-512 kernel where the CPU has it, else per
+/// (row, head) one sgemv for the scores and one for the weighted sum of values (the plain
+/// dot-product loops are latency-bound: ~10x slower).
 func cachedAttentionForward(
     _ out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
     streams: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, scores: UnsafeMutablePointer<Float>,
     N: Int, C: Int, NH: Int, HS: Int, maxSeq: Int
 ) {
+    if suder_cached_attention(out, qkv, keys, values, streams, positions, scores, N, C, NH, maxSeq) { return }
     let scale = 1 / Float(HS).squareRoot()
     for r in 0..<N {
         let base = Int(streams[r]) * maxSeq * C
@@ -256,12 +261,7 @@ func cachedAttentionForward(
                         qkv + r * 3 * C + h * HS, 1, 0, scores, 1)
             var maxScore = scores[0]
             for j in 1..<count where scores[j] > maxScore { maxScore = scores[j] }
-            var sum: Float = 0
-            for j in 0..<count {
-                let e = Foundation.expf(scores[j] - maxScore)
-                scores[j] = e
-                sum += e
-            }
+            let sum = Float.exponentials(scores, scores, count: count, shift: maxScore, scale: 1)
             cblas_sgemv(CblasRowMajor, CblasTrans, blasint(count), blasint(HS), 1 / sum, values + base + h * HS, blasint(C),
                         scores, 1, 0, out + r * C + h * HS, 1)
         }

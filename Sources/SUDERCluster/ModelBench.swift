@@ -249,8 +249,8 @@ private func printBenchTable(_ r: ModelBenchReport) {
     if let shared = t?.sample_shared_rng_tokens_per_s {
         print("(torch sampling with one shared RNG instead of one per sequence: \(String(format: "%.1f", shared)) tokens/s)")
     }
-    print("OpenBLAS core: \(s.blas_core ?? "?")")
-    if let advice = openBLASCoreAdvice() { print("note: \(advice)") }
+    print("matmul kernels: \(avx512KernelsActive ? "AVX-512 (CKernels)" : "OpenBLAS"); OpenBLAS core: \(s.blas_core ?? "?")")
+    if s.threads > 1, let advice = openBLASCoreAdvice() { print("note: \(advice)") }
     if let note = r.torchNote { print("note: \(note)") }
 }
 

@@ -1,0 +1,219 @@
+// AVX-512 single-precision GEMM for the model's products (see docs/PERFORMANCE.md).
+//
+// Two paths, both row-major C = alpha op(A) op(B) + beta C:
+// - packed (BLIS-style): op(A) and op(B) are copied into k-major panels of MR rows / NR columns and
+//   a 12 x 32 register-blocked micro-kernel multiplies them; for training and scoring products.
+// - small-M, B transposed (sampling decode steps, M = rows in flight <= 32): computes C^T = W A^T
+//   with W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights
+//   are read once and never copied (packing them would cost as much as the product).
+#include "CKernels.h"
+#include "simd.h"
+
+#if defined(__x86_64__)
+#include <stdlib.h>
+
+enum {
+    MR = 12,       // packed micro-tile rows: 12 x 2 accumulators + 2 B vectors of the 32 zmm
+    NR = 32,       // packed micro-tile columns: two zmm
+    KC = 256,      // depth of a packed block: one B micro-panel (32 KB) stays in L1
+    MC = 240,      // rows of A packed per block (240 KB, in L2)
+    NC = 2048,     // columns of B packed per block
+    SMALL_M = 32,  // at most this many rows of A take the small-M path
+};
+
+static inline long minLong(long x, long y) { return x < y ? x : y; }
+
+// 64-byte aligned buffer of `count` floats (aligned_alloc wants a multiple of the alignment).
+static float *allocateFloats(long count) {
+    size_t bytes = ((size_t)count * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+// tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 16 nv, where A(i, p) = a[i ars + p acs] is
+// broadcast and row p of B is nv vectors at b + p bs. Callers pass constant rows and nv, so the
+// loops unroll and the rows x nv accumulators stay in registers.
+INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
+                               const float *b, long bs, float *tile) {
+    __m512 acc[24][2];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < rows; i++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        __m512 bv[2];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + p * bs + 16 * v);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < rows; i++) {
+            __m512 ai = _mm512_set1_ps(a[i * ars + p * acs]);
+#pragma clang loop unroll(full)
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int i = 0; i < rows; i++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < nv; v++) _mm512_store_ps(tile + (i * nv + v) * 16, acc[i][v]);
+}
+
+// C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols; C is not read when beta = 0.
+INLINE AVX512 void storeTile(const float *tile, int nv, long rows, long cols, float alpha, float beta,
+                             float *c, long ldc) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (long i = 0; i < rows; i++) {
+        for (int v = 0; v < nv && 16 * v < cols; v++) {
+            __mmask16 mask = tailMask(cols - 16 * v);
+            float *cp = c + i * ldc + 16 * v;
+            __m512 t = _mm512_mul_ps(va, _mm512_load_ps(tile + (i * nv + v) * 16));
+            if (beta != 0) t = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, cp), t);
+            _mm512_mask_storeu_ps(cp, mask, t);
+        }
+    }
+}
+
+// Copies op(A)(0..<rows, 0..<kc) into panels of MR rows, k-major, zero past `rows`.
+static AVX512 void packA(bool trans, const float *a, long lda, long rows, long kc, float *ap) {
+    for (long ir = 0; ir < rows; ir += MR, ap += MR * kc) {
+        long mr = minLong(MR, rows - ir);
+        if (trans) {
+            for (long p = 0; p < kc; p++)
+                for (long i = 0; i < mr; i++) ap[p * MR + i] = a[p * lda + ir + i];
+        } else {
+            for (long i = 0; i < mr; i++)
+                for (long p = 0; p < kc; p++) ap[p * MR + i] = a[(ir + i) * lda + p];
+        }
+        for (long p = 0; p < kc; p++)
+            for (long i = mr; i < MR; i++) ap[p * MR + i] = 0;
+    }
+}
+
+// Copies op(B)(0..<kc, 0..<cols) into panels of NR columns, k-major, zero past `cols`.
+static AVX512 void packB(bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
+    for (long jr = 0; jr < cols; jr += NR, bp += NR * kc) {
+        long nr = minLong(NR, cols - jr);
+        if (trans) {
+            for (long j = 0; j < nr; j++)
+                for (long p = 0; p < kc; p++) bp[p * NR + j] = b[(jr + j) * ldb + p];
+        } else {
+            for (long p = 0; p < kc; p++)
+                for (long j = 0; j < nr; j++) bp[p * NR + j] = b[p * ldb + jr + j];
+        }
+        for (long p = 0; p < kc; p++)
+            for (long j = nr; j < NR; j++) bp[p * NR + j] = 0;
+    }
+}
+
+static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, float alpha,
+                              const float *a, long lda, const float *b, long ldb, float beta,
+                              float *c, long ldc) {
+    // Equal-depth blocks, so K = 512 runs as 2 x 256 rather than 256 + 256 + a sliver.
+    long kcMax = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC);
+    long mcMax = minLong(m, MC), ncMax = minLong(n, NC);
+    float *ap = allocateFloats(kcMax * ((mcMax + MR - 1) / MR * MR));
+    float *bp = allocateFloats(kcMax * ((ncMax + NR - 1) / NR * NR));
+    if (!ap || !bp) {
+        free(ap);
+        free(bp);
+        return false;
+    }
+    float tile[MR * NR] __attribute__((aligned(64)));
+    for (long jc = 0; jc < n; jc += NC) {
+        long nc = minLong(NC, n - jc);
+        for (long pc = 0; pc < k; pc += kcMax) {
+            long kc = minLong(kcMax, k - pc);
+            float blockBeta = pc == 0 ? beta : 1;  // later depth blocks add to the first
+            packB(transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+            for (long ic = 0; ic < m; ic += MC) {
+                long mc = minLong(MC, m - ic);
+                // Full panels of a non-transposed A are broadcast in place (its rows are contiguous
+                // in k); only transposed A and a last partial panel are packed.
+                long inPlace = transA ? 0 : mc / MR * MR;
+                packA(transA, transA ? a + pc * lda + ic : a + (ic + inPlace) * lda + pc, lda, mc - inPlace, kc,
+                      ap + inPlace * kc);
+                for (long jr = 0; jr < nc; jr += NR)
+                    for (long ir = 0; ir < mc; ir += MR) {
+                        if (ir < inPlace)
+                            tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile);
+                        else
+                            tileProduct(MR, 2, kc, ap + ir * kc, 1, MR, bp + jr * kc, NR, tile);
+                        storeTile(tile, 2, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
+                                  c + (ic + ir) * ldc + jc + jr, ldc);
+                    }
+            }
+        }
+    }
+    free(ap);
+    free(bp);
+    return true;
+}
+
+// Tile of C^T: `rows` rows of W (rows of B) against A^T packed `16 nv` wide. The shapes are
+// constants at each call, as tileProduct wants: 24 x 1 or 12 x 2 accumulators, or one row.
+static AVX512 void weightRowsTile(int nv, int rows, long k, const float *w, long ldw, const float *at,
+                                  float *tile) {
+    if (nv == 1) {
+        if (rows == 24) tileProduct(24, 1, k, w, ldw, 1, at, 16, tile);
+        else tileProduct(1, 1, k, w, ldw, 1, at, 16, tile);
+    } else {
+        if (rows == 12) tileProduct(12, 2, k, w, ldw, 1, at, 32, tile);
+        else tileProduct(1, 2, k, w, ldw, 1, at, 32, tile);
+    }
+}
+
+// C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols: the tile is C^T.
+static void storeTransposedTile(const float *tile, int width, long firstRow, long rows, long cols,
+                                float alpha, float beta, float *c, long ldc) {
+    for (long j = 0; j < cols; j++)
+        for (long i = firstRow; i < rows; i++) {
+            float t = alpha * tile[i * width + j];
+            c[j * ldc + i] = beta == 0 ? t : t + beta * c[j * ldc + i];
+        }
+}
+
+// C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major).
+static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const float *a, long lda,
+                                 const float *w, long ldw, float beta, float *c, long ldc) {
+    const int nv = m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
+    float *at = allocateFloats(k * width);
+    if (!at) return false;
+    for (long p = 0; p < k; p++)
+        for (long j = 0; j < width; j++) at[p * width + j] = j < m ? a[j * lda + p] : 0;
+    float tile[24 * 16] __attribute__((aligned(64)));
+    long n0 = 0;
+    for (; n0 + rows <= n; n0 += rows) {
+        weightRowsTile(nv, rows, k, w + n0 * ldw, ldw, at, tile);
+        storeTransposedTile(tile, width, 0, rows, m, alpha, beta, c + n0, ldc);
+    }
+    if (n0 < n && n >= rows) {
+        // Last partial tile: recompute the full tile ending at n, store only the rows not yet stored.
+        long start = n - rows;
+        weightRowsTile(nv, rows, k, w + start * ldw, ldw, at, tile);
+        storeTransposedTile(tile, width, n0 - start, rows, m, alpha, beta, c + start, ldc);
+    } else {
+        for (; n0 < n; n0++) {
+            weightRowsTile(nv, 1, k, w + n0 * ldw, ldw, at, tile);
+            storeTransposedTile(tile, width, 0, 1, m, alpha, beta, c + n0, ldc);
+        }
+    }
+    free(at);
+    return true;
+}
+
+bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
+                 const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                 int threads) {
+    if (!suder_cpuHasAVX512 || m <= 0 || n <= 0 || k <= 0) return false;
+    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (threads > 1) return false;  // our packed path is single-threaded; OpenBLAS splits the work
+    return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+#else  // other architectures: OpenBLAS does every product
+
+bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
+                 const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                 int threads) {
+    return false;
+}
+
+#endif

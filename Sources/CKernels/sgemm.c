@@ -19,6 +19,7 @@ enum {
     MC = 240,      // rows of A packed per block (240 KB, in L2)
     NC = 2048,     // columns of B packed per block
     SMALL_M = 32,  // at most this many rows of A take the small-M path
+    AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
 };
 
 static inline long minLong(long x, long y) { return x < y ? x : y; }
@@ -33,13 +34,21 @@ static float *allocateFloats(long count) {
 // broadcast and row p of B is nv vectors at b + p bs. Callers pass constant rows and nv, so the
 // loops unroll and the rows x nv accumulators stay in registers.
 INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
-                               const float *b, long bs, float *tile) {
+                               const float *b, long bs, float *tile, long ahead) {
     __m512 acc[24][2];
 #pragma clang loop unroll(full)
     for (int i = 0; i < rows; i++)
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
     for (long p = 0; p < kc; p++) {
+        if (ahead && p % 16 == 0) {
+            // Unpacked A rows come from L3 or memory: fetch `ahead` floats ahead, running on into
+            // the next tile's rows near the end.
+            long q = p + ahead;
+#pragma clang loop unroll(full)
+            for (int i = 0; i < rows; i++)
+                _mm_prefetch((const char *)(q < kc ? a + i * ars + q * acs : a + (i + rows) * ars + (q - kc) * acs), _MM_HINT_T0);
+        }
         __m512 bv[2];
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + p * bs + 16 * v);
@@ -133,9 +142,9 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
                 for (long jr = 0; jr < nc; jr += NR)
                     for (long ir = 0; ir < mc; ir += MR) {
                         if (ir < inPlace)
-                            tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile);
+                            tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile, 0);
                         else
-                            tileProduct(MR, 2, kc, ap + ir * kc, 1, MR, bp + jr * kc, NR, tile);
+                            tileProduct(MR, 2, kc, ap + ir * kc, 1, MR, bp + jr * kc, NR, tile, 0);
                         storeTile(tile, 2, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
                                   c + (ic + ir) * ldc + jc + jr, ldc);
                     }
@@ -152,11 +161,11 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
 static AVX512 void weightRowsTile(int nv, int rows, long k, const float *w, long ldw, const float *at,
                                   float *tile) {
     if (nv == 1) {
-        if (rows == 24) tileProduct(24, 1, k, w, ldw, 1, at, 16, tile);
-        else tileProduct(1, 1, k, w, ldw, 1, at, 16, tile);
+        if (rows == 24) tileProduct(24, 1, k, w, ldw, 1, at, 16, tile, AHEAD);
+        else tileProduct(1, 1, k, w, ldw, 1, at, 16, tile, AHEAD);
     } else {
-        if (rows == 12) tileProduct(12, 2, k, w, ldw, 1, at, 32, tile);
-        else tileProduct(1, 2, k, w, ldw, 1, at, 32, tile);
+        if (rows == 12) tileProduct(12, 2, k, w, ldw, 1, at, 32, tile, AHEAD);
+        else tileProduct(1, 2, k, w, ldw, 1, at, 32, tile, AHEAD);
     }
 }
 

@@ -243,9 +243,9 @@ extension UnsafeMutablePointer {
 }
 
 /// Attention of N new rows over their own stream's cached keys and values (positions
-/// 0...position, all already written): the AVX-512 kernel where the CPU has it, else per
+/// 0...position, all already written): the AVX-512 kernel where it applies, else per
 /// (row, head) one sgemv for the scores and one for the weighted sum of values (the plain
-/// dot-product loops are latency-bound: ~10x slower).
+/// dot-product loops are latency-bound: ~10x slower). scores: scratch of NH x maxSeq.
 func cachedAttentionForward(
     _ out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
     streams: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, scores: UnsafeMutablePointer<Float>,
@@ -325,7 +325,7 @@ final class SamplerBuffers {
         qkv = allocateAligned(rows * 3 * C); attention = allocateAligned(rows * C)
         gateUp = allocateAligned(rows * 2 * H); hidden = allocateAligned(rows * H)
         logits = allocateAligned(max(rows, streams) * V)
-        scores = allocateAligned(config.maxSeq)
+        scores = allocateAligned(config.nHeads * config.maxSeq)
         candidates = allocateAligned(V); selection = allocateAligned(V); probabilities = allocateAligned(V)
         keyCache = (0..<config.nLayers).map { _ in allocateAligned(streams * config.maxSeq * C) }
         valueCache = (0..<config.nLayers).map { _ in allocateAligned(streams * config.maxSeq * C) }

@@ -94,10 +94,10 @@ final class SamplerTests: XCTestCase {
 }
 
 final class CachedAttentionTests: XCTestCase {
-    /// The fast path (the AVX-512 kernel where the CPU has it, else sgemv) against the plain loops;
+    /// The fast path (the AVX-512 kernel where it applies, else sgemv) against the plain loops;
     /// head sizes below, past and at multiples of the 16-float vector, 1 to maxSeq positions.
     func testFastMatchesReference() {
-        for (NH, HS, maxSeq) in [(3, 4, 7), (2, 20, 40), (6, 32, 80)] {
+        for (NH, HS, maxSeq) in [(3, 4, 7), (2, 20, 40), (3, 16, 9), (6, 32, 80)] {
             let C = NH * HS, streams = 2
             var rng = SeededRNG(seed: UInt64(HS))
             func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
@@ -105,14 +105,14 @@ final class CachedAttentionTests: XCTestCase {
             let rowStreams: [Int32] = [1, 0, 1], rowPositions = [Int32(maxSeq - 1), 0, Int32(maxSeq / 2)]
             let qkv = random(3 * 3 * C)
             var fast = [Float](repeating: 0, count: 3 * C), reference = fast, kernel = fast
-            var scores = [Float](repeating: 0, count: maxSeq)
+            var scores = [Float](repeating: 0, count: NH * maxSeq)
             cachedAttentionForward(&fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
                                    scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             cachedAttentionForwardReference(&reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
                                             scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             XCTAssertLessThan(maxDifference(fast, reference), 1e-5, "HS \(HS)")
             let ran = suder_cached_attention(&kernel, qkv, keys, values, rowStreams, rowPositions, &scores, 3, C, NH, maxSeq)
-            XCTAssertEqual(ran, CKernelsTests.cpuHasAVX512, "the kernel runs exactly where the CPU has AVX-512")
+            XCTAssertEqual(ran, CKernelsTests.cpuHasAVX512 && HS % 16 == 0, "the kernel runs where the CPU has AVX-512 and HS is whole vectors")
             if ran { XCTAssertEqual(kernel, fast) }
         }
     }

@@ -21,8 +21,8 @@ float suder_exponentials(float *out, const float *x, long count, float shift, fl
 /// The sampler's cached attention (Sampler.swift, cachedAttentionForward): each of `rows` new rows
 /// (qkv rows [q | k | v], 3 channels wide) attends over positions 0...positions[r] of its stream's
 /// keys and values (streams x maxSeq x channels), softmax(q k / sqrt(head size)) v per head, into
-/// out (rows x channels); scores is scratch of maxSeq floats. Returns false (nothing written)
-/// when the CPU lacks AVX-512.
+/// out (rows x channels); scores is scratch of heads x maxSeq floats. Returns false (nothing
+/// written) when the CPU lacks AVX-512 or the head size is not a multiple of 16.
 bool suder_cached_attention(float *out, const float *qkv, const float *keys, const float *values,
                             const int *streams, const int *positions, float *scores,
                             long rows, long channels, long heads, long maxSeq);

@@ -13,6 +13,25 @@ enum {
     AHEAD = 8,  // cache rows prefetched ahead: the cache is read once per step, mostly from memory
 };
 
+// out[c0 ..< c0 + 16 nb] = inv_h sum_j e_hj v_j[c] for the heads h of those channels (nb vectors
+// in registers; callers pass a constant nb).
+INLINE AVX512 void weightedValues(int nb, float *out, const float *values, const float *scores, const float *inv,
+                                  long c0, long count, long channels, long hs, long maxSeq) {
+    __m512 acc[4];
+#pragma clang loop unroll(full)
+    for (int b = 0; b < nb; b++) acc[b] = _mm512_setzero_ps();
+    for (long j = 0; j < count; j++) {
+        const float *v = values + j * channels + c0;
+        _mm_prefetch((const char *)(v + AHEAD * channels), _MM_HINT_T0);
+#pragma clang loop unroll(full)
+        for (int b = 0; b < nb; b++)
+            acc[b] = _mm512_fmadd_ps(_mm512_set1_ps(scores[(c0 + 16 * b) / hs * maxSeq + j]), _mm512_loadu_ps(v + 16 * b), acc[b]);
+    }
+#pragma clang loop unroll(full)
+    for (int b = 0; b < nb; b++)
+        _mm512_storeu_ps(out + c0 + 16 * b, _mm512_mul_ps(_mm512_set1_ps(inv[(c0 + 16 * b) / hs]), acc[b]));
+}
+
 // out (channels) = per head h: sum_j softmax_j(scale q_h . k_jh) v_jh over j < count, where
 // k_j = keys + j channels and v_j = values + j channels; scores holds heads rows of maxSeq.
 static AVX512 void attendRow(float *out, const float *q, const float *keys, const float *values, long count,
@@ -34,17 +53,14 @@ static AVX512 void attendRow(float *out, const float *q, const float *keys, cons
     }
     for (long h = 0; h < heads; h++)
         inv[h] = 1 / suder_exponentials(scores + h * maxSeq, scores + h * maxSeq, count, maxScore[h], 1);
-    for (long c = 0; c < channels; c += 16) _mm512_storeu_ps(out + c, _mm512_setzero_ps());
-    for (long j = 0; j < count; j++) {
-        const float *v = values + j * channels;
-        for (long c = 0; c < channels; c += 16) _mm_prefetch((const char *)(v + AHEAD * channels + c), _MM_HINT_T0);
-        for (long c = 0; c < channels; c += 16) {
-            __m512 weight = _mm512_set1_ps(scores[c / hs * maxSeq + j]);
-            _mm512_storeu_ps(out + c, _mm512_fmadd_ps(weight, _mm512_loadu_ps(v + c), _mm512_loadu_ps(out + c)));
-        }
+    // Blocks of 4 vectors of the output row; each block streams the value rows once.
+    long c0 = 0;
+    for (; c0 + 64 <= channels; c0 += 64) weightedValues(4, out, values, scores, inv, c0, count, channels, hs, maxSeq);
+    switch ((channels - c0) / 16) {
+        case 3: weightedValues(3, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
+        case 2: weightedValues(2, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
+        case 1: weightedValues(1, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
     }
-    for (long c = 0; c < channels; c += 16)
-        _mm512_storeu_ps(out + c, _mm512_mul_ps(_mm512_set1_ps(inv[c / hs]), _mm512_loadu_ps(out + c)));
 }
 
 #endif

@@ -169,13 +169,20 @@ static AVX512 void weightRowsTile(int nv, int rows, long k, const float *w, long
     }
 }
 
-// C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols: the tile is C^T.
-static void storeTransposedTile(const float *tile, int width, long firstRow, long rows, long cols,
-                                float alpha, float beta, float *c, long ldc) {
+// C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols: the tile is C^T,
+// so each row of C gathers a column of the tile.
+static AVX512 void storeTransposedTile(const float *tile, int width, long firstRow, long rows, long cols,
+                                       float alpha, float beta, float *c, long ldc) {
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(width));
     for (long j = 0; j < cols; j++)
-        for (long i = firstRow; i < rows; i++) {
-            float t = alpha * tile[i * width + j];
-            c[j * ldc + i] = beta == 0 ? t : t + beta * c[j * ldc + i];
+        for (long i = firstRow; i < rows; i += 16) {
+            __mmask16 mask = tailMask(rows - i);
+            float *cp = c + j * ldc + i;
+            __m512 t = _mm512_mul_ps(va, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, column, tile + i * width + j, 4));
+            if (beta != 0) t = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, cp), t);
+            _mm512_mask_storeu_ps(cp, mask, t);
         }
 }
 
@@ -185,8 +192,13 @@ static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const floa
     const int nv = m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
     float *at = allocateFloats(k * width);
     if (!at) return false;
+    // at(p, j) = A(j, p), zero for j >= m: one gather of 16 rows per p and vector.
+    const __m512i row = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)lda));
     for (long p = 0; p < k; p++)
-        for (long j = 0; j < width; j++) at[p * width + j] = j < m ? a[j * lda + p] : 0;
+        for (int v = 0; v < nv; v++)
+            _mm512_store_ps(at + p * width + 16 * v,
+                            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), tailMask(m - 16 * v), row, a + 16 * v * lda + p, 4));
     float tile[24 * 16] __attribute__((aligned(64)));
     long n0 = 0;
     for (; n0 + rows <= n; n0 += rows) {
@@ -212,7 +224,8 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads) {
     if (!suder_cpuHasAVX512 || m <= 0 || n <= 0 || k <= 0) return false;
-    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    // (The small-M path gathers rows of A with 32-bit offsets.)
+    if (!transA && transB && m <= SMALL_M && lda < (1L << 26)) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (threads > 1) return false;  // our packed path is single-threaded; OpenBLAS splits the work
     return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -134,14 +134,16 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
             packB(transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
             for (long ic = 0; ic < m; ic += MC) {
                 long mc = minLong(MC, m - ic);
-                // Full panels of a non-transposed A are broadcast in place (its rows are contiguous
-                // in k); only transposed A and a last partial panel are packed.
-                long inPlace = transA ? 0 : mc / MR * MR;
-                packA(transA, transA ? a + pc * lda + ic : a + (ic + inPlace) * lda + pc, lda, mc - inPlace, kc,
-                      ap + inPlace * kc);
+                // Full panels of A are broadcast in place (a row-major A is contiguous along k, a
+                // transposed one along its MR rows); only a last partial panel is packed.
+                long inPlace = mc / MR * MR;
+                packA(transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda, mc - inPlace,
+                      kc, ap + inPlace * kc);
                 for (long jr = 0; jr < nc; jr += NR)
                     for (long ir = 0; ir < mc; ir += MR) {
-                        if (ir < inPlace)
+                        if (ir < inPlace && transA)
+                            tileProduct(MR, 2, kc, a + pc * lda + ic + ir, 1, lda, bp + jr * kc, NR, tile, 0);
+                        else if (ir < inPlace)
                             tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile, 0);
                         else
                             tileProduct(MR, 2, kc, ap + ir * kc, 1, MR, bp + jr * kc, NR, tile, 0);

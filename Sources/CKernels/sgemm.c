@@ -171,21 +171,59 @@ static AVX512 void weightRowsTile(int nv, int rows, long k, const float *w, long
     }
 }
 
+// Transposes the 16 x 16 block r[0..15] in registers: interleave pairs of rows, then pairs of
+// pairs (r[4i + e] then holds rows 4i..4i+3 of columns e, 4 + e, 8 + e, 12 + e, one per 128-bit
+// lane), then gather the lanes in two rounds of 128-bit shuffles.
+INLINE AVX512 void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d lo = _mm512_castps_pd(t[4 * i]), hi = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d lo2 = _mm512_castps_pd(t[4 * i + 2]), hi2 = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, lo2));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, lo2));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi, hi2));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi, hi2));
+    }
+    for (int e = 0; e < 4; e++) {
+        t[e] = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
+        t[4 + e] = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
+        t[8 + e] = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
+        t[12 + e] = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
+    }
+    for (int e = 0; e < 4; e++) {
+        r[e] = _mm512_shuffle_f32x4(t[e], t[8 + e], 0x88);
+        r[8 + e] = _mm512_shuffle_f32x4(t[e], t[8 + e], 0xdd);
+        r[4 + e] = _mm512_shuffle_f32x4(t[4 + e], t[12 + e], 0x88);
+        r[12 + e] = _mm512_shuffle_f32x4(t[4 + e], t[12 + e], 0xdd);
+    }
+}
+
 // C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols: the tile is C^T,
-// so each row of C gathers a column of the tile.
+// transposed back 16 x 16 at a time.
 static AVX512 void storeTransposedTile(const float *tile, int width, long firstRow, long rows, long cols,
                                        float alpha, float beta, float *c, long ldc) {
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                              _mm512_set1_epi32(width));
-    for (long j = 0; j < cols; j++)
-        for (long i = firstRow; i < rows; i += 16) {
-            __mmask16 mask = tailMask(rows - i);
-            float *cp = c + j * ldc + i;
-            __m512 t = _mm512_mul_ps(va, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, column, tile + i * width + j, 4));
-            if (beta != 0) t = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask, cp), t);
-            _mm512_mask_storeu_ps(cp, mask, t);
+    for (long i0 = 0; i0 < rows; i0 += 16) {
+        __mmask16 lanes = tailMask(rows - i0);
+        if (firstRow > i0) lanes &= (__mmask16)~tailMask(firstRow - i0);
+        if (!lanes) continue;
+        for (long j0 = 0; j0 < cols && j0 < width; j0 += 16) {
+            __m512 r[16];
+            for (long i = 0; i < 16; i++)
+                r[i] = i0 + i < rows ? _mm512_load_ps(tile + (i0 + i) * width + j0) : _mm512_setzero_ps();
+            transpose16(r);
+            for (long j = 0; j < 16 && j0 + j < cols; j++) {
+                float *cp = c + (j0 + j) * ldc + i0;
+                __m512 t = _mm512_mul_ps(va, r[j]);
+                if (beta != 0) t = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(lanes, cp), t);
+                _mm512_mask_storeu_ps(cp, lanes, t);
+            }
         }
+    }
 }
 
 // C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major).
@@ -194,13 +232,16 @@ static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const floa
     const int nv = m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
     float *at = allocateFloats(k * width);
     if (!at) return false;
-    // at(p, j) = A(j, p), zero for j >= m: one gather of 16 rows per p and vector.
-    const __m512i row = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                           _mm512_set1_epi32((int)lda));
-    for (long p = 0; p < k; p++)
-        for (int v = 0; v < nv; v++)
-            _mm512_store_ps(at + p * width + 16 * v,
-                            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), tailMask(m - 16 * v), row, a + 16 * v * lda + p, 4));
+    // at(p, j) = A(j, p), zero for j >= m, by 16 x 16 blocks.
+    for (int v = 0; v < nv; v++)
+        for (long p0 = 0; p0 < k; p0 += 16) {
+            __m512 r[16];
+            for (long j = 0; j < 16; j++)
+                r[j] = 16 * v + j < m ? _mm512_maskz_loadu_ps(tailMask(k - p0), a + (16 * v + j) * lda + p0)
+                                      : _mm512_setzero_ps();
+            transpose16(r);
+            for (long e = 0; e < 16 && p0 + e < k; e++) _mm512_store_ps(at + (p0 + e) * width + 16 * v, r[e]);
+        }
     float tile[24 * 16] __attribute__((aligned(64)));
     long n0 = 0;
     for (; n0 + rows <= n; n0 += rows) {
@@ -226,8 +267,7 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads) {
     if (!suder_cpuHasAVX512 || m <= 0 || n <= 0 || k <= 0) return false;
-    // (The small-M path gathers rows of A with 32-bit offsets.)
-    if (!transA && transB && m <= SMALL_M && lda < (1L << 26)) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (threads > 1) return false;  // our packed path is single-threaded; OpenBLAS splits the work
     return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -1,8 +1,9 @@
 // AVX-512 single-precision GEMM for the model's products (see docs/PERFORMANCE.md).
 //
 // Two paths, both row-major C = alpha op(A) op(B) + beta C:
-// - packed (BLIS-style): op(A) and op(B) are copied into k-major panels of MR rows / NR columns and
-//   a 12 x 32 register-blocked micro-kernel multiplies them; for training and scoring products.
+// - packed (BLIS-style), for training and scoring: op(B) is copied into k-major panels of NR
+//   columns; a 12 x 32 register-blocked micro-kernel broadcasts op(A) from its 12-row panels in
+//   place (only a last partial panel is copied).
 // - small-M, B transposed (sampling decode steps, M = rows in flight <= 32): computes C^T = W A^T
 //   with W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights
 //   are read once and never copied (packing them would cost as much as the product).
@@ -16,7 +17,7 @@ enum {
     MR = 12,       // packed micro-tile rows: 12 x 2 accumulators + 2 B vectors of the 32 zmm
     NR = 32,       // packed micro-tile columns: two zmm
     KC = 256,      // depth of a packed block: one B micro-panel (32 KB) stays in L1
-    MC = 240,      // rows of A packed per block (240 KB, in L2)
+    MC = 240,      // rows of A per block (240 x KC floats, 240 KB, stay in L2)
     NC = 2048,     // columns of B packed per block
     SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
@@ -80,20 +81,11 @@ INLINE AVX512 void storeTile(const float *tile, int nv, long rows, long cols, fl
     }
 }
 
-// Copies op(A)(0..<rows, 0..<kc) into panels of MR rows, k-major, zero past `rows`.
+// Copies op(A)(0..<rows, 0..<kc), rows < MR, into one k-major panel of MR rows, zero past `rows`.
 static AVX512 void packA(bool trans, const float *a, long lda, long rows, long kc, float *ap) {
-    for (long ir = 0; ir < rows; ir += MR, ap += MR * kc) {
-        long mr = minLong(MR, rows - ir);
-        if (trans) {
-            for (long p = 0; p < kc; p++)
-                for (long i = 0; i < mr; i++) ap[p * MR + i] = a[p * lda + ir + i];
-        } else {
-            for (long i = 0; i < mr; i++)
-                for (long p = 0; p < kc; p++) ap[p * MR + i] = a[(ir + i) * lda + p];
-        }
-        for (long p = 0; p < kc; p++)
-            for (long i = mr; i < MR; i++) ap[p * MR + i] = 0;
-    }
+    for (long p = 0; p < kc; p++)
+        for (long i = 0; i < MR; i++)
+            ap[p * MR + i] = i >= rows ? 0 : trans ? a[p * lda + i] : a[i * lda + p];
 }
 
 // Copies op(B)(0..<kc, 0..<cols) into panels of NR columns, k-major, zero past `cols`.
@@ -117,8 +109,8 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
                               float *c, long ldc) {
     // Equal-depth blocks, so K = 512 runs as 2 x 256 rather than 256 + 256 + a sliver.
     long kcMax = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC);
-    long mcMax = minLong(m, MC), ncMax = minLong(n, NC);
-    float *ap = allocateFloats(kcMax * ((mcMax + MR - 1) / MR * MR));
+    long ncMax = minLong(n, NC);
+    float *ap = allocateFloats(kcMax * MR);
     float *bp = allocateFloats(kcMax * ((ncMax + NR - 1) / NR * NR));
     if (!ap || !bp) {
         free(ap);
@@ -137,8 +129,9 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
                 // Full panels of A are broadcast in place (a row-major A is contiguous along k, a
                 // transposed one along its MR rows); only a last partial panel is packed.
                 long inPlace = mc / MR * MR;
-                packA(transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda, mc - inPlace,
-                      kc, ap + inPlace * kc);
+                if (inPlace < mc)
+                    packA(transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
+                          mc - inPlace, kc, ap);
                 for (long jr = 0; jr < nc; jr += NR)
                     for (long ir = 0; ir < mc; ir += MR) {
                         if (ir < inPlace && transA)
@@ -146,7 +139,7 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
                         else if (ir < inPlace)
                             tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile, 0);
                         else
-                            tileProduct(MR, 2, kc, ap + ir * kc, 1, MR, bp + jr * kc, NR, tile, 0);
+                            tileProduct(MR, 2, kc, ap, 1, MR, bp + jr * kc, NR, tile, 0);
                         storeTile(tile, 2, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
                                   c + (ic + ir) * ldc + jc + jr, ldc);
                     }

@@ -11,6 +11,7 @@
 #include "simd.h"
 
 #if defined(__x86_64__)
+#include <pthread.h>
 #include <stdlib.h>
 
 enum {
@@ -25,10 +26,36 @@ enum {
 
 static inline long minLong(long x, long y) { return x < y ? x : y; }
 
-// 64-byte aligned buffer of `count` floats (aligned_alloc wants a multiple of the alignment).
-static float *allocateFloats(long count) {
-    size_t bytes = ((size_t)count * sizeof(float) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes ? bytes : 64);
+// Packing buffers, one set per thread (freed when the thread ends), grown on demand and reused,
+// so products in the step loops do not allocate once the buffers have their size.
+enum { PACKED_B, PACKED_A, SMALL_AT, BUFFERS };
+typedef struct { float *data[BUFFERS]; long count[BUFFERS]; } PackingBuffers;
+static pthread_key_t buffersKey;
+static pthread_once_t buffersOnce = PTHREAD_ONCE_INIT;
+
+static void freeBuffers(void *p) {
+    PackingBuffers *buffers = p;
+    for (int i = 0; i < BUFFERS; i++) free(buffers->data[i]);
+    free(buffers);
+}
+
+static void createBuffersKey(void) { pthread_key_create(&buffersKey, freeBuffers); }
+
+// This thread's buffer `which`, 64-byte aligned, at least `count` floats; NULL if out of memory.
+static float *packingBuffer(int which, long count) {
+    pthread_once(&buffersOnce, createBuffersKey);
+    PackingBuffers *buffers = pthread_getspecific(buffersKey);
+    if (!buffers) {
+        if (!(buffers = calloc(1, sizeof *buffers))) return NULL;
+        pthread_setspecific(buffersKey, buffers);
+    }
+    if (buffers->count[which] < count) {
+        free(buffers->data[which]);
+        // aligned_alloc wants a multiple of the alignment
+        buffers->data[which] = aligned_alloc(64, ((size_t)count * sizeof(float) + 63) & ~(size_t)63);
+        buffers->count[which] = buffers->data[which] ? count : 0;
+    }
+    return buffers->data[which];
 }
 
 // tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 16 nv, where A(i, p) = a[i ars + p acs] is
@@ -110,13 +137,9 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
     // Equal-depth blocks, so K = 512 runs as 2 x 256 rather than 256 + 256 + a sliver.
     long kcMax = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC);
     long ncMax = minLong(n, NC);
-    float *ap = allocateFloats(kcMax * MR);
-    float *bp = allocateFloats(kcMax * ((ncMax + NR - 1) / NR * NR));
-    if (!ap || !bp) {
-        free(ap);
-        free(bp);
-        return false;
-    }
+    float *ap = packingBuffer(PACKED_A, kcMax * MR);
+    float *bp = packingBuffer(PACKED_B, kcMax * ((ncMax + NR - 1) / NR * NR));
+    if (!ap || !bp) return false;
     float tile[MR * NR] __attribute__((aligned(64)));
     for (long jc = 0; jc < n; jc += NC) {
         long nc = minLong(NC, n - jc);
@@ -146,8 +169,6 @@ static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, 
             }
         }
     }
-    free(ap);
-    free(bp);
     return true;
 }
 
@@ -223,7 +244,7 @@ static AVX512 void storeTransposedTile(const float *tile, int width, long firstR
 static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const float *a, long lda,
                                  const float *w, long ldw, float beta, float *c, long ldc) {
     const int nv = m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
-    float *at = allocateFloats(k * width);
+    float *at = packingBuffer(SMALL_AT, k * width);
     if (!at) return false;
     // at(p, j) = A(j, p), zero for j >= m, by 16 x 16 blocks.
     for (int v = 0; v < nv; v++)
@@ -252,7 +273,6 @@ static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const floa
             storeTransposedTile(tile, width, 0, 1, m, alpha, beta, c + n0, ldc);
         }
     }
-    free(at);
     return true;
 }
 

@@ -13,6 +13,15 @@ final class SuderStageTests: XCTestCase {
         XCTAssertTrue([1, 2].contains(twoBest.best))
     }
 
+    func testWithinGroupRankingCountsRightAboveWrongWithHalfTies() {
+        // Right samples 0.9 and 0.2; wrong samples 0.5 and 0.2: (0.9 > 0.5), (0.9 > 0.2), (0.2 < 0.5), (0.2 = 0.2).
+        let group: [(reward: Double, oracle: Float)] = [(0.9, 1), (0.5, 0), (0.2, 1), (0.2, 0)]
+        let (wins, pairs) = withinGroupRanking(group)
+        XCTAssertEqual(pairs, 4)
+        XCTAssertEqual(wins, 2.5)
+        XCTAssertEqual(withinGroupRanking([(1, 1), (0, 1)]).pairs, 0, "a group the oracle cannot split has no pairs")
+    }
+
     func testRoundItemsAreDistinctSeededAndRankFree() {
         let a = roundItems(total: 100, count: 30, seed: 7, round: 3, direction: .generation)
         XCTAssertEqual(a.count, 30)

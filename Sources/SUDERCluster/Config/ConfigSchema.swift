@@ -91,6 +91,8 @@ let suderFields: [ConfigField] = [
     ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),
     ConfigField("suder.grad_clip", .double(0...1e9), .double(1.0), "global gradient-norm clip; 0 = off"),
     ConfigField("suder.eval_every", .int(nonNegative), .int(0), "rounds between evaluations; 0 = only at the end"),
+    ConfigField("suder.log_samples", .bool, .bool(false),
+                "write every sample with its self-reward and the oracle's verdict (and the detector's reason) to suder/samples.jsonl"),
 ]
 
 let evalFields: [ConfigField] = [

@@ -8,6 +8,8 @@ final class SuderStageTests: XCTestCase {
         XCTAssertEqual(bestAndWorst([-3, -1, -2, -5])?.best, 1)
         XCTAssertEqual(bestAndWorst([-3, -1, -2, -5])?.worst, 3)
         XCTAssertNil(bestAndWorst([-2, -2, -2]), "a group whose rewards all tie gives no pair")
+        XCTAssertNil(bestAndWorst([-1.0, -1.2, -1.1], minimumGap: 0.2), "a gap of 0.2 is not more than 0.2")
+        XCTAssertEqual(bestAndWorst([-1.0, -1.3, -1.1], minimumGap: 0.2)?.worst, 1)
         let twoBest = bestAndWorst([0.5, 0.9, 0.9, 0.1])!
         XCTAssertEqual(twoBest.worst, 3)
         XCTAssertTrue([1, 2].contains(twoBest.best))

@@ -42,6 +42,8 @@ struct SuderSettings {
     let mode: DirectionMode
     let oracleReward: Bool
     let logSamples: Bool
+    /// Groups whose best and worst rewards differ by no more than this give no pair.
+    let minimumRewardGap: [Direction: Double]
     let learningRate, gradClip: Float
     let seed: UInt64
 
@@ -63,6 +65,8 @@ struct SuderSettings {
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
         oracleReward = config.string("suder.reward") == "oracle"
         logSamples = config.bool("suder.log_samples")
+        minimumRewardGap = [.generation: config.double("suder.min_reward_gap_generation"),
+                            .understanding: config.double("suder.min_reward_gap_understanding")]
         learningRate = Float(config.double("suder.lr"))
         gradClip = Float(config.double("suder.grad_clip"))
         seed = UInt64(config.int("run.seed"))
@@ -169,11 +173,12 @@ func roundItems(total: Int, count: Int, seed: UInt64, round: Int, direction: Dir
     return Array(indices.prefix(count))
 }
 
-/// Index of the best and worst reward in a group, nil when every reward ties.
-func bestAndWorst(_ rewards: [Double]) -> (best: Int, worst: Int)? {
+/// Index of the best and worst reward in a group, nil when they differ by no more than
+/// `minimumGap` (with 0: when every reward ties).
+func bestAndWorst(_ rewards: [Double], minimumGap: Double = 0) -> (best: Int, worst: Int)? {
     guard let best = rewards.indices.max(by: { rewards[$0] < rewards[$1] }),
           let worst = rewards.indices.min(by: { rewards[$0] < rewards[$1] }),
-          rewards[best] > rewards[worst] else { return nil }
+          rewards[best] - rewards[worst] > minimumGap else { return nil }
     return (best, worst)
 }
 
@@ -240,7 +245,9 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
                 sums.add("\(name)/reward", group[k])
                 sums.add("\(name)/reward_sq", group[k] * group[k])
             }
-            guard let (best, worst) = bestAndWorst(group) else { sums.add("\(name)/ties", 1); continue }
+            guard let (best, worst) = bestAndWorst(group, minimumGap: settings.minimumRewardGap[part.direction]!) else {
+                sums.add("\(name)/ties", 1); continue
+            }
             pairs.append(PreferencePair(direction: part.direction, item: i, context: part.context(i), chosen: drawn[n * K + best],
                                         rejected: drawn[n * K + worst], chosenReward: group[best], rejectedReward: group[worst]))
         }

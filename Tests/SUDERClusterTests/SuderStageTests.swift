@@ -8,9 +8,20 @@ final class SuderStageTests: XCTestCase {
         XCTAssertEqual(bestAndWorst([-3, -1, -2, -5])?.best, 1)
         XCTAssertEqual(bestAndWorst([-3, -1, -2, -5])?.worst, 3)
         XCTAssertNil(bestAndWorst([-2, -2, -2]), "a group whose rewards all tie gives no pair")
+        XCTAssertNil(bestAndWorst([-1.0, -1.2, -1.1], minimumGap: 0.2), "a gap of 0.2 is not more than 0.2")
+        XCTAssertEqual(bestAndWorst([-1.0, -1.3, -1.1], minimumGap: 0.2)?.worst, 1)
         let twoBest = bestAndWorst([0.5, 0.9, 0.9, 0.1])!
         XCTAssertEqual(twoBest.worst, 3)
         XCTAssertTrue([1, 2].contains(twoBest.best))
+    }
+
+    func testWithinGroupRankingCountsRightAboveWrongWithHalfTies() {
+        // Right samples 0.9 and 0.2; wrong samples 0.5 and 0.2: (0.9 > 0.5), (0.9 > 0.2), (0.2 < 0.5), (0.2 = 0.2).
+        let group: [(reward: Double, oracle: Float)] = [(0.9, 1), (0.5, 0), (0.2, 1), (0.2, 0)]
+        let (wins, pairs) = withinGroupRanking(group)
+        XCTAssertEqual(pairs, 4)
+        XCTAssertEqual(wins, 2.5)
+        XCTAssertEqual(withinGroupRanking([(1, 1), (0, 1)]).pairs, 0, "a group the oracle cannot split has no pairs")
     }
 
     func testRoundItemsAreDistinctSeededAndRankFree() {

@@ -109,12 +109,20 @@ fi
 #    same checkpoint; rewards, pairs and updates must agree within float summation order (1e-5,
 #    as above), and a sampled token that flipped would change losses by far more than that.
 if [ -f "$ref/pretrain/DONE" ] && [ -f "$one/pretrain/DONE" ]; then
-    if run "suder stage, -np 2" zero 180 "$suder" 2 "$ref" suder && run "suder stage, -np 1" zero 180 "$suder" 1 "$one" suder runtime.threads=1 --init "$ref/pretrain"; then
+    if run "suder stage, -np 2" zero 180 "$suder" 2 "$ref" suder suder.log_samples=true &&
+        run "suder stage, -np 1" zero 180 "$suder" 1 "$one" suder runtime.threads=1 suder.log_samples=true --init "$ref/pretrain"; then
         rounds=$(ls -d "$ref"/suder/step-* | tail -1 | xargs basename)
         if "$bin/suder-mpitests" compare-metrics "$one/suder/metrics.jsonl" "$ref/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
             "$bin/suder-mpitests" compare-checkpoints "$one/suder/$rounds" "$ref/suder/$rounds" 1e-5 >>"$work/out" 2>&1; then
             pass "SUDER rounds, 1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
         else fail "SUDER rounds, 1 rank vs 2 ranks: metrics or weights differ"; fi
+        # The sample log gathers every rank's samples: 2 rounds x (4 prompts + 4 images) x K 4 lines,
+        # the same samples and verdicts whatever the rank count (ranks' lines arrive in rank order).
+        verdicts() { sed -E 's/^\{"step": ([0-9]+), "direction": "([a-z]+)", "item": ([0-9]+), "reward": [^,]*, "oracle": ([01]).*/\1 \2 \3 \4/' "$1" | sort; }
+        if [ "$(wc -l <"$ref/suder/samples.jsonl")" -eq 64 ] && [ "$(verdicts "$ref/suder/samples.jsonl")" = "$(verdicts "$one/suder/samples.jsonl")" ] &&
+            verdicts "$ref/suder/samples.jsonl" | grep -q "understanding"; then
+            pass "SUDER sample log: 64 samples with rewards and verdicts, the same on 1 and 2 ranks"
+        else fail "SUDER sample log: wrong count or differs between 1 and 2 ranks"; fi
     fi
 else
     skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"

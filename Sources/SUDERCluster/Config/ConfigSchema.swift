@@ -91,6 +91,13 @@ let suderFields: [ConfigField] = [
     ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),
     ConfigField("suder.grad_clip", .double(0...1e9), .double(1.0), "global gradient-norm clip; 0 = off"),
     ConfigField("suder.eval_every", .int(nonNegative), .int(0), "rounds between evaluations; 0 = only at the end"),
+    ConfigField("suder.min_reward_gap_generation", .double(0...1000), .double(0),
+                "a prompt's K images give a pair only if the best and worst self-rewards differ by more than this "
+                + "(0 = drop only exact ties); near-ties are the pairs the self-reward orders worst"),
+    ConfigField("suder.min_reward_gap_understanding", .double(0...1000), .double(0),
+                "the same for an image's K captions (their rewards are per image token, on a smaller scale)"),
+    ConfigField("suder.log_samples", .bool, .bool(false),
+                "write every sample with its self-reward and the oracle's verdict (and the detector's reason) to suder/samples.jsonl"),
 ]
 
 let evalFields: [ConfigField] = [

@@ -30,10 +30,18 @@ public final class Console {
         case "bar": live = true
         case "lines": live = false
         case "off": return Progress(label: label, total: total, unit: unit, output: nil, live: false, interval: 0)
-        default: live = isatty(STDOUT_FILENO) != 0
+        default: live = stdoutIsTerminal()
         }
         return Progress(label: label, total: total, unit: unit, output: isPrinter ? self : nil, live: live, interval: progressInterval)
     }
+}
+
+/// Whether the user watches stdout on a terminal. Open MPI hands every rank a pseudo-terminal even
+/// when mpirun's own output goes to a file, so under Open MPI only the launcher knows: the
+/// `scripts/mpirun` wrapper passes SUDER_STDOUT_IS_TERMINAL; without it, a batch log is assumed.
+func stdoutIsTerminal(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+    if environment["OMPI_COMM_WORLD_SIZE"] != nil { return environment["SUDER_STDOUT_IS_TERMINAL"] == "1" }
+    return isatty(STDOUT_FILENO) != 0
 }
 
 /// Progress with rate and ETA: a redrawn bar on a terminal, a line every `interval` seconds in a

@@ -81,7 +81,8 @@ public func prepareJob(comm: Communicator, options: StageOptions) -> JobContext 
 /// its whole life: resuming or continuing it with different settings would mix two experiments.
 func recordConfig(_ job: JobContext) throws {
     let file = job.runDir.appendingPathComponent("config.yaml")
-    let ignorable = ["runtime.", "checkpoint.keep_last"]
+    // Settings that change how a run is carried out or logged, never its results.
+    let ignorable = ["runtime.", "checkpoint.keep_last", "suder.log_samples"]
     if FileManager.default.fileExists(atPath: file.path) {
         let previous = try ResolvedConfig.resolve(file: file, overrides: [])
         let changed = job.config.differences(from: previous, ignoring: ignorable)

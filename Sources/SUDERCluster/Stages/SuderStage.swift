@@ -41,6 +41,9 @@ struct SuderSettings {
     let beta, gamma, dpoBeta, chosenNLL: Double
     let mode: DirectionMode
     let oracleReward: Bool
+    let logSamples: Bool
+    /// Groups whose best and worst rewards differ by no more than this give no pair.
+    let minimumRewardGap: [Direction: Double]
     let learningRate, gradClip: Float
     let seed: UInt64
 
@@ -61,6 +64,9 @@ struct SuderSettings {
         chosenNLL = config.double("suder.chosen_nll")
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
         oracleReward = config.string("suder.reward") == "oracle"
+        logSamples = config.bool("suder.log_samples")
+        minimumRewardGap = [.generation: config.double("suder.min_reward_gap_generation"),
+                            .understanding: config.double("suder.min_reward_gap_understanding")]
         learningRate = Float(config.double("suder.lr"))
         gradClip = Float(config.double("suder.grad_clip"))
         seed = UInt64(config.int("run.seed"))
@@ -120,6 +126,10 @@ func runSuderStage(_ job: JobContext) throws {
     // Labels: the oracle ablation needs them on every rank; diagnostics only on rank 0.
     let labels: SuderLabels? = settings.oracleReward || comm.isRoot ? try SuderLabels(dataset: dataset) : nil
     let validation = try ValidationSet(dataset: dataset, config: config)
+    let sampleLog = settings.logSamples
+        ? try MetricsLog(url: job.stageDirectory(StageName.suder.rawValue).appendingPathComponent("samples.jsonl"), comm: comm,
+                         resumeAfterStep: session.step)
+        : nil
     if settings.oracleReward {
         console.print("suder: reward = ORACLE (detector verdicts and caption labels): an upper-bound ablation that reads labels, not SUDER")
     }
@@ -136,7 +146,7 @@ func runSuderStage(_ job: JobContext) throws {
         record.set("round", round)
         record.set("reward_source", settings.oracleReward ? "oracle" : "self")
         let outcome = try runRound(round: round, settings: settings, prompts: prompts, images: images, labels: labels,
-                                   workbench: workbench, reference: reference, session: session, record: &record)
+                                   workbench: workbench, reference: reference, session: session, sampleLog: sampleLog, record: &record)
         session.advance()
         if settings.evalEvery > 0 && round % settings.evalEvery == 0 && round < settings.rounds {
             try quickEvaluation(step: round, workbench: workbench, validation: validation, session: session)
@@ -163,11 +173,12 @@ func roundItems(total: Int, count: Int, seed: UInt64, round: Int, direction: Dir
     return Array(indices.prefix(count))
 }
 
-/// Index of the best and worst reward in a group, nil when every reward ties.
-func bestAndWorst(_ rewards: [Double]) -> (best: Int, worst: Int)? {
+/// Index of the best and worst reward in a group, nil when they differ by no more than
+/// `minimumGap` (with 0: when every reward ties).
+func bestAndWorst(_ rewards: [Double], minimumGap: Double = 0) -> (best: Int, worst: Int)? {
     guard let best = rewards.indices.max(by: { rewards[$0] < rewards[$1] }),
           let worst = rewards.indices.min(by: { rewards[$0] < rewards[$1] }),
-          rewards[best] > rewards[worst] else { return nil }
+          rewards[best] - rewards[worst] > minimumGap else { return nil }
     return (best, worst)
 }
 
@@ -188,7 +199,7 @@ private struct RoundDirection {
 
 /// One round: sample, reward, pair, update. Returns a short progress line.
 private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], images: [[Int32]], labels: SuderLabels?,
-                      workbench: ModelWorkbench, reference: Transformer?, session: TrainingSession,
+                      workbench: ModelWorkbench, reference: Transformer?, session: TrainingSession, sampleLog: MetricsLog?,
                       record: inout MetricsRecord) throws -> String {
     let comm = session.job.comm, vocabulary = workbench.vocabulary, K = settings.k
     var sums = MetricSums()
@@ -234,7 +245,9 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
                 sums.add("\(name)/reward", group[k])
                 sums.add("\(name)/reward_sq", group[k] * group[k])
             }
-            guard let (best, worst) = bestAndWorst(group) else { sums.add("\(name)/ties", 1); continue }
+            guard let (best, worst) = bestAndWorst(group, minimumGap: settings.minimumRewardGap[part.direction]!) else {
+                sums.add("\(name)/ties", 1); continue
+            }
             pairs.append(PreferencePair(direction: part.direction, item: i, context: part.context(i), chosen: drawn[n * K + best],
                                         rejected: drawn[n * K + worst], chosenReward: group[best], rejectedReward: group[worst]))
         }
@@ -272,7 +285,8 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
     record.set("time/scoring_s", timeSums[1])
     record.set("time/update_s", timeSums[2])
     record.set("time/communication_s", timeSums[3])
-    try recordFidelity(pairs: pairs, samples: samples, labels: labels, workbench: workbench, comm: comm, record: &record)
+    try recordFidelity(round: round, pairs: pairs, samples: samples, labels: labels, workbench: workbench, comm: comm,
+                       sampleLog: sampleLog, record: &record)
 
     let parts = Direction.allCases.compactMap { d -> String? in
         guard let margin = sums.mean("\(d.rawValue)/rewards/margins") else { return nil }
@@ -346,9 +360,12 @@ private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], sett
 
 /// Reward fidelity, computed after the update by rank 0 from labels the rewards never saw: the
 /// share of pairs the oracle orders as the self-reward did (among pairs the oracle tells apart),
-/// per direction and per GenEval category, and the oracle's score of all samples.
-private func recordFidelity(pairs: [PreferencePair], samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)],
-                            labels: SuderLabels?, workbench: ModelWorkbench, comm: Communicator, record: inout MetricsRecord) throws {
+/// per direction and per GenEval category; the within-group ranking accuracy over all samples
+/// (`fidelity_auc`); and the oracle's score of all samples. With `suder.log_samples` every sample
+/// goes to `samples.jsonl` with its reward and the oracle's verdict.
+private func recordFidelity(round: Int, pairs: [PreferencePair], samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)],
+                            labels: SuderLabels?, workbench: ModelWorkbench, comm: Communicator, sampleLog: MetricsLog?,
+                            record: inout MetricsRecord) throws {
     var writer = ByteWriter()
     func put(_ tokens: [Int32]) {
         writer.u32(UInt32(tokens.count))
@@ -365,6 +382,7 @@ private func recordFidelity(pairs: [PreferencePair], samples: [(direction: Direc
     for sample in samples {
         writer.u8(sample.direction == .generation ? 0 : 1)
         writer.u32(UInt32(sample.item))
+        writer.u64(sample.reward.bitPattern)
         put(sample.tokens)
     }
     guard let gathered = comm.gather(writer.bytes, root: 0), let labels else { return }
@@ -374,6 +392,7 @@ private func recordFidelity(pairs: [PreferencePair], samples: [(direction: Direc
     }
     var agree: [String: Int] = [:], disagree: [String: Int] = [:], oracleTies: [String: Int] = [:]
     var sampleScore: [Direction: (sum: Double, count: Int)] = [:]
+    var groups: [Direction: [Int: [(reward: Double, oracle: Float)]]] = [:]
     for bytes in gathered {
         var reader = ByteReader(bytes, file: "gathered SUDER pairs")
         func take() throws -> [Int32] {
@@ -395,9 +414,16 @@ private func recordFidelity(pairs: [PreferencePair], samples: [(direction: Direc
         for _ in 0..<(try reader.u32("samples")) {
             let direction: Direction = try reader.u8("direction") == 0 ? .generation : .understanding
             let item = Int(try reader.u32("item"))
-            let score = oracle(direction, item, try take())
+            let reward = Double(bitPattern: try reader.u64("reward"))
+            let tokens = try take()
+            let score = oracle(direction, item, tokens)
             sampleScore[direction, default: (0, 0)].sum += Double(score)
             sampleScore[direction, default: (0, 0)].count += 1
+            groups[direction, default: [:]][item, default: []].append((reward, score))
+            if let sampleLog {
+                sampleLog.append(sampleRecord(round: round, direction: direction, item: item, tokens: tokens, reward: reward,
+                                              oracle: score, labels: labels, workbench: workbench))
+            }
         }
     }
     for key in Set(agree.keys).union(disagree.keys).union(oracleTies.keys).sorted() {
@@ -409,4 +435,58 @@ private func recordFidelity(pairs: [PreferencePair], samples: [(direction: Direc
     for (direction, score) in sampleScore.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where score.count > 0 {
         record.set("oracle_sample_accuracy/\(direction.rawValue)", score.sum / Double(score.count))
     }
+    var ranking: [String: (wins: Double, pairs: Int)] = [:]
+    for (direction, byItem) in groups {
+        for (item, group) in byItem {
+            var keys = [direction.rawValue]
+            if direction == .generation { keys.append("generation/\(labels.promptRecords[item].tag.rawValue)") }
+            let (wins, count) = withinGroupRanking(group)
+            for key in keys { ranking[key, default: (0, 0)].wins += wins; ranking[key, default: (0, 0)].pairs += count }
+        }
+    }
+    for (key, value) in ranking.sorted(by: { $0.key < $1.key }) where value.pairs > 0 {
+        record.set("fidelity_auc/\(key)", value.wins / Double(value.pairs))
+        record.set("fidelity_auc_pairs/\(key)", value.pairs)
+    }
+}
+
+/// Over every (right, wrong) pair of samples in one group (oracle 1 vs 0): how many the reward
+/// ranks right above wrong, ties counting half, and how many such pairs there are.
+func withinGroupRanking(_ group: [(reward: Double, oracle: Float)]) -> (wins: Double, pairs: Int) {
+    var wins = 0.0, pairs = 0
+    for right in group where right.oracle > 0 {
+        for wrong in group where wrong.oracle == 0 {
+            pairs += 1
+            wins += right.reward > wrong.reward ? 1 : (right.reward == wrong.reward ? 0.5 : 0)
+        }
+    }
+    return (wins, pairs)
+}
+
+/// One line of `samples.jsonl`: what was drawn, its self-reward, the oracle's verdict and why.
+private func sampleRecord(round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
+                          labels: SuderLabels, workbench: ModelWorkbench) -> MetricsRecord {
+    var line = MetricsRecord()
+    line.set("step", round)
+    line.set("direction", direction.rawValue)
+    line.set("item", item)
+    line.set("reward", reward)
+    line.set("oracle", Int(oracle))
+    switch direction {
+    case .generation:
+        let prompt = labels.promptRecords[item]
+        line.set("category", prompt.tag.rawValue)
+        line.set("prompt", prompt.prompt)
+        if let image = try? workbench.oracle.decodeImage(tokens: tokens) {
+            let objects = detectObjects(in: image).map { "\($0.color.rawValue) \($0.shape.rawValue) \(String(format: "%.2f", $0.confidence))" }
+            line.set("detected", objects.joined(separator: ", "))
+            line.set("verdict", evaluateGenEval(image: image, record: prompt).reason)
+        } else {
+            line.set("verdict", "not an image")
+        }
+    case .understanding:
+        line.set("caption", (try? workbench.vocabulary.decodeUntilEOS(tokens)) ?? workbench.vocabulary.describe(tokens))
+        line.set("truth", canonicalCaption(labels.imageScenes[item]))
+    }
+    return line
 }

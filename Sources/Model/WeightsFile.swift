@@ -38,7 +38,7 @@ extension Transformer {
             }
             let bytes = tensor.offset * 4..<(tensor.offset + entry.count) * 4
             guard bytes.upperBound <= data.count else { throw WeightsFileError(message: "\(tensor.name) past the end of the data") }
-            _ = data[bytes].withUnsafeBytes { raw in
+            data[bytes].withUnsafeBytes { raw in
                 UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(parameters)[(entry.offset * 4)..<((entry.offset + entry.count) * 4)])
                     .copyMemory(from: raw)
             }

@@ -1,6 +1,7 @@
 import COpenBLAS
 import CZstd
 import Foundation
+import Model
 
 /// `suder doctor`: what each rank runs on, and whether MPI, BLAS and zstd give right answers.
 /// Returns true only if every check passed on every rank.
@@ -11,16 +12,17 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
 
     let cores = boundCores()
     let row = [String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
-               String(cString: openblas_get_corename()), comm.libraryVersion, String(cString: ZSTD_versionString())]
+               String(cString: openblas_get_corename()), avx512KernelsActive ? "AVX-512" : "OpenBLAS",
+               comm.libraryVersion, String(cString: ZSTD_versionString())]
     let rows = comm.gather(Array(row.joined(separator: "\t").utf8), root: 0)?
         .map { String(decoding: $0, as: UTF8.self).components(separatedBy: "\t") }
     if let rows {
-        console.print(formatTable(header: ["rank", "host", "cores", "blas threads", "core type", "mpi", "zstd"], rows: rows))
+        console.print(formatTable(header: ["rank", "host", "cores", "blas threads", "core type", "matmul kernels", "mpi", "zstd"], rows: rows))
     }
 
     var results = communicatorChecks(comm)
     let gemm = sgemmCheck()
-    results.append(CheckResult(name: "sgemm 67x45x53 against a naive product", passed: comm.allAgree(gemm.passed), detail: gemm.detail))
+    results.append(CheckResult(name: "the model's matmul, 67x45x53, against a naive product", passed: comm.allAgree(gemm.passed), detail: gemm.detail))
     let zstd = zstdRoundTripCheck()
     results.append(CheckResult(name: "zstd round trip with frame checksum", passed: comm.allAgree(zstd.passed), detail: zstd.detail))
 
@@ -40,7 +42,7 @@ func sgemmCheck() -> (passed: Bool, detail: String) {
     let a = (0..<m * k).map { _ in Float.random(in: -1...1, using: &rng) }
     let b = (0..<k * n).map { _ in Float.random(in: -1...1, using: &rng) }
     var c = [Float](repeating: 0, count: m * n)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(n), 0, &c, Int32(n))
+    Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0, c: &c, ldc: n)
     var worst: Double = 0
     for i in 0..<m {
         for j in 0..<n {

@@ -23,13 +23,9 @@ enum Direction: String, CaseIterable {
 /// One group's best and worst sample: the completion tokens after a shared context.
 struct PreferencePair {
     let direction: Direction
-    /// Index of the prompt (generation) or image (understanding) in the unpaired set.
-    let item: Int
     let context: [Int32]
     let chosen: [Int32]
     let rejected: [Int32]
-    let chosenReward: Double
-    let rejectedReward: Double
 }
 
 /// The settings of a SUDER run, read once from the config.
@@ -248,8 +244,8 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
             guard let (best, worst) = bestAndWorst(group, minimumGap: settings.minimumRewardGap[part.direction]!) else {
                 sums.add("\(name)/ties", 1); continue
             }
-            pairs.append(PreferencePair(direction: part.direction, item: i, context: part.context(i), chosen: drawn[n * K + best],
-                                        rejected: drawn[n * K + worst], chosenReward: group[best], rejectedReward: group[worst]))
+            pairs.append(PreferencePair(direction: part.direction, context: part.context(i), chosen: drawn[n * K + best],
+                                        rejected: drawn[n * K + worst]))
         }
     }
 
@@ -285,8 +281,8 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
     record.set("time/scoring_s", timeSums[1])
     record.set("time/update_s", timeSums[2])
     record.set("time/communication_s", timeSums[3])
-    try recordFidelity(round: round, pairs: pairs, samples: samples, labels: labels, workbench: workbench, comm: comm,
-                       sampleLog: sampleLog, record: &record)
+    try recordFidelity(round: round, samples: samples, minimumRewardGap: settings.minimumRewardGap, labels: labels,
+                       workbench: workbench, comm: comm, sampleLog: sampleLog, record: &record)
 
     let parts = Direction.allCases.compactMap { d -> String? in
         guard let margin = sums.mean("\(d.rawValue)/rewards/margins") else { return nil }
@@ -361,68 +357,58 @@ private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], sett
 /// Reward fidelity, computed after the update by rank 0 from labels the rewards never saw: the
 /// share of pairs the oracle orders as the self-reward did (among pairs the oracle tells apart),
 /// per direction and per GenEval category; the within-group ranking accuracy over all samples
-/// (`fidelity_auc`); and the oracle's score of all samples. With `suder.log_samples` every sample
-/// goes to `samples.jsonl` with its reward and the oracle's verdict.
-private func recordFidelity(round: Int, pairs: [PreferencePair], samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)],
-                            labels: SuderLabels?, workbench: ModelWorkbench, comm: Communicator, sampleLog: MetricsLog?,
-                            record: inout MetricsRecord) throws {
+/// (`fidelity_auc`); and the oracle's score of all samples. Each group's pair is re-derived from
+/// its gathered rewards by the same `bestAndWorst`, so only the samples travel. With
+/// `suder.log_samples` every sample goes to `samples.jsonl` with its reward and the oracle's verdict.
+private func recordFidelity(round: Int, samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)],
+                            minimumRewardGap: [Direction: Double], labels: SuderLabels?, workbench: ModelWorkbench,
+                            comm: Communicator, sampleLog: MetricsLog?, record: inout MetricsRecord) throws {
     var writer = ByteWriter()
-    func put(_ tokens: [Int32]) {
-        writer.u32(UInt32(tokens.count))
-        for t in tokens { writer.u32(UInt32(bitPattern: t)) }
-    }
-    writer.u32(UInt32(pairs.count))
-    for pair in pairs {
-        writer.u8(pair.direction == .generation ? 0 : 1)
-        writer.u32(UInt32(pair.item))
-        put(pair.chosen)
-        put(pair.rejected)
-    }
     writer.u32(UInt32(samples.count))
     for sample in samples {
         writer.u8(sample.direction == .generation ? 0 : 1)
         writer.u32(UInt32(sample.item))
         writer.u64(sample.reward.bitPattern)
-        put(sample.tokens)
+        writer.u32(UInt32(sample.tokens.count))
+        for t in sample.tokens { writer.u32(UInt32(bitPattern: t)) }
     }
     guard let gathered = comm.gather(writer.bytes, root: 0), let labels else { return }
-    func oracle(_ direction: Direction, _ item: Int, _ tokens: [Int32]) -> Float {
-        direction == .generation ? workbench.oracle.imageReward(imageTokens: tokens, record: labels.promptRecords[item])
-                                 : workbench.oracle.captionReward(captionTokens: tokens, scene: labels.imageScenes[item])
-    }
-    var agree: [String: Int] = [:], disagree: [String: Int] = [:], oracleTies: [String: Int] = [:]
-    var sampleScore: [Direction: (sum: Double, count: Int)] = [:]
+    // A group's samples arrive together and in draw order: items are split between ranks whole.
     var groups: [Direction: [Int: [(reward: Double, oracle: Float)]]] = [:]
     for bytes in gathered {
-        var reader = ByteReader(bytes, file: "gathered SUDER pairs")
-        func take() throws -> [Int32] {
-            let count = Int(try reader.u32("length"))
-            guard count <= reader.remaining / 4 else { throw AgreedError("malformed gathered pairs", exitCode: 1) }
-            return try (0..<count).map { _ in Int32(bitPattern: try reader.u32("token")) }
-        }
-        for _ in 0..<(try reader.u32("pairs")) {
-            let direction: Direction = try reader.u8("direction") == 0 ? .generation : .understanding
-            let item = Int(try reader.u32("item"))
-            let chosen = try take(), rejected = try take()
-            let (w, l) = (oracle(direction, item, chosen), oracle(direction, item, rejected))
-            var keys = [direction.rawValue]
-            if direction == .generation { keys.append("generation/\(labels.promptRecords[item].tag.rawValue)") }
-            for key in keys {
-                if w > l { agree[key, default: 0] += 1 } else if w < l { disagree[key, default: 0] += 1 } else { oracleTies[key, default: 0] += 1 }
-            }
-        }
+        var reader = ByteReader(bytes, file: "gathered SUDER samples")
         for _ in 0..<(try reader.u32("samples")) {
             let direction: Direction = try reader.u8("direction") == 0 ? .generation : .understanding
             let item = Int(try reader.u32("item"))
             let reward = Double(bitPattern: try reader.u64("reward"))
-            let tokens = try take()
-            let score = oracle(direction, item, tokens)
-            sampleScore[direction, default: (0, 0)].sum += Double(score)
-            sampleScore[direction, default: (0, 0)].count += 1
+            let count = Int(try reader.u32("length"))
+            guard count <= reader.remaining / 4 else { throw AgreedError("malformed gathered samples", exitCode: 1) }
+            let tokens = try (0..<count).map { _ in Int32(bitPattern: try reader.u32("token")) }
+            let score = direction == .generation
+                ? workbench.oracle.imageReward(imageTokens: tokens, record: labels.promptRecords[item])
+                : workbench.oracle.captionReward(captionTokens: tokens, scene: labels.imageScenes[item])
             groups[direction, default: [:]][item, default: []].append((reward, score))
             if let sampleLog {
                 sampleLog.append(sampleRecord(round: round, direction: direction, item: item, tokens: tokens, reward: reward,
                                               oracle: score, labels: labels, workbench: workbench))
+            }
+        }
+    }
+    var agree: [String: Int] = [:], disagree: [String: Int] = [:], oracleTies: [String: Int] = [:]
+    var ranking: [String: (wins: Double, pairs: Int)] = [:]
+    var sampleScore: [Direction: (sum: Double, count: Int)] = [:]
+    for (direction, byItem) in groups {
+        for (item, group) in byItem {
+            var keys = [direction.rawValue]
+            if direction == .generation { keys.append("generation/\(labels.promptRecords[item].tag.rawValue)") }
+            sampleScore[direction, default: (0, 0)].sum += group.reduce(0) { $0 + Double($1.oracle) }
+            sampleScore[direction, default: (0, 0)].count += group.count
+            let (wins, count) = withinGroupRanking(group)
+            for key in keys { ranking[key, default: (0, 0)].wins += wins; ranking[key, default: (0, 0)].pairs += count }
+            guard let (best, worst) = bestAndWorst(group.map(\.reward), minimumGap: minimumRewardGap[direction]!) else { continue }
+            let (w, l) = (group[best].oracle, group[worst].oracle)
+            for key in keys {
+                if w > l { agree[key, default: 0] += 1 } else if w < l { disagree[key, default: 0] += 1 } else { oracleTies[key, default: 0] += 1 }
             }
         }
     }
@@ -434,15 +420,6 @@ private func recordFidelity(round: Int, pairs: [PreferencePair], samples: [(dire
     }
     for (direction, score) in sampleScore.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where score.count > 0 {
         record.set("oracle_sample_accuracy/\(direction.rawValue)", score.sum / Double(score.count))
-    }
-    var ranking: [String: (wins: Double, pairs: Int)] = [:]
-    for (direction, byItem) in groups {
-        for (item, group) in byItem {
-            var keys = [direction.rawValue]
-            if direction == .generation { keys.append("generation/\(labels.promptRecords[item].tag.rawValue)") }
-            let (wins, count) = withinGroupRanking(group)
-            for key in keys { ranking[key, default: (0, 0)].wins += wins; ranking[key, default: (0, 0)].pairs += count }
-        }
     }
     for (key, value) in ranking.sorted(by: { $0.key < $1.key }) where value.pairs > 0 {
         record.set("fidelity_auc/\(key)", value.wins / Double(value.pairs))

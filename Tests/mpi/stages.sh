@@ -184,6 +184,7 @@ elif ! grep -q "stop requested; checkpointing at step" "$work/out" || [ -z "$sto
     fail "SIGUSR1: no mid-run checkpoint (latest: '$stopped')"
 else
     cp -a "$dir" "$work/usr1-np1"
+    cp -a "$dir" "$work/usr1-stopped"
     if run "SIGUSR1 rerun" zero 120 "$suder" 2 "$dir" pretrain; then
         if grep -q "resuming from .*$stopped" "$work/out" && same_as_reference "$dir" && no_leftovers; then
             pass "SIGUSR1: exit 85 at $stopped, resumed, final state and metrics bitwise equal to an uninterrupted run"
@@ -249,15 +250,15 @@ for damage in "flipped byte" "truncated section" "missing section"; do
 done
 
 # 5. Disk full during a checkpoint write (a small tmpfs as the run directory): a clear error on
-#    every rank, no temporary left, the earlier checkpoint intact and resumable.
+#    every rank, no temporary left, the earlier checkpoint intact and resumable. The stopped run
+#    is a copy of case 2's: stopping a second run with a signal races its last steps.
 mkdir -p "$disk"
 if ! mount -t tmpfs -o size=16m tmpfs "$disk" 2>/dev/null; then
     skip "disk full: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)"
 else
-    cp -a "$work/template/data" "$disk/"
-    interrupt_pretrain "$disk" signal_usr1 60
+    [ -d "$work/usr1-stopped" ] && cp -a "$work/usr1-stopped/." "$disk/"
     stopped=$(cat "$disk/pretrain/latest" 2>/dev/null)
-    if [ "$status" != 85 ] || [ -z "$stopped" ]; then fail "disk full: could not prepare a stopped run (exit $status)"
+    if [ -z "$stopped" ] || [ "$stopped" = "$last" ]; then fail "disk full: no stopped run to start from (case 2 failed)"
     else
         # Fill the disk, then free 64 KiB: enough for config and metrics, not for a ~0.7 MB checkpoint.
         dd if=/dev/zero of="$disk/filler" bs=64k status=none 2>/dev/null

@@ -212,7 +212,8 @@ public func readVocabulary(_ url: URL) throws -> Vocabulary {
     func fail(_ reason: String) -> WorldError { .malformedFile(path: url.path, reason: reason) }
     guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
     guard let specials = object["specials"] as? [String], specials == Vocabulary.specialNames else {
-        throw fail("specials differ from \(Vocabulary.specialNames)")
+        let found = (object["specials"] as? [String]).map { "\($0)" } ?? "none"
+        throw fail("specials \(found) differ from this build's \(Vocabulary.specialNames): the dataset was written by another version; run the data stage again into a new run directory")
     }
     guard let words = object["words"] as? [String], !words.isEmpty, Set(words).count == words.count else { throw fail("\"words\" must be distinct strings") }
     guard let codebookSize = object["codebook_size"] as? Int, (1...(1 << 20)).contains(codebookSize) else { throw fail("bad \"codebook_size\"") }

@@ -1,14 +1,16 @@
 /// One token space for the model: specials, then the world's closed set of words, then one token
 /// per VQ code. Layout (ids):
 ///
-///     0 PAD  1 BOS  2 EOS  3 BOI  4 EOI | text words (textRange) | image codes (imageRange)
+///     0 PAD  1 BOS  2 EOS  3 BOI  4 EOI  5 CAPTION  6 PROMPT | text words (textRange) | image codes (imageRange)
 public struct Vocabulary: Equatable, Sendable {
     public static let pad: Int32 = 0
     public static let bos: Int32 = 1
     public static let eos: Int32 = 2
     public static let boi: Int32 = 3
     public static let eoi: Int32 = 4
-    public static let specialNames = ["<pad>", "<bos>", "<eos>", "<boi>", "<eoi>"]
+    public static let captionMarker: Int32 = 5
+    public static let promptMarker: Int32 = 6
+    public static let specialNames = ["<pad>", "<bos>", "<eos>", "<boi>", "<eoi>", "<caption>", "<prompt>"]
 
     /// Every word any prompt, caption, question or answer uses, in id order. Appending words is
     /// safe for old datasets only if image ids move too, so datasets store their vocabulary.
@@ -105,6 +107,17 @@ public struct Vocabulary: Equatable, Sendable {
     }
 }
 
+/// What an understanding sequence asks for, marked by the special token after EOI: a full
+/// caption (every object with its colour, as caption accuracy scores it) or the short prompt a
+/// user would have written for the image (GenEval's templates). SUDER's generation reward scores
+/// its prompt as the latter, so the reward does not hinge on how likely the model finds the
+/// prompt's wording next to the longer caption it would write.
+public enum UnderstandingTask: Sendable {
+    case caption, prompt
+
+    var marker: Int32 { self == .caption ? Vocabulary.captionMarker : Vocabulary.promptMarker }
+}
+
 /// A training or scoring sequence: `tokens`, and the positions whose tokens are predicted
 /// (position i is predicted from `tokens[..<i]`), so the trainer weights exactly those.
 public struct TokenSequence: Equatable, Sendable {
@@ -133,20 +146,26 @@ public extension Vocabulary {
         [Vocabulary.bos] + [Int32](repeating: Vocabulary.pad, count: promptLength) + [Vocabulary.boi]
     }
 
-    /// `BOS BOI <image> EOI <text> EOS`; targets: the text and EOS.
-    func understandingSequence(image: [Int32], text: [Int32]) -> TokenSequence {
-        let tokens = [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi] + text + [Vocabulary.eos]
-        return TokenSequence(tokens: tokens, targetRange: (image.count + 3)..<tokens.count)
+    /// `BOS BOI <image> EOI <task> <text> EOS`; targets: the text and EOS.
+    func understandingSequence(image: [Int32], task: UnderstandingTask, text: [Int32]) -> TokenSequence {
+        let prefix = understandingPrefix(image: image, task: task)
+        let tokens = prefix + text + [Vocabulary.eos]
+        return TokenSequence(tokens: tokens, targetRange: prefix.count..<tokens.count)
     }
 
-    /// The prefix a sampler extends to caption an image: `BOS BOI <image> EOI`.
-    func understandingPrefix(image: [Int32]) -> [Int32] { [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi] }
+    /// The prefix a sampler extends to describe an image: `BOS BOI <image> EOI <task>`.
+    func understandingPrefix(image: [Int32], task: UnderstandingTask) -> [Int32] {
+        [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi, task.marker]
+    }
+
+    /// The prefix a probe's question follows: `BOS BOI <image> EOI`.
+    func probePrefix(image: [Int32]) -> [Int32] { [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi] }
 
     /// A POPE probe as an understanding sequence: `BOS BOI <image> EOI <question> <yes|no> EOS`;
     /// targets: the answer and EOS only.
     func probeSequence(image: [Int32], question: [Int32], answer: Bool) throws -> TokenSequence {
         let answerToken = try id(of: answer ? "yes" : "no")
-        let tokens = [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi] + question + [answerToken, Vocabulary.eos]
+        let tokens = probePrefix(image: image) + question + [answerToken, Vocabulary.eos]
         return TokenSequence(tokens: tokens, targetRange: (tokens.count - 2)..<tokens.count)
     }
 }

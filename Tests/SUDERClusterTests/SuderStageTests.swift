@@ -70,8 +70,10 @@ final class SuderStageTests: XCTestCase {
         let workbench = try ModelWorkbench(model: model, dataset: dataset)
         let prompt = try dataset.unpairedPrompts()[0], image = try dataset.unpairedImages()[0]
 
-        let generationReward = workbench.textGivenImage(texts: [prompt], images: [image])[0]
-        let direct = model.score(contexts: [[Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi]], targets: [prompt + [Vocabulary.eos]])[0]
+        // The prompt is scored as a prompt-style description: after the `<prompt>` marker.
+        let generationReward = workbench.textGivenImage(texts: [prompt], images: [image], task: .prompt)[0]
+        let direct = model.score(contexts: [[Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi, Vocabulary.promptMarker]],
+                                 targets: [prompt + [Vocabulary.eos]])[0]
         XCTAssertEqual(generationReward.count, Double(prompt.count + 1))
         XCTAssertEqual(generationReward.mean, direct.mean, accuracy: 1e-9)
 

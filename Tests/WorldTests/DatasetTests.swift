@@ -122,6 +122,13 @@ final class DatasetTests: XCTestCase {
         XCTAssertThrowsError(try scoreGenEvalFolder(images: out.appendingPathComponent(DatasetFile.evalGroundTruth), metadata: other)) {
             XCTAssertTrue("\($0)".contains("differs from metadata line 1"), "\($0)")
         }
+        // A vocabulary written before the task markers existed: refused, saying to regenerate.
+        let vocabularyURL = out.appendingPathComponent(DatasetFile.vocabulary)
+        let current = try String(contentsOf: vocabularyURL, encoding: .utf8)
+        try current.replacingOccurrences(of: ", \"<caption>\", \"<prompt>\"", with: "").write(to: vocabularyURL, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try DatasetReader(directory: out)) {
+            XCTAssertTrue("\($0)".contains("written by another version; run the data stage again"), "\($0)")
+        }
         var bad = WorldConfig(); bad.canvasSize = 30
         XCTAssertThrowsError(try generateDataset(config: bad, outDir: directory.appendingPathComponent("x")) { _ in }) {
             XCTAssertTrue("\($0)".contains("multiple of patchSize"), "\($0)")

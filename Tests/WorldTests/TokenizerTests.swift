@@ -17,9 +17,9 @@ final class TokenizerTests: XCTestCase {
     }
 
     func testRangesAreDisjointAndCoverTheVocabulary() {
-        XCTAssertEqual(vocabulary.textRange.lowerBound, 5)
+        XCTAssertEqual(vocabulary.textRange.lowerBound, 7)
         XCTAssertEqual(vocabulary.imageRange.lowerBound, vocabulary.textRange.upperBound)
-        XCTAssertEqual(vocabulary.size, 5 + Vocabulary.worldWords.count + 100)
+        XCTAssertEqual(vocabulary.size, 7 + Vocabulary.worldWords.count + 100)
         XCTAssertEqual(Set(Vocabulary.worldWords).count, Vocabulary.worldWords.count)
     }
 
@@ -33,9 +33,13 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(Array(generation.tokens[..<generation.targetRange.lowerBound]), vocabulary.generationPrefix(prompt: prompt))
 
         let caption = try vocabulary.encode("a photo of a red circle")
-        let understanding = vocabulary.understandingSequence(image: image, text: caption)
-        XCTAssertEqual(Array(understanding.tokens[..<understanding.targetRange.lowerBound]), vocabulary.understandingPrefix(image: image))
+        let understanding = vocabulary.understandingSequence(image: image, task: .caption, text: caption)
+        XCTAssertEqual(Array(understanding.tokens[..<understanding.targetRange.lowerBound]), vocabulary.understandingPrefix(image: image, task: .caption))
+        XCTAssertEqual(understanding.tokens[image.count + 3], Vocabulary.captionMarker)
         XCTAssertEqual(Array(understanding.tokens[understanding.targetRange]), caption + [Vocabulary.eos])
+        let described = vocabulary.understandingSequence(image: image, task: .prompt, text: prompt)
+        XCTAssertEqual(Array(described.tokens[..<described.targetRange.lowerBound]), vocabulary.probePrefix(image: image) + [Vocabulary.promptMarker])
+        XCTAssertEqual(Array(described.tokens[described.targetRange]), prompt + [Vocabulary.eos])
 
         let probe = try vocabulary.probeSequence(image: image, question: try vocabulary.encode("is there a red circle ?"), answer: false)
         XCTAssertEqual(Array(probe.tokens[probe.targetRange]), [try vocabulary.id(of: "no"), Vocabulary.eos])
@@ -56,9 +60,9 @@ final class TokenizerTests: XCTestCase {
         for category in Category.allCases {
             for record in promptSpace(category).prefix(40) {
                 let caption = canonicalCaption(scenes.scene(for: record, using: &generator))
-                // Understanding sequences: BOS BOI 64 EOI caption EOS must fit in 100 tokens.
+                // Understanding sequences: BOS BOI 64 EOI <caption> caption EOS must fit in 100 tokens.
                 XCTAssertLessThanOrEqual(try vocabulary.encode(caption).count, maxCaptionTokens, caption)
-                XCTAssertLessThanOrEqual(try vocabulary.encode(caption).count + 68, 100)
+                XCTAssertLessThanOrEqual(try vocabulary.encode(caption).count + 69, 100)
             }
         }
     }

@@ -58,7 +58,7 @@ let pretrainFields: [ConfigField] = [
     ConfigField("pretrain.caption_conditioned", .double(0...1), .double(0.25),
                 "share of generation sequences conditioned on a full caption instead of a prompt"),
     ConfigField("pretrain.prompt_style_captions", .double(0...1), .double(0.5),
-                "share of understanding sequences whose text is the prompt instead of the full caption"),
+                "share of understanding sequences that ask for the image's prompt (<prompt> marker) instead of its full caption"),
     ConfigField("pretrain.micro_batch", .int(positive), .int(32), "sequences per forward/backward on one rank (memory bound)"),
     ConfigField("pretrain.log_every", .int(positive), .int(20), "steps between metrics lines"),
     ConfigField("pretrain.eval_prompts", .int(nonNegative), .int(60), "GenEval-mini prompts in the periodic quick evaluation"),

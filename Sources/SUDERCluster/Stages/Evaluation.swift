@@ -50,24 +50,24 @@ final class ModelWorkbench {
     /// Caption tokens (text, ending in EOS unless cut at the length limit) for each (image, seed).
     /// Temperature 0 is greedy.
     func sampleCaptions(images: [[Int32]], seeds: [UInt64], temperature: Float, topK: Int) -> [[Int32]] {
-        // EOS sits below the word ids; the range also admits BOI/EOI, which never follow EOI in
-        // training text, so they keep ~zero probability.
+        // EOS sits below the word ids; the range also admits BOI, EOI and the task markers, which
+        // never follow a task marker in training text, so they keep ~zero probability.
         let textAndEOS = Vocabulary.eos..<vocabulary.textRange.upperBound
         var captions: [[Int32]] = []
         captions.reserveCapacity(images.count)
         for start in stride(from: 0, to: images.count, by: samplingChunk) {
             let end = min(start + samplingChunk, images.count)
-            let prefixes = images[start..<end].map { vocabulary.understandingPrefix(image: $0) }
+            let prefixes = images[start..<end].map { vocabulary.understandingPrefix(image: $0, task: .caption) }
             captions += sampler.sample(prompts: prefixes, maxNewTokens: maxCaptionTokens + 1, allowedRange: textAndEOS,
                                        stopToken: Vocabulary.eos, temperature: temperature, topK: topK, seeds: Array(seeds[start..<end]))
         }
         return captions
     }
 
-    /// Mean log p of the text (and its EOS) given the image, through the understanding format:
-    /// SUDER's reward for an image sampled for that text.
-    func textGivenImage(texts: [[Int32]], images: [[Int32]]) -> [SpanScore] {
-        let sequences = zip(images, texts).map { vocabulary.understandingSequence(image: $0, text: $1) }
+    /// Mean log p of the text (and its EOS) given the image, through the understanding format
+    /// with `task`'s marker: SUDER's reward for an image sampled for a prompt (`.prompt`).
+    func textGivenImage(texts: [[Int32]], images: [[Int32]], task: UnderstandingTask) -> [SpanScore] {
+        let sequences = zip(images, texts).map { vocabulary.understandingSequence(image: $0, task: task, text: $1) }
         return model.score(TokenBatch(sequences: sequences.map(\.tokens), targetStarts: sequences.map(\.targetRange.lowerBound)))
     }
 
@@ -174,7 +174,7 @@ func runUnderstandingEval(images: [EvalImage], probes: [PopeSplit: [ProbeExample
         let list = probes[split] ?? []
         let mineProbes = shardIndices(count: list.count, rank: comm.rank, size: comm.size)
         let yes = try workbench.vocabulary.id(of: "yes"), no = try workbench.vocabulary.id(of: "no")
-        let contexts = mineProbes.map { workbench.vocabulary.understandingPrefix(image: list[$0].image) + list[$0].question }
+        let contexts = mineProbes.map { workbench.vocabulary.probePrefix(image: list[$0].image) + list[$0].question }
         let yesScores = workbench.model.score(contexts: contexts, targets: contexts.map { _ in [yes] })
         let noScores = workbench.model.score(contexts: contexts, targets: contexts.map { _ in [no] })
         var packed = ByteWriter()

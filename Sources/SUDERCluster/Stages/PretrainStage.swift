@@ -70,10 +70,10 @@ struct PretrainData {
             return (kind, vocabulary.generationSequence(prompt: prompt, image: image))
         case .captionFull:
             let example = captions[pick(captions.count)]
-            return (kind, vocabulary.understandingSequence(image: example.image, text: example.caption))
+            return (kind, vocabulary.understandingSequence(image: example.image, task: .caption, text: example.caption))
         case .captionPromptStyle:
             let pair = pairs[pick(pairs.count)]
-            return (kind, vocabulary.understandingSequence(image: pair.image, text: pair.prompt))
+            return (kind, vocabulary.understandingSequence(image: pair.image, task: .prompt, text: pair.prompt))
         case .probe:
             let probe = probes[pick(probes.count)]
             return (kind, try vocabulary.probeSequence(image: probe.image, question: probe.question, answer: probe.answer))
@@ -223,10 +223,10 @@ extension MetricSums {
 /// Sequences must fit the model: the longest is an understanding sequence with a full caption.
 func checkModelFitsWorld(_ modelConfig: ModelConfig, job: JobContext) throws {
     let imageTokens = (job.config.int("data.canvas") / job.config.int("data.patch")) * (job.config.int("data.canvas") / job.config.int("data.patch"))
-    let longest = 3 + imageTokens + maxCaptionTokens + 1
+    let longest = 4 + imageTokens + maxCaptionTokens + 1
     guard modelConfig.maxSeq >= longest else {
         throw AgreedError("model.max_seq (\(modelConfig.maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
-            + "BOS BOI, \(imageTokens) image tokens, EOI, up to \(maxCaptionTokens) caption words, EOS)")
+            + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)")
     }
     do { try modelConfig.validate() } catch { throw AgreedError("\(error)") }
 }
@@ -258,7 +258,7 @@ func quickEvaluation(step: Int, workbench: ModelWorkbench, validation: Validatio
     let mine = shardIndices(count: validation.images.count, rank: comm.rank, size: comm.size)
     let images = mine.map { validation.images[$0].image }
     let captions = try mine.map { try workbench.vocabulary.encode(canonicalCaption(validation.images[$0].scene)) }
-    for score in workbench.textGivenImage(texts: captions, images: images) { sums.add("understanding", -score.mean) }
+    for score in workbench.textGivenImage(texts: captions, images: images, task: .caption) { sums.add("understanding", -score.mean) }
     for score in workbench.imageGivenText(images: images, texts: captions) { sums.add("generation", -score.mean) }
     sums.add("understanding", 0, count: 0)
     sums.add("generation", 0, count: 0)

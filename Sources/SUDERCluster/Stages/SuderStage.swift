@@ -211,10 +211,11 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
                        context: { vocabulary.generationPrefix(prompt: prompts[$0]) },
                        draw: { items, seeds in workbench.sampleImages(prompts: items.map { prompts[$0] }, seeds: seeds, settings: settings.imageSampling) },
                        // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
-                       selfReward: { items, drawn in workbench.textGivenImage(texts: items.map { prompts[$0] }, images: drawn).map(\.mean) },
+                       selfReward: { items, drawn in
+                           workbench.textGivenImage(texts: items.map { prompts[$0] }, images: drawn, task: .prompt).map(\.mean) },
                        oracleReward: { item, tokens in Double(workbench.oracle.imageReward(imageTokens: tokens, record: labels!.promptRecords[item])) }),
         RoundDirection(direction: .understanding, purpose: StreamPurpose.suderCaption, items: images, perRound: settings.imagesPerRound,
-                       context: { vocabulary.understandingPrefix(image: images[$0]) },
+                       context: { vocabulary.understandingPrefix(image: images[$0], task: .caption) },
                        draw: { items, seeds in
                            workbench.sampleCaptions(images: items.map { images[$0] }, seeds: seeds, temperature: settings.temperature, topK: settings.topK) },
                        // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.

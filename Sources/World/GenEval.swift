@@ -105,8 +105,13 @@ public let genEvalMinimumObjectSide = 6.0
 
 /// Detects the objects of `image` and judges the confident ones against `record`.
 public func evaluateGenEval(image: RGBImage, record: MetadataRecord) -> GenEvalVerdict {
+    evaluateGenEval(allDetections: detectObjects(in: image), record: record)
+}
+
+/// Judges the confident ones among every detection of an image against `record`.
+public func evaluateGenEval(allDetections: [DetectedObject], record: MetadataRecord) -> GenEvalVerdict {
     let threshold = record.tag == .counting ? genEvalCountingConfidenceThreshold : genEvalConfidenceThreshold
-    let counted = detectObjects(in: image).filter {
+    let counted = allDetections.filter {
         $0.confidence >= threshold && $0.box.width >= genEvalMinimumObjectSide && $0.box.height >= genEvalMinimumObjectSide
     }
     return evaluateGenEval(detections: counted, record: record)

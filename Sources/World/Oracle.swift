@@ -21,8 +21,15 @@ public struct Oracle {
 
     /// 1 when the decoded image satisfies the prompt's record under GenEval-mini, else 0.
     public func imageReward(imageTokens: [Int32], record: MetadataRecord) -> Float {
-        guard let image = try? decodeImage(tokens: imageTokens) else { return 0 }
-        return evaluateGenEval(image: image, record: record).correct ? 1 : 0
+        imageVerdict(imageTokens: imageTokens, record: record)?.verdict.correct == true ? 1 : 0
+    }
+
+    /// Every object the detector finds in the decoded image and GenEval-mini's verdict on them;
+    /// nil when the tokens are not an image.
+    public func imageVerdict(imageTokens: [Int32], record: MetadataRecord) -> (detections: [DetectedObject], verdict: GenEvalVerdict)? {
+        guard let image = try? decodeImage(tokens: imageTokens) else { return nil }
+        let detections = detectObjects(in: image)
+        return (detections, evaluateGenEval(allDetections: detections, record: record))
     }
 
     /// 1 when the caption (text tokens, optionally ending in EOS) is correct for the scene, else 0.

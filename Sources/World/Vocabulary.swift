@@ -154,9 +154,7 @@ public extension Vocabulary {
     }
 
     /// The prefix a sampler extends to describe an image: `BOS BOI <image> EOI <task>`.
-    func understandingPrefix(image: [Int32], task: UnderstandingTask) -> [Int32] {
-        [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi, task.marker]
-    }
+    func understandingPrefix(image: [Int32], task: UnderstandingTask) -> [Int32] { probePrefix(image: image) + [task.marker] }
 
     /// The prefix a probe's question follows: `BOS BOI <image> EOI`.
     func probePrefix(image: [Int32]) -> [Int32] { [Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi] }

@@ -385,13 +385,14 @@ private func recordFidelity(round: Int, samples: [(direction: Direction, item: I
             let count = Int(try reader.u32("length"))
             guard count <= reader.remaining / 4 else { throw AgreedError("malformed gathered samples", exitCode: 1) }
             let tokens = try (0..<count).map { _ in Int32(bitPattern: try reader.u32("token")) }
+            let found = direction == .generation ? workbench.oracle.imageVerdict(imageTokens: tokens, record: labels.promptRecords[item]) : nil
             let score = direction == .generation
-                ? workbench.oracle.imageReward(imageTokens: tokens, record: labels.promptRecords[item])
+                ? (found?.verdict.correct == true ? 1 : 0)
                 : workbench.oracle.captionReward(captionTokens: tokens, scene: labels.imageScenes[item])
             groups[direction, default: [:]][item, default: []].append((reward, score))
             if let sampleLog {
                 sampleLog.append(sampleRecord(round: round, direction: direction, item: item, tokens: tokens, reward: reward,
-                                              oracle: score, labels: labels, workbench: workbench))
+                                              oracle: score, found: found, labels: labels, workbench: workbench))
             }
         }
     }
@@ -443,7 +444,8 @@ func withinGroupRanking(_ group: [(reward: Double, oracle: Float)]) -> (wins: Do
 
 /// One line of `samples.jsonl`: what was drawn, its self-reward, the oracle's verdict and why.
 private func sampleRecord(round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
-                          labels: SuderLabels, workbench: ModelWorkbench) -> MetricsRecord {
+                          found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
+                          workbench: ModelWorkbench) -> MetricsRecord {
     var line = MetricsRecord()
     line.set("step", round)
     line.set("direction", direction.rawValue)
@@ -455,10 +457,10 @@ private func sampleRecord(round: Int, direction: Direction, item: Int, tokens: [
         let prompt = labels.promptRecords[item]
         line.set("category", prompt.tag.rawValue)
         line.set("prompt", prompt.prompt)
-        if let image = try? workbench.oracle.decodeImage(tokens: tokens) {
-            let objects = detectObjects(in: image).map { "\($0.color.rawValue) \($0.shape.rawValue) \(String(format: "%.2f", $0.confidence))" }
+        if let found {
+            let objects = found.detections.map { "\($0.color.rawValue) \($0.shape.rawValue) \(String(format: "%.2f", $0.confidence))" }
             line.set("detected", objects.joined(separator: ", "))
-            line.set("verdict", evaluateGenEval(image: image, record: prompt).reason)
+            line.set("verdict", found.verdict.reason)
         } else {
             line.set("verdict", "not an image")
         }

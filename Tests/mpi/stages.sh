@@ -176,8 +176,14 @@ fi
 # 2. SIGUSR1 to mpirun mid-run: exit 85 with a checkpoint, a rerun resumes and ends bitwise equal
 #    to the uninterrupted run.
 signal_usr1() { kill -USR1 "$1"; }
-dir=$(new_run usr1)
-interrupt_pretrain "$dir" signal_usr1 60
+# The 100 tiny steps can all finish while mpirun forwards the signal on a loaded machine: a race
+# of this harness, not of the stage, so such a run (exit 0) is tried again, at most three times.
+for attempt in 1 2 3; do
+    rm -rf "$work/usr1"
+    dir=$(new_run usr1)
+    interrupt_pretrain "$dir" signal_usr1 60
+    [ "$status" = 0 ] || break
+done
 stopped=$(cat "$dir/pretrain/latest" 2>/dev/null)
 if [ "$status" != 85 ]; then fail "SIGUSR1: mpirun exit $status, expected 85"
 elif ! grep -q "stop requested; checkpointing at step" "$work/out" || [ -z "$stopped" ] || [ "$stopped" = "$last" ]; then
@@ -187,7 +193,7 @@ else
     cp -a "$dir" "$work/usr1-stopped"
     if run "SIGUSR1 rerun" zero 120 "$suder" 2 "$dir" pretrain; then
         if grep -q "resuming from .*$stopped" "$work/out" && same_as_reference "$dir" && no_leftovers; then
-            pass "SIGUSR1: exit 85 at $stopped, resumed, final state and metrics bitwise equal to an uninterrupted run"
+            pass "SIGUSR1: exit 85 at $stopped (attempt $attempt), resumed, final state and metrics bitwise equal to an uninterrupted run"
         else fail "SIGUSR1: resumed run differs from the uninterrupted one"; fi
     fi
     # The same checkpoint resumed on 1 rank (a requeue onto fewer nodes): the tolerances of case 1.

@@ -8,6 +8,7 @@ public enum DatasetFile {
     public static let trainPairs = "train_pairs.bin"
     public static let trainCaptions = "train_captions.bin"
     public static let trainProbes = "train_probes.bin"
+    public static let trainImperfect = "train_imperfect.bin"
     public static let unpairedPrompts = "unpaired_prompts.bin"
     /// GenEval records of the unpaired prompts: for evaluation and the oracle, never for SUDER.
     public static let unpairedPromptRecords = "unpaired_prompts_metadata.jsonl"
@@ -118,6 +119,31 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     }
     try probes.write(to: url(DatasetFile.trainProbes))
     say("wrote \(captions.recordCount) training captions and \(probes.recordCount) training probes")
+
+    // Imperfect renders for the prompt task, each with a prompt the detector agrees with.
+    var imperfectRandom = stream(9)
+    let blank = RGBImage(width: config.canvasSize, height: config.canvasSize, fill: backgroundRGB)
+    let maker = ImperfectRenderMaker(codebook: codebook, backgroundCode: encoder.encode(blank)[0],
+                                     trainingPrompts: splits.mapValues(\.training))
+    var imperfect = TokenShardWriter(kind: "train_imperfect", fieldCount: 2, vocabularySize: vocabulary.size)
+    var promptSources: [ImperfectRenderMaker.PromptSource: Int] = [:]
+    var imperfectSheet: [RGBImage] = []
+    for i in 0..<config.trainImperfect {
+        let record = trainingRecord(i, &imperfectRandom)
+        let scene = generator.scene(for: record, using: &imperfectRandom)
+        let codes = maker.damage(encoder.encode(renderScene(scene, canvasSize: config.canvasSize)), using: &imperfectRandom)
+        let decoded = codebook.decode(codes: codes)
+        let prompt = maker.prompt(for: detectObjects(in: decoded), original: record, using: &imperfectRandom)
+        promptSources[prompt.source, default: 0] += 1
+        imperfect.append(vocabulary.imageTokens(codes: codes), try vocabulary.encode(prompt.text))
+        if imperfectSheet.count < 64 { imperfectSheet.append(decoded) }
+    }
+    try imperfect.write(to: url(DatasetFile.trainImperfect))
+    if !imperfectSheet.isEmpty {
+        try writePNG(imageGrid(imperfectSheet, columns: 8), to: url(DatasetFile.samples + "/imperfect_renders.png"))
+    }
+    say("wrote \(imperfect.recordCount) imperfect renders: \(promptSources[.original, default: 0]) still fit their prompt, "
+        + "\(promptSources[.other, default: 0]) fit another, \(promptSources[.nothing, default: 0]) show nothing GenEval counts")
 
     // SUDER's unlabeled pools, labels in separate files.
     var unpairedRandom = stream(6)

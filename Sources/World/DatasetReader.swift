@@ -76,12 +76,21 @@ public struct DatasetReader {
         return tokens
     }
 
-    public func trainPairs() throws -> [PromptImagePair] {
-        let name = DatasetFile.trainPairs
-        let shard = try shard(name, kind: "train_pairs", fields: 2)
+    private func promptImagePairs(_ name: String, kind: String, imageFirst: Bool) throws -> [PromptImagePair] {
+        let shard = try shard(name, kind: kind, fields: 2)
+        let (promptField, imageField) = imageFirst ? (1, 0) : (0, 1)
         return try (0..<shard.recordCount).map {
-            PromptImagePair(prompt: try checked(shard, $0, 0, .text, name), image: try checked(shard, $0, 1, .image, name))
+            PromptImagePair(prompt: try checked(shard, $0, promptField, .text, name), image: try checked(shard, $0, imageField, .image, name))
         }
+    }
+
+    public func trainPairs() throws -> [PromptImagePair] {
+        try promptImagePairs(DatasetFile.trainPairs, kind: "train_pairs", imageFirst: false)
+    }
+
+    /// Damaged renders, each with a prompt the detector agrees with (`ImperfectRenderMaker`).
+    public func trainImperfect() throws -> [PromptImagePair] {
+        try promptImagePairs(DatasetFile.trainImperfect, kind: "train_imperfect", imageFirst: true)
     }
 
     public func trainCaptions() throws -> [CaptionExample] {

@@ -18,7 +18,7 @@ public struct Vocabulary: Equatable, Sendable {
         ["a", "an", "photo", "of", "and", "left", "right", "above", "below", "two", "three", "four"]
         + ShapeClass.allCases.flatMap { [$0.rawValue, $0.plural] }
         + ObjectColor.allCases.map(\.rawValue)
-        + [":", ",", "is", "there", "?", "yes", "no"]
+        + [":", ",", "is", "there", "?", "yes", "no", "nothing"]
 
     public let words: [String]
     public let codebookSize: Int

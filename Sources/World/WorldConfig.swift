@@ -21,6 +21,8 @@ public struct WorldConfig: Equatable, Sendable {
     public var trainPairs = 18_000
     public var trainCaptions = 12_000
     public var trainProbes = 12_000
+    /// Damaged renders with prompts the detector agrees with (`ImperfectRenderMaker`).
+    public var trainImperfect = 12_000
     /// SUDER's unlabeled pools: prompts without images, images without captions.
     public var unpairedPrompts = 2_000
     public var unpairedImages = 2_000
@@ -50,7 +52,7 @@ public struct WorldConfig: Equatable, Sendable {
         try require(kmeansImages >= 1 && kmeansMaximumPatches >= 1 && kmeansIterations >= 1,
                     "k-means needs kmeansImages, kmeansMaximumPatches and kmeansIterations >= 1")
         for (name, value) in [("trainPairs", trainPairs), ("trainCaptions", trainCaptions), ("trainProbes", trainProbes),
-                              ("unpairedPrompts", unpairedPrompts), ("unpairedImages", unpairedImages), ("evalImages", evalImages)] {
+                              ("trainImperfect", trainImperfect), ("unpairedPrompts", unpairedPrompts), ("unpairedImages", unpairedImages), ("evalImages", evalImages)] {
             try require(value >= 0 && value <= 10_000_000, "\(name) \(value) outside 0...10000000")
         }
         try require((1...8).contains(positionStep), "positionStep \(positionStep) outside 1...8")
@@ -72,7 +74,7 @@ public struct WorldConfig: Equatable, Sendable {
          ("minObjectSize", "\(minObjectSize)"), ("maxObjectSize", "\(maxObjectSize)"), ("positionStep", "\(positionStep)"),
          ("kmeansImages", "\(kmeansImages)"), ("kmeansMaximumPatches", "\(kmeansMaximumPatches)"),
          ("kmeansIterations", "\(kmeansIterations)"), ("trainPairs", "\(trainPairs)"),
-         ("trainCaptions", "\(trainCaptions)"), ("trainProbes", "\(trainProbes)"),
+         ("trainCaptions", "\(trainCaptions)"), ("trainProbes", "\(trainProbes)"), ("trainImperfect", "\(trainImperfect)"),
          ("unpairedPrompts", "\(unpairedPrompts)"), ("unpairedImages", "\(unpairedImages)"),
          ("evalPromptsPerCategory", "\(evalPromptsPerCategory)"), ("imagesPerEvalPrompt", "\(imagesPerEvalPrompt)"),
          ("evalImages", "\(evalImages)"), ("popeYesPerImage", "\(popeYesPerImage)"), ("seed", "\(seed)")]

@@ -244,7 +244,7 @@ final class EvalStageTests: XCTestCase {
     func testEvalStageOfIdenticalModelsGivesZeroDeltasAndRescorableFolders() throws {
         let run = directory.appendingPathComponent("run")
         var world = WorldConfig()
-        world.trainPairs = 60; world.trainCaptions = 30; world.trainProbes = 30
+        world.trainPairs = 60; world.trainCaptions = 30; world.trainProbes = 30; world.trainImperfect = 30
         world.unpairedPrompts = 6; world.unpairedImages = 6
         world.evalPromptsPerCategory = 3; world.evalImages = 8
         world.kmeansImages = 120; world.kmeansIterations = 2

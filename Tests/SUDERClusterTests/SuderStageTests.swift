@@ -59,7 +59,7 @@ final class SuderStageTests: XCTestCase {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("suder-rewards-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
         var world = WorldConfig()
-        (world.trainPairs, world.trainCaptions, world.trainProbes) = (60, 30, 30)
+        (world.trainPairs, world.trainCaptions, world.trainProbes, world.trainImperfect) = (60, 30, 30, 30)
         (world.unpairedPrompts, world.unpairedImages, world.evalPromptsPerCategory, world.evalImages) = (8, 8, 2, 8)
         (world.kmeansImages, world.kmeansIterations) = (60, 2)
         try generateDataset(config: world, outDir: directory) { _ in }

@@ -18,6 +18,7 @@ final class DatasetTests: XCTestCase {
         config.trainPairs = 240
         config.trainCaptions = 60
         config.trainProbes = 60
+        config.trainImperfect = 60
         config.unpairedPrompts = 30
         config.unpairedImages = 30
         config.evalPromptsPerCategory = 4
@@ -93,11 +94,40 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(oracle.imageReward(imageTokens: pair.prompt, record: record), 0, "text tokens are not an image")
     }
 
+    /// Each imperfect render is described truthfully by the exact detector's reading: a training
+    /// prompt its decoded image satisfies, or "a photo of nothing" exactly when GenEval would
+    /// count no object in it.
+    func testImperfectRendersCarryPromptsTheDetectorAgrees() throws {
+        let out = try generate(Self.smallConfig(), into: "a")
+        let reader = try DatasetReader(directory: out)
+        let vocabulary = reader.vocabulary, codebook = try reader.codebook()
+        let records = Dictionary(uniqueKeysWithValues: Category.allCases.flatMap(promptSpace).map { ($0.prompt, $0) })
+        let heldOut = Set(try reader.evalMetadata().filter { $0.tag != .singleObject }.map(\.prompt))
+        let examples = try reader.trainImperfect()
+        XCTAssertEqual(examples.count, 60)
+        var sawNothing = false, sawPrompt = false
+        for example in examples {
+            let text = try vocabulary.decode(example.prompt)
+            let detections = detectObjects(in: codebook.decode(codes: try vocabulary.imageCodes(tokens: example.image)))
+            let countsAnObject = ShapeClass.allCases.contains { evaluateGenEval(allDetections: detections, record: .singleObject($0)).correct }
+            if text == ImperfectRenderMaker.nothingPrompt {
+                sawNothing = true
+                XCTAssertFalse(countsAnObject, "an image described as nothing holds an object GenEval counts")
+            } else {
+                sawPrompt = true
+                let record = try XCTUnwrap(records[text], text)
+                XCTAssertFalse(heldOut.contains(text), "held-out prompt \(text) describes a training image")
+                XCTAssertTrue(evaluateGenEval(allDetections: detections, record: record).correct, text)
+            }
+        }
+        XCTAssertTrue(sawNothing && sawPrompt, "60 damaged renders should include both kinds of description")
+    }
+
     func testGenerationIsDeterministicBySeed() throws {
         let a = try generate(Self.smallConfig(seed: 1), into: "a")
         let b = try generate(Self.smallConfig(seed: 1), into: "b")
         let c = try generate(Self.smallConfig(seed: 2), into: "c")
-        for name in [DatasetFile.codebook, DatasetFile.trainPairs, DatasetFile.trainProbes, DatasetFile.unpairedImages,
+        for name in [DatasetFile.codebook, DatasetFile.trainPairs, DatasetFile.trainProbes, DatasetFile.trainImperfect, DatasetFile.unpairedImages,
                      DatasetFile.evalMetadata, DatasetFile.evalProbes(.adversarial), "eval/groundtruth/00003/samples/0002.png"] {
             XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent(name)), try Data(contentsOf: b.appendingPathComponent(name)), name)
         }

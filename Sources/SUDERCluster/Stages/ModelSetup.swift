@@ -24,6 +24,7 @@ func worldConfig(_ config: ResolvedConfig) -> WorldConfig {
     world.trainPairs = config.int("data.train_pairs")
     world.trainCaptions = config.int("data.train_captions")
     world.trainProbes = config.int("data.train_probes")
+    world.trainImperfect = config.int("data.train_imperfect")
     world.unpairedPrompts = config.int("data.unpaired_prompts")
     world.unpairedImages = config.int("data.unpaired_images")
     world.evalPromptsPerCategory = config.int("data.eval_prompts_per_category")

@@ -4,12 +4,12 @@ import World
 
 /// The kinds of supervised sequences pretraining mixes.
 enum PretrainKind: Int, CaseIterable {
-    case generationFromPrompt, generationFromCaption, captionFull, captionPromptStyle, probe
+    case generationFromPrompt, generationFromCaption, captionFull, captionPromptStyle, promptImperfect, probe
 
     var direction: String {
         switch self {
         case .generationFromPrompt, .generationFromCaption: return "generation"
-        case .captionFull, .captionPromptStyle: return "understanding"
+        case .captionFull, .captionPromptStyle, .promptImperfect: return "understanding"
         case .probe: return "probes"
         }
     }
@@ -22,6 +22,7 @@ struct PretrainData {
     let pairs: [PromptImagePair]
     let captions: [CaptionExample]
     let probes: [ProbeExample]
+    let imperfect: [PromptImagePair]
     let seed: UInt64
     /// Cumulative probabilities over `PretrainKind.allCases`.
     let cumulative: [Double]
@@ -32,14 +33,22 @@ struct PretrainData {
         pairs = try dataset.trainPairs()
         captions = try dataset.trainCaptions()
         probes = try dataset.trainProbes()
+        let imperfectShare = config.double("pretrain.imperfect_prompts")
+        do {
+            imperfect = imperfectShare > 0 ? try dataset.trainImperfect() : []
+        } catch WorldError.missingFile(let path) {
+            throw AgreedError("missing file \(path): the dataset was written before imperfect renders; run the data stage again "
+                              + "into a new run directory, or set pretrain.imperfect_prompts=0")
+        }
         seed = UInt64(config.int("run.seed"))
         promptDropout = config.double("pretrain.prompt_dropout")
         let generation = config.double("pretrain.mix_generation"), understanding = config.double("pretrain.mix_understanding")
         let fromCaption = config.double("pretrain.caption_conditioned"), promptStyle = config.double("pretrain.prompt_style_captions")
         var weights = [generation * (1 - fromCaption), generation * fromCaption, understanding * (1 - promptStyle),
-                       understanding * promptStyle, config.double("pretrain.mix_probes")]
+                       understanding * promptStyle * (1 - imperfectShare), understanding * promptStyle * imperfectShare,
+                       config.double("pretrain.mix_probes")]
         // A kind without data gets no share.
-        let available = [!pairs.isEmpty, !captions.isEmpty, !captions.isEmpty, !pairs.isEmpty, !probes.isEmpty]
+        let available = [!pairs.isEmpty, !captions.isEmpty, !captions.isEmpty, !pairs.isEmpty, !imperfect.isEmpty, !probes.isEmpty]
         for i in weights.indices where !available[i] { weights[i] = 0 }
         let total = weights.reduce(0, +)
         guard total > 0 else { throw AgreedError("pretraining has no data: the dataset's training splits are empty or the mix gives them no share") }
@@ -71,8 +80,9 @@ struct PretrainData {
         case .captionFull:
             let example = captions[pick(captions.count)]
             return (kind, vocabulary.understandingSequence(image: example.image, task: .caption, text: example.caption))
-        case .captionPromptStyle:
-            let pair = pairs[pick(pairs.count)]
+        case .captionPromptStyle, .promptImperfect:
+            let pool = kind == .captionPromptStyle ? pairs : imperfect
+            let pair = pool[pick(pool.count)]
             return (kind, vocabulary.understandingSequence(image: pair.image, task: .prompt, text: pair.prompt))
         case .probe:
             let probe = probes[pick(probes.count)]
@@ -108,7 +118,7 @@ func runPretrainStage(_ job: JobContext) throws {
     let logEvery = config.int("pretrain.log_every"), evalEvery = config.int("pretrain.eval_every")
     let checkpointEvery = config.int("pretrain.checkpoint_every")
     console.print("pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
-        + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.probes.count) probes")
+        + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
 
     let progress = console.progress("pretrain", total: steps, unit: "steps")
     progress.advance(by: session.step)

@@ -48,7 +48,7 @@ final class PretrainDataTests: XCTestCase {
         XCTAssertNil(none.kinds[.promptImperfect])
         XCTAssertTrue(none.promptTask.allSatisfy { cleanImages.contains(image($0)) })
 
-        let half = try draw(data([]))
+        let half = try draw(data(["pretrain.imperfect_prompts=0.5"]))
         let (imperfect, clean) = (half.kinds[.promptImperfect] ?? 0, half.kinds[.captionPromptStyle] ?? 0)
         XCTAssertGreaterThan(imperfect, 15); XCTAssertGreaterThan(clean, 15)
         XCTAssertEqual(imperfect + clean, half.promptTask.count)

@@ -123,7 +123,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     // Imperfect renders for the prompt task, each with a prompt the detector agrees with.
     var imperfectRandom = stream(9)
     let blank = RGBImage(width: config.canvasSize, height: config.canvasSize, fill: backgroundRGB)
-    let maker = ImperfectRenderMaker(codebook: codebook, backgroundCode: encoder.encode(blank)[0],
+    let maker = ImperfectRenderMaker(codeCount: codebook.codeCount, backgroundCode: encoder.encode(blank)[0],
                                      trainingPrompts: splits.mapValues(\.training))
     var imperfect = TokenShardWriter(kind: "train_imperfect", fieldCount: 2, vocabularySize: vocabulary.size)
     var promptSources: [ImperfectRenderMaker.PromptSource: Int] = [:]
@@ -135,7 +135,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
         let decoded = codebook.decode(codes: codes)
         let prompt = maker.prompt(for: detectObjects(in: decoded), original: record, using: &imperfectRandom)
         promptSources[prompt.source, default: 0] += 1
-        imperfect.append(vocabulary.imageTokens(codes: codes), try vocabulary.encode(prompt.text))
+        imperfect.append(try vocabulary.encode(prompt.text), vocabulary.imageTokens(codes: codes))
         if imperfectSheet.count < 64 { imperfectSheet.append(decoded) }
     }
     try imperfect.write(to: url(DatasetFile.trainImperfect))

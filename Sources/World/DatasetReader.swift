@@ -76,21 +76,20 @@ public struct DatasetReader {
         return tokens
     }
 
-    private func promptImagePairs(_ name: String, kind: String, imageFirst: Bool) throws -> [PromptImagePair] {
+    private func promptImagePairs(_ name: String, kind: String) throws -> [PromptImagePair] {
         let shard = try shard(name, kind: kind, fields: 2)
-        let (promptField, imageField) = imageFirst ? (1, 0) : (0, 1)
         return try (0..<shard.recordCount).map {
-            PromptImagePair(prompt: try checked(shard, $0, promptField, .text, name), image: try checked(shard, $0, imageField, .image, name))
+            PromptImagePair(prompt: try checked(shard, $0, 0, .text, name), image: try checked(shard, $0, 1, .image, name))
         }
     }
 
     public func trainPairs() throws -> [PromptImagePair] {
-        try promptImagePairs(DatasetFile.trainPairs, kind: "train_pairs", imageFirst: false)
+        try promptImagePairs(DatasetFile.trainPairs, kind: "train_pairs")
     }
 
     /// Damaged renders, each with a prompt the detector agrees with (`ImperfectRenderMaker`).
     public func trainImperfect() throws -> [PromptImagePair] {
-        try promptImagePairs(DatasetFile.trainImperfect, kind: "train_imperfect", imageFirst: true)
+        try promptImagePairs(DatasetFile.trainImperfect, kind: "train_imperfect")
     }
 
     public func trainCaptions() throws -> [CaptionExample] {

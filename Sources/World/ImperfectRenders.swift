@@ -12,13 +12,14 @@ public struct ImperfectRenderMaker: Sendable {
     /// nearly clean, with one or two wrong patches per object.
     public static let damageRange = 0.02...0.2
 
-    public let codebook: VQCodebook
+    /// Codes a swapped-in "any code" patch is drawn from.
+    public let codeCount: Int
     public let backgroundCode: Int32
     /// Training prompts per category; held-out prompts never describe an imperfect render.
     public let trainingPrompts: [Category: [MetadataRecord]]
 
-    public init(codebook: VQCodebook, backgroundCode: Int32, trainingPrompts: [Category: [MetadataRecord]]) {
-        self.codebook = codebook; self.backgroundCode = backgroundCode; self.trainingPrompts = trainingPrompts
+    public init(codeCount: Int, backgroundCode: Int32, trainingPrompts: [Category: [MetadataRecord]]) {
+        self.codeCount = codeCount; self.backgroundCode = backgroundCode; self.trainingPrompts = trainingPrompts
     }
 
     /// `codes` with patches on or 4-adjacent to an object replaced: an object patch is erased
@@ -43,14 +44,14 @@ public struct ImperfectRenderMaker: Sendable {
             } else if u < 0.9 {
                 damaged[index] = objectCodes.randomElement(using: &random)!
             } else {
-                damaged[index] = Int32.random(in: 0..<Int32(codebook.codeCount), using: &random)
+                damaged[index] = Int32.random(in: 0..<Int32(codeCount), using: &random)
             }
         }
         return damaged
     }
 
     /// How a prompt for an imperfect render was chosen.
-    public enum PromptSource: CaseIterable, Sendable { case original, other, nothing }
+    public enum PromptSource: Sendable { case original, other, nothing }
 
     /// `original`'s prompt if the detections still satisfy it; else a training prompt of a random
     /// category that they satisfy; else `nothingPrompt` (no detection GenEval counts, since any

@@ -9,11 +9,7 @@ final class PretrainDataTests: XCTestCase {
 
     override func setUpWithError() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("pretrain-data-\(UUID().uuidString)")
-        var world = WorldConfig()
-        (world.trainPairs, world.trainCaptions, world.trainProbes, world.trainImperfect) = (60, 30, 30, 40)
-        (world.unpairedPrompts, world.unpairedImages, world.evalPromptsPerCategory, world.evalImages) = (8, 8, 2, 8)
-        (world.kmeansImages, world.kmeansIterations) = (60, 2)
-        try generateDataset(config: world, outDir: directory) { _ in }
+        try generateDataset(config: .smallTestWorld, outDir: directory) { _ in }
     }
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }

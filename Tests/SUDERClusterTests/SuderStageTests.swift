@@ -58,11 +58,7 @@ final class SuderStageTests: XCTestCase {
     func testRewardsEqualDirectScoringCalls() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("suder-rewards-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: directory) }
-        var world = WorldConfig()
-        (world.trainPairs, world.trainCaptions, world.trainProbes, world.trainImperfect) = (60, 30, 30, 30)
-        (world.unpairedPrompts, world.unpairedImages, world.evalPromptsPerCategory, world.evalImages) = (8, 8, 2, 8)
-        (world.kmeansImages, world.kmeansIterations) = (60, 2)
-        try generateDataset(config: world, outDir: directory) { _ in }
+        try generateDataset(config: .smallTestWorld, outDir: directory) { _ in }
         let dataset = try DatasetReader(directory: directory)
         let vocabulary = dataset.vocabulary
         let model = Transformer(config: ModelConfig(vocabSize: vocabulary.size, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 112),

@@ -5,9 +5,7 @@ import XCTest
 /// the codebook.
 final class ImperfectRenderTests: XCTestCase {
     let background: Int32 = 0
-    /// Ten flat codes are enough: damage reads only the code count.
-    lazy var maker = ImperfectRenderMaker(codebook: VQCodebook(patchSize: 1, codeCount: 10, vectors: [Float](repeating: 0, count: 30)),
-                                          backgroundCode: background, trainingPrompts: [:])
+    lazy var maker = ImperfectRenderMaker(codeCount: 10, backgroundCode: background, trainingPrompts: [:])
 
     /// An 8x8 grid with one 2x2 object (codes 3, 4, 5, 6) at columns 2-3, rows 2-3.
     var grid: [Int32] {

@@ -128,7 +128,22 @@ else
     skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"
 fi
 
-# 1c. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
+# 1c. The understanding loss weight scales that direction's share of each update: at 0 a joint
+#    run (which still samples and scores captions) ends bitwise equal, weights and Adam state, to
+#    a generation-only run from the same checkpoint.
+if [ -f "$ref/pretrain/DONE" ]; then
+    joint=$(new_run joint-weight0) generation=$(new_run generation-only)
+    if run "suder stage, understanding weight 0" zero 180 "$suder" 2 "$joint" suder suder.loss_weight_understanding=0 --init "$ref/pretrain" &&
+        run "suder stage, generation only" zero 180 "$suder" 2 "$generation" suder suder.direction=generation --init "$ref/pretrain"; then
+        rounds=$(ls -d "$joint"/suder/step-* | tail -1 | xargs basename)
+        if grep -q '"understanding/pairs"' "$joint/suder/metrics.jsonl" &&
+            "$bin/suder-mpitests" compare-checkpoints "$joint/suder/$rounds" "$generation/suder/$rounds" 0 >"$work/out" 2>&1; then
+            pass "understanding loss weight 0: joint rounds with caption pairs end bitwise equal to generation-only rounds"
+        else fail "understanding loss weight 0: the joint run differs from the generation-only run (or made no caption pairs)"; fi
+    fi
+fi
+
+# 1d. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
 #    where PyTorch is installed, tools/torch_reference.py gives the same logits as our model.
 #    Tolerance 1e-4: float32 sums in another order (seen: 8e-6 on logits of magnitude 15).
 if [ -f "$ref/pretrain/DONE" ] && run "suder export" zero 60 "$bin/suder" export --checkpoint "$ref/pretrain" --out "$work/export.safetensors"; then

@@ -88,6 +88,8 @@ let suderFields: [ConfigField] = [
                 + "(a CPO/RPO-style guard against pushing both completions down); 0 = pure SimPO/DPO"),
     ConfigField("suder.direction", .choice(["joint", "generation", "understanding", "alternating"]), .string("joint"),
                 "which directions train each round"),
+    ConfigField("suder.loss_weight_understanding", .double(0...100), .double(1),
+                "weight of the understanding direction's preference loss in the joint loss (generation's is 1)"),
     ConfigField("suder.reward", .choice(["self", "oracle"]), .string("self"),
                 "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
     ConfigField("suder.lr", .double(0...10), .double(1e-4), "learning rate"),

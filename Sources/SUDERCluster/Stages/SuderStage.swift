@@ -40,6 +40,8 @@ struct SuderSettings {
     let logSamples: Bool
     /// Groups whose best and worst rewards differ by no more than this give no pair.
     let minimumRewardGap: [Direction: Double]
+    /// Each direction's weight in the joint preference loss.
+    let lossWeight: [Direction: Double]
     let learningRate, gradClip: Float
     let seed: UInt64
 
@@ -63,6 +65,7 @@ struct SuderSettings {
         logSamples = config.bool("suder.log_samples")
         minimumRewardGap = [.generation: config.double("suder.min_reward_gap_generation"),
                             .understanding: config.double("suder.min_reward_gap_understanding")]
+        lossWeight = [.generation: 1, .understanding: config.double("suder.loss_weight_understanding")]
         learningRate = Float(config.double("suder.lr"))
         gradClip = Float(config.double("suder.grad_clip"))
         seed = UInt64(config.int("run.seed"))
@@ -325,7 +328,7 @@ private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], sett
                 losses = simpoLoss(chosenLogProbs: chosen, chosenLengths: chosenLengths, rejectedLogProbs: rejected,
                                    rejectedLengths: rejectedLengths, beta: settings.beta, gamma: settings.gamma)
             }
-            let scale = 1 / Double(globalCounts[d])
+            let scale = settings.lossWeight[direction]! / Double(globalCounts[d])
             // d/d logp_w of chosenNLL * (-logp_w / |y_w|).
             let chosenCoefficients = zip(losses.chosenGradients, chosenLengths).map { $0 - settings.chosenNLL / $1 }
             model.backward(sequenceCoefficients: zip(chosenCoefficients, losses.rejectedGradients).flatMap { [Float($0 * scale), Float($1 * scale)] })

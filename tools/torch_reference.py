@@ -378,6 +378,7 @@ def bench(args):
         preference_pairs_per_s=(B // 2) / pref,
         train_step_s=train, score_s=scoring, sample_s=sampling, preference_step_s=pref,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
     )
     print(json.dumps(result))
 

@@ -15,7 +15,7 @@ enum {
 
 // out[c0 ..< c0 + 16 nb] = inv_h sum_j e_hj v_j[c] for the heads h of those channels (nb vectors
 // in registers; callers pass a constant nb).
-INLINE AVX512 void weightedValues(int nb, float *out, const float *values, const float *scores, const float *inv,
+INLINE AVX512 void weightedValues16(int nb, float *out, const float *values, const float *scores, const float *inv,
                                   long c0, long count, long channels, long hs, long maxSeq) {
     __m512 acc[4];
 #pragma clang loop unroll(full)
@@ -34,7 +34,7 @@ INLINE AVX512 void weightedValues(int nb, float *out, const float *values, const
 
 // out (channels) = per head h: sum_j softmax_j(scale q_h . k_jh) v_jh over j < count, where
 // k_j = keys + j channels and v_j = values + j channels; scores holds heads rows of maxSeq.
-static AVX512 void attendRow(float *out, const float *q, const float *keys, const float *values, long count,
+static AVX512 void attendRow16(float *out, const float *q, const float *keys, const float *values, long count,
                              long channels, long heads, long maxSeq, float scale, float *scores) {
     const long hs = channels / heads;
     float maxScore[MAX_HEADS], inv[MAX_HEADS];
@@ -52,15 +52,68 @@ static AVX512 void attendRow(float *out, const float *q, const float *keys, cons
         }
     }
     for (long h = 0; h < heads; h++)
-        inv[h] = 1 / suder_exponentials(scores + h * maxSeq, scores + h * maxSeq, count, maxScore[h], 1);
+        inv[h] = 1 / suder_exponentials16(scores + h * maxSeq, scores + h * maxSeq, count, maxScore[h], 1);
     // Blocks of 4 vectors of the output row; each block streams the value rows once.
     long c0 = 0;
-    for (; c0 + 64 <= channels; c0 += 64) weightedValues(4, out, values, scores, inv, c0, count, channels, hs, maxSeq);
+    for (; c0 + 64 <= channels; c0 += 64) weightedValues16(4, out, values, scores, inv, c0, count, channels, hs, maxSeq);
     switch ((channels - c0) / 16) {
-        case 3: weightedValues(3, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
-        case 2: weightedValues(2, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
-        case 1: weightedValues(1, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
+        case 3: weightedValues16(3, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
+        case 2: weightedValues16(2, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
+        case 1: weightedValues16(1, out, values, scores, inv, c0, count, channels, hs, maxSeq); break;
     }
+}
+
+
+// The AVX2 twin of weightedValues16: 8-float vectors, up to 8 of them (64 channels) per pass.
+INLINE AVX2 void weightedValues8(int nb, float *out, const float *values, const float *scores, const float *inv,
+                                 long c0, long count, long channels, long hs, long maxSeq) {
+    __m256 acc[8];
+#pragma clang loop unroll(full)
+    for (int b = 0; b < nb; b++) acc[b] = _mm256_setzero_ps();
+    for (long j = 0; j < count; j++) {
+        const float *v = values + j * channels + c0;
+        _mm_prefetch((const char *)(v + AHEAD * channels), _MM_HINT_T0);
+#pragma clang loop unroll(full)
+        for (int b = 0; b < nb; b++)
+            acc[b] = _mm256_fmadd_ps(_mm256_set1_ps(scores[(c0 + 8 * b) / hs * maxSeq + j]), _mm256_loadu_ps(v + 8 * b), acc[b]);
+    }
+#pragma clang loop unroll(full)
+    for (int b = 0; b < nb; b++)
+        _mm256_storeu_ps(out + c0 + 8 * b, _mm256_mul_ps(_mm256_set1_ps(inv[(c0 + 8 * b) / hs]), acc[b]));
+}
+
+INLINE AVX2 float sum8(__m256 x) {
+    __m128 four = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    four = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    return _mm_cvtss_f32(_mm_add_ss(four, _mm_movehdup_ps(four)));
+}
+
+// The AVX2 twin of attendRow16.
+static AVX2 void attendRow8(float *out, const float *q, const float *keys, const float *values, long count,
+                            long channels, long heads, long maxSeq, float scale, float *scores) {
+    const long hs = channels / heads;
+    float maxScore[MAX_HEADS], inv[MAX_HEADS];
+    for (long h = 0; h < heads; h++) maxScore[h] = -INFINITY;
+    for (long j = 0; j < count; j++) {
+        const float *k = keys + j * channels;
+        for (long c = 0; c < channels; c += 16) _mm_prefetch((const char *)(k + AHEAD * channels + c), _MM_HINT_T0);
+        for (long h = 0; h < heads; h++) {
+            __m256 dot = _mm256_setzero_ps();
+            for (long d = h * hs; d < (h + 1) * hs; d += 8)
+                dot = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), dot);
+            float s = scale * sum8(dot);
+            scores[h * maxSeq + j] = s;
+            maxScore[h] = s > maxScore[h] ? s : maxScore[h];
+        }
+    }
+    for (long h = 0; h < heads; h++)
+        inv[h] = 1 / suder_exponentials8(scores + h * maxSeq, scores + h * maxSeq, count, maxScore[h], 1);
+    // Blocks of 8 vectors, then 4, 2, 1 for the rest; each block streams the value rows once.
+    long c0 = 0;
+    for (; c0 + 64 <= channels; c0 += 64) weightedValues8(8, out, values, scores, inv, c0, count, channels, hs, maxSeq);
+    if (c0 + 32 <= channels) { weightedValues8(4, out, values, scores, inv, c0, count, channels, hs, maxSeq); c0 += 32; }
+    if (c0 + 16 <= channels) { weightedValues8(2, out, values, scores, inv, c0, count, channels, hs, maxSeq); c0 += 16; }
+    if (c0 < channels) weightedValues8(1, out, values, scores, inv, c0, count, channels, hs, maxSeq);
 }
 
 #endif
@@ -70,13 +123,14 @@ bool suder_cached_attention(float *out, const float *qkv, const float *keys, con
                             long rows, long channels, long heads, long maxSeq) {
 #if defined(__x86_64__)
     const long hs = channels / heads;
+    const bool wide = suder_activeKernels == SUDER_KERNELS_AVX512;
     // Whole vectors per head keep the loops mask-free; other shapes take the caller's path.
-    if (!suder_cpuHasAVX512 || hs % 16 != 0 || heads > MAX_HEADS) return false;
+    if (suder_activeKernels == SUDER_KERNELS_BLAS || hs % (wide ? 16 : 8) != 0 || heads > MAX_HEADS) return false;
     const float scale = 1 / sqrtf((float)hs);
     for (long r = 0; r < rows; r++) {
         const long base = (long)streams[r] * maxSeq * channels;
-        attendRow(out + r * channels, qkv + r * 3 * channels, keys + base, values + base, positions[r] + 1L,
-                  channels, heads, maxSeq, scale, scores);
+        (wide ? attendRow16 : attendRow8)(out + r * channels, qkv + r * 3 * channels, keys + base, values + base,
+                                          positions[r] + 1L, channels, heads, maxSeq, scale, scores);
     }
     return true;
 #else

@@ -1,20 +1,129 @@
+// Which kernels run: the CPU's features and caches, read once at load time, and the path in use.
 #include "CKernels.h"
 #include "simd.h"
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
-bool suder_cpuHasAVX512;
+SuderKernels suder_activeKernels = SUDER_KERNELS_BLAS;
+Blocking suder_blocking;
+static bool hasAVX512F, hasAVX2, hasFMA;
+
+// Rounds x down to a multiple of `step`, within [lo, hi].
+static long blockSize(long x, long step, long lo, long hi) {
+    x = x / step * step;
+    return x < lo ? lo : x > hi ? hi : x;
+}
+
+static long cacheBytes(int name, long fallback) {
+    long bytes = sysconf(name);
+    return bytes > 0 ? bytes : fallback;
+}
 
 // The builtins need __builtin_cpu_init before use; a constructor runs it once, before any caller.
 __attribute__((constructor)) static void detectCPU(void) {
     __builtin_cpu_init();
-    suder_cpuHasAVX512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    hasAVX512F = __builtin_cpu_supports("avx512f");
+    hasAVX2 = __builtin_cpu_supports("avx2");
+    hasFMA = __builtin_cpu_supports("fma");
+    suder_activeKernels = suder_kernels_best();
+    // A packed B micro-panel (kc rows of the panel width: 32 floats for AVX-512, 16 for AVX2) takes
+    // about 2/3 of L1, leaving room for the A rows streaming past it; a block of A (mc x kc) takes a
+    // quarter of L2. Fallbacks are the smallest caches of the CPUs we target (32 KB, 512 KB).
+    long l1 = cacheBytes(_SC_LEVEL1_DCACHE_SIZE, 32 << 10), l2 = cacheBytes(_SC_LEVEL2_CACHE_SIZE, 512 << 10);
+    suder_blocking.kc512 = blockSize(l1 * 2 / 3 / (32 * 4), 16, 128, 512);
+    suder_blocking.mc512 = blockSize(l2 / 4 / (suder_blocking.kc512 * 4), 12, 48, 1020);
+    suder_blocking.kc256 = blockSize(l1 * 2 / 3 / (16 * 4), 16, 128, 512);
+    suder_blocking.mc256 = blockSize(l2 / 4 / (suder_blocking.kc256 * 4), 6, 48, 1020);
 }
-#endif
 
-bool suder_kernels_available(void) {
-#if defined(__x86_64__)
-    return suder_cpuHasAVX512;
-#else
-    return false;
-#endif
+const char *suder_kernels_missing(SuderKernels path) {
+    static char missing[32];
+    missing[0] = 0;
+    bool needs512 = path == SUDER_KERNELS_AVX512, needs256 = path == SUDER_KERNELS_AVX2;
+    if (needs512 && !hasAVX512F) strcat(missing, "avx512f, ");
+    if (needs256 && !hasAVX2) strcat(missing, "avx2, ");
+    if ((needs512 || needs256) && !hasFMA) strcat(missing, "fma, ");
+    if (missing[0]) missing[strlen(missing) - 2] = 0;
+    return missing;
 }
+
+SuderKernels suder_kernels_best(void) {
+    if (hasAVX512F && hasFMA) return SUDER_KERNELS_AVX512;
+    if (hasAVX2 && hasFMA) return SUDER_KERNELS_AVX2;
+    return SUDER_KERNELS_BLAS;
+}
+
+bool suder_kernels_select(SuderKernels path) {
+    if (suder_kernels_missing(path)[0]) return false;
+    suder_activeKernels = path;
+    return true;
+}
+
+SuderKernels suder_kernels_active(void) { return suder_activeKernels; }
+
+void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2) {
+    *kc = path == SUDER_KERNELS_AVX512 ? suder_blocking.kc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.kc256 : 0;
+    *mc = path == SUDER_KERNELS_AVX512 ? suder_blocking.mc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.mc256 : 0;
+    *l1d = cacheBytes(_SC_LEVEL1_DCACHE_SIZE, 0);
+    *l2 = cacheBytes(_SC_LEVEL2_CACHE_SIZE, 0);
+}
+
+// FMA peak: CHAINS independent accumulators (enough to cover 4-cycle latency on 2-4 FMA pipes)
+// each doing acc = acc * x + y; the sum is returned so the loop is not removed.
+enum { CHAINS = 12 };
+
+static AVX512 float fmaLoop512(long iterations) {
+    __m512 acc[CHAINS], x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iterations; it++)
+        for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    for (int i = 1; i < CHAINS; i++) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+
+static AVX2 float fmaLoop256(long iterations) {
+    __m256 acc[CHAINS], x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long it = 0; it < iterations; it++)
+        for (int i = 0; i < CHAINS; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
+    for (int i = 1; i < CHAINS; i++) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc[0]);
+    return lanes[0];
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+double suder_fma_peak_gflops(SuderKernels path, double seconds) {
+    bool wide = path == SUDER_KERNELS_AVX512;
+    if (!hasFMA || (wide && !hasAVX512F) || (!wide && !hasAVX2)) return 0;
+    const long chunk = 1 << 20;
+    volatile float sink = 0;
+    // Warm-up: the core may need to raise its clock or power up the wide units.
+    sink += wide ? fmaLoop512(chunk) : fmaLoop256(chunk);
+    long chunks = 0;
+    double start = now(), elapsed;
+    do {
+        sink += wide ? fmaLoop512(chunk) : fmaLoop256(chunk);
+        chunks++;
+    } while ((elapsed = now() - start) < seconds);
+    (void)sink;
+    return (double)chunks * chunk * CHAINS * (wide ? 16 : 8) * 2 / elapsed / 1e9;
+}
+
+#else  // other architectures: OpenBLAS and libm do everything
+
+const char *suder_kernels_missing(SuderKernels path) { return path == SUDER_KERNELS_BLAS ? "" : "x86-64"; }
+SuderKernels suder_kernels_best(void) { return SUDER_KERNELS_BLAS; }
+bool suder_kernels_select(SuderKernels path) { return path == SUDER_KERNELS_BLAS; }
+SuderKernels suder_kernels_active(void) { return SUDER_KERNELS_BLAS; }
+void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2) { *kc = *mc = *l1d = *l2 = 0; }
+double suder_fma_peak_gflops(SuderKernels path, double seconds) { return 0; }
+
+#endif

@@ -7,6 +7,7 @@
 // - small-M, B transposed (sampling decode steps, M = rows in flight <= 32): computes C^T = W A^T
 //   with W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights
 //   are read once and never copied (packing them would cost as much as the product).
+// sgemm_avx2.c has the same two paths with 256-bit vectors; suder_sgemm picks the active one.
 #include "CKernels.h"
 #include "simd.h"
 
@@ -17,21 +18,15 @@
 enum {
     MR = 12,       // packed micro-tile rows: 12 x 2 accumulators + 2 B vectors of the 32 zmm
     NR = 32,       // packed micro-tile columns: two zmm
-    KC = 256,      // depth of a packed block: one B micro-panel (32 KB) stays in L1
-    MC = 240,      // rows of A per block (240 x KC floats, 240 KB, stay in L2)
-    NC = 2048,     // columns of B packed per block
+    NC = 2048,     // columns of B packed per block (kc x NC floats, up to 4 MB, live in L2 / L3)
     SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
 };
 
-static inline long minLong(long x, long y) { return x < y ? x : y; }
-
-// Packing buffers, one set per thread (freed when the thread ends), grown on demand and reused,
-// so products in the step loops do not allocate once the buffers have their size.
-enum { PACKED_B, PACKED_A, SMALL_AT, BUFFERS };
-typedef struct { float *data[BUFFERS]; long count[BUFFERS]; } PackingBuffers;
+// Packing buffers, one set per thread, shared by both paths' products.
 static pthread_key_t buffersKey;
 static pthread_once_t buffersOnce = PTHREAD_ONCE_INIT;
+typedef struct { float *data[BUFFERS]; long count[BUFFERS]; } PackingBuffers;
 
 static void freeBuffers(void *p) {
     PackingBuffers *buffers = p;
@@ -41,8 +36,7 @@ static void freeBuffers(void *p) {
 
 static void createBuffersKey(void) { pthread_key_create(&buffersKey, freeBuffers); }
 
-// This thread's buffer `which`, 64-byte aligned, at least `count` floats; NULL if out of memory.
-static float *packingBuffer(int which, long count) {
+float *suder_packingBuffer(int which, long count) {
     pthread_once(&buffersOnce, createBuffersKey);
     PackingBuffers *buffers = pthread_getspecific(buffersKey);
     if (!buffers) {
@@ -108,37 +102,21 @@ INLINE AVX512 void storeTile(const float *tile, int nv, long rows, long cols, fl
     }
 }
 
-// Copies op(A)(0..<rows, 0..<kc), rows < MR, into one k-major panel of MR rows, zero past `rows`.
 static AVX512 void packA(bool trans, const float *a, long lda, long rows, long kc, float *ap) {
-    for (long p = 0; p < kc; p++)
-        for (long i = 0; i < MR; i++)
-            ap[p * MR + i] = i >= rows ? 0 : trans ? a[p * lda + i] : a[i * lda + p];
+    packAPanel(MR, trans, a, lda, rows, kc, ap);
 }
 
-// Copies op(B)(0..<kc, 0..<cols) into panels of NR columns, k-major, zero past `cols`.
 static AVX512 void packB(bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
-    for (long jr = 0; jr < cols; jr += NR, bp += NR * kc) {
-        long nr = minLong(NR, cols - jr);
-        if (trans) {
-            for (long j = 0; j < nr; j++)
-                for (long p = 0; p < kc; p++) bp[p * NR + j] = b[(jr + j) * ldb + p];
-        } else {
-            for (long p = 0; p < kc; p++)
-                for (long j = 0; j < nr; j++) bp[p * NR + j] = b[p * ldb + jr + j];
-        }
-        for (long p = 0; p < kc; p++)
-            for (long j = nr; j < NR; j++) bp[p * NR + j] = 0;
-    }
+    packBPanels(NR, trans, b, ldb, kc, cols, bp);
 }
 
 static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, float alpha,
                               const float *a, long lda, const float *b, long ldb, float beta,
                               float *c, long ldc) {
-    // Equal-depth blocks, so K = 512 runs as 2 x 256 rather than 256 + 256 + a sliver.
-    long kcMax = (k + (k + KC - 1) / KC - 1) / ((k + KC - 1) / KC);
+    const long kcMax = equalDepth(k, suder_blocking.kc512), MC = suder_blocking.mc512;
     long ncMax = minLong(n, NC);
-    float *ap = packingBuffer(PACKED_A, kcMax * MR);
-    float *bp = packingBuffer(PACKED_B, kcMax * ((ncMax + NR - 1) / NR * NR));
+    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
+    float *bp = suder_packingBuffer(PACKED_B, kcMax * ((ncMax + NR - 1) / NR * NR));
     if (!ap || !bp) return false;
     float tile[MR * NR] __attribute__((aligned(64)));
     for (long jc = 0; jc < n; jc += NC) {
@@ -244,7 +222,7 @@ static AVX512 void storeTransposedTile(const float *tile, int width, long firstR
 static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const float *a, long lda,
                                  const float *w, long ldw, float beta, float *c, long ldc) {
     const int nv = m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
-    float *at = packingBuffer(SMALL_AT, k * width);
+    float *at = suder_packingBuffer(SMALL_AT, k * width);
     if (!at) return false;
     // at(p, j) = A(j, p), zero for j >= m, by 16 x 16 blocks.
     for (int v = 0; v < nv; v++)
@@ -279,7 +257,9 @@ static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const floa
 bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads) {
-    if (!suder_cpuHasAVX512 || m <= 0 || n <= 0 || k <= 0) return false;
+    if (suder_activeKernels == SUDER_KERNELS_AVX2)
+        return suder_sgemmAVX2(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
+    if (suder_activeKernels != SUDER_KERNELS_AVX512 || m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (threads > 1) return false;  // our packed path is single-threaded; OpenBLAS splits the work
     return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -3,8 +3,9 @@ import COpenBLAS
 import Foundation
 
 /// The floating-point types the layer kernels run in: Float for training and sampling, Double
-/// for the finite-difference gradient checks. Float products run our AVX-512 kernels where the CPU
-/// has AVX-512 (CKernels), else OpenBLAS; Double products go to OpenBLAS (dgemm).
+/// for the finite-difference gradient checks. Float products run the kernel path in use
+/// (`KernelPath.active`: our AVX-512 or AVX2 kernels in CKernels, or OpenBLAS); Double products go
+/// to OpenBLAS (dgemm).
 public protocol ModelScalar: BinaryFloatingPoint {
     /// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set.
     static func gemm(
@@ -80,21 +81,106 @@ public var openBLASCoreName: String {
     String(cString: openblas_get_corename())
 }
 
-/// Whether Float products, exponentials and the sampler's attention run our AVX-512 kernels (CKernels).
-public var avx512KernelsActive: Bool { suder_kernels_available() }
+/// Which kernels run the Float products, the exponentials and the sampler's cached attention:
+/// our AVX-512 or AVX2 kernels (CKernels), or OpenBLAS and libm. The best the CPU has is chosen
+/// at load time; `SUDER_KERNELS` forces one (`select(environment:)`).
+public enum KernelPath: String, CaseIterable, Sendable {
+    case avx512, avx2, blas
 
-/// Debian's OpenBLAS 0.3.21 does not recognise AMD Zen 4 / 5 and runs its AVX2 ("Haswell") kernels
-/// on a CPU that has AVX-512; its SkylakeX kernels are ~2x faster there. The core is chosen when
-/// the library loads, so the fix is the environment of the launch: OPENBLAS_CORETYPE=SkylakeX.
-/// On such a CPU our own kernels take the Float products, so the core matters only for what
-/// OpenBLAS still does: large Float products with several BLAS threads, and Double products.
-/// Returns that advice when it applies.
-public func openBLASCoreAdvice() -> String? {
-    guard openBLASCoreName == "Haswell",
-          let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+    var cValue: SuderKernels {
+        switch self {
+        case .avx512: SUDER_KERNELS_AVX512
+        case .avx2: SUDER_KERNELS_AVX2
+        case .blas: SUDER_KERNELS_BLAS
+        }
+    }
+
+    init(_ c: SuderKernels) {
+        self = c == SUDER_KERNELS_AVX512 ? .avx512 : c == SUDER_KERNELS_AVX2 ? .avx2 : .blas
+    }
+
+    /// The path in use.
+    public static var active: KernelPath { KernelPath(suder_kernels_active()) }
+    /// The best path this CPU has.
+    public static var best: KernelPath { KernelPath(suder_kernels_best()) }
+    /// The paths this CPU can run, best first.
+    public static var available: [KernelPath] { allCases.filter { $0.missingFeatures.isEmpty } }
+
+    /// The CPU features this path needs that the CPU lacks ("" when it has them all).
+    public var missingFeatures: String { String(cString: suder_kernels_missing(cValue)) }
+
+    /// How tables name it.
+    public var label: String {
+        switch self {
+        case .avx512: "AVX-512 (CKernels)"
+        case .avx2: "AVX2 (CKernels)"
+        case .blas: "OpenBLAS"
+        }
+    }
+
+    /// Packed-path block sizes and the cache sizes they came from, e.g. "kc 256, mc 252 (L1d 48 KB, L2 1024 KB)".
+    public var blocking: String {
+        var kc = 0, mc = 0, l1 = 0, l2 = 0
+        suder_kernels_blocking(cValue, &kc, &mc, &l1, &l2)
+        return self == .blas ? "-" : "kc \(kc), mc \(mc) (L1d \(l1 >> 10) KB, L2 \(l2 >> 10) KB)"
+    }
+
+    /// Makes this path the active one; throws, naming what the CPU lacks, when it cannot run here.
+    public func select() throws {
+        guard suder_kernels_select(cValue) else {
+            throw KernelPathError(description: "the \(rawValue) kernels need CPU features this CPU lacks: \(missingFeatures)")
+        }
+    }
+
+    /// Selects the path `SUDER_KERNELS` names (avx512, avx2 or blas), or the best one when it is unset.
+    @discardableResult
+    public static func select(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> KernelPath {
+        guard let requested = environment["SUDER_KERNELS"], !requested.isEmpty else {
+            try best.select()
+            return best
+        }
+        guard let path = KernelPath(rawValue: requested.lowercased()) else {
+            throw KernelPathError(description: "SUDER_KERNELS=\(requested): expected one of avx512, avx2, blas")
+        }
+        do { try path.select() } catch { throw KernelPathError(description: "SUDER_KERNELS=\(requested): \(error)") }
+        return path
+    }
+
+    /// One core's FMA peak in GFLOP/s with this path's vectors (256-bit for blas), from a loop of
+    /// independent FMAs run for `seconds`; nil when the CPU lacks FMA.
+    public func fmaPeakGFLOPs(seconds: Double = 0.2) -> Double? {
+        let peak = suder_fma_peak_gflops(cValue, seconds)
+        return peak > 0 ? peak : nil
+    }
+}
+
+public struct KernelPathError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The OpenBLAS kernel family this CPU should run: SkylakeX (Cooperlake with AVX-512 BF16) with
+/// AVX-512, Haswell with AVX2 + FMA; nil for older CPUs, where OpenBLAS's own choice stands.
+public var openBLASCoreForThisCPU: String? {
+    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
           let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
-    let needed = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
-    guard needed.allSatisfy(flags.contains) else { return nil }
-    return "OpenBLAS runs its Haswell (AVX2) kernels on this AVX-512 CPU; with several BLAS threads, large matmuls are OpenBLAS's: launch with OPENBLAS_CORETYPE=SkylakeX for ~2x faster ones"
+    if ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains) {
+        return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
+    }
+    return ["avx2", "fma"].allSatisfy(flags.contains) ? "Haswell" : nil
+}
+
+/// OpenBLAS picks its kernels when the library loads, before any of our code runs, from
+/// OPENBLAS_CORETYPE or its own CPU table; 0.3.21 does not know recent Intel models and falls back
+/// to Prescott (SSE3), and an environment may force an older core. Changing it then would mean
+/// re-executing the process (under mpirun or srun, before MPI starts), so we advise instead.
+/// OpenBLAS still does the Double products, the Float products on the BLAS path and large Float
+/// products with several BLAS threads. Returns the advice when its core is weaker than the CPU's.
+public func openBLASCoreAdvice() -> String? {
+    guard let wanted = openBLASCoreForThisCPU else { return nil }
+    let rank = ["Haswell": 1, "Zen": 1, "SkylakeX": 2, "Cooperlake": 2, "SapphireRapids": 2]
+    let current = openBLASCoreName
+    guard rank[current, default: 0] < rank[wanted, default: 0] else { return nil }
+    let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? ""
+    return "OpenBLAS runs its \(current) kernels\(forced) on a CPU that runs \(wanted): launch with OPENBLAS_CORETYPE=\(wanted) for faster Double products and BLAS-path products"
 }

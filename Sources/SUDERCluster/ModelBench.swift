@@ -13,6 +13,9 @@ public struct ModelBenchOptions {
     public var promptLength: Int
     public var newTokens: Int
     public var threads: Int
+    /// The kernel path to run (nil: SUDER_KERNELS, else the best the CPU has); PyTorch is held to
+    /// the same instruction set.
+    public var kernels: KernelPath?
     /// Timed repetitions per workload (after one warm-up); medians are reported.
     public var repeats: Int
     public var json: Bool
@@ -24,7 +27,7 @@ public struct ModelBenchOptions {
     public init(
         config: ModelConfig = ModelConfig(vocabSize: 1100, dModel: 192, nLayers: 6, nHeads: 6, ffnHidden: 512, maxSeq: 96),
         batch: Int = 32, seqLen: Int = 96, sampleBatch: Int = 16, promptLength: Int = 16, newTokens: Int = 64,
-        threads: Int = 1, repeats: Int = 5, json: Bool = false, compareWithPyTorch: Bool = true,
+        threads: Int = 1, kernels: KernelPath? = nil, repeats: Int = 5, json: Bool = false, compareWithPyTorch: Bool = true,
         python: String = "python3", referenceScript: String = "tools/torch_reference.py"
     ) {
         self.config = config
@@ -34,11 +37,22 @@ public struct ModelBenchOptions {
         self.promptLength = promptLength
         self.newTokens = newTokens
         self.threads = threads
+        self.kernels = kernels
         self.repeats = repeats
         self.json = json
         self.compareWithPyTorch = compareWithPyTorch
         self.python = python
         self.referenceScript = referenceScript
+    }
+}
+
+extension ModelBenchOptions {
+    /// Sets `kernels` from its name on the command line.
+    public mutating func setKernels(named name: String) throws {
+        guard let path = KernelPath(rawValue: name) else {
+            throw BenchError(description: "--kernels \(name): expected one of avx512, avx2, blas")
+        }
+        kernels = path
     }
 }
 
@@ -62,6 +76,12 @@ public struct ModelBenchNumbers: Codable {
     public var sample_shared_rng_tokens_per_s: Double?
     /// suder only: the OpenBLAS kernel family in use.
     public var blas_core: String?
+    /// suder only: the kernel path (avx512, avx2, blas).
+    public var kernels: String?
+    /// suder only: one core's FMA peak with the path's vectors (256-bit for blas), measured.
+    public var fma_peak_gflops: Double?
+    /// PyTorch only: the instruction set ATen dispatches to (torch.backends.cpu.get_cpu_capability).
+    public var cpu_capability: String?
 }
 
 public struct ModelBenchReport: Codable {
@@ -86,6 +106,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
     var config = o.config
     config.maxSeq = max(config.maxSeq, o.seqLen, o.promptLength + o.newTokens)
     try config.validate()
+    if let kernels = o.kernels { try kernels.select() } else { try KernelPath.select() }
     setComputeThreads(o.threads)
     let B = o.batch, T = o.seqLen
 
@@ -151,7 +172,8 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
         preference_pairs_per_s: Double(B / 2) / preference,
         train_step_s: train, score_s: score, sample_s: sample, preference_step_s: preference,
         train_gflops: FLOPs.trainingStep(config, batch: B, seqLen: T) / train / 1e9,
-        peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName)
+        peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName, kernels: KernelPath.active.rawValue,
+        fma_peak_gflops: KernelPath.active.fmaPeakGFLOPs())
 
     var report = ModelBenchReport(config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
                                   promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
@@ -198,8 +220,10 @@ struct BenchError: Error, CustomStringConvertible {
     let description: String
 }
 
-private func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+private func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws
+    -> (status: Int32, output: String, error: String) {
     let process = Process()
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = [executable] + arguments
     let out = Pipe(), err = Pipe()
@@ -224,11 +248,21 @@ private func runPyTorchBench(_ o: ModelBenchOptions, config: ModelConfig) throws
                      "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
                      "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
                      "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)"]
-    let result = try runProcess(o.python, arguments)
+    let result = try runProcess(o.python, arguments, environment: pyTorchInstructionSet(KernelPath.active))
     guard result.status == 0, let line = result.output.split(separator: "\n").last else {
         throw BenchError(description: "torch_reference.py bench failed: \(result.error.suffix(500))")
     }
     return try JSONDecoder().decode(ModelBenchNumbers.self, from: Data(line.utf8))
+}
+
+/// Environment that holds PyTorch to the instruction set of our kernel path: ATen's kernels, oneDNN
+/// and MKL each have their own limit. The BLAS path leaves PyTorch at its default.
+func pyTorchInstructionSet(_ path: KernelPath) -> [String: String] {
+    switch path {
+    case .avx512: ["ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"]
+    case .avx2: ["ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"]
+    case .blas: [:]
+    }
 }
 
 private func printBenchTable(_ r: ModelBenchReport) {
@@ -242,6 +276,10 @@ private func printBenchTable(_ r: ModelBenchReport) {
     let s = r.suder, t = r.torch
     print("train tokens/s           \(cell(s.train_tokens_per_s)) \(cell(t?.train_tokens_per_s)) \(ratio(s.train_tokens_per_s, t?.train_tokens_per_s))")
     print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio(s.train_gflops ?? 0, t?.train_gflops))")
+    if let peak = s.fma_peak_gflops, let achieved = s.train_gflops {
+        print("train / FMA peak         \(String(format: "%11.0f%%", 100 * achieved / peak)) \(t?.train_gflops.map { String(format: "%11.0f%%", 100 * $0 / peak) } ?? String(repeating: " ", count: 11) + "-")"
+              + "    (peak \(String(format: "%.1f", peak)) GFLOP/s, one core, \(s.kernels == "avx512" ? "512" : "256")-bit FMA loop)")
+    }
     print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
     print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")
     print("preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))")
@@ -249,8 +287,13 @@ private func printBenchTable(_ r: ModelBenchReport) {
     if let shared = t?.sample_shared_rng_tokens_per_s {
         print("(torch sampling with one shared RNG instead of one per sequence: \(String(format: "%.1f", shared)) tokens/s)")
     }
-    print("matmul kernels: \(avx512KernelsActive ? "AVX-512 (CKernels)" : "OpenBLAS"); OpenBLAS core: \(s.blas_core ?? "?")")
-    if s.threads > 1, let advice = openBLASCoreAdvice() { print("note: \(advice)") }
+    let path = KernelPath(rawValue: s.kernels ?? "") ?? .blas
+    print("kernels: \(path.label), blocking \(path.blocking); OpenBLAS core: \(s.blas_core ?? "?"); cpu: \(cpuModelName())")
+    if let t {
+        let limits = pyTorchInstructionSet(path).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        print("torch: ATen capability \(t.cpu_capability ?? "?")" + (limits.isEmpty ? " (default)" : ", run with " + limits.joined(separator: " ")))
+    }
+    if path == .blas || s.threads > 1, let advice = openBLASCoreAdvice() { print("note: \(advice)") }
     if let note = r.torchNote { print("note: \(note)") }
 }
 

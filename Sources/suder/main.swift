@@ -125,6 +125,8 @@ extension Suder {
             var config: String?
             @Option(help: "BLAS threads (and PyTorch threads).")
             var threads: Int = 1
+            @Option(help: "Kernel path: avx512, avx2 or blas (default: SUDER_KERNELS, else the best the CPU has); PyTorch is held to the same instruction set.")
+            var kernels: String?
             @Option(help: "Timed repetitions per workload; medians are reported.")
             var repeats: Int = 5
             @Flag(help: "Print one JSON object.")
@@ -137,6 +139,7 @@ extension Suder {
             func run() throws {
                 var options = ModelBenchOptions(threads: threads, repeats: repeats, json: json, compareWithPyTorch: !noTorch)
                 do {
+                    if let kernels { try options.setKernels(named: kernels) }
                     if config != nil || !overrides.isEmpty {
                         options.config = try benchModelConfig(file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
                                                               vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)

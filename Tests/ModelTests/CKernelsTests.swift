@@ -3,7 +3,8 @@ import Foundation
 import XCTest
 @testable import Model
 
-/// The AVX-512 kernels of CKernels against plain references.
+/// The kernels of CKernels against plain references, on every kernel path this CPU has
+/// (`onEveryPath`: on an AVX-512 machine the AVX-512, AVX2 and BLAS paths all run).
 ///
 /// sgemm against a Double reference: every transpose combination,
 /// alpha and beta values, sizes with tails past the packed 12 x 32 tile and the small-M 24- and
@@ -12,15 +13,52 @@ import XCTest
 /// the bound below is that (doubled) plus the rounding of the alpha / beta update, so a wrong index,
 /// missing tail or double-applied beta (errors of the size of the terms) cannot pass.
 final class CKernelsTests: XCTestCase {
-    static let cpuHasAVX512: Bool = {
+    static let cpuFlags: Set<Substring> = {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
-        let set = Set(flags.split(separator: " "))
-        return set.contains("avx512f") && set.contains("fma")
+              let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+        return Set(flags.split(separator: " "))
     }()
 
+    /// Runs `body` once per kernel path this CPU has, with that path active; restores the path after.
+    static func onEveryPath(_ body: (KernelPath) throws -> Void) throws {
+        let original = KernelPath.active
+        defer { try? original.select() }
+        for path in KernelPath.available {
+            try path.select()
+            try body(path)
+        }
+    }
+
     func testDetectionAgreesWithCPUInfo() {
-        XCTAssertEqual(suder_kernels_available(), Self.cpuHasAVX512)
+        var expected: [KernelPath] = []
+        if Self.cpuFlags.contains("avx512f") && Self.cpuFlags.contains("fma") { expected.append(.avx512) }
+        if Self.cpuFlags.contains("avx2") && Self.cpuFlags.contains("fma") { expected.append(.avx2) }
+        expected.append(.blas)
+        XCTAssertEqual(KernelPath.available, expected)
+        XCTAssertEqual(KernelPath.best, expected[0])
+    }
+
+    /// SUDER_KERNELS: unset is the best path, a name selects it, a path the CPU lacks or an unknown
+    /// name is an error that names the problem, and a failed selection leaves the path unchanged.
+    func testSelectionFromEnvironment() throws {
+        let original = KernelPath.active
+        defer { try? original.select() }
+        XCTAssertEqual(try KernelPath.select(environment: [:]), KernelPath.best)
+        XCTAssertEqual(KernelPath.active, KernelPath.best)
+        XCTAssertEqual(try KernelPath.select(environment: ["SUDER_KERNELS": "blas"]), .blas)
+        XCTAssertEqual(KernelPath.active, .blas)
+        XCTAssertThrowsError(try KernelPath.select(environment: ["SUDER_KERNELS": "sse9"])) {
+            XCTAssertTrue("\($0)".contains("SUDER_KERNELS=sse9: expected one of avx512, avx2, blas"), "\($0)")
+        }
+        XCTAssertEqual(KernelPath.active, .blas)
+        for path in KernelPath.allCases where !KernelPath.available.contains(path) {
+            XCTAssertFalse(path.missingFeatures.isEmpty)
+            XCTAssertThrowsError(try KernelPath.select(environment: ["SUDER_KERNELS": path.rawValue])) {
+                XCTAssertTrue("\($0)".contains("lacks: \(path.missingFeatures)"), "\($0)")
+            }
+            XCTAssertEqual(KernelPath.active, .blas)
+        }
+        XCTAssertEqual(KernelPath.blas.missingFeatures, "")
     }
 
     /// Runs suder_sgemm on random matrices stored with `pad` extra columns and compares with the
@@ -72,30 +110,36 @@ final class CKernelsTests: XCTestCase {
         return true
     }
 
-    func testAllTransposesSizesAndScalars() {
-        // (m, n, k): single elements; tails in every dimension of the 12 x 32 tile; small-M tiles
-        // (m <= 16: 24 rows of B per tile; m <= 32: 12 rows) with full, partial and fewer-than-a-tile
-        // n; depth split into blocks (k > 256); rows split past 240; columns split past 2048.
-        let shapes = [(1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5),
-                      (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3)]
-        for (m, n, k) in shapes {
-            for transA in [false, true] {
-                for transB in [false, true] {
-                    for (alpha, beta) in [(Float(1), Float(0)), (0.5, 1), (-2, 0.25)] {
-                        let ran = check(transA, transB, m: m, n: n, k: k, alpha: alpha, beta: beta, pad: (m + n) % 2 == 0 ? 3 : 0)
-                        if Self.cpuHasAVX512 { XCTAssertTrue(ran, "kernel declined \(m)x\(n)x\(k)") }
+    func testAllTransposesSizesAndScalars() throws {
+        // (m, n, k): single elements; tails in every dimension of the 12 x 32 (AVX-512) and 6 x 16
+        // (AVX2) tiles; small-M tiles (AVX-512: m <= 16 with 24 rows of B per tile, m <= 32 with 12;
+        // AVX2: m <= 8, 16, 32 with 12, 6, 3 rows) with full, partial and fewer-than-a-tile n; depth
+        // split into blocks (k past 256 and 512); rows split past the row block (126-252 here);
+        // columns split past 2048.
+        let shapes = [(1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5), (8, 13, 300),
+                      (9, 5, 16), (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3)]
+        try Self.onEveryPath { path in
+            for (m, n, k) in shapes {
+                for transA in [false, true] {
+                    for transB in [false, true] {
+                        for (alpha, beta) in [(Float(1), Float(0)), (0.5, 1), (-2, 0.25)] {
+                            let ran = check(transA, transB, m: m, n: n, k: k, alpha: alpha, beta: beta, pad: (m + n) % 2 == 0 ? 3 : 0)
+                            XCTAssertEqual(ran, path != .blas, "\(path): kernel took \(m)x\(n)x\(k): \(ran)")
+                        }
                     }
                 }
             }
         }
     }
 
-    func testWideLeadingDimensions() {
-        for transA in [false, true] {
-            for transB in [false, true] {
-                for (m, n, k) in [(7, 45, 19), (26, 40, 33), (61, 66, 70)] {
-                    check(transA, transB, m: m, n: n, k: k, alpha: 1, beta: 1, pad: 5)
-                    check(transA, transB, m: m, n: n, k: k, alpha: 0.75, beta: 0, pad: 17)
+    func testWideLeadingDimensions() throws {
+        try Self.onEveryPath { _ in
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    for (m, n, k) in [(7, 45, 19), (26, 40, 33), (61, 66, 70)] {
+                        check(transA, transB, m: m, n: n, k: k, alpha: 1, beta: 1, pad: 5)
+                        check(transA, transB, m: m, n: n, k: k, alpha: 0.75, beta: 0, pad: 17)
+                    }
                 }
             }
         }
@@ -104,27 +148,66 @@ final class CKernelsTests: XCTestCase {
     /// With several OpenBLAS threads the single-threaded packed path declines (OpenBLAS splits the
     /// work); the small-M path, which OpenBLAS does not beat with threads, still runs.
     func testThreadedCallersKeepOpenBLASForLargeProducts() throws {
-        try XCTSkipUnless(Self.cpuHasAVX512, "no AVX-512: every product goes to OpenBLAS")
-        XCTAssertFalse(check(false, true, m: 64, n: 40, k: 24, alpha: 1, beta: 0, pad: 0, threads: 2))
-        XCTAssertTrue(check(false, true, m: 16, n: 40, k: 24, alpha: 1, beta: 1, pad: 1, threads: 2))
+        try Self.onEveryPath { path in
+            XCTAssertFalse(check(false, true, m: 64, n: 40, k: 24, alpha: 1, beta: 0, pad: 0, threads: 2))
+            XCTAssertEqual(check(false, true, m: 16, n: 40, k: 24, alpha: 1, beta: 1, pad: 1, threads: 2), path != .blas)
+        }
     }
 
-    /// Float.gemm, the model's one entry point, gives the reference result through whichever path.
-    func testFloatGemmMatchesReferenceMatmul() {
-        var rng = SeededRNG(seed: 5)
-        for N in [5, 16, 97] {
-            let I = 40, O = 70
-            let x = (0..<(N * I)).map { _ in Float(rng.nextGaussian()) }, w = (0..<(O * I)).map { _ in Float(rng.nextGaussian()) }
-            var out = [Float](repeating: 0, count: N * O), ref = out
-            matmulForward(&out, inp: x, weight: w, N: N, inDim: I, outDim: O)
-            matmulForwardReference(&ref, inp: x, weight: w, N: N, inDim: I, outDim: O)
-            XCTAssertLessThan(maxDifference(out, ref), 1e-4, "N \(N)")
+    /// Float.gemm, the model's one entry point, gives the reference result through every path.
+    func testFloatGemmMatchesReferenceMatmul() throws {
+        try Self.onEveryPath { path in
+            var rng = SeededRNG(seed: 5)
+            for N in [5, 16, 97] {
+                let I = 40, O = 70
+                let x = (0..<(N * I)).map { _ in Float(rng.nextGaussian()) }, w = (0..<(O * I)).map { _ in Float(rng.nextGaussian()) }
+                var out = [Float](repeating: 0, count: N * O), ref = out
+                matmulForward(&out, inp: x, weight: w, N: N, inDim: I, outDim: O)
+                matmulForwardReference(&ref, inp: x, weight: w, N: N, inDim: I, outDim: O)
+                XCTAssertLessThan(maxDifference(out, ref), 1e-4, "\(path) N \(N)")
+            }
+        }
+    }
+
+    /// The Float layers that run the kernels (products, softmax exponentials) against their plain
+    /// references on every path: matmul and causal attention, forward and backward. Float sums of
+    /// a few dozen unit-sized terms round at ~1e-6; 1e-4 leaves room and still catches a wrong index.
+    func testFloatLayersMatchReferences() throws {
+        try Self.onEveryPath { path in
+            var rng = SeededRNG(seed: 11)
+            func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
+            let N = 37, I = 48, O = 40
+            let x = random(N * I), w = random(O * I), dout = random(N * O)
+            var dx = [Float](repeating: 0, count: N * I), dw = [Float](repeating: 0, count: O * I)
+            var refDx = dx, refDw = dw
+            matmulBackward(dinp: &dx, dweight: &dw, dout: dout, inp: x, weight: w, N: N, inDim: I, outDim: O)
+            matmulBackwardReference(dinp: &refDx, dweight: &refDw, dout: dout, inp: x, weight: w, N: N, inDim: I, outDim: O)
+            XCTAssertLessThan(maxDifference(dx, refDx), 1e-4, "\(path) matmul dinp")
+            XCTAssertLessThan(maxDifference(dw, refDw), 1e-4, "\(path) matmul dweight")
+
+            let B = 2, T = 19, NH = 3, HS = 16, C = NH * HS
+            let qkv = random(B * T * 3 * C), R = random(B * T * C)
+            var out = [Float](repeating: 0, count: B * T * C), probs = [Float](repeating: 0, count: B * NH * T * T)
+            var refOut = out, refProbs = probs
+            attentionForward(&out, probs: &probs, qkv: qkv, B: B, T: T, C: C, NH: NH)
+            attentionForwardReference(&refOut, probs: &refProbs, qkv: qkv, B: B, T: T, C: C, NH: NH)
+            XCTAssertLessThan(maxDifference(out, refOut), 1e-4, "\(path) attention out")
+            XCTAssertLessThan(maxDifference(probs, refProbs), 1e-5, "\(path) attention probs")
+            var dqkv = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: T * T)
+            var refDqkv = dqkv
+            attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
+            attentionBackwardReference(dqkv: &refDqkv, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
+            XCTAssertLessThan(maxDifference(dqkv, refDqkv), 1e-4, "\(path) attention dqkv")
         }
     }
 
     /// The vectorised exponentials against Double exp: within 4 float ulps over the range a softmax
     /// and SwiGLU meet, the sum matching, tails of every length, in place, and the edge values.
-    func testExponentialsMatchDoubleExp() {
+    func testExponentialsMatchDoubleExp() throws {
+        try Self.onEveryPath { checkExponentials($0) }
+    }
+
+    func checkExponentials(_ path: KernelPath) {
         var rng = SeededRNG(seed: 9)
         for count in [1, 15, 16, 17, 100, 1100] {
             let x = (0..<count).map { _ in Float(rng.nextUniform() * 120 - 100) }  // [-100, 20]
@@ -135,22 +218,22 @@ final class CKernelsTests: XCTestCase {
                 let expected = Foundation.exp(Double((x[i] - 1.5) * 0.75))
                 expectedSum += expected
                 let ulp = Double(Float(expected).ulp)
-                XCTAssertLessThanOrEqual(abs(Double(out[i]) - expected), 4 * ulp, "e^\((x[i] - 1.5) * 0.75)")
+                XCTAssertLessThanOrEqual(abs(Double(out[i]) - expected), 4 * ulp, "\(path) e^\((x[i] - 1.5) * 0.75)")
             }
-            XCTAssertEqual(Double(sum), expectedSum, accuracy: 1e-5 * expectedSum)
+            XCTAssertEqual(Double(sum), expectedSum, accuracy: 1e-5 * expectedSum, "\(path) count \(count)")
             var inPlace = x
             _ = suder_exponentials(&inPlace, inPlace, count, 1.5, 0.75)
-            XCTAssertEqual(inPlace, out)
+            XCTAssertEqual(inPlace, out, "\(path) in place")
         }
         let edges: [Float] = [0, -0.0, 89, 1000, -87, -120, -.infinity, .infinity]
         var out = [Float](repeating: 0, count: edges.count)
         _ = suder_exponentials(&out, edges, edges.count, 0, 1)
-        XCTAssertEqual(Array(out[0..<2]), [1, 1])
-        XCTAssertEqual(Array(out[2..<4]), [.infinity, .infinity])
-        XCTAssertEqual(Double(out[4]), Foundation.exp(-87.0), accuracy: 4 * Double(Float(Foundation.exp(-87.0)).ulp))
-        XCTAssertEqual(Array(out[5..<8]), [0, 0, .infinity])
+        XCTAssertEqual(Array(out[0..<2]), [1, 1], "\(path)")
+        XCTAssertEqual(Array(out[2..<4]), [.infinity, .infinity], "\(path)")
+        XCTAssertEqual(Double(out[4]), Foundation.exp(-87.0), accuracy: 4 * Double(Float(Foundation.exp(-87.0)).ulp), "\(path)")
+        XCTAssertEqual(Array(out[5..<8]), [0, 0, .infinity], "\(path)")
         var nan: [Float] = [.nan]
         _ = suder_exponentials(&nan, nan, 1, 0, 1)
-        XCTAssertTrue(nan[0].isNaN)
+        XCTAssertTrue(nan[0].isNaN, "\(path)")
     }
 }

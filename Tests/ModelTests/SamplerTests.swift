@@ -94,10 +94,15 @@ final class SamplerTests: XCTestCase {
 }
 
 final class CachedAttentionTests: XCTestCase {
-    /// The fast path (the AVX-512 kernel where it applies, else sgemv) against the plain loops;
-    /// head sizes below, past and at multiples of the 16-float vector, 1 to maxSeq positions.
-    func testFastMatchesReference() {
-        for (NH, HS, maxSeq) in [(3, 4, 7), (2, 20, 40), (3, 16, 9), (6, 32, 80)] {
+    /// The fast path (the path's kernel where it applies, else sgemv) against the plain loops on
+    /// every kernel path; head sizes below, past and at multiples of the 8- and 16-float vectors,
+    /// channel counts that leave 1, 2 and 4 vector tails, 1 to maxSeq positions.
+    func testFastMatchesReference() throws {
+        try CKernelsTests.onEveryPath { path in checkFastMatchesReference(path) }
+    }
+
+    func checkFastMatchesReference(_ path: KernelPath) {
+        for (NH, HS, maxSeq) in [(3, 4, 7), (2, 20, 40), (3, 16, 9), (6, 32, 80), (5, 8, 12), (3, 8, 5)] {
             let C = NH * HS, streams = 2
             var rng = SeededRNG(seed: UInt64(HS))
             func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
@@ -112,7 +117,8 @@ final class CachedAttentionTests: XCTestCase {
                                             scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             XCTAssertLessThan(maxDifference(fast, reference), 1e-5, "HS \(HS)")
             let ran = suder_cached_attention(&kernel, qkv, keys, values, rowStreams, rowPositions, &scores, 3, C, NH, maxSeq)
-            XCTAssertEqual(ran, CKernelsTests.cpuHasAVX512 && HS % 16 == 0, "the kernel runs where the CPU has AVX-512 and HS is whole vectors")
+            let vector = path == .avx512 ? 16 : 8
+            XCTAssertEqual(ran, path != .blas && HS % vector == 0, "\(path): the kernel runs on the kernel paths when HS is whole vectors")
             if ran { XCTAssertEqual(kernel, fast) }
         }
     }

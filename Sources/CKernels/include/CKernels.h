@@ -2,12 +2,35 @@
 #define SUDER_CKERNELS_H
 #include <stdbool.h>
 
-/// Whether this CPU runs the AVX-512 kernels below (checked once at load time).
-bool suder_kernels_available(void);
+/// Which kernels run the Float products, exponentials and the sampler's attention.
+typedef enum {
+    SUDER_KERNELS_BLAS = 0,    // OpenBLAS products, libm expf, sgemv attention (any CPU)
+    SUDER_KERNELS_AVX2 = 1,    // 256-bit AVX2 + FMA kernels
+    SUDER_KERNELS_AVX512 = 2,  // 512-bit AVX-512F + FMA kernels
+} SuderKernels;
+
+/// The CPU features `path` needs that this CPU lacks, comma-separated ("" when it has them all).
+const char *suder_kernels_missing(SuderKernels path);
+/// The best path this CPU has (chosen at load time).
+SuderKernels suder_kernels_best(void);
+/// The path in use.
+SuderKernels suder_kernels_active(void);
+/// Switches every entry point to `path`; false (nothing changed) when the CPU lacks it.
+/// Not thread-safe: call before the products run, not during.
+bool suder_kernels_select(SuderKernels path);
+
+/// Packed-path blocking chosen from this CPU's caches: depth and rows of a block for `path`
+/// (0 for the BLAS path); the cache sizes read (bytes, 0 when unknown) go to l1d and l2.
+void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2);
+
+/// One core's FMA peak in GFLOP/s with the vectors of `path` (AVX-512 for avx512, 256-bit for
+/// avx2 and blas), measured by a loop of independent FMAs for about `seconds`; 0 when the CPU
+/// lacks FMA.
+double suder_fma_peak_gflops(SuderKernels path, double seconds);
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set
-/// (cblas_sgemm's meaning; with beta = 0 C is not read). Runs AVX-512 kernels and returns true;
-/// returns false without touching C when the CPU lacks AVX-512 or for shapes OpenBLAS does
+/// (cblas_sgemm's meaning; with beta = 0 C is not read). Runs the active path's kernels and
+/// returns true; returns false without touching C on the BLAS path or for shapes OpenBLAS does
 /// better, and the caller then calls cblas_sgemm. `threads` is the caller's OpenBLAS thread
 /// count: the kernels are single-threaded, so with more threads large products stay with OpenBLAS.
 bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
@@ -15,14 +38,15 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  int threads);
 
 /// out[i] = e^((x[i] - shift) * scale) for i < count (out may be x); returns the sum of the
-/// outputs. Vectorised where the CPU has AVX-512 (error ~1 ulp), else expf.
+/// outputs. Vectorised on the AVX-512 and AVX2 paths (error ~1 ulp), else expf.
 float suder_exponentials(float *out, const float *x, long count, float shift, float scale);
 
 /// The sampler's cached attention (Sampler.swift, cachedAttentionForward): each of `rows` new rows
 /// (qkv rows [q | k | v], 3 channels wide) attends over positions 0...positions[r] of its stream's
 /// keys and values (streams x maxSeq x channels), softmax(q k / sqrt(head size)) v per head, into
 /// out (rows x channels); scores is scratch of heads x maxSeq floats. Returns false (nothing
-/// written) when the CPU lacks AVX-512 or the head size is not a multiple of 16.
+/// written) on the BLAS path or when the head size is not a multiple of the path's vector
+/// (16 floats for AVX-512, 8 for AVX2).
 bool suder_cached_attention(float *out, const float *qkv, const float *keys, const float *values,
                             const int *streams, const int *positions, float *scores,
                             long rows, long channels, long heads, long maxSeq);

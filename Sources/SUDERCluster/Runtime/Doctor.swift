@@ -9,20 +9,29 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
     let threads = resolveThreads(requested: requested)
     openblas_set_num_threads(Int32(threads))
     let console = Console(rank: comm.rank)
+    do {
+        try selectKernelPath(comm: comm)
+    } catch {
+        if comm.isRoot { printError("error: \(error)") }
+        return false
+    }
 
     let cores = boundCores()
     let row = [String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
-               String(cString: openblas_get_corename()), avx512KernelsActive ? "AVX-512" : "OpenBLAS",
+               String(cString: openblas_get_corename()), KernelPath.active.rawValue, cpuModelName(),
                comm.libraryVersion, String(cString: ZSTD_versionString())]
     let rows = comm.gather(Array(row.joined(separator: "\t").utf8), root: 0)?
         .map { String(decoding: $0, as: UTF8.self).components(separatedBy: "\t") }
     if let rows {
-        console.print(formatTable(header: ["rank", "host", "cores", "blas threads", "core type", "matmul kernels", "mpi", "zstd"], rows: rows))
+        console.print(formatTable(header: ["rank", "host", "cores", "blas threads", "OpenBLAS core", "kernels", "cpu", "mpi", "zstd"], rows: rows))
     }
+
+    if comm.isRoot, let advice = openBLASCoreAdvice() { console.print("note: \(advice)") }
 
     var results = communicatorChecks(comm)
     let gemm = sgemmCheck()
-    results.append(CheckResult(name: "the model's matmul, 67x45x53, against a naive product", passed: comm.allAgree(gemm.passed), detail: gemm.detail))
+    results.append(CheckResult(name: "the model's matmul (\(KernelPath.active.rawValue) kernels), 67x45x53, against a naive product",
+                               passed: comm.allAgree(gemm.passed), detail: gemm.detail))
     let zstd = zstdRoundTripCheck()
     results.append(CheckResult(name: "zstd round trip with frame checksum", passed: comm.allAgree(zstd.passed), detail: zstd.detail))
 
@@ -35,7 +44,28 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
     return failed == 0
 }
 
-/// Compares OpenBLAS against a triple loop on an odd-sized product (odd sizes hit edge kernels).
+/// Selects the kernel path SUDER_KERNELS names (the best the CPU has when unset) on every rank. A
+/// path some rank's CPU lacks is an error on every rank, before any work: that rank names what
+/// its CPU lacks, and the caller reports the agreed error.
+public func selectKernelPath(comm: Communicator) throws {
+    var failure: String?
+    do { try KernelPath.select() } catch { failure = "\(error)" }
+    if let failure, !comm.isRoot { printError("error: rank \(comm.rank) on \(comm.processorName): \(failure)") }
+    guard comm.allAgree(failure == nil) else {
+        throw AgreedError(failure ?? "SUDER_KERNELS names a kernel path some ranks' CPUs lack (their errors above)")
+    }
+}
+
+/// The CPU's model name from /proc/cpuinfo ("?" when it cannot be read).
+public func cpuModelName() -> String {
+    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+          let name = line.split(separator: ":", maxSplits: 1).last else { return "?" }
+    return name.trimmingCharacters(in: .whitespaces)
+}
+
+/// Compares the Float product of the kernel path in use against a triple loop on an odd-sized
+/// product (odd sizes hit edge kernels).
 func sgemmCheck() -> (passed: Bool, detail: String) {
     let m = 67, k = 45, n = 53
     var rng = SystemRandomNumberGenerator()

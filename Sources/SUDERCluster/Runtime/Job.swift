@@ -66,6 +66,7 @@ public func prepareJob(comm: Communicator, options: StageOptions) -> JobContext 
     do {
         let config = try ResolvedConfig.resolve(file: options.configFile, overrides: options.overrides)
         try checkConsistency(config)
+        try selectKernelPath(comm: comm)
         let job = JobContext(comm: comm, config: config, runDir: options.runDir)
         try recordConfig(job)
         job.console.print("suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, run directory \(options.runDir.path)")

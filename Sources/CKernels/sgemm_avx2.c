@@ -1,0 +1,171 @@
+// AVX2 + FMA single-precision GEMM: the two paths of sgemm.c with 8-float vectors and 16 registers.
+// - packed: 6 x 16 micro-tile (12 accumulators, 2 B vectors, 1 broadcast), op(A) broadcast in place.
+// - small-M, B transposed: C^T = W A^T with A^T packed 8, 16 or 32 wide (m <= 8, 16, 32) and
+//   12, 6 or 3 weight rows per tile (12 accumulators each). The transposes at either end move
+//   m x k and m x n floats against the 2 m n k flops of the product, so they stay scalar.
+#include "CKernels.h"
+#include "simd.h"
+
+#if defined(__x86_64__)
+
+enum {
+    MR = 6,        // packed micro-tile rows
+    NR = 16,       // packed micro-tile columns: two ymm
+    NC = 2048,     // columns of B packed per block, as in sgemm.c
+    SMALL_M = 32,  // at most this many rows of A take the small-M path
+    AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
+};
+
+// tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 8 nv; as tileProduct in sgemm.c.
+INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
+                             const float *b, long bs, float *tile, long ahead) {
+    __m256 acc[12][4];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < rows; i++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < nv; v++) acc[i][v] = _mm256_setzero_ps();
+    for (long p = 0; p < kc; p++) {
+        if (ahead && p % 16 == 0) {
+            long q = p + ahead;
+#pragma clang loop unroll(full)
+            for (int i = 0; i < rows; i++)
+                _mm_prefetch((const char *)(q < kc ? a + i * ars + q * acs : a + (i + rows) * ars + (q - kc) * acs), _MM_HINT_T0);
+        }
+        __m256 bv[4];
+#pragma clang loop unroll(full)
+        for (int v = 0; v < nv; v++) bv[v] = _mm256_loadu_ps(b + p * bs + 8 * v);
+#pragma clang loop unroll(full)
+        for (int i = 0; i < rows; i++) {
+            __m256 ai = _mm256_broadcast_ss(a + i * ars + p * acs);
+#pragma clang loop unroll(full)
+            for (int v = 0; v < nv; v++) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int i = 0; i < rows; i++)
+#pragma clang loop unroll(full)
+        for (int v = 0; v < nv; v++) _mm256_store_ps(tile + (i * nv + v) * 8, acc[i][v]);
+}
+
+// C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols (a 16-wide tile); C is not read
+// when beta = 0. Whole vectors in registers, a last partial one element by element.
+static AVX2 void storeTile(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc) {
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (long i = 0; i < rows; i++) {
+        float *ci = c + i * ldc;
+        const float *ti = tile + i * NR;
+        long j = 0;
+        for (; j + 8 <= cols; j += 8) {
+            __m256 t = _mm256_mul_ps(va, _mm256_load_ps(ti + j));
+            if (beta != 0) t = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + j), t);
+            _mm256_storeu_ps(ci + j, t);
+        }
+        for (; j < cols; j++) ci[j] = beta != 0 ? alpha * ti[j] + beta * ci[j] : alpha * ti[j];
+    }
+}
+
+static AVX2 void packA(bool trans, const float *a, long lda, long rows, long kc, float *ap) {
+    packAPanel(MR, trans, a, lda, rows, kc, ap);
+}
+
+static AVX2 void packB(bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
+    packBPanels(NR, trans, b, ldb, kc, cols, bp);
+}
+
+// The block loops of sgemm.c's packedGemm, with this file's tile.
+static AVX2 bool packedGemm(bool transA, bool transB, long m, long n, long k, float alpha,
+                            const float *a, long lda, const float *b, long ldb, float beta,
+                            float *c, long ldc) {
+    const long kcMax = equalDepth(k, suder_blocking.kc256), MC = suder_blocking.mc256;
+    long ncMax = minLong(n, NC);
+    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
+    float *bp = suder_packingBuffer(PACKED_B, kcMax * ((ncMax + NR - 1) / NR * NR));
+    if (!ap || !bp) return false;
+    float tile[MR * NR] __attribute__((aligned(32)));
+    for (long jc = 0; jc < n; jc += NC) {
+        long nc = minLong(NC, n - jc);
+        for (long pc = 0; pc < k; pc += kcMax) {
+            long kc = minLong(kcMax, k - pc);
+            float blockBeta = pc == 0 ? beta : 1;  // later depth blocks add to the first
+            packB(transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+            for (long ic = 0; ic < m; ic += MC) {
+                long mc = minLong(MC, m - ic);
+                long inPlace = mc / MR * MR;
+                if (inPlace < mc)
+                    packA(transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
+                          mc - inPlace, kc, ap);
+                for (long jr = 0; jr < nc; jr += NR)
+                    for (long ir = 0; ir < mc; ir += MR) {
+                        if (ir < inPlace && transA)
+                            tileProduct(MR, 2, kc, a + pc * lda + ic + ir, 1, lda, bp + jr * kc, NR, tile, 0);
+                        else if (ir < inPlace)
+                            tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile, 0);
+                        else
+                            tileProduct(MR, 2, kc, ap, 1, MR, bp + jr * kc, NR, tile, 0);
+                        storeTile(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
+                                  c + (ic + ir) * ldc + jc + jr, ldc);
+                    }
+            }
+        }
+    }
+    return true;
+}
+
+// Tile of C^T: `rows` rows of W against A^T packed 8 nv wide; full tiles are 12 x 1, 6 x 2 or 3 x 4
+// accumulators (constant shapes, as tileProduct wants), or one row.
+static AVX2 void weightRowsTile(int nv, bool full, long k, const float *w, long ldw, const float *at, float *tile) {
+    switch (nv) {
+        case 1: full ? tileProduct(12, 1, k, w, ldw, 1, at, 8, tile, AHEAD) : tileProduct(1, 1, k, w, ldw, 1, at, 8, tile, AHEAD); break;
+        case 2: full ? tileProduct(6, 2, k, w, ldw, 1, at, 16, tile, AHEAD) : tileProduct(1, 2, k, w, ldw, 1, at, 16, tile, AHEAD); break;
+        default: full ? tileProduct(3, 4, k, w, ldw, 1, at, 32, tile, AHEAD) : tileProduct(1, 4, k, w, ldw, 1, at, 32, tile, AHEAD); break;
+    }
+}
+
+// C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols.
+static void storeTransposedTile(const float *tile, long width, long firstRow, long rows, long cols,
+                                float alpha, float beta, float *c, long ldc) {
+    for (long j = 0; j < cols; j++)
+        for (long i = firstRow; i < rows; i++) {
+            float *cp = c + j * ldc + i;
+            *cp = beta != 0 ? alpha * tile[i * width + j] + beta * *cp : alpha * tile[i * width + j];
+        }
+}
+
+// C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major).
+static AVX2 bool smallRowsGemm(long m, long n, long k, float alpha, const float *a, long lda,
+                               const float *w, long ldw, float beta, float *c, long ldc) {
+    const int nv = m <= 8 ? 1 : m <= 16 ? 2 : 4;
+    const long width = 8 * nv, rows = 12 / nv;
+    float *at = suder_packingBuffer(SMALL_AT, k * width);
+    if (!at) return false;
+    for (long p = 0; p < k; p++)
+        for (long j = 0; j < width; j++) at[p * width + j] = j < m ? a[j * lda + p] : 0;
+    float tile[12 * 8] __attribute__((aligned(32)));
+    long n0 = 0;
+    for (; n0 + rows <= n; n0 += rows) {
+        weightRowsTile(nv, true, k, w + n0 * ldw, ldw, at, tile);
+        storeTransposedTile(tile, width, 0, rows, m, alpha, beta, c + n0, ldc);
+    }
+    if (n0 < n && n >= rows) {
+        // Last partial tile: recompute the full tile ending at n, store only the rows not yet stored.
+        long start = n - rows;
+        weightRowsTile(nv, true, k, w + start * ldw, ldw, at, tile);
+        storeTransposedTile(tile, width, n0 - start, rows, m, alpha, beta, c + start, ldc);
+    } else {
+        for (; n0 < n; n0++) {
+            weightRowsTile(nv, false, k, w + n0 * ldw, ldw, at, tile);
+            storeTransposedTile(tile, width, 0, 1, m, alpha, beta, c + n0, ldc);
+        }
+    }
+    return true;
+}
+
+bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alpha, const float *a, long lda,
+                     const float *b, long ldb, float beta, float *c, long ldc, int threads) {
+    if (m <= 0 || n <= 0 || k <= 0) return false;
+    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    if (threads > 1) return false;  // single-threaded, as in sgemm.c
+    return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+#endif

@@ -1,9 +1,9 @@
 // AVX-512 single-precision GEMM for the model's products (see docs/PERFORMANCE.md).
 //
 // Two paths, both row-major C = alpha op(A) op(B) + beta C:
-// - packed (BLIS-style), for training and scoring: op(B) is copied into k-major panels of NR
-//   columns; a 12 x 32 register-blocked micro-kernel broadcasts op(A) from its 12-row panels in
-//   place (only a last partial panel is copied).
+// - packed (BLIS-style, block loops in packed.c), for training and scoring: op(B) is copied into
+//   k-major panels of NR columns; a 12 x 32 register-blocked micro-kernel broadcasts op(A) from
+//   its 12-row panels in place (only a last partial panel is copied).
 // - small-M, B transposed (sampling decode steps, M = rows in flight <= 32): computes C^T = W A^T
 //   with W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights
 //   are read once and never copied (packing them would cost as much as the product).
@@ -12,45 +12,13 @@
 #include "simd.h"
 
 #if defined(__x86_64__)
-#include <pthread.h>
-#include <stdlib.h>
 
 enum {
     MR = 12,       // packed micro-tile rows: 12 x 2 accumulators + 2 B vectors of the 32 zmm
     NR = 32,       // packed micro-tile columns: two zmm
-    NC = 2048,     // columns of B packed per block (kc x NC floats, up to 4 MB, live in L2 / L3)
     SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
 };
-
-// Packing buffers, one set per thread, shared by both paths' products.
-static pthread_key_t buffersKey;
-static pthread_once_t buffersOnce = PTHREAD_ONCE_INIT;
-typedef struct { float *data[BUFFERS]; long count[BUFFERS]; } PackingBuffers;
-
-static void freeBuffers(void *p) {
-    PackingBuffers *buffers = p;
-    for (int i = 0; i < BUFFERS; i++) free(buffers->data[i]);
-    free(buffers);
-}
-
-static void createBuffersKey(void) { pthread_key_create(&buffersKey, freeBuffers); }
-
-float *suder_packingBuffer(int which, long count) {
-    pthread_once(&buffersOnce, createBuffersKey);
-    PackingBuffers *buffers = pthread_getspecific(buffersKey);
-    if (!buffers) {
-        if (!(buffers = calloc(1, sizeof *buffers))) return NULL;
-        pthread_setspecific(buffersKey, buffers);
-    }
-    if (buffers->count[which] < count) {
-        free(buffers->data[which]);
-        // aligned_alloc wants a multiple of the alignment
-        buffers->data[which] = aligned_alloc(64, ((size_t)count * sizeof(float) + 63) & ~(size_t)63);
-        buffers->count[which] = buffers->data[which] ? count : 0;
-    }
-    return buffers->data[which];
-}
 
 // tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 16 nv, where A(i, p) = a[i ars + p acs] is
 // broadcast and row p of B is nv vectors at b + p bs. Callers pass constant rows and nv, so the
@@ -102,52 +70,21 @@ INLINE AVX512 void storeTile(const float *tile, int nv, long rows, long cols, fl
     }
 }
 
-static AVX512 void packA(bool trans, const float *a, long lda, long rows, long kc, float *ap) {
-    packAPanel(MR, trans, a, lda, rows, kc, ap);
+// The packed path's micro-kernel: 12 x 32 tiles (packed.c runs the block loops).
+static AVX512 void tileRowMajor(long kc, const float *a, long lda, const float *bp, float *tile) {
+    tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, 0);
 }
 
-static AVX512 void packB(bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
-    packBPanels(NR, trans, b, ldb, kc, cols, bp);
+static AVX512 void tileTransposed(long kc, const float *a, long lda, const float *bp, float *tile) {
+    tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, 0);
 }
 
-static AVX512 bool packedGemm(bool transA, bool transB, long m, long n, long k, float alpha,
-                              const float *a, long lda, const float *b, long ldb, float beta,
-                              float *c, long ldc) {
-    const long kcMax = equalDepth(k, suder_blocking.kc512), MC = suder_blocking.mc512;
-    long ncMax = minLong(n, NC);
-    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
-    float *bp = suder_packingBuffer(PACKED_B, kcMax * ((ncMax + NR - 1) / NR * NR));
-    if (!ap || !bp) return false;
-    float tile[MR * NR] __attribute__((aligned(64)));
-    for (long jc = 0; jc < n; jc += NC) {
-        long nc = minLong(NC, n - jc);
-        for (long pc = 0; pc < k; pc += kcMax) {
-            long kc = minLong(kcMax, k - pc);
-            float blockBeta = pc == 0 ? beta : 1;  // later depth blocks add to the first
-            packB(transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
-            for (long ic = 0; ic < m; ic += MC) {
-                long mc = minLong(MC, m - ic);
-                // Full panels of A are broadcast in place (a row-major A is contiguous along k, a
-                // transposed one along its MR rows); only a last partial panel is packed.
-                long inPlace = mc / MR * MR;
-                if (inPlace < mc)
-                    packA(transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
-                          mc - inPlace, kc, ap);
-                for (long jr = 0; jr < nc; jr += NR)
-                    for (long ir = 0; ir < mc; ir += MR) {
-                        if (ir < inPlace && transA)
-                            tileProduct(MR, 2, kc, a + pc * lda + ic + ir, 1, lda, bp + jr * kc, NR, tile, 0);
-                        else if (ir < inPlace)
-                            tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile, 0);
-                        else
-                            tileProduct(MR, 2, kc, ap, 1, MR, bp + jr * kc, NR, tile, 0);
-                        storeTile(tile, 2, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
-                                  c + (ic + ir) * ldc + jc + jr, ldc);
-                    }
-            }
-        }
-    }
-    return true;
+static AVX512 void tilePacked(long kc, const float *ap, const float *bp, float *tile) {
+    tileProduct(MR, 2, kc, ap, 1, MR, bp, NR, tile, 0);
+}
+
+static AVX512 void storePackedTile(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc) {
+    storeTile(tile, 2, rows, cols, alpha, beta, c, ldc);
 }
 
 // Tile of C^T: `rows` rows of W (rows of B) against A^T packed `16 nv` wide. The shapes are
@@ -262,7 +199,9 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
     if (suder_activeKernels != SUDER_KERNELS_AVX512 || m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (threads > 1) return false;  // our packed path is single-threaded; OpenBLAS splits the work
-    return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const PackedKernel kernel = {MR, NR, suder_blocking.kc512, suder_blocking.mc512,
+                                 tileRowMajor, tileTransposed, tilePacked, storePackedTile};
+    return suder_packedGemm(&kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 #else  // other architectures: OpenBLAS does every product

@@ -11,7 +11,6 @@
 enum {
     MR = 6,        // packed micro-tile rows
     NR = 16,       // packed micro-tile columns: two ymm
-    NC = 2048,     // columns of B packed per block, as in sgemm.c
     SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
 };
@@ -64,51 +63,17 @@ static AVX2 void storeTile(const float *tile, long rows, long cols, float alpha,
     }
 }
 
-static AVX2 void packA(bool trans, const float *a, long lda, long rows, long kc, float *ap) {
-    packAPanel(MR, trans, a, lda, rows, kc, ap);
+// The packed path's micro-kernel: 6 x 16 tiles (packed.c runs the block loops).
+static AVX2 void tileRowMajor(long kc, const float *a, long lda, const float *bp, float *tile) {
+    tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, 0);
 }
 
-static AVX2 void packB(bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
-    packBPanels(NR, trans, b, ldb, kc, cols, bp);
+static AVX2 void tileTransposed(long kc, const float *a, long lda, const float *bp, float *tile) {
+    tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, 0);
 }
 
-// The block loops of sgemm.c's packedGemm, with this file's tile.
-static AVX2 bool packedGemm(bool transA, bool transB, long m, long n, long k, float alpha,
-                            const float *a, long lda, const float *b, long ldb, float beta,
-                            float *c, long ldc) {
-    const long kcMax = equalDepth(k, suder_blocking.kc256), MC = suder_blocking.mc256;
-    long ncMax = minLong(n, NC);
-    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
-    float *bp = suder_packingBuffer(PACKED_B, kcMax * ((ncMax + NR - 1) / NR * NR));
-    if (!ap || !bp) return false;
-    float tile[MR * NR] __attribute__((aligned(32)));
-    for (long jc = 0; jc < n; jc += NC) {
-        long nc = minLong(NC, n - jc);
-        for (long pc = 0; pc < k; pc += kcMax) {
-            long kc = minLong(kcMax, k - pc);
-            float blockBeta = pc == 0 ? beta : 1;  // later depth blocks add to the first
-            packB(transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
-            for (long ic = 0; ic < m; ic += MC) {
-                long mc = minLong(MC, m - ic);
-                long inPlace = mc / MR * MR;
-                if (inPlace < mc)
-                    packA(transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
-                          mc - inPlace, kc, ap);
-                for (long jr = 0; jr < nc; jr += NR)
-                    for (long ir = 0; ir < mc; ir += MR) {
-                        if (ir < inPlace && transA)
-                            tileProduct(MR, 2, kc, a + pc * lda + ic + ir, 1, lda, bp + jr * kc, NR, tile, 0);
-                        else if (ir < inPlace)
-                            tileProduct(MR, 2, kc, a + (ic + ir) * lda + pc, lda, 1, bp + jr * kc, NR, tile, 0);
-                        else
-                            tileProduct(MR, 2, kc, ap, 1, MR, bp + jr * kc, NR, tile, 0);
-                        storeTile(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
-                                  c + (ic + ir) * ldc + jc + jr, ldc);
-                    }
-            }
-        }
-    }
-    return true;
+static AVX2 void tilePacked(long kc, const float *ap, const float *bp, float *tile) {
+    tileProduct(MR, 2, kc, ap, 1, MR, bp, NR, tile, 0);
 }
 
 // Tile of C^T: `rows` rows of W against A^T packed 8 nv wide; full tiles are 12 x 1, 6 x 2 or 3 x 4
@@ -165,7 +130,9 @@ bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alp
     if (m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     if (threads > 1) return false;  // single-threaded, as in sgemm.c
-    return packedGemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const PackedKernel kernel = {MR, NR, suder_blocking.kc256, suder_blocking.mc256,
+                                 tileRowMajor, tileTransposed, tilePacked, storeTile};
+    return suder_packedGemm(&kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 #endif

@@ -25,42 +25,28 @@ INLINE __mmask16 tailMask(long left) { return left >= 16 ? 0xFFFF : (__mmask16)(
 
 static inline long minLong(long x, long y) { return x < y ? x : y; }
 
-// This thread's packing buffer `which`, 64-byte aligned, at least `count` floats; NULL if out of
-// memory. One set per thread (freed when the thread ends), grown on demand and reused, so products
-// in the step loops do not allocate once the buffers have their size.
+// This thread's packing buffer `which` (packed.c), 64-byte aligned, at least `count` floats; NULL
+// if out of memory.
 enum { PACKED_B, PACKED_A, SMALL_AT, BUFFERS };
 float *suder_packingBuffer(int which, long count);
 
-// Copies op(A)(0..<rows, 0..<kc), rows < mr, into one k-major panel of mr rows, zero past `rows`.
-// Inlined into each path's target-specific caller, which compiles it with that path's vectors.
-INLINE void packAPanel(long mr, bool trans, const float *a, long lda, long rows, long kc, float *ap) {
-    for (long p = 0; p < kc; p++)
-        for (long i = 0; i < mr; i++)
-            ap[p * mr + i] = i >= rows ? 0 : trans ? a[p * lda + i] : a[i * lda + p];
-}
+// One path's micro-kernel for the packed path's block loops, which both paths share (packed.c).
+typedef struct {
+    long mr, nr;  // micro-tile rows and columns (at most 12 x 32)
+    long kc, mc;  // most depth and rows of A per block (suder_blocking)
+    // tile (mr x nr, row-major, 64-byte aligned) = op(A) panel x packed B panel, op(A) broadcast
+    // from a row-major panel in place (rows lda apart), from a transposed one in place (its rows
+    // adjacent, k lda apart), or from a packed panel (k-major, mr floats per k).
+    void (*tileRowMajor)(long kc, const float *a, long lda, const float *bp, float *tile);
+    void (*tileTransposed)(long kc, const float *a, long lda, const float *bp, float *tile);
+    void (*tilePacked)(long kc, const float *ap, const float *bp, float *tile);
+    // C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols; C is not read when beta = 0.
+    void (*store)(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc);
+} PackedKernel;
 
-// Copies op(B)(0..<kc, 0..<cols) into panels of nr columns, k-major, zero past `cols`.
-INLINE void packBPanels(long nr, bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
-    for (long jr = 0; jr < cols; jr += nr, bp += nr * kc) {
-        long width = minLong(nr, cols - jr);
-        if (trans) {
-            for (long j = 0; j < width; j++)
-                for (long p = 0; p < kc; p++) bp[p * nr + j] = b[(jr + j) * ldb + p];
-        } else {
-            for (long p = 0; p < kc; p++)
-                for (long j = 0; j < width; j++) bp[p * nr + j] = b[p * ldb + jr + j];
-        }
-        for (long p = 0; p < kc; p++)
-            for (long j = width; j < nr; j++) bp[p * nr + j] = 0;
-    }
-}
-
-// Depth of each of the equal blocks k is split into, at most kcMax (so K = 512 with kcMax 256 runs
-// as 2 x 256 rather than 256 + 256 + a sliver).
-static inline long equalDepth(long k, long kcMax) {
-    long blocks = (k + kcMax - 1) / kcMax;
-    return (k + blocks - 1) / blocks;
-}
+// C = alpha op(A) op(B) + beta C through `kernel`'s micro-tiles; false if out of memory.
+bool suder_packedGemm(const PackedKernel *kernel, bool transA, bool transB, long m, long n, long k, float alpha,
+                      const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc);
 
 // The AVX2 path (sgemm_avx2.c, exp.c, attention.c).
 bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alpha, const float *a, long lda,

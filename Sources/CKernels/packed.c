@@ -1,0 +1,111 @@
+// The packed path's block loops (BLIS-style), shared by the AVX-512 and AVX2 micro-kernels, and
+// the packing buffers of both paths.
+//
+// op(B) is copied into k-major panels of nr columns, a block of kc x NC at a time; the micro-kernel
+// broadcasts op(A) from its mr-row panels in place (a row-major A is contiguous along k, a
+// transposed one along its rows) and only a last partial panel of a row block is copied. The
+// packing loops are plain C: they move O(k n) floats against the O(m n k) flops of the product.
+#include "CKernels.h"
+#include "simd.h"
+
+#if defined(__x86_64__)
+#include <pthread.h>
+#include <stdlib.h>
+
+enum {
+    NC = 2048,     // columns of B packed per block (kc x NC floats, up to 4 MB, live in L2 / L3)
+    MAX_TILE = 12 * 32,
+};
+
+// Packing buffers, one set per thread (freed when the thread ends), grown on demand and reused,
+// so products in the step loops do not allocate once the buffers have their size.
+static pthread_key_t buffersKey;
+static pthread_once_t buffersOnce = PTHREAD_ONCE_INIT;
+typedef struct { float *data[BUFFERS]; long count[BUFFERS]; } PackingBuffers;
+
+static void freeBuffers(void *p) {
+    PackingBuffers *buffers = p;
+    for (int i = 0; i < BUFFERS; i++) free(buffers->data[i]);
+    free(buffers);
+}
+
+static void createBuffersKey(void) { pthread_key_create(&buffersKey, freeBuffers); }
+
+float *suder_packingBuffer(int which, long count) {
+    pthread_once(&buffersOnce, createBuffersKey);
+    PackingBuffers *buffers = pthread_getspecific(buffersKey);
+    if (!buffers) {
+        if (!(buffers = calloc(1, sizeof *buffers))) return NULL;
+        pthread_setspecific(buffersKey, buffers);
+    }
+    if (buffers->count[which] < count) {
+        free(buffers->data[which]);
+        // aligned_alloc wants a multiple of the alignment
+        buffers->data[which] = aligned_alloc(64, ((size_t)count * sizeof(float) + 63) & ~(size_t)63);
+        buffers->count[which] = buffers->data[which] ? count : 0;
+    }
+    return buffers->data[which];
+}
+
+// Copies op(A)(0..<rows, 0..<kc), rows < mr, into one k-major panel of mr rows, zero past `rows`.
+static void packAPanel(long mr, bool trans, const float *a, long lda, long rows, long kc, float *ap) {
+    for (long p = 0; p < kc; p++)
+        for (long i = 0; i < mr; i++)
+            ap[p * mr + i] = i >= rows ? 0 : trans ? a[p * lda + i] : a[i * lda + p];
+}
+
+// Copies op(B)(0..<kc, 0..<cols) into panels of nr columns, k-major, zero past `cols`.
+static void packBPanels(long nr, bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
+    for (long jr = 0; jr < cols; jr += nr, bp += nr * kc) {
+        long width = minLong(nr, cols - jr);
+        if (trans) {
+            for (long j = 0; j < width; j++)
+                for (long p = 0; p < kc; p++) bp[p * nr + j] = b[(jr + j) * ldb + p];
+        } else {
+            for (long p = 0; p < kc; p++)
+                for (long j = 0; j < width; j++) bp[p * nr + j] = b[p * ldb + jr + j];
+        }
+        for (long p = 0; p < kc; p++)
+            for (long j = width; j < nr; j++) bp[p * nr + j] = 0;
+    }
+}
+
+bool suder_packedGemm(const PackedKernel *kernel, bool transA, bool transB, long m, long n, long k, float alpha,
+                      const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    const long MR = kernel->mr, NR = kernel->nr, MC = kernel->mc;
+    // Equal-depth blocks, so K = 512 with kc 256 runs as 2 x 256 rather than 256 + 256 + a sliver.
+    const long blocks = (k + kernel->kc - 1) / kernel->kc, kcMax = (k + blocks - 1) / blocks;
+    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
+    float *bp = suder_packingBuffer(PACKED_B, kcMax * ((minLong(n, NC) + NR - 1) / NR * NR));
+    if (!ap || !bp) return false;
+    float tile[MAX_TILE] __attribute__((aligned(64)));
+    for (long jc = 0; jc < n; jc += NC) {
+        long nc = minLong(NC, n - jc);
+        for (long pc = 0; pc < k; pc += kcMax) {
+            long kc = minLong(kcMax, k - pc);
+            float blockBeta = pc == 0 ? beta : 1;  // later depth blocks add to the first
+            packBPanels(NR, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+            for (long ic = 0; ic < m; ic += MC) {
+                long mc = minLong(MC, m - ic);
+                long inPlace = mc / MR * MR;
+                if (inPlace < mc)
+                    packAPanel(MR, transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
+                               mc - inPlace, kc, ap);
+                for (long jr = 0; jr < nc; jr += NR)
+                    for (long ir = 0; ir < mc; ir += MR) {
+                        if (ir < inPlace && transA)
+                            kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, bp + jr * kc, tile);
+                        else if (ir < inPlace)
+                            kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kc, tile);
+                        else
+                            kernel->tilePacked(kc, ap, bp + jr * kc, tile);
+                        kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
+                                      c + (ic + ir) * ldc + jc + jr, ldc);
+                    }
+            }
+        }
+    }
+    return true;
+}
+
+#endif

@@ -3,6 +3,8 @@
 # Each case checks an exit code, a time bound and, where it matters, that no rank is left behind.
 set -u
 bin=${1:?usage: Tests/mpi/run.sh BIN_DIR}
+# Absolute, so the leftover checks below (pgrep/pkill on this path) never match another checkout's processes.
+bin=$(cd "$bin" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
 # OpenMPI's help messages mention the run-as-root and binding details; keep logs short.
@@ -41,6 +43,17 @@ printf 'model:\n  d_modle: 64\n' >"$work/misspelt.yaml"
 if run "misspelt YAML key" nonzero 10 mpirun -np 2 "$bin/suder" pretrain --config "$work/misspelt.yaml" --run-dir "$work/run2"; then
     if grep -q "unknown config key 'model.d_modle' (did you mean 'model.d_model'?)" "$work/out" && no_leftovers; then pass "misspelt YAML key: named with a suggestion"
     else fail "misspelt YAML key: message or leftovers"; fi
+fi
+
+# A kernel path is chosen on every rank before any work; a bad SUDER_KERNELS ends them all.
+if run "unknown kernel path" nonzero 10 env SUDER_KERNELS=avx9 mpirun -np 2 "$bin/suder" pretrain --config "$root/configs/tiny.yaml" --run-dir "$work/run3"; then
+    if grep -q "SUDER_KERNELS=avx9: expected one of avx512, avx2, blas" "$work/out" && [ ! -e "$work/run3" ] && no_leftovers; then
+        pass "unknown kernel path: named, no run directory, every rank gone"
+    else fail "unknown kernel path: message, run directory or leftovers"; fi
+fi
+if run "doctor on the blas path, -np 2" zero 60 env SUDER_KERNELS=blas mpirun -np 2 "$bin/suder" doctor; then
+    if [ "$(grep -cE '^[01] +.* blas ' "$work/out")" = 2 ] && grep -q "all .* checks passed on 2 rank" "$work/out"; then pass "doctor on the blas path: both ranks run it"
+    else fail "doctor on the blas path: rows or checks"; fi
 fi
 
 for check in kill-rank abort-rank; do

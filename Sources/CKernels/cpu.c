@@ -101,7 +101,8 @@ static double now(void) {
 }
 
 double suder_fma_peak_gflops(SuderKernels path, double seconds) {
-    bool wide = path == SUDER_KERNELS_AVX512;
+    // OpenBLAS may run 512-bit kernels (SkylakeX, Cooperlake), so the BLAS path's peak is the widest.
+    bool wide = path == SUDER_KERNELS_AVX512 || (path == SUDER_KERNELS_BLAS && hasAVX512F);
     if (!hasFMA || (wide && !hasAVX512F) || (!wide && !hasAVX2)) return 0;
     const long chunk = 1 << 20;
     volatile float sink = 0;

@@ -146,7 +146,7 @@ public enum KernelPath: String, CaseIterable, Sendable {
         return path
     }
 
-    /// One core's FMA peak in GFLOP/s with this path's vectors (256-bit for blas), from a loop of
+    /// One core's FMA peak in GFLOP/s with this path's vectors (the widest for blas), from a loop of
     /// independent FMAs: the fastest of `tries` runs of `seconds` each, since other processes on
     /// the core can only slow a run down. nil when the CPU lacks FMA.
     public func fmaPeakGFLOPs(tries: Int = 8, seconds: Double = 0.05) -> Double? {

@@ -78,7 +78,7 @@ public struct ModelBenchNumbers: Codable {
     public var blas_core: String?
     /// suder only: the kernel path (avx512, avx2, blas).
     public var kernels: String?
-    /// suder only: one core's FMA peak with the path's vectors (256-bit for blas), measured.
+    /// suder only: one core's FMA peak with the path's vectors (the widest for blas), measured.
     public var fma_peak_gflops: Double?
     /// PyTorch only: the instruction set ATen dispatches to (torch.backends.cpu.get_cpu_capability).
     public var cpu_capability: String?
@@ -278,7 +278,7 @@ private func printBenchTable(_ r: ModelBenchReport) {
     print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio(s.train_gflops ?? 0, t?.train_gflops))")
     if let peak = s.fma_peak_gflops, let achieved = s.train_gflops {
         print("train / FMA peak         \(String(format: "%11.0f%%", 100 * achieved / peak)) \(t?.train_gflops.map { String(format: "%11.0f%%", 100 * $0 / peak) } ?? String(repeating: " ", count: 11) + "-")"
-              + "    (peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(s.kernels == "avx512" ? "512" : "256")-bit FMA loop, fastest of 8 runs)")
+              + "    (peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(s.kernels == "avx2" || KernelPath.available.first != .avx512 ? "256" : "512")-bit FMA loop, fastest of 8 runs)")
     }
     print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
     print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")

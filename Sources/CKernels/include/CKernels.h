@@ -23,8 +23,8 @@ bool suder_kernels_select(SuderKernels path);
 /// (0 for the BLAS path); the cache sizes read (bytes, 0 when unknown) go to l1d and l2.
 void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2);
 
-/// One core's FMA peak in GFLOP/s with the vectors of `path` (AVX-512 for avx512, 256-bit for
-/// avx2 and blas), measured by a loop of independent FMAs for about `seconds`; 0 when the CPU
+/// One core's FMA peak in GFLOP/s with the vectors of `path` (512-bit for avx512, 256-bit for
+/// avx2, the widest the CPU has for blas), measured by a loop of independent FMAs for about `seconds`; 0 when the CPU
 /// lacks FMA.
 double suder_fma_peak_gflops(SuderKernels path, double seconds);
 

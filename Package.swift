@@ -27,9 +27,10 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        // AVX-512 kernels (sgemm, exponentials, the sampler's cached attention) in C: AVX-512 is
-        // enabled per function, not by global -m flags, so the binary runs on any x86-64; each entry
-        // point checks the CPU at run time, and without AVX-512 OpenBLAS / libm do the work.
+        // AVX-512 and AVX2 kernels (sgemm, exponentials, the sampler's cached attention) in C: the
+        // instruction set is enabled per function, not by global -m flags, so the binary runs on any
+        // x86-64; the CPU is read at load time, the entry points run the active path
+        // (SUDER_KERNELS, else the best the CPU has), and on the BLAS path OpenBLAS / libm do the work.
         .target(name: "CKernels"),
         // The transformer: no MPI, no world, so it can be tested and benchmarked alone.
         .target(name: "Model", dependencies: ["CKernels", "COpenBLAS"], swiftSettings: numericSettings),

@@ -243,7 +243,7 @@ extension UnsafeMutablePointer {
 }
 
 /// Attention of N new rows over their own stream's cached keys and values (positions
-/// 0...position, all already written): the AVX-512 kernel where it applies, else per
+/// 0...position, all already written): the kernel path's kernel where it applies, else per
 /// (row, head) one sgemv for the scores and one for the weighted sum of values (the plain
 /// dot-product loops are latency-bound: ~10x slower). scores: scratch of NH x maxSeq.
 func cachedAttentionForward(

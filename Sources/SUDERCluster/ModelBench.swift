@@ -277,8 +277,10 @@ private func printBenchTable(_ r: ModelBenchReport) {
     print("train tokens/s           \(cell(s.train_tokens_per_s)) \(cell(t?.train_tokens_per_s)) \(ratio(s.train_tokens_per_s, t?.train_tokens_per_s))")
     print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio(s.train_gflops ?? 0, t?.train_gflops))")
     if let peak = s.fma_peak_gflops, let achieved = s.train_gflops {
-        print("train / FMA peak         \(String(format: "%11.0f%%", 100 * achieved / peak)) \(t?.train_gflops.map { String(format: "%11.0f%%", 100 * $0 / peak) } ?? String(repeating: " ", count: 11) + "-")"
-              + "    (peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(s.kernels == "avx2" || KernelPath.available.first != .avx512 ? "256" : "512")-bit FMA loop, fastest of 8 runs)")
+        func share(_ x: Double?) -> String { x.map { String(format: "%11.0f%%", 100 * $0 / peak) } ?? String(repeating: " ", count: 11) + "-" }
+        let bits = s.kernels == "avx2" || KernelPath.available.first != .avx512 ? 256 : 512
+        print("train / FMA peak         \(share(achieved)) \(share(t?.train_gflops))    "
+              + "(peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(bits)-bit FMA loop, fastest of 8 runs)")
     }
     print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
     print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")

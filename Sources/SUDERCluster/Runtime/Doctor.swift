@@ -46,14 +46,16 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
 
 /// Selects the kernel path SUDER_KERNELS names (the best the CPU has when unset) on every rank. A
 /// path some rank's CPU lacks is an error on every rank, before any work: that rank names what
-/// its CPU lacks, and the caller reports the agreed error.
-public func selectKernelPath(comm: Communicator) throws {
+/// its CPU lacks, and the caller reports the agreed error. Returns the path's name.
+@discardableResult
+public func selectKernelPath(comm: Communicator) throws -> String {
     var failure: String?
     do { try KernelPath.select() } catch { failure = "\(error)" }
     if let failure, !comm.isRoot { printError("error: rank \(comm.rank) on \(comm.processorName): \(failure)") }
     guard comm.allAgree(failure == nil) else {
         throw AgreedError(failure ?? "SUDER_KERNELS names a kernel path some ranks' CPUs lack (their errors above)")
     }
+    return KernelPath.active.rawValue
 }
 
 /// The CPU's model name from /proc/cpuinfo ("?" when it cannot be read).

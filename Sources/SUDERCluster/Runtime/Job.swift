@@ -66,10 +66,10 @@ public func prepareJob(comm: Communicator, options: StageOptions) -> JobContext 
     do {
         let config = try ResolvedConfig.resolve(file: options.configFile, overrides: options.overrides)
         try checkConsistency(config)
-        try selectKernelPath(comm: comm)
+        let kernels = try selectKernelPath(comm: comm)
         let job = JobContext(comm: comm, config: config, runDir: options.runDir)
         try recordConfig(job)
-        job.console.print("suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, run directory \(options.runDir.path)")
+        job.console.print("suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, \(kernels) kernels, run directory \(options.runDir.path)")
         job.console.print(config.table())
         return job
     } catch {

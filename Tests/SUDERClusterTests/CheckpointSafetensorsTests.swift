@@ -1,3 +1,4 @@
+@testable import ClusterRuntime
 import XCTest
 @testable import SUDERCluster
 
@@ -7,7 +8,7 @@ final class CheckpointSafetensorsTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: SingleProcessCommunicator())
         let checkpoint = sampleCheckpoint(step: 7)
-        try store.save(checkpoint, rankState: [])
+        try store.save(checkpoint)
         let out = dir.appendingPathComponent("model.safetensors")
         let exported = try exportSafetensors(checkpointDirectory: dir, to: out)
         XCTAssertEqual(exported.lastPathComponent, "step-000000000007")

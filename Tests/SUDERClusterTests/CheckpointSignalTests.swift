@@ -1,5 +1,5 @@
+@testable import ClusterRuntime
 import XCTest
-@testable import SUDERCluster
 
 /// Signal handlers are process-wide and the fallback path ends the process, so each case runs in
 /// a forked child that reports through its exit status.

@@ -1,5 +1,5 @@
+@testable import ClusterRuntime
 import XCTest
-@testable import SUDERCluster
 
 final class ConsoleTests: XCTestCase {
     /// Under Open MPI every rank's stdout is a pseudo-terminal, so only the launcher's word counts:

@@ -1,5 +1,5 @@
+@testable import ClusterRuntime
 import XCTest
-@testable import SUDERCluster
 
 final class MetricSumsTests: XCTestCase {
     func testMeanIsOverItemsNotOverAdds() {

@@ -1,3 +1,4 @@
+@testable import ClusterRuntime
 import XCTest
 @testable import SUDERCluster
 import World
@@ -15,7 +16,8 @@ final class PretrainDataTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
 
     func data(_ overrides: [String]) throws -> PretrainData {
-        try PretrainData(dataset: try DatasetReader(directory: directory), config: try ResolvedConfig.resolve(file: nil, overrides: overrides))
+        try PretrainData(dataset: try DatasetReader(directory: directory),
+                         settings: PretrainSettings(try ResolvedConfig.resolve(file: nil, overrides: overrides)))
     }
 
     /// Kinds of the first 400 items of step 0, and the prompt-task sequences among them.

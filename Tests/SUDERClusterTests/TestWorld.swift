@@ -1,3 +1,4 @@
+@testable import ClusterRuntime
 import World
 
 extension WorldConfig {

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import COpenBLAS
 import CZstd
 import Foundation

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import World
 
@@ -16,11 +17,11 @@ public func runReportCommand(runDirectories: [URL], out: URL?) throws {
 
 /// The report of one or more runs (e.g. seeds of one experiment), as Markdown.
 public func makeReport(runDirectories: [URL]) throws -> String {
-    guard !runDirectories.isEmpty else { throw AgreedError("report: give at least one --run-dir") }
+    guard !runDirectories.isEmpty else { throw AllRanksError("report: give at least one --run-dir") }
     for directory in runDirectories {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw AgreedError("report: run directory \(directory.path) does not exist")
+            throw AllRanksError("report: run directory \(directory.path) does not exist")
         }
     }
     let runs = runDirectories.map(RunRecord.init)

@@ -46,7 +46,8 @@ let package = Package(
             swiftSettings: numericSettings
         ),
         // What SUDER does: the config schema, the data, pretrain, suder and eval stages, report,
-        // export and doctor, composing the runtime with the model and the world. No MPI here.
+        // export and doctor, composing the runtime with the model and the world. No MPI here;
+        // CZstd and COpenBLAS only for doctor's version report and zstd round trip.
         .target(
             name: "SUDERCluster",
             dependencies: ["ClusterRuntime", "CZstd", "COpenBLAS", "Model", "World"],
@@ -61,6 +62,9 @@ let package = Package(
         // result and the process exit code carries the verdict.
         .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster", "ClusterRuntime", "Model"]),
 
+        // Unit tests, one target per library under test; ModelTests' fixtures come from
+        // tools/torch_reference.py. SUDERClusterTests also covers the runtime's checkpoint store,
+        // config resolution and metrics (they share its test checkpoints).
         .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WorldTests", dependencies: ["World"]),
         .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster", "ClusterRuntime"]),

@@ -1,5 +1,6 @@
-@testable import ClusterRuntime
 import XCTest
+
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class ConfigTests: XCTestCase {

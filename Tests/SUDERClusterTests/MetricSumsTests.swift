@@ -1,5 +1,6 @@
-@testable import ClusterRuntime
 import XCTest
+
+@testable import ClusterRuntime
 
 final class MetricSumsTests: XCTestCase {
     func testMeanIsOverItemsNotOverAdds() {

@@ -1,5 +1,6 @@
-@testable import ClusterRuntime
 import World
+
+@testable import ClusterRuntime
 
 extension WorldConfig {
     /// A world small enough to generate in well under a second, for tests that need a dataset

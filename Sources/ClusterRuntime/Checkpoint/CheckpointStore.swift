@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A checkpoint restored on every rank.
@@ -51,8 +52,9 @@ public final class CheckpointStore {
 
     /// A store with the `checkpoint.*` settings of a job's config.
     public convenience init(directory: URL, config: ResolvedConfig, comm: Communicator) {
-        self.init(directory: directory, keepLast: config.int("checkpoint.keep_last"), compressionLevel: config.int("checkpoint.zstd_level"),
-                  threads: config.int("checkpoint.zstd_threads"), comm: comm)
+        self.init(
+            directory: directory, keepLast: config.int("checkpoint.keep_last"), compressionLevel: config.int("checkpoint.zstd_level"),
+            threads: config.int("checkpoint.zstd_threads"), comm: comm)
     }
 
     public static func directoryName(step: Int) -> String { String(format: "step-%012d", step) }
@@ -67,15 +69,18 @@ public final class CheckpointStore {
     public func save(_ checkpoint: Checkpoint) throws -> URL {
         // Each rank checks its own weights: they should be identical, and a NaN anywhere must stop
         // everyone before it is written.
-        let localFinite = checkpoint.sections["weights"].map { bytes in
-            bytes.withUnsafeBytes { raw in
-                allFinite(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Float.self), count: raw.count / 4))
-            }
-        } ?? true
+        let localFinite =
+            checkpoint.sections["weights"].map { bytes in
+                bytes.withUnsafeBytes { raw in
+                    allFinite(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Float.self), count: raw.count / 4))
+                }
+            } ?? true
         let everyRankFinite = comm.allAgree(localFinite)
         let target = directory.appendingPathComponent(Self.directoryName(step: checkpoint.header.step))
         guard everyRankFinite else {
-            throw CheckpointError(.invalidInput, target.path, "weights hold NaN or infinity on \(localFinite ? "another rank" : "rank \(comm.rank)"); not writing a poisoned checkpoint")
+            throw CheckpointError(
+                .invalidInput, target.path,
+                "weights hold NaN or infinity on \(localFinite ? "another rank" : "rank \(comm.rank)"); not writing a poisoned checkpoint")
         }
         try comm.rootDecides {
             do {
@@ -110,7 +115,9 @@ public final class CheckpointStore {
         cleanUpInterruptedSaves()
         let existing = try checkpointDirectories()
         if let newer = existing.first(where: { $0.step > checkpoint.header.step }) {
-            throw CheckpointError(.invalidInput, target.path, "an existing checkpoint (\(newer.url.lastPathComponent)) is newer; a resume would pick it. Resume from it or use another directory")
+            throw CheckpointError(
+                .invalidInput, target.path,
+                "an existing checkpoint (\(newer.url.lastPathComponent)) is newer; a resume would pick it. Resume from it or use another directory")
         }
 
         var full = checkpoint
@@ -225,8 +232,10 @@ public final class CheckpointStore {
             }
         }
         let history = previouslyAside.isEmpty ? "" : " Earlier invalid checkpoints are in \(aside.path): \(previouslyAside.sorted().joined(separator: ", "))."
-        throw CheckpointError(.noValidCheckpoint, directory.path,
-            "checkpoints exist but none is valid; refusing to start fresh.\(notes.isEmpty ? "" : " " + notes.joined(separator: " "))\(history) Delete the directory to start over.")
+        throw CheckpointError(
+            .noValidCheckpoint, directory.path,
+            "checkpoints exist but none is valid; refusing to start fresh.\(notes.isEmpty ? "" : " " + notes.joined(separator: " "))\(history) Delete the directory to start over."
+        )
     }
 
     /// Renames an invalid checkpoint into `corrupt/` (never deletes it), so the next resume skips

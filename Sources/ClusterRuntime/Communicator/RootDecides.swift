@@ -35,8 +35,10 @@ public extension Communicator {
     ///
     /// A `CheckpointError` or `AllRanksError` arrives as itself; any other error as an
     /// `AllRanksError` with exit code 1.
-    func rootDecides<Answer: RootAnswer>(file: StaticString = #fileID, line: UInt = #line,
-                                         _ decide: () throws -> Answer) throws -> Answer {
+    func rootDecides<Answer: RootAnswer>(
+        file: StaticString = #fileID, line: UInt = #line,
+        _ decide: () throws -> Answer
+    ) throws -> Answer {
         var message: [UInt8] = []
         if isRoot {
             var writer = ByteWriter()

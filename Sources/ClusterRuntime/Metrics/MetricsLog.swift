@@ -18,7 +18,6 @@ public struct MetricsRecord {
         fields.append((key, jsonString(value)))
     }
 
-
     public var json: String {
         "{" + fields.map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
     }

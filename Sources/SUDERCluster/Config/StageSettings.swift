@@ -30,8 +30,9 @@ struct ModelSettings {
     func modelConfig(vocabulary: Vocabulary) -> ModelConfig {
         // SwiGLU's usual 8/3 ratio keeps the MLP's parameter count equal to a 4x GELU MLP's.
         let hidden = requestedFFNHidden > 0 ? requestedFFNHidden : max(32, (dModel * 8 / 3 + 31) / 32 * 32)
-        return ModelConfig(vocabSize: vocabulary.size, dModel: dModel, nLayers: nLayers, nHeads: nHeads, ffnHidden: hidden,
-                           maxSeq: maxSeq, tiedHead: tiedHead, ropeTheta: ropeTheta)
+        return ModelConfig(
+            vocabSize: vocabulary.size, dModel: dModel, nLayers: nLayers, nHeads: nHeads, ffnHidden: hidden,
+            maxSeq: maxSeq, tiedHead: tiedHead, ropeTheta: ropeTheta)
     }
 }
 
@@ -119,8 +120,10 @@ struct SuderSettings {
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
         oracleReward = config.string("suder.reward") == "oracle"
         logSamples = config.bool("suder.log_samples")
-        minimumRewardGap = [.generation: config.double("suder.min_reward_gap_generation"),
-                            .understanding: config.double("suder.min_reward_gap_understanding")]
+        minimumRewardGap = [
+            .generation: config.double("suder.min_reward_gap_generation"),
+            .understanding: config.double("suder.min_reward_gap_understanding"),
+        ]
         lossWeight = [.generation: 1, .understanding: config.double("suder.loss_weight_understanding")]
         learningRate = Float(config.double("suder.lr"))
         gradClip = Float(config.double("suder.grad_clip"))

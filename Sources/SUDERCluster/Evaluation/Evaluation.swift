@@ -13,8 +13,10 @@ struct GenEvalRun {
     var images: [[[Int32]]] = []
 }
 
-func runGenEval(records: [MetadataRecord], tasks: UnifiedModelTasks, imagesPerPrompt: Int, settings: ImageSampling,
-                seed: UInt64, comm: Communicator, keepImages: Bool = false, progress: ProgressReporter? = nil) throws -> GenEvalRun? {
+func runGenEval(
+    records: [MetadataRecord], tasks: UnifiedModelTasks, imagesPerPrompt: Int, settings: ImageSampling,
+    seed: UInt64, comm: Communicator, keepImages: Bool = false, progress: ProgressReporter? = nil
+) throws -> GenEvalRun? {
     let mine = shardIndices(count: records.count, rank: comm.rank, size: comm.size)
     var prompts: [[Int32]] = [], seeds: [UInt64] = []
     for i in mine {
@@ -71,8 +73,10 @@ struct UnderstandingRun {
     var pope: [PopeSplit: PopeMetrics]
 }
 
-func runUnderstandingEval(images: [EvalImage], probes: [PopeSplit: [ProbeExample]], tasks: UnifiedModelTasks,
-                          comm: Communicator) throws -> UnderstandingRun? {
+func runUnderstandingEval(
+    images: [EvalImage], probes: [PopeSplit: [ProbeExample]], tasks: UnifiedModelTasks,
+    comm: Communicator
+) throws -> UnderstandingRun? {
     var sums = MetricSums()
     let mine = shardIndices(count: images.count, rank: comm.rank, size: comm.size)
     // Greedy captions: the model's best description, no sampling noise in the metric.

@@ -23,8 +23,10 @@ struct ValidationSet {
 }
 
 /// Validation losses, a quick GenEval-mini and understanding scores, logged as `eval/...` at `step`.
-func quickEvaluation(step: Int, tasks: UnifiedModelTasks, validation: ValidationSet, settings: EvalSettings,
-                     session: TrainingSession) throws {
+func quickEvaluation(
+    step: Int, tasks: UnifiedModelTasks, validation: ValidationSet, settings: EvalSettings,
+    session: TrainingSession
+) throws {
     let job = session.job, comm = job.comm
     let started = DispatchTime.now().uptimeNanoseconds
     var sums = MetricSums()
@@ -37,8 +39,9 @@ func quickEvaluation(step: Int, tasks: UnifiedModelTasks, validation: Validation
     sums.add("generation", 0, count: 0)
     sums.allreduce(comm)
 
-    let genEval = try runGenEval(records: validation.records, tasks: tasks, imagesPerPrompt: settings.imagesPerPrompt,
-                                 settings: settings.imageSampling, seed: settings.seed, comm: comm)
+    let genEval = try runGenEval(
+        records: validation.records, tasks: tasks, imagesPerPrompt: settings.imagesPerPrompt,
+        settings: settings.imageSampling, seed: settings.seed, comm: comm)
     let understanding = try runUnderstandingEval(images: validation.images, probes: validation.probes, tasks: tasks, comm: comm)
     guard comm.isRoot, let genEval, let understanding else { return }
     var record = MetricsRecord()
@@ -53,9 +56,10 @@ func quickEvaluation(step: Int, tasks: UnifiedModelTasks, validation: Validation
     for split in PopeSplit.allCases { record.set("eval/pope_f1/\(split.rawValue)", understanding.pope[split]?.f1 ?? .nan) }
     record.set("eval/seconds", elapsedSeconds(since: started))
     session.metrics.append(record)
-    let line = String(format: "eval at step %d: val loss gen %.3f und %.3f, GenEval-mini (%d prompts) %.3f, captions %.3f, POPE F1 %.3f (%.0f s)",
-                      step, sums.mean("generation") ?? .nan, sums.mean("understanding") ?? .nan, validation.records.count,
-                      genEval.summary.overall, understanding.captionAccuracy, understanding.pope[.adversarial]?.f1 ?? .nan,
-                      elapsedSeconds(since: started))
+    let line = String(
+        format: "eval at step %d: val loss gen %.3f und %.3f, GenEval-mini (%d prompts) %.3f, captions %.3f, POPE F1 %.3f (%.0f s)",
+        step, sums.mean("generation") ?? .nan, sums.mean("understanding") ?? .nan, validation.records.count,
+        genEval.summary.overall, understanding.captionAccuracy, understanding.pope[.adversarial]?.f1 ?? .nan,
+        elapsedSeconds(since: started))
     job.console.print(line)
 }

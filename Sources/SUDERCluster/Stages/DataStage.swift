@@ -13,7 +13,9 @@ func runDataStage(_ job: JobContext) throws {
         for field in world.fields { print("  " + field.name.padding(toLength: 24, withPad: " ", startingAt: 0) + field.value) }
         print("  " + "outDir".padding(toLength: 24, withPad: " ", startingAt: 0) + directory.path)
         do {
-            try generateDataset(config: world, outDir: directory) { line in print(line); fflush(stdout) }
+            try generateDataset(config: world, outDir: directory) { line in
+                print(line); fflush(stdout)
+            }
         } catch {
             throw AllRanksError("data: \(error)", exitCode: 1)
         }

@@ -39,8 +39,10 @@ func tensorEntries(_ model: Transformer) -> [TensorEntry] {
 }
 
 /// A checkpoint of the model and optimizer at `step`; `extra` holds stage-specific sections.
-func makeCheckpoint(stage: StageName, step: Int, job: JobContext, model: Transformer, optimizer: AdamW,
-                    extra: [String: [UInt8]] = [:]) -> Checkpoint {
+func makeCheckpoint(
+    stage: StageName, step: Int, job: JobContext, model: Transformer, optimizer: AdamW,
+    extra: [String: [UInt8]] = [:]
+) -> Checkpoint {
     let header = CheckpointHeader(stage: stage.rawValue, step: step, configYAML: job.config.yaml(), tensors: tensorEntries(model))
     var sections = extra
     sections["weights"] = floatsToBytes(UnsafeBufferPointer(model.parameters))
@@ -71,8 +73,9 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
     guard checkpoint.header.tensors == expected else {
         let theirs = checkpoint.header.tensors.map { "\($0.name)\($0.shape)" }.prefix(3).joined(separator: ", ")
         let ours = expected.map { "\($0.name)\($0.shape)" }.prefix(3).joined(separator: ", ")
-        throw AllRanksError("checkpoint (stage \(checkpoint.header.stage), step \(checkpoint.header.step)) holds a different model "
-            + "(\(checkpoint.header.tensors.count) tensors: \(theirs), ...) than the config describes (\(expected.count) tensors: \(ours), ...)")
+        throw AllRanksError(
+            "checkpoint (stage \(checkpoint.header.stage), step \(checkpoint.header.step)) holds a different model "
+                + "(\(checkpoint.header.tensors.count) tensors: \(theirs), ...) than the config describes (\(expected.count) tensors: \(ours), ...)")
     }
 }
 

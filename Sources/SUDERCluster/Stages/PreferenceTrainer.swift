@@ -36,8 +36,9 @@ final class PreferenceTrainer {
         let active = Direction.allCases.enumerated().filter { globalCounts[$0.offset] > 0 }
         for (position, (index, direction)) in active.enumerated() {
             model.zeroGradients()
-            accumulateGradient(of: pairs.filter { $0.direction == direction }, direction: direction,
-                               globalCount: globalCounts[index], sums: &sums)
+            accumulateGradient(
+                of: pairs.filter { $0.direction == direction }, direction: direction,
+                globalCount: globalCounts[index], sums: &sums)
             communication += try session.allreduceGradients(what: "suder \(direction.rawValue)")
             // Every rank holds the same global norm: count it once.
             let norm = l2Norm(UnsafeBufferPointer(model.gradients))
@@ -75,11 +76,13 @@ final class PreferenceTrainer {
             let (chosenLengths, rejectedLengths) = (evenElements(lengths), oddElements(lengths))
             let losses: PreferenceLosses
             if let referenceSums {
-                losses = dpoLoss(chosenLogProbs: chosen, rejectedLogProbs: rejected, referenceChosenLogProbs: evenElements(referenceSums),
-                                 referenceRejectedLogProbs: oddElements(referenceSums), beta: settings.dpoBeta)
+                losses = dpoLoss(
+                    chosenLogProbs: chosen, rejectedLogProbs: rejected, referenceChosenLogProbs: evenElements(referenceSums),
+                    referenceRejectedLogProbs: oddElements(referenceSums), beta: settings.dpoBeta)
             } else {
-                losses = simpoLoss(chosenLogProbs: chosen, chosenLengths: chosenLengths, rejectedLogProbs: rejected,
-                                   rejectedLengths: rejectedLengths, beta: settings.simpoBeta, gamma: settings.simpoGamma)
+                losses = simpoLoss(
+                    chosenLogProbs: chosen, chosenLengths: chosenLengths, rejectedLogProbs: rejected,
+                    rejectedLengths: rejectedLengths, beta: settings.simpoBeta, gamma: settings.simpoGamma)
             }
             // d/d logp_w of chosenNLL * (-logp_w / |y_w|).
             let chosenCoefficients = zip(losses.chosenGradients, chosenLengths).map { $0 - settings.chosenNLL / $1 }

@@ -46,23 +46,28 @@ struct PretrainData {
         do {
             imperfect = imperfectShare > 0 ? try dataset.trainImperfect() : []
         } catch WorldError.missingFile(let path) {
-            throw AllRanksError("missing file \(path): the dataset was written before imperfect renders; run the data stage again "
-                              + "into a new run directory, or set pretrain.imperfect_prompts=0")
+            throw AllRanksError(
+                "missing file \(path): the dataset was written before imperfect renders; run the data stage again "
+                    + "into a new run directory, or set pretrain.imperfect_prompts=0")
         }
         seed = settings.seed
         promptDropout = settings.promptDropout
         let generation = settings.mixGeneration, understanding = settings.mixUnderstanding
         let fromCaption = settings.captionConditioned, promptStyle = settings.promptStyleCaptions
-        var weights = [generation * (1 - fromCaption), generation * fromCaption, understanding * (1 - promptStyle),
-                       understanding * promptStyle * (1 - imperfectShare), understanding * promptStyle * imperfectShare,
-                       settings.mixProbes]
+        var weights = [
+            generation * (1 - fromCaption), generation * fromCaption, understanding * (1 - promptStyle),
+            understanding * promptStyle * (1 - imperfectShare), understanding * promptStyle * imperfectShare,
+            settings.mixProbes,
+        ]
         // A kind without data gets no share.
         let available = [!pairs.isEmpty, !captions.isEmpty, !captions.isEmpty, !pairs.isEmpty, !imperfect.isEmpty, !probes.isEmpty]
         for i in weights.indices where !available[i] { weights[i] = 0 }
         let total = weights.reduce(0, +)
         guard total > 0 else { throw AllRanksError("pretraining has no data: the dataset's training splits are empty or the mix gives them no share") }
         var running = 0.0
-        cumulative = weights.map { running += $0 / total; return running }
+        cumulative = weights.map {
+            running += $0 / total; return running
+        }
     }
 
     /// Item `item` of global batch `step`: its kind and its token sequence with the target span.
@@ -120,12 +125,14 @@ func runPretrainStage(_ job: JobContext) throws {
     let validation = try ValidationSet(dataset: dataset, settings: evalSettings)
 
     let steps = settings.steps, batchSize = settings.batchSize
-    let schedule = LearningRateSchedule(peak: settings.learningRate, warmupSteps: settings.warmupSteps, totalSteps: steps,
-                                        minRatio: settings.minLearningRateRatio)
+    let schedule = LearningRateSchedule(
+        peak: settings.learningRate, warmupSteps: settings.warmupSteps, totalSteps: steps,
+        minRatio: settings.minLearningRateRatio)
     let clip = settings.gradClip
     let logEvery = settings.logEvery, evalEvery = settings.evalEvery, checkpointEvery = settings.checkpointEvery
-    console.print("pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
-        + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
+    console.print(
+        "pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
+            + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
 
     let progress = console.progress("pretrain", total: steps, unit: "steps")
     progress.advance(by: session.step)
@@ -237,8 +244,9 @@ func checkModelFitsWorld(_ modelConfig: ModelConfig, job: JobContext) throws {
     let imageTokens = (job.config.int("data.canvas") / job.config.int("data.patch")) * (job.config.int("data.canvas") / job.config.int("data.patch"))
     let longest = 4 + imageTokens + maxCaptionTokens + 1
     guard modelConfig.maxSeq >= longest else {
-        throw AllRanksError("model.max_seq (\(modelConfig.maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
-            + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)")
+        throw AllRanksError(
+            "model.max_seq (\(modelConfig.maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
+                + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)")
     }
     do { try modelConfig.validate() } catch { throw AllRanksError("\(error)") }
 }

@@ -50,13 +50,16 @@ final class SuderDiagnostics {
                 guard count <= reader.remaining / 4 else { throw AllRanksError("malformed gathered samples", exitCode: 1) }
                 let tokens = try (0..<count).map { _ in Int32(bitPattern: try reader.u32("token")) }
                 let found = direction == .generation ? tasks.oracle.imageVerdict(imageTokens: tokens, record: labels.promptRecords[item]) : nil
-                let score = direction == .generation
+                let score =
+                    direction == .generation
                     ? (found?.verdict.correct == true ? 1 : 0)
                     : tasks.oracle.captionReward(captionTokens: tokens, scene: labels.imageScenes[item])
                 groups[direction, default: [:]][item, default: []].append((reward, score))
                 if let sampleLog {
-                    sampleLog.append(sampleRecord(round: round, direction: direction, item: item, tokens: tokens, reward: reward,
-                                                  oracle: score, found: found, labels: labels, tasks: tasks))
+                    sampleLog.append(
+                        sampleRecord(
+                            round: round, direction: direction, item: item, tokens: tokens, reward: reward,
+                            oracle: score, found: found, labels: labels, tasks: tasks))
                 }
             }
         }
@@ -108,9 +111,11 @@ func withinGroupRanking(_ group: [(reward: Double, oracle: Float)]) -> (wins: Do
 }
 
 /// One line of `samples.jsonl`: what was drawn, its self-reward, the oracle's verdict and why.
-private func sampleRecord(round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
-                          found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
-                          tasks: UnifiedModelTasks) -> MetricsRecord {
+private func sampleRecord(
+    round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
+    found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
+    tasks: UnifiedModelTasks
+) -> MetricsRecord {
     var line = MetricsRecord()
     line.set("step", round)
     line.set("direction", direction.rawValue)

@@ -79,31 +79,41 @@ final class SuderRound {
     let diagnostics: SuderDiagnostics
     var comm: Communicator { trainer.session.job.comm }
 
-    init(settings: SuderSettings, prompts: [[Int32]], images: [[Int32]], labels: SuderLabels?, tasks: UnifiedModelTasks,
-         trainer: PreferenceTrainer, diagnostics: SuderDiagnostics) {
+    init(
+        settings: SuderSettings, prompts: [[Int32]], images: [[Int32]], labels: SuderLabels?, tasks: UnifiedModelTasks,
+        trainer: PreferenceTrainer, diagnostics: SuderDiagnostics
+    ) {
         self.settings = settings
         self.trainer = trainer
         self.diagnostics = diagnostics
         let vocabulary = tasks.vocabulary, sampling = settings.imageSampling
         directions = [
-            RoundDirection(direction: .generation, streamPurpose: StreamPurpose.suderImage, items: prompts, perRound: settings.promptsPerRound,
-                           context: { vocabulary.generationPrefix(prompt: prompts[$0]) },
-                           draw: { items, seeds in tasks.sampleImages(prompts: items.map { prompts[$0] }, seeds: seeds, settings: sampling) },
-                           // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
-                           selfReward: { items, drawn in
-                               tasks.textGivenImage(texts: items.map { prompts[$0] }, images: drawn, task: .prompt).map(\.mean) },
-                           oracleReward: { item, tokens in
-                               Double(tasks.oracle.imageReward(imageTokens: tokens, record: labels!.promptRecords[item])) }),
-            RoundDirection(direction: .understanding, streamPurpose: StreamPurpose.suderCaption, items: images, perRound: settings.imagesPerRound,
-                           context: { vocabulary.understandingPrefix(image: images[$0], task: .caption) },
-                           draw: { items, seeds in
-                               tasks.sampleCaptions(images: items.map { images[$0] }, seeds: seeds, temperature: sampling.temperature,
-                                                    topK: sampling.topK) },
-                           // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.
-                           selfReward: { items, drawn in
-                               tasks.imageGivenText(images: items.map { images[$0] }, texts: drawn.map(tasks.captionText)).map(\.mean) },
-                           oracleReward: { item, tokens in
-                               Double(tasks.oracle.captionReward(captionTokens: tokens, scene: labels!.imageScenes[item])) }),
+            RoundDirection(
+                direction: .generation, streamPurpose: StreamPurpose.suderImage, items: prompts, perRound: settings.promptsPerRound,
+                context: { vocabulary.generationPrefix(prompt: prompts[$0]) },
+                draw: { items, seeds in tasks.sampleImages(prompts: items.map { prompts[$0] }, seeds: seeds, settings: sampling) },
+                // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
+                selfReward: { items, drawn in
+                    tasks.textGivenImage(texts: items.map { prompts[$0] }, images: drawn, task: .prompt).map(\.mean)
+                },
+                oracleReward: { item, tokens in
+                    Double(tasks.oracle.imageReward(imageTokens: tokens, record: labels!.promptRecords[item]))
+                }),
+            RoundDirection(
+                direction: .understanding, streamPurpose: StreamPurpose.suderCaption, items: images, perRound: settings.imagesPerRound,
+                context: { vocabulary.understandingPrefix(image: images[$0], task: .caption) },
+                draw: { items, seeds in
+                    tasks.sampleCaptions(
+                        images: items.map { images[$0] }, seeds: seeds, temperature: sampling.temperature,
+                        topK: sampling.topK)
+                },
+                // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.
+                selfReward: { items, drawn in
+                    tasks.imageGivenText(images: items.map { images[$0] }, texts: drawn.map(tasks.captionText)).map(\.mean)
+                },
+                oracleReward: { item, tokens in
+                    Double(tasks.oracle.captionReward(captionTokens: tokens, scene: labels!.imageScenes[item]))
+                }),
         ]
     }
 
@@ -128,8 +138,10 @@ final class SuderRound {
                     sums.add(.rewardSquared, part.direction, rewards[k] * rewards[k])
                 }
                 if let pair = bestAndWorst(Array(rewards[group]), minimumGap: settings.minimumRewardGap[part.direction]!) {
-                    pairs.append(PreferencePair(direction: part.direction, context: part.context(item),
-                                                chosen: drawn[group.lowerBound + pair.best], rejected: drawn[group.lowerBound + pair.worst]))
+                    pairs.append(
+                        PreferencePair(
+                            direction: part.direction, context: part.context(item),
+                            chosen: drawn[group.lowerBound + pair.best], rejected: drawn[group.lowerBound + pair.worst]))
                 } else {
                     sums.add(.ties, part.direction, 1)
                 }
@@ -200,7 +212,8 @@ func roundItems(total: Int, count: Int, seed: UInt64, round: Int, direction: Dir
 /// `minimumGap` (with 0: when every reward ties).
 func bestAndWorst(_ rewards: [Double], minimumGap: Double = 0) -> (best: Int, worst: Int)? {
     guard let best = rewards.indices.max(by: { rewards[$0] < rewards[$1] }),
-          let worst = rewards.indices.min(by: { rewards[$0] < rewards[$1] }),
-          rewards[best] - rewards[worst] > minimumGap else { return nil }
+        let worst = rewards.indices.min(by: { rewards[$0] < rewards[$1] }),
+        rewards[best] - rewards[worst] > minimumGap
+    else { return nil }
     return (best, worst)
 }

@@ -44,8 +44,9 @@ func runSuderStage(_ job: JobContext) throws {
     let prompts = try dataset.unpairedPrompts()
     let images = try dataset.unpairedImages()
     guard settings.promptsPerRound <= prompts.count, settings.imagesPerRound <= images.count else {
-        throw AllRanksError("suder.prompts_per_round (\(settings.promptsPerRound)) and suder.images_per_round (\(settings.imagesPerRound)) "
-            + "must not exceed the unpaired prompts (\(prompts.count)) and images (\(images.count)) of the dataset")
+        throw AllRanksError(
+            "suder.prompts_per_round (\(settings.promptsPerRound)) and suder.images_per_round (\(settings.imagesPerRound)) "
+                + "must not exceed the unpaired prompts (\(prompts.count)) and images (\(images.count)) of the dataset")
     }
     let initial = job.suderInit ?? job.stageDirectory(StageName.pretrain.rawValue)
     if try job.suderInit == nil && !job.stageFinished(StageName.pretrain.rawValue) {
@@ -70,20 +71,25 @@ func runSuderStage(_ job: JobContext) throws {
     // Labels: the oracle ablation needs them on every rank; diagnostics only on rank 0.
     let labels: SuderLabels? = settings.oracleReward || comm.isRoot ? try SuderLabels(dataset: dataset) : nil
     let validation = try ValidationSet(dataset: dataset, settings: evalSettings)
-    let sampleLog = settings.logSamples
-        ? try MetricsLog(url: job.stageDirectory(StageName.suder.rawValue).appendingPathComponent("samples.jsonl"), comm: comm,
-                         resumeAfterStep: session.step)
+    let sampleLog =
+        settings.logSamples
+        ? try MetricsLog(
+            url: job.stageDirectory(StageName.suder.rawValue).appendingPathComponent("samples.jsonl"), comm: comm,
+            resumeAfterStep: session.step)
         : nil
-    let round = SuderRound(settings: settings, prompts: prompts, images: images, labels: labels, tasks: tasks,
-                           trainer: PreferenceTrainer(session: session, settings: settings, reference: reference),
-                           diagnostics: SuderDiagnostics(labels: labels, tasks: tasks, comm: comm, sampleLog: sampleLog,
-                                                         minimumRewardGap: settings.minimumRewardGap))
+    let round = SuderRound(
+        settings: settings, prompts: prompts, images: images, labels: labels, tasks: tasks,
+        trainer: PreferenceTrainer(session: session, settings: settings, reference: reference),
+        diagnostics: SuderDiagnostics(
+            labels: labels, tasks: tasks, comm: comm, sampleLog: sampleLog,
+            minimumRewardGap: settings.minimumRewardGap))
     if settings.oracleReward {
         console.print("suder: reward = ORACLE (detector verdicts and caption labels): an upper-bound ablation that reads labels, not SUDER")
     }
     let objective = settings.objective == .dpo ? "dpo (beta \(settings.dpoBeta))" : "simpo (beta \(settings.simpoBeta), gamma \(settings.simpoGamma))"
-    console.print("suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
-        + "\(objective), directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
+    console.print(
+        "suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
+            + "\(objective), directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
 
     let progress = console.progress("suder", total: settings.rounds, unit: "rounds")
     progress.advance(by: session.step)

@@ -45,8 +45,9 @@ final class TrainingSession {
             try initialise()
         }
         try synchronizeParameters(model, comm: job.comm)
-        metrics = try MetricsLog(url: directory.appendingPathComponent("metrics.jsonl"), comm: job.comm,
-                                 resumeAfterStep: loaded == nil ? nil : step)
+        metrics = try MetricsLog(
+            url: directory.appendingPathComponent("metrics.jsonl"), comm: job.comm,
+            resumeAfterStep: loaded == nil ? nil : step)
     }
 
     func advance() { step += 1 }
@@ -58,8 +59,9 @@ final class TrainingSession {
         job.comm.allreduce(model.gradients, op: .sum, file: #fileID, line: #line)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         if let index = firstNonFiniteIndex(UnsafeBufferPointer(model.gradients)) {
-            throw AllRanksError("\(stage.rawValue) step \(step + 1): \(what) gradient element \(index) is \(model.gradients[index]); "
-                + "stopping before it reaches the weights or a checkpoint (lower the learning rate?)", exitCode: 1)
+            throw AllRanksError(
+                "\(stage.rawValue) step \(step + 1): \(what) gradient element \(index) is \(model.gradients[index]); "
+                    + "stopping before it reaches the weights or a checkpoint (lower the learning rate?)", exitCode: 1)
         }
         return seconds
     }
@@ -69,8 +71,10 @@ final class TrainingSession {
         guard savedStep != step else { return }
         let started = Date()
         do {
-            try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model,
-                                          optimizer: optimizer, extra: extra))
+            try store.save(
+                makeCheckpoint(
+                    stage: stage, step: step, job: job, model: model,
+                    optimizer: optimizer, extra: extra))
         } catch let error as CheckpointError {
             // The store throws the same error on every rank: end together with rank 0's message
             // instead of an MPI abort.

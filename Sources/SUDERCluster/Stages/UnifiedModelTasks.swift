@@ -31,12 +31,14 @@ final class UnifiedModelTasks {
         for start in stride(from: 0, to: prompts.count, by: samplingChunk) {
             let end = min(start + samplingChunk, prompts.count)
             let prefixes = prompts[start..<end].map { vocabulary.generationPrefix(prompt: $0) }
-            let guidance = settings.guidanceWeight > 0
+            let guidance =
+                settings.guidanceWeight > 0
                 ? Guidance(weight: settings.guidanceWeight, nullPrompts: prompts[start..<end].map { vocabulary.nullGenerationPrefix(promptLength: $0.count) })
                 : nil
-            images += sampler.sample(prompts: prefixes, maxNewTokens: imageTokenCount, allowedRange: vocabulary.imageRange,
-                                     temperature: settings.temperature, topK: settings.topK, guidance: guidance,
-                                     seeds: Array(seeds[start..<end]))
+            images += sampler.sample(
+                prompts: prefixes, maxNewTokens: imageTokenCount, allowedRange: vocabulary.imageRange,
+                temperature: settings.temperature, topK: settings.topK, guidance: guidance,
+                seeds: Array(seeds[start..<end]))
         }
         return images
     }
@@ -52,8 +54,9 @@ final class UnifiedModelTasks {
         for start in stride(from: 0, to: images.count, by: samplingChunk) {
             let end = min(start + samplingChunk, images.count)
             let prefixes = images[start..<end].map { vocabulary.understandingPrefix(image: $0, task: .caption) }
-            captions += sampler.sample(prompts: prefixes, maxNewTokens: maxCaptionTokens + 1, allowedRange: textAndEOS,
-                                       stopToken: Vocabulary.eos, temperature: temperature, topK: topK, seeds: Array(seeds[start..<end]))
+            captions += sampler.sample(
+                prompts: prefixes, maxNewTokens: maxCaptionTokens + 1, allowedRange: textAndEOS,
+                stopToken: Vocabulary.eos, temperature: temperature, topK: topK, seeds: Array(seeds[start..<end]))
         }
         return captions
     }

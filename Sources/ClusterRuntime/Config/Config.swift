@@ -88,6 +88,23 @@ public struct ResolvedConfig: Equatable {
     /// `acceptRenamedKeys` reads a renamed key under its new name (for configs recorded in a run
     /// directory before the rename); otherwise a renamed key is an error naming the new one.
     public static func resolve(file: URL?, overrides: [String], schema: ConfigSchema, acceptRenamedKeys: Bool = false) throws -> ResolvedConfig {
+        try resolve(fileContents: file.map { ($0, try readConfigFile($0)) }, overrides: overrides, schema: schema, acceptRenamedKeys: acceptRenamedKeys)
+    }
+
+    /// The text of a config file.
+    public static func readConfigFile(_ file: URL) throws -> String {
+        do {
+            return try String(contentsOf: file, encoding: .utf8)
+        } catch {
+            throw ConfigError("cannot read config file \(file.path): \(error.localizedDescription)")
+        }
+    }
+
+    /// `resolve` over a config file's text read elsewhere (by rank 0, for every rank).
+    public static func resolve(
+        fileContents file: (url: URL, text: String)?, overrides: [String], schema: ConfigSchema,
+        acceptRenamedKeys: Bool = false
+    ) throws -> ResolvedConfig {
         var config = ResolvedConfig(values: [:], sources: [:])
         for field in schema.fields {
             if case .renamed = field.kind { continue }
@@ -104,13 +121,7 @@ public struct ResolvedConfig: Equatable {
             }
             return renamed
         }
-        if let file {
-            let text: String
-            do {
-                text = try String(contentsOf: file, encoding: .utf8)
-            } catch {
-                throw ConfigError("cannot read config file \(file.path): \(error.localizedDescription)")
-            }
+        if let (file, text) = file {
             for (key, node) in try flattenYAML(text, file: file.path) {
                 let place = "\(file.lastPathComponent)\(node.mark.map { " line \($0.line)" } ?? "")"
                 let field = try fieldSetBy(key, place: place)

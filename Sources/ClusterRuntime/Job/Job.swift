@@ -63,12 +63,13 @@ public func makeCommunicator() -> Communicator {
     MPICommunicator.launchedByMPI ? MPICommunicator() : SingleProcessCommunicator()
 }
 
-/// Resolves and checks the config on every rank (each reads the same file, so all reach the same
-/// verdict), prints it on rank 0 and records it in the run directory. A bad config ends every
-/// rank with exit code 2 before any heavy work.
+/// Resolves and checks the config on every rank from the file text rank 0 read (so all reach
+/// the same verdict), prints it on rank 0 and records it in the run directory. A bad config ends
+/// every rank with exit code 2 before any heavy work.
 public func prepareJob(comm: Communicator, options: StageOptions, schema: ConfigSchema) -> JobContext {
     do {
-        let config = try ResolvedConfig.resolve(file: options.configFile, overrides: options.overrides, schema: schema)
+        let file = try options.configFile.map { url in (url, try comm.rootDecides { try ResolvedConfig.readConfigFile(url) }) }
+        let config = try ResolvedConfig.resolve(fileContents: file, overrides: options.overrides, schema: schema)
         try schema.checkConsistency(config)
         let job = JobContext(comm: comm, config: config, runDir: options.runDir)
         try recordConfig(job, schema: schema)

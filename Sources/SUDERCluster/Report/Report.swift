@@ -51,7 +51,9 @@ struct RunRecord {
         let configFile = directory.appendingPathComponent("config.yaml")
         config =
             FileManager.default.fileExists(atPath: configFile.path)
-            ? Result { try ResolvedConfig.resolve(file: configFile, overrides: []) }.mapError { ReportGap("\(configFile.path): \($0)") }
+            // Run directories recorded before a key was renamed are read under the new names.
+            ? Result { try ResolvedConfig.resolve(file: configFile, overrides: [], schema: configSchema, acceptRenamedKeys: true) }
+                .mapError { ReportGap("\(configFile.path): \($0)") }
             : .failure(ReportGap("no \(configFile.path)"))
         pretrainMetrics = readMetricsLines(directory.appendingPathComponent(StageName.pretrain.rawValue).appendingPathComponent("metrics.jsonl"))
         suderMetrics = readMetricsLines(directory.appendingPathComponent(StageName.suder.rawValue).appendingPathComponent("metrics.jsonl"))
@@ -65,7 +67,7 @@ struct RunRecord {
 
     func stageStatus(_ stage: StageName) -> String {
         let folder = directory.appendingPathComponent(stage.rawValue)
-        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("DONE").path) { return "done" }
+        if CheckpointStore.hasDoneMarker(folder) { return "done" }
         return FileManager.default.fileExists(atPath: folder.path) ? "unfinished" : "missing"
     }
 }

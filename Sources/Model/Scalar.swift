@@ -26,9 +26,10 @@ extension Float: ModelScalar {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if suder_sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, openblas_get_num_threads()) { return }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
-                    beta, c, blasint(ldc))
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+            beta, c, blasint(ldc))
     }
     @inline(__always)
     public static func exponentials(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int, shift: Float, scale: Float) -> Float {
@@ -44,9 +45,10 @@ extension Double: ModelScalar {
         a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
         beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int
     ) {
-        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
-                    beta, c, blasint(ldc))
+        cblas_dgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+            beta, c, blasint(ldc))
     }
     public static func exponentials(_ out: UnsafeMutablePointer<Double>, _ x: UnsafePointer<Double>, count: Int, shift: Double, scale: Double) -> Double {
         var sum = 0.0
@@ -163,7 +165,8 @@ public struct KernelPathError: Error, CustomStringConvertible {
 /// AVX-512, Haswell with AVX2 + FMA; nil for older CPUs, where OpenBLAS's own choice stands.
 public var openBLASCoreForThisCPU: String? {
     guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+    else { return nil }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     if ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains) {
         return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
@@ -183,5 +186,6 @@ public func openBLASCoreAdvice() -> String? {
     let current = openBLASCoreName
     guard rank[current, default: 0] < rank[wanted, default: 0] else { return nil }
     let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? ""
-    return "OpenBLAS runs its \(current) kernels\(forced) on a CPU that runs \(wanted): launch with OPENBLAS_CORETYPE=\(wanted) for faster Double products and BLAS-path products"
+    return
+        "OpenBLAS runs its \(current) kernels\(forced) on a CPU that runs \(wanted): launch with OPENBLAS_CORETYPE=\(wanted) for faster Double products and BLAS-path products"
 }

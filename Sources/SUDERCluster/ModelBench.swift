@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import Model
 import World
@@ -113,7 +114,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
     // Everything is allocated here, before the timed loops.
     let model = Transformer(config: config, seed: 0, batchCapacity: B)
     let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount)
-    var rng = SeededRNG(seed: 1)
+    var rng = Xoshiro256RNG(seed: 1)
     var trainBatch = TokenBatch(batchSize: B, seqLen: T)
     for i in trainBatch.tokens.indices { trainBatch.tokens[i] = Int32.random(in: 0..<Int32(config.vocabSize), using: &rng) }
     var scoreBatch = trainBatch, preferenceBatch = trainBatch
@@ -175,8 +176,9 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
         peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName, kernels: KernelPath.active.rawValue,
         fma_peak_gflops: KernelPath.active.fmaPeakGFLOPs())
 
-    var report = ModelBenchReport(config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
-                                  promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
+    var report = ModelBenchReport(
+        config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
+        promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
     if o.compareWithPyTorch {
         do {
             var torch = try runPyTorchBench(o, config: config)
@@ -221,7 +223,8 @@ struct BenchError: Error, CustomStringConvertible {
 }
 
 private func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws
-    -> (status: Int32, output: String, error: String) {
+    -> (status: Int32, output: String, error: String)
+{
     let process = Process()
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -243,11 +246,13 @@ private func runPyTorchBench(_ o: ModelBenchOptions, config: ModelConfig) throws
     guard FileManager.default.fileExists(atPath: o.referenceScript) else {
         throw BenchError(description: "\(o.referenceScript) not found (run from the repository root)")
     }
-    let arguments = [o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
-                     "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
-                     "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
-                     "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
-                     "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)"]
+    let arguments = [
+        o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
+        "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
+        "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
+        "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
+        "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)",
+    ]
     let result = try runProcess(o.python, arguments, environment: pyTorchInstructionSet(KernelPath.active))
     guard result.status == 0, let line = result.output.split(separator: "\n").last else {
         throw BenchError(description: "torch_reference.py bench failed: \(result.error.suffix(500))")
@@ -267,9 +272,10 @@ func pyTorchInstructionSet(_ path: KernelPath) -> [String: String] {
 
 private func printBenchTable(_ r: ModelBenchReport) {
     let c = r.config
-    print("model bench: V \(c.vocabSize), C \(c.dModel), L \(c.nLayers), NH \(c.nHeads), H \(c.ffnHidden); "
-          + "train/score B \(r.batch) x T \(r.seqLen); sample \(r.sampleBatch) x (\(r.promptLength) + \(r.newTokens)); "
-          + "threads \(r.suder.threads); medians")
+    print(
+        "model bench: V \(c.vocabSize), C \(c.dModel), L \(c.nLayers), NH \(c.nHeads), H \(c.ffnHidden); "
+            + "train/score B \(r.batch) x T \(r.seqLen); sample \(r.sampleBatch) x (\(r.promptLength) + \(r.newTokens)); "
+            + "threads \(r.suder.threads); medians")
     func cell(_ x: Double?) -> String { x.map { String(format: "%12.1f", $0) } ?? String(repeating: " ", count: 11) + "-" }
     func ratio(_ a: Double, _ b: Double?) -> String { b.map { String(format: "%7.2fx", a / $0) } ?? "       -" }
     print("metric                          suder       torch    ratio")
@@ -279,12 +285,15 @@ private func printBenchTable(_ r: ModelBenchReport) {
     if let peak = s.fma_peak_gflops, let achieved = s.train_gflops {
         func share(_ x: Double?) -> String { x.map { String(format: "%11.0f%%", 100 * $0 / peak) } ?? String(repeating: " ", count: 11) + "-" }
         let bits = s.kernels == "avx2" || KernelPath.available.first != .avx512 ? 256 : 512
-        print("train / FMA peak         \(share(achieved)) \(share(t?.train_gflops))    "
-              + "(peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(bits)-bit FMA loop, fastest of 8 runs)")
+        print(
+            "train / FMA peak         \(share(achieved)) \(share(t?.train_gflops))    "
+                + "(peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(bits)-bit FMA loop, fastest of 8 runs)")
     }
     print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
     print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")
-    print("preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))")
+    print(
+        "preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))"
+    )
     print("peak RSS MB              \(cell(s.peak_rss_mb)) \(cell(t?.peak_rss_mb))")
     if let shared = t?.sample_shared_rng_tokens_per_s {
         print("(torch sampling with one shared RNG instead of one per sequence: \(String(format: "%.1f", shared)) tokens/s)")
@@ -304,7 +313,8 @@ private func printBenchTable(_ r: ModelBenchReport) {
 public func benchModelConfig(file: URL?, overrides: [String], vocabularySize: Int, sequenceLength: Int) throws -> ModelConfig {
     let config = try ResolvedConfig.resolve(file: file, overrides: overrides)
     try checkConsistency(config)
-    var model = modelConfig(config, vocabulary: Vocabulary(codebookSize: vocabularySize - Vocabulary.specialNames.count - Vocabulary.worldWords.count))
+    var model = ModelSettings(config).modelConfig(
+        vocabulary: Vocabulary(codebookSize: vocabularySize - Vocabulary.specialNames.count - Vocabulary.worldWords.count))
     model.maxSeq = max(model.maxSeq, sequenceLength)
     return model
 }

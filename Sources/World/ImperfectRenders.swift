@@ -26,7 +26,7 @@ public struct ImperfectRenderMaker: Sendable {
     /// (40%), swapped for another patch of the same image (a wrong outline, 50%) or for any code
     /// (another colour, 10%); a background patch beside an object gains a stray patch of the
     /// image (90%) or any code (10%).
-    public func damage(_ codes: [Int32], using random: inout SeededGenerator) -> [Int32] {
+    public func damage(_ codes: [Int32], using random: inout SplitMix64RNG) -> [Int32] {
         let side = Int(Double(codes.count).squareRoot())
         let objectCodes = codes.filter { $0 != backgroundCode }
         guard side * side == codes.count, !objectCodes.isEmpty else { return codes }
@@ -37,7 +37,8 @@ public struct ImperfectRenderMaker: Sendable {
             let x = index % side, y = index / side
             let onObject = isObject(x, y)
             guard onObject || isObject(x - 1, y) || isObject(x + 1, y) || isObject(x, y - 1) || isObject(x, y + 1),
-                  Double.random(in: 0..<1, using: &random) < (onObject ? rate : rate / 2) else { continue }
+                Double.random(in: 0..<1, using: &random) < (onObject ? rate : rate / 2)
+            else { continue }
             let u = Double.random(in: 0..<1, using: &random)
             if onObject && u < 0.4 {
                 damaged[index] = backgroundCode
@@ -56,8 +57,10 @@ public struct ImperfectRenderMaker: Sendable {
     /// `original`'s prompt if the detections still satisfy it; else a training prompt of a random
     /// category that they satisfy; else `nothingPrompt` (no detection GenEval counts, since any
     /// counted object satisfies its single_object prompt).
-    public func prompt(for detections: [DetectedObject], original: MetadataRecord,
-                       using random: inout SeededGenerator) -> (text: String, source: PromptSource) {
+    public func prompt(
+        for detections: [DetectedObject], original: MetadataRecord,
+        using random: inout SplitMix64RNG
+    ) -> (text: String, source: PromptSource) {
         if evaluateGenEval(allDetections: detections, record: original).correct { return (original.prompt, .original) }
         for category in Category.allCases.shuffled(using: &random) {
             let satisfied = (trainingPrompts[category] ?? []).filter { evaluateGenEval(allDetections: detections, record: $0).correct }

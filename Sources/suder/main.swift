@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterRuntime
 import Foundation
 import SUDERCluster
 
@@ -10,19 +11,22 @@ struct StageArguments: ParsableArguments {
     @Option(name: .customLong("run-dir"), help: "Directory for this run's outputs, checkpoints and logs.")
     var runDir: String
 
-    @Argument(help: "Config overrides, e.g. model.d_model=128 suder.beta=2.5.")
+    @Argument(help: "Config overrides, e.g. model.d_model=128 suder.simpo_beta=2.5.")
     var overrides: [String] = []
 
     var options: StageOptions {
-        StageOptions(configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),
-                     overrides: overrides)
+        StageOptions(
+            configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),
+            overrides: overrides)
     }
 }
 
 /// Starts the communicator, resolves the config (all ranks exit together on a bad one) and runs
 /// `body`; never returns.
 func runJob(_ arguments: StageArguments, _ body: (JobContext) throws -> Void) -> Never {
-    let job = prepareJob(comm: makeCommunicator(), options: arguments.options)
+    let job = prepareJob(comm: makeCommunicator(), options: arguments.options, schema: configSchema) { comm in
+        "\(try selectKernelPath(comm: comm)) kernels, "
+    }
     runReportingErrors(job) { try body(job) }
 }
 
@@ -31,8 +35,10 @@ struct Suder: ParsableCommand {
         commandName: "suder",
         abstract: "SUDER on CPU clusters: self-improving unified multimodal models with dual self-rewards.",
         discussion: "Run under mpirun or srun for several ranks; every rank runs the same command.",
-        subcommands: [Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
-                      Export.self, Doctor.self])
+        subcommands: [
+            Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
+            Export.self, Doctor.self,
+        ])
 }
 
 extension Suder {
@@ -87,8 +93,9 @@ extension Suder {
 
             func run() throws {
                 do {
-                    try runGenEvalFolderCommand(metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
-                                                summaryOut: summary.map { URL(fileURLWithPath: $0) })
+                    try runGenEvalFolderCommand(
+                        metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
+                        summaryOut: summary.map { URL(fileURLWithPath: $0) })
                 } catch {
                     printError("error: \(error)")
                     throw ExitCode(2)
@@ -113,14 +120,16 @@ extension Suder {
     }
 
     struct Bench: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
-                                                        subcommands: [ModelCommand.self])
+        static let configuration = CommandConfiguration(
+            abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
+            subcommands: [ModelCommand.self])
 
         struct ModelCommand: ParsableCommand {
             static let configuration = CommandConfiguration(
                 commandName: "model",
                 abstract: "Training, scoring, sampling and preference-step throughput of the transformer.",
-                discussion: "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
+                discussion:
+                    "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
             @Option(help: "YAML config whose model.* keys set the architecture.")
             var config: String?
             @Option(help: "BLAS threads (and PyTorch threads).")
@@ -141,8 +150,9 @@ extension Suder {
                 do {
                     if let kernels { try options.setKernels(named: kernels) }
                     if config != nil || !overrides.isEmpty {
-                        options.config = try benchModelConfig(file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
-                                                              vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
+                        options.config = try benchModelConfig(
+                            file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
+                            vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
                     }
                     try runModelBench(options: options)
                 } catch {
@@ -169,8 +179,9 @@ extension Suder {
 
         func run() throws {
             do {
-                try runReportCommand(runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                     out: out.map { URL(fileURLWithPath: $0) })
+                try runReportCommand(
+                    runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                    out: out.map { URL(fileURLWithPath: $0) })
             } catch {
                 printError("error: \(error)")
                 throw ExitCode(2)
@@ -194,8 +205,9 @@ extension Suder {
 
         func run() throws {
             do {
-                let source = try exportSafetensors(checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
-                                                   to: URL(fileURLWithPath: out))
+                let source = try exportSafetensors(
+                    checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
+                    to: URL(fileURLWithPath: out))
                 print("wrote \(out) from \(source.path)")
             } catch {
                 printError("error: \(error)")

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import XCTest
+
 @testable import Model
 
 /// The kernels of CKernels against plain references, on every kernel path this CPU has
@@ -15,7 +16,8 @@ import XCTest
 final class CKernelsTests: XCTestCase {
     static let cpuFlags: Set<Substring> = {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+            let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return [] }
         return Set(flags.split(separator: " "))
     }()
 
@@ -64,14 +66,16 @@ final class CKernelsTests: XCTestCase {
     /// Runs suder_sgemm on random matrices stored with `pad` extra columns and compares with the
     /// reference. Returns whether the kernel took the product (false: it declined, C untouched).
     @discardableResult
-    func check(_ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float, pad: Int,
-               threads: Int32 = 1, file: StaticString = #filePath, line: UInt = #line) -> Bool {
-        var rng = SeededRNG(seed: UInt64(m * 1_000_003 + n * 1_009 + k * 7 + pad))
+    func check(
+        _ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float, pad: Int,
+        threads: Int32 = 1, file: StaticString = #filePath, line: UInt = #line
+    ) -> Bool {
+        var rng = Xoshiro256RNG(seed: UInt64(m * 1_000_003 + n * 1_009 + k * 7 + pad))
         let sentinel: Float = 12_345
         let aRows = transA ? k : m, aCols = transA ? m : k, lda = aCols + pad
         let bRows = transB ? n : k, bCols = transB ? k : n, ldb = bCols + pad
         let ldc = n + pad
-        func matrix(_ rows: Int, _ cols: Int, _ ld: Int, fill: (inout SeededRNG) -> Float) -> [Float] {
+        func matrix(_ rows: Int, _ cols: Int, _ ld: Int, fill: (inout Xoshiro256RNG) -> Float) -> [Float] {
             var x = [Float](repeating: sentinel, count: rows * ld)
             for r in 0..<rows { for c in 0..<cols { x[r * ld + c] = fill(&rng) } }
             return x
@@ -105,8 +109,9 @@ final class CKernelsTests: XCTestCase {
                 XCTAssertEqual(c[i * ldc + j], sentinel, "wrote past n in row \(i)", file: file, line: line)
             }
         }
-        XCTAssertLessThanOrEqual(worst, 1, "transA \(transA) transB \(transB) \(m)x\(n)x\(k) alpha \(alpha) beta \(beta) pad \(pad)",
-                                 file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            worst, 1, "transA \(transA) transB \(transB) \(m)x\(n)x\(k) alpha \(alpha) beta \(beta) pad \(pad)",
+            file: file, line: line)
         return true
     }
 
@@ -116,8 +121,10 @@ final class CKernelsTests: XCTestCase {
         // AVX2: m <= 8, 16, 32 with 12, 6, 3 rows) with full, partial and fewer-than-a-tile n; depth
         // split into blocks (k past 256 and 512); rows split past the row block (126-252 here);
         // columns split past 2048.
-        let shapes = [(1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5), (8, 13, 300),
-                      (9, 5, 16), (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3)]
+        let shapes = [
+            (1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5), (8, 13, 300),
+            (9, 5, 16), (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3),
+        ]
         try Self.onEveryPath { path in
             for (m, n, k) in shapes {
                 for transA in [false, true] {
@@ -157,7 +164,7 @@ final class CKernelsTests: XCTestCase {
     /// Float.gemm, the model's one entry point, gives the reference result through every path.
     func testFloatGemmMatchesReferenceMatmul() throws {
         try Self.onEveryPath { path in
-            var rng = SeededRNG(seed: 5)
+            var rng = Xoshiro256RNG(seed: 5)
             for N in [5, 16, 97] {
                 let I = 40, O = 70
                 let x = (0..<(N * I)).map { _ in Float(rng.nextGaussian()) }, w = (0..<(O * I)).map { _ in Float(rng.nextGaussian()) }
@@ -174,7 +181,7 @@ final class CKernelsTests: XCTestCase {
     /// a few dozen unit-sized terms round at ~1e-6; 1e-4 leaves room and still catches a wrong index.
     func testFloatLayersMatchReferences() throws {
         try Self.onEveryPath { path in
-            var rng = SeededRNG(seed: 11)
+            var rng = Xoshiro256RNG(seed: 11)
             func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
             let N = 37, I = 48, O = 40
             let x = random(N * I), w = random(O * I), dout = random(N * O)
@@ -208,7 +215,7 @@ final class CKernelsTests: XCTestCase {
     }
 
     func checkExponentials(_ path: KernelPath) {
-        var rng = SeededRNG(seed: 9)
+        var rng = Xoshiro256RNG(seed: 9)
         for count in [1, 15, 16, 17, 100, 1100] {
             let x = (0..<count).map { _ in Float(rng.nextUniform() * 120 - 100) }  // [-100, 20]
             var out = [Float](repeating: .nan, count: count)

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 /// Finite-difference checks of every layer's backward, in Double, through the same generic
@@ -6,13 +7,15 @@ import XCTest
 /// Central differences with h = 1e-5 have truncation error ~h^2 and rounding ~1e-16/h, so
 /// agreement to 1e-7 (relative to the gradient scale) means the analytic gradient is right.
 final class LayerGradientTests: XCTestCase {
-    var rng = SeededRNG(seed: 7)
+    var rng = Xoshiro256RNG(seed: 7)
 
     func random(_ n: Int, scale: Double = 1) -> [Double] { (0..<n).map { _ in rng.nextGaussian() * scale } }
 
     /// Compares `analytic` with central differences of `loss` around `x`.
-    func assertGradient(_ label: String, _ x: [Double], analytic: [Double], loss: ([Double]) -> Double,
-                        h: Double = 1e-5, tolerance: Double = 1e-7, file: StaticString = #filePath, line: UInt = #line) {
+    func assertGradient(
+        _ label: String, _ x: [Double], analytic: [Double], loss: ([Double]) -> Double,
+        h: Double = 1e-5, tolerance: Double = 1e-7, file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(x.count, analytic.count, label, file: file, line: line)
         let scale = max(1, analytic.map(abs).max() ?? 1)
         var worst = 0.0

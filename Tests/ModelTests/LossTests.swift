@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 final class LossTests: XCTestCase {
@@ -44,16 +45,22 @@ final class LossTests: XCTestCase {
         let dpo = dpoLoss(chosenLogProbs: w, rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl)
         for i in 0..<3 {
             func shifted(_ x: [Double], _ d: Double) -> [Double] { var y = x; y[i] += d; return y }
-            let simpoW = (simpoLoss(chosenLogProbs: shifted(w, h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]
-                - simpoLoss(chosenLogProbs: shifted(w, -h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]) / (2 * h)
-            let simpoL = (simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, h), rejectedLengths: nl).losses[i]
-                - simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, -h), rejectedLengths: nl).losses[i]) / (2 * h)
+            let simpoW =
+                (simpoLoss(chosenLogProbs: shifted(w, h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]
+                    - simpoLoss(chosenLogProbs: shifted(w, -h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]) / (2 * h)
+            let simpoL =
+                (simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, h), rejectedLengths: nl).losses[i]
+                    - simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, -h), rejectedLengths: nl).losses[i]) / (2 * h)
             XCTAssertEqual(simpo.chosenGradients[i], simpoW, accuracy: 1e-8)
             XCTAssertEqual(simpo.rejectedGradients[i], simpoL, accuracy: 1e-8)
-            let dpoW = (dpoLoss(chosenLogProbs: shifted(w, h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
-                - dpoLoss(chosenLogProbs: shifted(w, -h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]) / (2 * h)
-            let dpoL = (dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
-                - dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, -h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]) / (2 * h)
+            let dpoW =
+                (dpoLoss(chosenLogProbs: shifted(w, h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
+                    - dpoLoss(chosenLogProbs: shifted(w, -h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i])
+                / (2 * h)
+            let dpoL =
+                (dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
+                    - dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, -h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i])
+                / (2 * h)
             XCTAssertEqual(dpo.chosenGradients[i], dpoW, accuracy: 1e-8)
             XCTAssertEqual(dpo.rejectedGradients[i], dpoL, accuracy: 1e-8)
         }
@@ -79,17 +86,12 @@ final class LossTests: XCTestCase {
         XCTAssertEqual(small, [0.3, 0.4])
     }
 
-    func testRNGIsReproducibleAndResumable() {
-        var a = SeededRNG(seed: 42), b = SeededRNG(seed: 42), c = SeededRNG(seed: 43)
+    func testRNGIsReproducible() {
+        var a = Xoshiro256RNG(seed: 42), b = Xoshiro256RNG(seed: 42), c = Xoshiro256RNG(seed: 43)
         let first = (0..<5).map { _ in a.next() }
         XCTAssertEqual(first, (0..<5).map { _ in b.next() })
         XCTAssertNotEqual(first, (0..<5).map { _ in c.next() })
-        let saved = a.state
-        let continued = (0..<5).map { _ in a.next() }
-        var resumed = SeededRNG(seed: 0)
-        resumed.state = saved
-        XCTAssertEqual(continued, (0..<5).map { _ in resumed.next() })
-        var u = SeededRNG(seed: 1)
+        var u = Xoshiro256RNG(seed: 1)
         let uniforms = (0..<10_000).map { _ in u.nextUniform() }
         XCTAssertTrue(uniforms.allSatisfy { $0 >= 0 && $0 < 1 })
         XCTAssertEqual(uniforms.reduce(0, +) / 10_000, 0.5, accuracy: 0.02)

@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+
 @testable import Model
 
 final class SamplerTests: XCTestCase {
@@ -66,24 +67,28 @@ final class SamplerTests: XCTestCase {
         let seeds: [UInt64] = [31, 32, 33, 34]
         let plain = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds)
         // Weight 1 gives u + (c - u) = c: the conditional stream alone.
-        let unit = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
-                                  guidance: Guidance(weight: 1, nullPrompts: nulls), seeds: seeds)
+        let unit = sampler.sample(
+            prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 1, nullPrompts: nulls), seeds: seeds)
         XCTAssertEqual(unit, plain)
         // Weight 0 samples from the null stream: the same as sampling the null prompts unguided.
-        let zero = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
-                                  guidance: Guidance(weight: 0, nullPrompts: nulls), seeds: seeds)
+        let zero = sampler.sample(
+            prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 0, nullPrompts: nulls), seeds: seeds)
         XCTAssertEqual(zero, sampler.sample(prompts: nulls, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds))
         // A strong weight changes something, and each guided sequence is still independent of the batch.
-        let strong = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
-                                    guidance: Guidance(weight: 5, nullPrompts: nulls), seeds: seeds)
+        let strong = sampler.sample(
+            prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 5, nullPrompts: nulls), seeds: seeds)
         XCTAssertNotEqual(strong, plain)
-        let alone = sampler.sample(prompts: [prompts[2]], maxNewTokens: 6, allowedRange: 0..<23,
-                                   guidance: Guidance(weight: 5, nullPrompts: [nulls[2]]), seeds: [seeds[2]])
+        let alone = sampler.sample(
+            prompts: [prompts[2]], maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 5, nullPrompts: [nulls[2]]), seeds: [seeds[2]])
         XCTAssertEqual(alone[0], strong[2])
     }
 
     func testKthLargest() {
-        var rng = SeededRNG(seed: 3)
+        var rng = Xoshiro256RNG(seed: 3)
         let values = (0..<50).map { _ in Float(rng.nextGaussian()) } + [1, 1, 1]
         let sorted = values.sorted(by: >)
         var scratch = [Float](repeating: 0, count: values.count)
@@ -104,17 +109,19 @@ final class CachedAttentionTests: XCTestCase {
     func checkFastMatchesReference(_ path: KernelPath) {
         for (NH, HS, maxSeq) in [(3, 4, 7), (2, 20, 40), (3, 16, 9), (6, 32, 80), (5, 8, 12), (3, 8, 5)] {
             let C = NH * HS, streams = 2
-            var rng = SeededRNG(seed: UInt64(HS))
+            var rng = Xoshiro256RNG(seed: UInt64(HS))
             func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
             let keys = random(streams * maxSeq * C), values = random(streams * maxSeq * C)
             let rowStreams: [Int32] = [1, 0, 1], rowPositions = [Int32(maxSeq - 1), 0, Int32(maxSeq / 2)]
             let qkv = random(3 * 3 * C)
             var fast = [Float](repeating: 0, count: 3 * C), reference = fast, kernel = fast
             var scores = [Float](repeating: 0, count: NH * maxSeq)
-            cachedAttentionForward(&fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
-                                   scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
-            cachedAttentionForwardReference(&reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
-                                            scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+            cachedAttentionForward(
+                &fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+            cachedAttentionForwardReference(
+                &reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             XCTAssertLessThan(maxDifference(fast, reference), 1e-5, "HS \(HS)")
             let ran = suder_cached_attention(&kernel, qkv, keys, values, rowStreams, rowPositions, &scores, 3, C, NH, maxSeq)
             let vector = path == .avx512 ? 16 : 8

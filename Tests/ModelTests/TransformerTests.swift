@@ -1,10 +1,11 @@
 import XCTest
+
 @testable import Model
 
 let tinyConfig = ModelConfig(vocabSize: 23, dModel: 16, nLayers: 2, nHeads: 2, ffnHidden: 24, maxSeq: 12)
 
 func randomSequences(count: Int, lengths: ClosedRange<Int>, vocab: Int, seed: UInt64) -> [[Int32]] {
-    var rng = SeededRNG(seed: seed)
+    var rng = Xoshiro256RNG(seed: seed)
     return (0..<count).map { _ in
         let n = Int.random(in: lengths, using: &rng)
         return (0..<n).map { _ in Int32.random(in: 0..<Int32(vocab), using: &rng) }
@@ -50,7 +51,7 @@ final class TransformerTests: XCTestCase {
             model.zeroGradients()
             model.forward(batch)
             model.backward(sequenceCoefficients: coefficients)
-            var rng = SeededRNG(seed: 9)
+            var rng = Xoshiro256RNG(seed: 9)
             for entry in model.parameterTable {
                 let scale = max(1e-3, (0..<entry.count).map { abs(model.gradients[entry.offset + $0]) }.max()!)
                 for _ in 0..<3 {
@@ -61,8 +62,9 @@ final class TransformerTests: XCTestCase {
                     model.parameters[i] = saved - h; let minus = objective()
                     model.parameters[i] = saved
                     let numeric = (plus - minus) / Double(2 * h)
-                    XCTAssertEqual(Double(model.gradients[i]), numeric, accuracy: 2e-2 * Double(scale),
-                                   "\(entry.name) tied=\(tied)")
+                    XCTAssertEqual(
+                        Double(model.gradients[i]), numeric, accuracy: 2e-2 * Double(scale),
+                        "\(entry.name) tied=\(tied)")
                 }
             }
         }
@@ -150,8 +152,9 @@ final class TransformerTests: XCTestCase {
             model.zeroGradients()
             let logps = model.forward(batch)
             let counts = batch.weightedCounts.map(Double.init)
-            let loss = simpoLoss(chosenLogProbs: [logps[0]], chosenLengths: [counts[0]],
-                                 rejectedLogProbs: [logps[1]], rejectedLengths: [counts[1]])
+            let loss = simpoLoss(
+                chosenLogProbs: [logps[0]], chosenLengths: [counts[0]],
+                rejectedLogProbs: [logps[1]], rejectedLengths: [counts[1]])
             margins.append(loss.meanMargin)
             model.backward(sequenceCoefficients: [Float(loss.chosenGradients[0]), Float(loss.rejectedGradients[0])])
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-2)

@@ -1,5 +1,6 @@
 import XCTest
-@testable import SUDERCluster
+
+@testable import ClusterRuntime
 
 /// Compression ratio and save/load time on a ~3M-parameter model. Off by default (it takes tens of
 /// seconds); run with
@@ -45,8 +46,10 @@ final class CheckpointBenchmarkTests: XCTestCase {
                     let start = Date()
                     let frame = try codec.compress(input, file: name)
                     let seconds = Date().timeIntervalSince(start)
-                    print(String(format: "%-8@  %5d  %7@  %5.3f   %6.0f", name, level, grouped ? "yes" : "no",
-                                 Double(input.count) / Double(frame.count), Double(input.count) / 1e6 / seconds))
+                    print(
+                        String(
+                            format: "%-8@  %5d  %7@  %5.3f   %6.0f", name, level, grouped ? "yes" : "no",
+                            Double(input.count) / Double(frame.count), Double(input.count) / 1e6 / seconds))
                 }
             }
         }
@@ -54,7 +57,7 @@ final class CheckpointBenchmarkTests: XCTestCase {
         let comm = SingleProcessCommunicator()
         let tensors = [TensorEntry(name: "all", shape: [parameters], byteOffset: 0)]
         let checkpoint = Checkpoint(header: CheckpointHeader(stage: "bench", step: 0, configYAML: "", tensors: tensors), sections: sections)
-        print("store (3 sections + rng, fsync included): level threads  on-disk MB  save s (median of 5)  load s (median of 5)")
+        print("store (3 sections, fsync included): level threads  on-disk MB  save s (median of 5)  load s (median of 5)")
         for (level, threads) in [(1, 0), (3, 0), (3, 2), (9, 0)] {
             let dir = temporaryDirectory("bench")
             defer { try? FileManager.default.removeItem(at: dir) }
@@ -65,7 +68,7 @@ final class CheckpointBenchmarkTests: XCTestCase {
                 var this = checkpoint
                 this.header.step = step
                 var start = Date()
-                let url = try store.save(this, rankState: Array(repeating: 1, count: 2504))
+                let url = try store.save(this)
                 saves.append(Date().timeIntervalSince(start))
                 onDisk = try FileManager.default.contentsOfDirectory(atPath: url.path).reduce(0) {
                     $0 + ((try? FileManager.default.attributesOfItem(atPath: url.appendingPathComponent($1).path)[.size] as? Int) ?? 0)
@@ -75,8 +78,10 @@ final class CheckpointBenchmarkTests: XCTestCase {
                 loads.append(Date().timeIntervalSince(start))
                 XCTAssertEqual(loaded.checkpoint.sections["weights"], sections["weights"])
             }
-            print(String(format: "                                           %5d %7d  %10.2f  %20.3f  %20.3f", level, store.compressionThreads,
-                         Double(onDisk) / 1e6, median(saves), median(loads)))
+            print(
+                String(
+                    format: "                                           %5d %7d  %10.2f  %20.3f  %20.3f", level, store.compressionThreads,
+                    Double(onDisk) / 1e6, median(saves), median(loads)))
         }
 
         // The finite check on a cache-resident 64K-float buffer, 1000 times.

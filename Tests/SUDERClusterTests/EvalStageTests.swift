@@ -1,6 +1,8 @@
-import XCTest
 import Model
 import World
+import XCTest
+
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class EvalStageTests: XCTestCase {
@@ -146,7 +148,7 @@ final class EvalStageTests: XCTestCase {
         let records = Category.allCases.map { MetadataRecord(tag: $0, include: [ObjectRequirement(shape: .circle, count: 1)], prompt: "a photo of a circle") }
         var config = try! ResolvedConfig.resolve(file: nil, overrides: ["run.seed=\(seed)"])
         config = try! config.setting("eval.images_per_prompt", "4")
-        var summary = EvalSummary(settings: EvalSettings(config: config, promptLines: Array(records.indices)))
+        var summary = EvalSummary(settings: EvalSummarySettings(EvalSettings(config), promptLines: Array(records.indices)))
         func evaluation(_ correct: [Int], captions: Double) -> ModelEvaluation {
             var run = GenEvalRun()
             run.correctPerRecord = correct
@@ -155,15 +157,17 @@ final class EvalStageTests: XCTestCase {
             }
             let truth = [true, true, false, false], predicted = [true, true, true, false]
             let pope = Dictionary(uniqueKeysWithValues: PopeSplit.allCases.map { ($0, PopeMetrics(truth: truth, predicted: predicted)) })
-            let header = CheckpointHeader(stage: "pretrain", step: step, round: 0, configYAML: "", tensors: [])
-            return ModelEvaluation(checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
-                                   understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
+            let header = CheckpointHeader(stage: "pretrain", step: step, configYAML: "", tensors: [])
+            return ModelEvaluation(
+                checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
+                understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
         }
         let base = evaluation(baseCorrect, captions: 0.5), suder = evaluation(suderCorrect, captions: 0.6)
         summary.models["base"] = base
         summary.models["suder"] = suder
-        summary.delta = EvalComparison(base: base, suder: suder,
-                                       bootstrap: pairedBootstrap(categories: records.map(\.tag), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
+        summary.delta = EvalComparison(
+            base: base, suder: suder,
+            bootstrap: pairedBootstrap(categories: records.map(\.tag), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
         return summary
     }
 
@@ -253,26 +257,28 @@ final class EvalStageTests: XCTestCase {
         let comm = SingleProcessCommunicator()
         try CheckpointStore(directory: dataDirectory, comm: comm).markDone(step: 0)
 
-        let config = try ResolvedConfig.resolve(file: nil, overrides: [
-            "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "eval.images_per_prompt=2", "eval.max_prompts=0",
-            "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
-        ])
+        let config = try ResolvedConfig.resolve(
+            file: nil,
+            overrides: [
+                "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "eval.images_per_prompt=2", "eval.max_prompts=0",
+                "runtime.progress=off", "runtime.threads=1", "model.micro_batch=8",
+            ])
         let job = JobContext(comm: comm, config: config, runDir: run)
         // The same random model as "pretrained" and "SUDER" checkpoints: the paired seeds must
         // then give identical samples and a zero delta.
         let dataset = try DatasetReader(directory: dataDirectory)
-        let model = Transformer(config: modelConfig(config, vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
+        let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         for (stage, step) in [(StageName.pretrain, 20), (.suder, 2)] {
             let store = CheckpointStore(directory: job.stageDirectory(stage.rawValue), comm: comm)
-            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer), rankState: [])
+            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer))
             try store.markDone(step: step)
         }
 
         try runEvalStage(job)
 
         let evalDirectory = job.stageDirectory("eval")
-        XCTAssertTrue(job.isFinished("eval"))
+        XCTAssertTrue(try job.stageFinished("eval"))
         let summary = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
         let base = try XCTUnwrap(summary.models["base"]), suder = try XCTUnwrap(summary.models["suder"])
         XCTAssertEqual(summary.settings.promptLines, Array(0..<18))
@@ -298,6 +304,9 @@ final class EvalStageTests: XCTestCase {
         }
 
         let report = try makeReport(runDirectories: [run])
-        XCTAssertTrue(report.contains("| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"), report)
+        XCTAssertTrue(
+            report.contains(
+                "| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"
+            ), report)
     }
 }

@@ -1,5 +1,6 @@
 import COpenBLAS
 import CZstd
+import ClusterRuntime
 import Foundation
 import Model
 
@@ -17,9 +18,11 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
     }
 
     let cores = boundCores()
-    let row = [String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
-               String(cString: openblas_get_corename()), KernelPath.active.rawValue, cpuModelName(),
-               comm.libraryVersion, String(cString: ZSTD_versionString())]
+    let row = [
+        String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
+        String(cString: openblas_get_corename()), KernelPath.active.rawValue, cpuModelName(),
+        comm.libraryVersion, String(cString: ZSTD_versionString()),
+    ]
     let rows = comm.gather(Array(row.joined(separator: "\t").utf8), root: 0)?
         .map { String(decoding: $0, as: UTF8.self).components(separatedBy: "\t") }
     if let rows {
@@ -30,17 +33,23 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
 
     var results = communicatorChecks(comm)
     let gemm = sgemmCheck()
-    results.append(CheckResult(name: "the model's matmul (\(KernelPath.active.rawValue) kernels), 67x45x53, against a naive product",
-                               passed: comm.allAgree(gemm.passed), detail: gemm.detail))
+    results.append(
+        CheckResult(
+            name: "the model's matmul (\(KernelPath.active.rawValue) kernels), 67x45x53, against a naive product",
+            passed: comm.allAgree(gemm.passed), detail: gemm.detail))
     let zstd = zstdRoundTripCheck()
     results.append(CheckResult(name: "zstd round trip with frame checksum", passed: comm.allAgree(zstd.passed), detail: zstd.detail))
 
     console.print("")
-    console.print(formatTable(header: ["check (all ranks)", "result", "detail"],
-                              rows: results.map { [$0.name, $0.passed ? "ok" : "FAILED", $0.detail] }))
+    console.print(
+        formatTable(
+            header: ["check (all ranks)", "result", "detail"],
+            rows: results.map { [$0.name, $0.passed ? "ok" : "FAILED", $0.detail] }))
     let failed = results.filter { !$0.passed }.count
-    console.print(failed == 0 ? "doctor: all \(results.count) checks passed on \(comm.size) rank(s)"
-                              : "doctor: \(failed) of \(results.count) checks FAILED")
+    console.print(
+        failed == 0
+            ? "doctor: all \(results.count) checks passed on \(comm.size) rank(s)"
+            : "doctor: \(failed) of \(results.count) checks FAILED")
     return failed == 0
 }
 
@@ -53,7 +62,7 @@ public func selectKernelPath(comm: Communicator) throws -> String {
     do { try KernelPath.select() } catch { failure = "\(error)" }
     if let failure, !comm.isRoot { printError("error: rank \(comm.rank) on \(comm.processorName): \(failure)") }
     guard comm.allAgree(failure == nil) else {
-        throw AgreedError(failure ?? "SUDER_KERNELS names a kernel path some ranks' CPUs lack (their errors above)")
+        throw AllRanksError(failure ?? "SUDER_KERNELS names a kernel path some ranks' CPUs lack (their errors above)")
     }
     return KernelPath.active.rawValue
 }
@@ -61,8 +70,9 @@ public func selectKernelPath(comm: Communicator) throws -> String {
 /// The CPU's model name from /proc/cpuinfo ("?" when it cannot be read).
 public func cpuModelName() -> String {
     guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
-          let name = line.split(separator: ":", maxSplits: 1).last else { return "?" }
+        let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+        let name = line.split(separator: ":", maxSplits: 1).last
+    else { return "?" }
     return name.trimmingCharacters(in: .whitespaces)
 }
 

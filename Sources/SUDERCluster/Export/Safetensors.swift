@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 
 // safetensors (https://github.com/huggingface/safetensors): an 8-byte little-endian header length
@@ -70,7 +71,7 @@ public func writeSafetensors(tensors: [(name: String, shape: [Int], values: Arra
 }
 
 /// Writes the "weights" section of `checkpoint` as safetensors, one tensor per entry of its
-/// tensor table, with the stage, step, round and config as metadata.
+/// tensor table, with the stage, step and config as metadata.
 public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL) throws {
     let weights = try checkpoint.floats("weights")
     guard !checkpoint.header.tensors.isEmpty else {
@@ -84,7 +85,6 @@ public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL) throws {
         "format": "pt",
         "suder.stage": checkpoint.header.stage,
         "suder.step": String(checkpoint.header.step),
-        "suder.round": String(checkpoint.header.round),
         "suder.config": checkpoint.header.configYAML,
     ]
     try writeSafetensors(tensors: tensors, metadata: metadata, to: url)
@@ -109,7 +109,8 @@ public func exportSafetensors(checkpointDirectory: URL, to url: URL) throws -> U
             problems.append("\(error)")
         }
     }
-    throw CheckpointError(.noValidCheckpoint, checkpointDirectory.path,
+    throw CheckpointError(
+        .noValidCheckpoint, checkpointDirectory.path,
         problems.isEmpty ? "no checkpoint here (neither header.bin nor step-* directories)" : "no valid checkpoint: \(problems.joined(separator: "; "))")
 }
 
@@ -149,9 +150,9 @@ func parseSafetensors(_ bytes: [UInt8], file path: String) throws -> Safetensors
             continue
         }
         guard let entry = value as? [String: Any],
-              let dtype = entry["dtype"] as? String,
-              let shapeValues = entry["shape"] as? [Any],
-              let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2
+            let dtype = entry["dtype"] as? String,
+            let shapeValues = entry["shape"] as? [Any],
+            let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2
         else { throw fail("tensor \(name) needs dtype, shape and two data_offsets") }
         guard let elementSize = safetensorsDTypeSizes[dtype] else { throw fail("tensor \(name) has unknown dtype \(dtype)") }
         var shape: [Int] = []

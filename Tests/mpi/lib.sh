@@ -23,3 +23,14 @@ run() {
     if [ $elapsed_ms -gt $((limit * 1000)) ]; then fail "$name (took ${elapsed}s, limit ${limit}s)"; return 1; fi
     return 0
 }
+
+# Processes whose command line names anything under $work (ranks and mpirun); killed by id if found.
+no_leftovers() {
+    sleep 0.5
+    local pids
+    pids=$(pgrep -f "$work/")
+    [ -z "$pids" ] && return 0
+    ps -o pid,args -p $pids >>"$work/out"
+    kill -9 $pids 2>/dev/null
+    return 1
+}

@@ -40,17 +40,6 @@ suder=$work/suder.sh
 chmod +x "$suder"
 
 
-# Processes whose command line names anything under $work (ranks and mpirun); killed by id if found.
-no_leftovers() {
-    sleep 0.5
-    local pids
-    pids=$(pgrep -f "$work/")
-    [ -z "$pids" ] && return 0
-    ps -o pid,args -p $pids >>"$work/out"
-    kill -9 $pids 2>/dev/null
-    return 1
-}
-
 # A run directory holding a copy of the dataset made once by `suder data`.
 new_run() {
     mkdir -p "$work/$1"

@@ -83,6 +83,10 @@ final class SVGChartTests: XCTestCase {
         XCTAssertEqual(count("<circle", in: svg), 1)
         XCTAssertFalse(svg.contains("<path d="))
         XCTAssertTrue(svg.contains("data-points=\"1\""))
+        // Whole-number x values (rounds) get no fractional ticks.
+        let rounds = lineChart(title: "two rounds", xLabel: "round", series: [ChartSeries(name: "loss", points: [(1, 0.5), (2, 0.4)])])
+        XCTAssertTrue(rounds.contains(">1</text>") && rounds.contains(">2</text>"))
+        XCTAssertFalse(rounds.contains(">1.2</text>") || rounds.contains(">1.5</text>"))
     }
 
     func testNaNValuesBreakTheLine() {

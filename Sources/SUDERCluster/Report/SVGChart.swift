@@ -128,7 +128,9 @@ func lineChart(title: String, xLabel: String, yLabel: String = "", series: [Char
     let xScale = LinearScale(values: finite.map(\.x), range: (frame.left, frame.width - frame.right))
     let yScale = LinearScale(values: finite.map(\.y), range: (frame.plotBottom, frame.top))
     out += frame.yAxis(yScale, label: yLabel)
-    for tick in xScale.ticks {
+    // Steps and rounds are whole numbers: no tick between two of them.
+    let wholeX = finite.allSatisfy { $0.x == $0.x.rounded() }
+    for tick in xScale.ticks where !wholeX || tick == tick.rounded() {
         let x = format(xScale.position(tick))
         out += "<line x1=\"\(x)\" x2=\"\(x)\" y1=\"\(format(frame.plotBottom))\" y2=\"\(format(frame.plotBottom + 4))\" stroke=\"#444\"/>"
         out += "<text x=\"\(x)\" y=\"\(format(frame.plotBottom + 16))\" text-anchor=\"middle\">\(tickLabel(tick))</text>"

@@ -64,7 +64,8 @@ func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
     if options.metadata != nil {
         // The eval stage's own sampling: the same seeds give the same images as its GenEval-mini.
         let run = try runGenEval(records: records, workbench: opened.workbench, imagesPerPrompt: perPrompt, settings: settings, seed: seed,
-                                 comm: opened.job.comm, keepImages: true)
+                                 comm: opened.job.comm, keepImages: true,
+                                 progress: console.progress("generate", total: records.count, unit: "prompts"))
         try writeOnRoot(opened.job) {
             guard let run else { return }
             for (index, record) in records.enumerated() {

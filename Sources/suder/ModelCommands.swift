@@ -41,10 +41,11 @@ extension Suder {
         }
 
         func run() throws {
-            runGenerateCommand(GenerateOptions(
-                checkpoint: URL(fileURLWithPath: checkpoint, isDirectory: true), data: data.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                prompt: prompt, metadata: metadata.map { URL(fileURLWithPath: $0) }, count: n, seed: seed, guidanceWeight: cfg,
-                temperature: temperature, out: URL(fileURLWithPath: out, isDirectory: true), gridScale: gridScale))
+            runGenerateCommand(
+                GenerateOptions(
+                    checkpoint: URL(fileURLWithPath: checkpoint, isDirectory: true), data: data.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                    prompt: prompt, metadata: metadata.map { URL(fileURLWithPath: $0) }, count: n, seed: seed, guidanceWeight: cfg,
+                    temperature: temperature, out: URL(fileURLWithPath: out, isDirectory: true), gridScale: gridScale))
         }
     }
 
@@ -74,9 +75,10 @@ extension Suder {
         }
 
         func run() throws {
-            runCaptionCommand(CaptionOptions(
-                checkpoint: URL(fileURLWithPath: checkpoint, isDirectory: true), data: data.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                images: images.map { URL(fileURLWithPath: $0) }, count: n, temperature: temperature, seed: seed, ask: ask))
+            runCaptionCommand(
+                CaptionOptions(
+                    checkpoint: URL(fileURLWithPath: checkpoint, isDirectory: true), data: data.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                    images: images.map { URL(fileURLWithPath: $0) }, count: n, temperature: temperature, seed: seed, ask: ask))
         }
     }
 }

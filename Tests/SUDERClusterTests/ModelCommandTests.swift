@@ -2,6 +2,7 @@ import Foundation
 import Model
 import World
 import XCTest
+
 @testable import SUDERCluster
 
 /// `suder generate` and `suder caption` in one process, on a small world and a random model saved
@@ -17,9 +18,11 @@ final class ModelCommandTests: XCTestCase {
         try generateDataset(config: .smallTestWorld, outDir: dataDirectory) { _ in }
         let comm = SingleProcessCommunicator()
         try CheckpointStore(directory: dataDirectory, comm: comm).markDone(step: 0)
-        let config = try ResolvedConfig.resolve(file: nil, overrides: [
-            "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
-        ])
+        let config = try ResolvedConfig.resolve(
+            file: nil,
+            overrides: [
+                "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
+            ])
         try writeFileAtomically(Data(config.yaml().utf8), to: run.appendingPathComponent("config.yaml"))
         let job = JobContext(comm: comm, config: config, runDir: run)
         let dataset = try DatasetReader(directory: dataDirectory)
@@ -38,8 +41,9 @@ final class ModelCommandTests: XCTestCase {
     }
 
     func captionOptions(_ images: [URL], count: Int = 1, temperature: Double = 0, ask: String? = nil) -> CaptionOptions {
-        CaptionOptions(checkpoint: run.appendingPathComponent("pretrain"), data: nil, images: images, count: count, temperature: temperature,
-                       seed: nil, ask: ask)
+        CaptionOptions(
+            checkpoint: run.appendingPathComponent("pretrain"), data: nil, images: images, count: count, temperature: temperature,
+            seed: nil, ask: ask)
     }
 
     func testOpensAStageDirectoryOrAStepDirectoryAndSaysWhatIsMissing() throws {
@@ -66,8 +70,9 @@ final class ModelCommandTests: XCTestCase {
     func testGenerateWritesThePNGsAndAnEnlargedGridAndRefusesToOverwrite() throws {
         let opened = try open()
         let out = directory.appendingPathComponent("out")
-        let options = GenerateOptions(checkpoint: run.appendingPathComponent("pretrain"), data: nil, prompt: "a photo of two red circles",
-                                      metadata: nil, count: 3, seed: 11, guidanceWeight: nil, temperature: nil, out: out, gridScale: 4)
+        let options = GenerateOptions(
+            checkpoint: run.appendingPathComponent("pretrain"), data: nil, prompt: "a photo of two red circles",
+            metadata: nil, count: 3, seed: 11, guidanceWeight: nil, temperature: nil, out: out, gridScale: 4)
         try generate(options, opened)
         let images = try (0..<3).map { try readPNG(out.appendingPathComponent(String(format: "%04d.png", $0))) }
         XCTAssertTrue(images.allSatisfy { $0.width == 32 && $0.height == 32 })
@@ -79,8 +84,9 @@ final class ModelCommandTests: XCTestCase {
         // The images are the eval stage's draws for (record 0, k) under the same seed.
         let settings = ImageSampling(temperature: 1, topK: 0, guidanceWeight: Float(opened.job.config.double("eval.cfg_weight")))
         let prompt = try opened.workbench.vocabulary.encode("a photo of two red circles")
-        let direct = opened.workbench.sampleImages(prompts: [prompt, prompt, prompt],
-                                                   seeds: (0..<3).map { streamSeed(11, StreamPurpose.evalImage, 0, UInt64($0)) }, settings: settings)
+        let direct = opened.workbench.sampleImages(
+            prompts: [prompt, prompt, prompt],
+            seeds: (0..<3).map { streamSeed(11, StreamPurpose.evalImage, 0, UInt64($0)) }, settings: settings)
         XCTAssertEqual(try direct.map { try opened.workbench.oracle.decodeImage(tokens: $0) }, images)
         XCTAssertThrowsError(try generate(options, opened)) { XCTAssertTrue("\($0)".contains("already holds"), "\($0)") }
     }
@@ -103,7 +109,8 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertEqual(try files.map { workbench.vocabulary.imageTokens(codes: encoder.encode(try readPNG($0))) }, tokens)
         let greedy = workbench.sampleCaptions(images: tokens, seeds: [0, 1, 2], temperature: 0, topK: 0)
         let rewards = workbench.imageGivenText(images: tokens, texts: greedy.map(workbench.captionText)).map(\.mean)
-        let probes = try workbench.probeAnswerLogProbabilities(images: tokens, questions: tokens.map { _ in try workbench.vocabulary.encode("is there a red circle ?") })
+        let probes = try workbench.probeAnswerLogProbabilities(
+            images: tokens, questions: tokens.map { _ in try workbench.vocabulary.encode("is there a red circle ?") })
         for i in 0..<3 {
             XCTAssertEqual(results[i].captions.count, 1)
             XCTAssertEqual(results[i].captions[0].text, workbench.vocabulary.describe(workbench.captionText(greedy[i])))
@@ -131,8 +138,10 @@ final class ModelCommandTests: XCTestCase {
         let fifo = directory.appendingPathComponent("pipe.png")
         XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
         let missing = directory.appendingPathComponent("missing.png")
-        let cases: [(URL, String)] = [(wrongSize, "is 64x48 pixels"), (notPNG, "not a readable PNG"), (folder, "is a directory"),
-                                      (fifo, "not a regular file"), (missing, "cannot read")]
+        let cases: [(URL, String)] = [
+            (wrongSize, "is 64x48 pixels"), (notPNG, "not a readable PNG"), (folder, "is a directory"),
+            (fifo, "not a regular file"), (missing, "cannot read"),
+        ]
         for (file, problem) in cases {
             XCTAssertThrowsError(try caption(captionOptions([file]), opened)) { error in
                 let text = "\(error)"

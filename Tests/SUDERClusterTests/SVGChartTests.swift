@@ -1,9 +1,11 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import XCTest
+
 @testable import SUDERCluster
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
 
 final class SVGChartTests: XCTestCase {
     /// The chart must be well-formed XML, or a browser shows nothing.
@@ -50,10 +52,12 @@ final class SVGChartTests: XCTestCase {
     }
 
     func testLineChartHasAxesTicksLegendAndOnePathPerSeries() {
-        let svg = lineChart(title: "loss <a & b>", xLabel: "step", series: [
-            ChartSeries(name: "generation", points: [(0, 5), (10, 4), (20, 3.5)]),
-            ChartSeries(name: "understanding", points: [(0, 2), (20, 1)]),
-        ])
+        let svg = lineChart(
+            title: "loss <a & b>", xLabel: "step",
+            series: [
+                ChartSeries(name: "generation", points: [(0, 5), (10, 4), (20, 3.5)]),
+                ChartSeries(name: "understanding", points: [(0, 2), (20, 1)]),
+            ])
         assertWellFormed(svg)
         XCTAssertTrue(svg.contains("loss &lt;a &amp; b&gt;"))
         XCTAssertEqual(count("<path d=\"M", in: svg), 2)
@@ -90,9 +94,11 @@ final class SVGChartTests: XCTestCase {
     }
 
     func testNaNValuesBreakTheLine() {
-        let svg = lineChart(title: "gaps", xLabel: "step", series: [
-            ChartSeries(name: "s", points: [(0, 1), (1, 2), (2, .nan), (3, 4), (4, 5), (5, .infinity), (6, 3)]),
-        ])
+        let svg = lineChart(
+            title: "gaps", xLabel: "step",
+            series: [
+                ChartSeries(name: "s", points: [(0, 1), (1, 2), (2, .nan), (3, 4), (4, 5), (5, .infinity), (6, 3)])
+            ])
         assertWellFormed(svg)
         XCTAssertTrue(svg.contains("data-segments=\"3\""))
         XCTAssertTrue(svg.contains("data-points=\"5\""))
@@ -105,9 +111,11 @@ final class SVGChartTests: XCTestCase {
     }
 
     func testBarChartIncludesZeroAndDrawsIntervals() {
-        let svg = barChart(title: "delta", categories: ["counting", "colors"], series: [
-            BarSeries(name: "suder - base", values: [0.1, -0.05], intervals: [(0.05, 0.15), nil]),
-        ])
+        let svg = barChart(
+            title: "delta", categories: ["counting", "colors"],
+            series: [
+                BarSeries(name: "suder - base", values: [0.1, -0.05], intervals: [(0.05, 0.15), nil])
+            ])
         assertWellFormed(svg)
         XCTAssertEqual(count("<rect", in: svg), 2)
         XCTAssertEqual(count("class=\"interval\"", in: svg), 1)

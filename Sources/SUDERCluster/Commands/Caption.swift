@@ -42,8 +42,10 @@ struct ImageCaptions {
         if let probe {
             // The two answers' probabilities renormalised over {yes, no}, then the raw ones.
             let pYes = exp(probe.yes), pNo = exp(probe.no)
-            lines.append(String(format: "  ask \"%@\": %@ (yes %.4f, no %.4f; p(yes) %.4g, p(no) %.4g among all words)",
-                                probe.question, probe.yes > probe.no ? "yes" : "no", pYes / (pYes + pNo), pNo / (pYes + pNo), pYes, pNo))
+            lines.append(
+                String(
+                    format: "  ask \"%@\": %@ (yes %.4f, no %.4f; p(yes) %.4g, p(no) %.4g among all words)",
+                    probe.question, probe.yes > probe.no ? "yes" : "no", pYes / (pYes + pNo), pNo / (pYes + pNo), pYes, pNo))
         }
         return lines.joined(separator: "\n")
     }

@@ -19,8 +19,10 @@ public struct GenerateOptions {
     /// Pixels a side per image pixel in the grid.
     public var gridScale: Int
 
-    public init(checkpoint: URL, data: URL?, prompt: String?, metadata: URL?, count: Int?, seed: Int?, guidanceWeight: Double?,
-                temperature: Double?, out: URL, gridScale: Int) {
+    public init(
+        checkpoint: URL, data: URL?, prompt: String?, metadata: URL?, count: Int?, seed: Int?, guidanceWeight: Double?,
+        temperature: Double?, out: URL, gridScale: Int
+    ) {
         self.checkpoint = checkpoint; self.data = data; self.prompt = prompt; self.metadata = metadata; self.count = count
         self.seed = seed; self.guidanceWeight = guidanceWeight; self.temperature = temperature; self.out = out; self.gridScale = gridScale
     }
@@ -38,8 +40,9 @@ let generateGridName = "grid.png"
 func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
     let config = opened.job.config, console = opened.job.console
     let seed = UInt64(options.seed ?? config.int("run.seed"))
-    let settings = ImageSampling(temperature: Float(options.temperature ?? config.double("eval.temperature")), topK: config.int("eval.top_k"),
-                                 guidanceWeight: Float(options.guidanceWeight ?? config.double("eval.cfg_weight")))
+    let settings = ImageSampling(
+        temperature: Float(options.temperature ?? config.double("eval.temperature")), topK: config.int("eval.top_k"),
+        guidanceWeight: Float(options.guidanceWeight ?? config.double("eval.cfg_weight")))
     // Everything the user gave is checked before any sampling.
     let records: [MetadataRecord]
     if let metadata = options.metadata {
@@ -58,30 +61,35 @@ func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
     }
     try checkOutputDirectory(options.out)
     let perPrompt = options.count ?? (options.metadata == nil ? 8 : config.int("eval.images_per_prompt"))
-    console.print("generate: \(records.count) prompt(s) x \(perPrompt) images from \(opened.checkpoint.header.stage) step \(opened.checkpoint.header.step), "
-        + "seed \(seed), guidance \(settings.guidanceWeight), temperature \(settings.temperature), over \(opened.job.comm.size) rank(s)")
+    console.print(
+        "generate: \(records.count) prompt(s) x \(perPrompt) images from \(opened.checkpoint.header.stage) step \(opened.checkpoint.header.step), "
+            + "seed \(seed), guidance \(settings.guidanceWeight), temperature \(settings.temperature), over \(opened.job.comm.size) rank(s)")
 
     if options.metadata != nil {
         // The eval stage's own sampling: the same seeds give the same images as its GenEval-mini.
-        let run = try runGenEval(records: records, workbench: opened.workbench, imagesPerPrompt: perPrompt, settings: settings, seed: seed,
-                                 comm: opened.job.comm, keepImages: true,
-                                 progress: console.progress("generate", total: records.count, unit: "prompts"))
+        let run = try runGenEval(
+            records: records, workbench: opened.workbench, imagesPerPrompt: perPrompt, settings: settings, seed: seed,
+            comm: opened.job.comm, keepImages: true,
+            progress: console.progress("generate", total: records.count, unit: "prompts"))
         try writeOnRoot(opened.job) {
             guard let run else { return }
             for (index, record) in records.enumerated() {
                 let images = try run.images[index].map { try opened.workbench.oracle.decodeImage(tokens: $0) }
                 try writeGenEvalSamples(record: record, images: images, index: index, outDir: options.out)
             }
-            console.print("generate: wrote \(options.out.path)/<index>/samples/<k>.png; "
-                + String(format: "GenEval-mini %.4f (score again with `suder eval geneval --metadata %@ --images %@`)",
-                         run.summary.overall, options.metadata!.path, options.out.path))
+            console.print(
+                "generate: wrote \(options.out.path)/<index>/samples/<k>.png; "
+                    + String(
+                        format: "GenEval-mini %.4f (score again with `suder eval geneval --metadata %@ --images %@`)",
+                        run.summary.overall, options.metadata!.path, options.out.path))
         }
         return
     }
 
     let prompt = try opened.workbench.vocabulary.encode(records[0].prompt)
-    let tokens = try sampleAcrossRanks(prompt: prompt, count: perPrompt, seed: seed, settings: settings, workbench: opened.workbench,
-                                       comm: opened.job.comm)
+    let tokens = try sampleAcrossRanks(
+        prompt: prompt, count: perPrompt, seed: seed, settings: settings, workbench: opened.workbench,
+        comm: opened.job.comm)
     try writeOnRoot(opened.job) {
         guard let tokens else { return }
         try FileManager.default.createDirectory(at: options.out, withIntermediateDirectories: true)
@@ -98,11 +106,14 @@ func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
 /// Image tokens of `count` samples of one prompt, on rank 0. Sample k uses the eval stage's seed
 /// for (record 0, sample k), so `--prompt P` draws what a metadata file whose first line is P
 /// draws; ranks take samples k = rank, rank + size, ..., so the images do not depend on the rank count.
-func sampleAcrossRanks(prompt: [Int32], count: Int, seed: UInt64, settings: ImageSampling, workbench: ModelWorkbench,
-                       comm: Communicator) throws -> [[Int32]]? {
+func sampleAcrossRanks(
+    prompt: [Int32], count: Int, seed: UInt64, settings: ImageSampling, workbench: ModelWorkbench,
+    comm: Communicator
+) throws -> [[Int32]]? {
     let mine = shardIndices(count: count, rank: comm.rank, size: comm.size)
-    let drawn = workbench.sampleImages(prompts: mine.map { _ in prompt },
-                                       seeds: mine.map { streamSeed(seed, StreamPurpose.evalImage, 0, UInt64($0)) }, settings: settings)
+    let drawn = workbench.sampleImages(
+        prompts: mine.map { _ in prompt },
+        seeds: mine.map { streamSeed(seed, StreamPurpose.evalImage, 0, UInt64($0)) }, settings: settings)
     var packed = ByteWriter()
     for (k, tokens) in zip(mine, drawn) {
         packed.u32(UInt32(k))

@@ -42,15 +42,19 @@ func openTrainedModel(checkpoint: URL, data: URL?, comm: Communicator) throws ->
         dataset = try DatasetReader(directory: dataDirectory)
         _ = try dataset.codebook()
     } catch {
-        throw AgreedError("cannot read the vocabulary and codebook in \(dataDirectory.path) (\(error)); "
-            + (data == nil ? "give --data DIR, the data directory of the run the model was trained on" : "--data must be the data directory of the run the model was trained on"))
+        throw AgreedError(
+            "cannot read the vocabulary and codebook in \(dataDirectory.path) (\(error)); "
+                + (data == nil
+                    ? "give --data DIR, the data directory of the run the model was trained on"
+                    : "--data must be the data directory of the run the model was trained on"))
     }
     let modelConfig = modelConfig(config, vocabulary: dataset.vocabulary)
     try checkModelFitsWorld(modelConfig, job: job)
     let model = Transformer(config: modelConfig, seed: 0, batchCapacity: config.int("pretrain.micro_batch"))
     let loaded = try loadWeights(from: checkpoint, into: model, job: job)
-    return TrainedModel(job: job, dataset: dataset, workbench: try ModelWorkbench(model: model, dataset: dataset), checkpoint: loaded,
-                        canvasSize: config.int("data.canvas"))
+    return TrainedModel(
+        job: job, dataset: dataset, workbench: try ModelWorkbench(model: model, dataset: dataset), checkpoint: loaded,
+        canvasSize: config.int("data.canvas"))
 }
 
 /// Runs a command that needs a trained model on every rank; errors end all ranks together.
@@ -72,8 +76,9 @@ func runWithTrainedModel(checkpoint: URL, data: URL?, _ body: (TrainedModel) thr
 /// Text to word ids; a word outside the vocabulary is an error naming it and listing the words.
 func encodeUserText(_ text: String, what: String, vocabulary: Vocabulary) throws -> [Int32] {
     for word in Vocabulary.splitWords(text) where (try? vocabulary.id(of: word)) == nil {
-        throw AgreedError("\(what) '\(text)': the word '\(word)' is not in the model's vocabulary; its words are: "
-            + vocabulary.words.joined(separator: " "))
+        throw AgreedError(
+            "\(what) '\(text)': the word '\(word)' is not in the model's vocabulary; its words are: "
+                + vocabulary.words.joined(separator: " "))
     }
     return try vocabulary.encode(text)
 }

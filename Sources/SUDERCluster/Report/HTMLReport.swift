@@ -19,37 +19,51 @@ public func makeHTMLReport(runDirectories: [URL]) throws -> String {
     _ = try makeReport(runDirectories: runDirectories)
     let runs = runDirectories.map(RunRecord.init)
     let labels = runLabels(runDirectories)
-    var body = "<h1>SUDER report</h1>\n<table><tr><th>run</th><th>directory</th>"
+    var body =
+        "<h1>SUDER report</h1>\n<table><tr><th>run</th><th>directory</th>"
         + StageName.allCases.map { "<th>\($0.rawValue)</th>" }.joined() + "</tr>\n"
     for (label, run) in zip(labels, runs) {
-        body += "<tr><td>\(escapeXML(label))</td><td>\(escapeXML(run.directory.path))</td>"
+        body +=
+            "<tr><td>\(escapeXML(label))</td><td>\(escapeXML(run.directory.path))</td>"
             + StageName.allCases.map { "<td>\(run.stageStatus($0))</td>" }.joined() + "</tr>\n"
     }
     body += "</table>\n"
 
     let pretrain = zip(labels, runs).compactMap { label, run in (try? run.pretrainMetrics.get()).map { (label, $0) } }
-    body += "<h2>Pretraining</h2>\n" + chartSection(pretrain, x: "step", charts: [
-        ("Training loss", ["loss/generation", "loss/understanding", "loss/probes"]),
-        ("Validation loss", ["eval/val_loss/generation", "eval/val_loss/understanding"]),
-        ("Learning rate", ["lr"]),
-        ("Quick evaluations", ["eval/geneval_overall", "eval/caption_accuracy"]),
-    ])
+    body +=
+        "<h2>Pretraining</h2>\n"
+        + chartSection(
+            pretrain, x: "step",
+            charts: [
+                ("Training loss", ["loss/generation", "loss/understanding", "loss/probes"]),
+                ("Validation loss", ["eval/val_loss/generation", "eval/val_loss/understanding"]),
+                ("Learning rate", ["lr"]),
+                ("Quick evaluations", ["eval/geneval_overall", "eval/caption_accuracy"]),
+            ])
     let suder = zip(labels, runs).compactMap { label, run in (try? run.suderMetrics.get()).map { (label, $0) } }
     body += "<h2>SUDER rounds</h2>\n"
     for direction in Direction.allCases.map(\.rawValue) {
-        body += "<h3>\(direction)</h3>\n" + chartSection(suder, x: "round", charts: [
-            ("\(direction): loss", ["\(direction)/loss"]),
-            ("\(direction): rewards/margins", ["\(direction)/rewards/margins"]),
-            ("\(direction): rewards/chosen and rewards/rejected", ["\(direction)/rewards/chosen", "\(direction)/rewards/rejected"]),
-            ("\(direction): logps/chosen and logps/rejected", ["\(direction)/logps/chosen", "\(direction)/logps/rejected"]),
-            ("\(direction): self-reward mean", ["\(direction)/self_reward_mean"]),
-            ("\(direction): reward fidelity", ["fidelity/\(direction)", "fidelity_auc/\(direction)"]),
-            ("\(direction): oracle accuracy of the samples", ["oracle_sample_accuracy/\(direction)"]),
-        ])
+        body +=
+            "<h3>\(direction)</h3>\n"
+            + chartSection(
+                suder, x: "round",
+                charts: [
+                    ("\(direction): loss", ["\(direction)/loss"]),
+                    ("\(direction): rewards/margins", ["\(direction)/rewards/margins"]),
+                    ("\(direction): rewards/chosen and rewards/rejected", ["\(direction)/rewards/chosen", "\(direction)/rewards/rejected"]),
+                    ("\(direction): logps/chosen and logps/rejected", ["\(direction)/logps/chosen", "\(direction)/logps/rejected"]),
+                    ("\(direction): self-reward mean", ["\(direction)/self_reward_mean"]),
+                    ("\(direction): reward fidelity", ["fidelity/\(direction)", "fidelity_auc/\(direction)"]),
+                    ("\(direction): oracle accuracy of the samples", ["oracle_sample_accuracy/\(direction)"]),
+                ])
     }
-    body += "<h3>Quick evaluations</h3>\n" + chartSection(suder, x: "round", charts: [
-        ("Quick evaluations during SUDER", ["eval/geneval_overall", "eval/caption_accuracy"]),
-    ])
+    body +=
+        "<h3>Quick evaluations</h3>\n"
+        + chartSection(
+            suder, x: "round",
+            charts: [
+                ("Quick evaluations during SUDER", ["eval/geneval_overall", "eval/caption_accuracy"])
+            ])
     body += evaluationSection(runs, labels: labels)
     body += gridSection(runs, labels: labels)
     return htmlPage(title: "SUDER report", body: body)
@@ -131,35 +145,46 @@ func evaluationSection(_ runs: [RunRecord], labels: [String]) -> String {
             var intervals: [(low: Double, high: Double)?] = categories.map { _ in nil }
             if let tags, tags.count == evaluation.geneval.correctPerPrompt.count {
                 // The bootstrap of a model against a model that gets nothing right: the interval of its own score.
-                let bootstrap = pairedBootstrap(categories: tags, base: tags.map { _ in 0 }, suder: evaluation.geneval.correctPerPrompt,
-                                                imagesPerPrompt: summary.settings.imagesPerPrompt)
+                let bootstrap = pairedBootstrap(
+                    categories: tags, base: tags.map { _ in 0 }, suder: evaluation.geneval.correctPerPrompt,
+                    imagesPerPrompt: summary.settings.imagesPerPrompt)
                 intervals = categories.map { name in
                     let interval = name == "overall" ? bootstrap.overall : Category(rawValue: name).flatMap { bootstrap.categories[$0] }
                     return interval.map { ($0.low, $0.high) }
                 }
             }
             scores.append(BarSeries(name: prefix + model.rawValue, values: values, intervals: intervals))
-            understanding.append(BarSeries(name: prefix + model.rawValue,
-                                           values: [evaluation.captionAccuracy] + PopeSplit.allCases.map { evaluation.pope[$0.rawValue]?.f1 },
-                                           intervals: []))
-            rows += "<tr><td>\(escapeXML(prefix + model.rawValue))</td><td>\(evaluation.step)</td>"
-                + ([evaluation.geneval.overall, evaluation.captionAccuracy] + PopeSplit.allCases.flatMap {
+            understanding.append(
+                BarSeries(
+                    name: prefix + model.rawValue,
+                    values: [evaluation.captionAccuracy] + PopeSplit.allCases.map { evaluation.pope[$0.rawValue]?.f1 },
+                    intervals: []))
+            rows +=
+                "<tr><td>\(escapeXML(prefix + model.rawValue))</td><td>\(evaluation.step)</td>"
+                + ([evaluation.geneval.overall, evaluation.captionAccuracy]
+                + PopeSplit.allCases.flatMap {
                     [evaluation.pope[$0.rawValue]?.accuracy, evaluation.pope[$0.rawValue]?.f1, evaluation.pope[$0.rawValue]?.yesRatio]
                 }).map { "<td>\($0.map { String(format: "%.4f", $0) } ?? "-")</td>" }.joined() + "</tr>\n"
         }
         if let delta = summary.delta {
             let intervals = categories.map { $0 == "overall" ? delta.genevalOverall : delta.genevalCategories[$0] }
-            deltas.append(BarSeries(name: prefix + "suder - base", values: intervals.map { $0?.delta },
-                                    intervals: intervals.map { $0.map { ($0.low, $0.high) } }))
+            deltas.append(
+                BarSeries(
+                    name: prefix + "suder - base", values: intervals.map { $0?.delta },
+                    intervals: intervals.map { $0.map { ($0.low, $0.high) } }))
         }
     }
-    out += "<p class=\"note\">Model intervals: 95% percentile bootstrap over prompts within each category. Delta intervals: the eval stage's "
+    out +=
+        "<p class=\"note\">Model intervals: 95% percentile bootstrap over prompts within each category. Delta intervals: the eval stage's "
         + "\(escapeXML(bootstrapMethod)).</p>\n<div class=\"charts\">\n"
     out += barChart(title: "GenEval-mini per category", yLabel: "score", categories: categories, series: scores, including: [1]) + "\n"
     if !deltas.isEmpty { out += barChart(title: "GenEval-mini: SUDER - base", yLabel: "delta", categories: categories, series: deltas) + "\n" }
-    out += barChart(title: "Captions and POPE-mini", yLabel: "accuracy / F1", categories: understandingNames.map { $0.replacingOccurrences(of: "POPE ", with: "") },
-                    series: understanding, including: [1]) + "\n</div>\n"
-    out += "<table><tr><th>model</th><th>step</th><th>GenEval-mini</th><th>caption accuracy</th>"
+    out +=
+        barChart(
+            title: "Captions and POPE-mini", yLabel: "accuracy / F1", categories: understandingNames.map { $0.replacingOccurrences(of: "POPE ", with: "") },
+            series: understanding, including: [1]) + "\n</div>\n"
+    out +=
+        "<table><tr><th>model</th><th>step</th><th>GenEval-mini</th><th>caption accuracy</th>"
         + PopeSplit.allCases.map { "<th>POPE \($0.rawValue) acc</th><th>F1</th><th>yes ratio</th>" }.joined() + "</tr>\n" + rows + "</table>\n"
     return out
 }
@@ -169,7 +194,8 @@ func evaluationSection(_ runs: [RunRecord], labels: [String]) -> String {
 /// For a fixed set of eval prompts (the same in every run), each model's samples side by side,
 /// framed green when the detector accepts the image for the prompt and red when it does not.
 func gridSection(_ runs: [RunRecord], labels: [String]) -> String {
-    var out = "<h2>Samples</h2>\n<p class=\"note\">The eval stage's samples of \(reportGridPrompts) eval prompts; "
+    var out =
+        "<h2>Samples</h2>\n<p class=\"note\">The eval stage's samples of \(reportGridPrompts) eval prompts; "
         + "green frame: the detector accepts the image for the prompt (GenEval-mini's verdict), red: it does not.</p>\n"
     for (label, run) in zip(labels, runs) {
         guard let summary = try? run.evalSummary.get() else { continue }

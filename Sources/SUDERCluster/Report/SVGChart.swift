@@ -135,9 +135,11 @@ func lineChart(title: String, xLabel: String, yLabel: String = "", series: [Char
         out += "<line x1=\"\(x)\" x2=\"\(x)\" y1=\"\(format(frame.plotBottom))\" y2=\"\(format(frame.plotBottom + 4))\" stroke=\"#444\"/>"
         out += "<text x=\"\(x)\" y=\"\(format(frame.plotBottom + 16))\" text-anchor=\"middle\">\(tickLabel(tick))</text>"
     }
-    out += "<line x1=\"\(format(frame.left))\" x2=\"\(format(frame.width - frame.right))\" y1=\"\(format(frame.plotBottom))\" "
+    out +=
+        "<line x1=\"\(format(frame.left))\" x2=\"\(format(frame.width - frame.right))\" y1=\"\(format(frame.plotBottom))\" "
         + "y2=\"\(format(frame.plotBottom))\" stroke=\"#444\"/>"
-    out += "<text x=\"\(format(frame.left + (frame.width - frame.left - frame.right) / 2))\" y=\"\(format(frame.plotBottom + 32))\" "
+    out +=
+        "<text x=\"\(format(frame.left + (frame.width - frame.left - frame.right) / 2))\" y=\"\(format(frame.plotBottom + 32))\" "
         + "text-anchor=\"middle\">\(escapeXML(xLabel))</text>"
     for (i, line) in series.enumerated() {
         let colour = chartPalette[i % chartPalette.count]
@@ -151,7 +153,8 @@ func lineChart(title: String, xLabel: String, yLabel: String = "", series: [Char
             run.enumerated().map { ($0.offset == 0 ? "M" : "L") + format(xScale.position($0.element.x)) + " " + format(yScale.position($0.element.y)) }
                 .joined(separator: " ")
         }.joined(separator: " ")
-        out += "<g class=\"series\" data-name=\"\(escapeXML(line.name))\" data-points=\"\(drawn.map(\.count).reduce(0, +))\" "
+        out +=
+            "<g class=\"series\" data-name=\"\(escapeXML(line.name))\" data-points=\"\(drawn.map(\.count).reduce(0, +))\" "
             + "data-segments=\"\(drawn.count)\">"
         if !path.isEmpty { out += "<path d=\"\(path)\" fill=\"none\" stroke=\"\(colour)\" stroke-width=\"1.6\"/>" }
         // A point with no neighbour would be invisible as a path: draw it as a dot.
@@ -176,7 +179,8 @@ func barChart(title: String, yLabel: String = "", categories: [String], series: 
     let barWidth = slot * 0.8 / Double(max(1, series.count))
     let zero = yScale.position(0)
     for (c, category) in categories.enumerated() {
-        out += "<text x=\"\(format(frame.left + slot * (Double(c) + 0.5)))\" y=\"\(format(frame.plotBottom + 14))\" text-anchor=\"middle\">"
+        out +=
+            "<text x=\"\(format(frame.left + slot * (Double(c) + 0.5)))\" y=\"\(format(frame.plotBottom + 14))\" text-anchor=\"middle\">"
             + "\(escapeXML(category))</text>"
     }
     out += "<line x1=\"\(format(frame.left))\" x2=\"\(format(frame.width - frame.right))\" y1=\"\(format(zero))\" y2=\"\(format(zero))\" stroke=\"#444\"/>"
@@ -187,11 +191,13 @@ func barChart(title: String, yLabel: String = "", categories: [String], series: 
             guard let value, value.isFinite else { continue }
             let x = frame.left + slot * Double(c) + slot * 0.1 + barWidth * Double(s)
             let y = yScale.position(value)
-            out += "<rect x=\"\(format(x))\" y=\"\(format(min(y, zero)))\" width=\"\(format(barWidth * 0.92))\" height=\"\(format(abs(zero - y)))\" "
+            out +=
+                "<rect x=\"\(format(x))\" y=\"\(format(min(y, zero)))\" width=\"\(format(barWidth * 0.92))\" height=\"\(format(abs(zero - y)))\" "
                 + "fill=\"\(colour)\"><title>\(escapeXML("\(bars.name) \(categories[c]): \(String(format: "%.4f", value))"))</title></rect>"
             if c < bars.intervals.count, let interval = bars.intervals[c], interval.low.isFinite, interval.high.isFinite {
                 let middle = format(x + barWidth * 0.46)
-                out += "<path class=\"interval\" d=\"M\(middle) \(format(yScale.position(interval.low))) L\(middle) \(format(yScale.position(interval.high))) "
+                out +=
+                    "<path class=\"interval\" d=\"M\(middle) \(format(yScale.position(interval.low))) L\(middle) \(format(yScale.position(interval.high))) "
                     + "M\(format(x + barWidth * 0.2)) \(format(yScale.position(interval.low))) L\(format(x + barWidth * 0.72)) \(format(yScale.position(interval.low))) "
                     + "M\(format(x + barWidth * 0.2)) \(format(yScale.position(interval.high))) L\(format(x + barWidth * 0.72)) \(format(yScale.position(interval.high)))\" "
                     + "stroke=\"#222\" fill=\"none\"/>"

@@ -3,6 +3,7 @@ import Model
 import World
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 /// `suder generate` and `suder caption` in one process, on a small world and a random model saved
@@ -21,15 +22,15 @@ final class ModelCommandTests: XCTestCase {
         let config = try ResolvedConfig.resolve(
             file: nil,
             overrides: [
-                "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
+                "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "runtime.progress=off", "runtime.threads=1", "model.micro_batch=8",
             ])
         try writeFileAtomically(Data(config.yaml().utf8), to: run.appendingPathComponent("config.yaml"))
         let job = JobContext(comm: comm, config: config, runDir: run)
         let dataset = try DatasetReader(directory: dataDirectory)
-        let model = Transformer(config: modelConfig(config, vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
+        let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         let store = CheckpointStore(directory: job.stageDirectory("pretrain"), comm: comm)
-        _ = try store.save(makeCheckpoint(stage: .pretrain, step: 5, job: job, model: model, optimizer: optimizer), rankState: [])
+        _ = try store.save(makeCheckpoint(stage: .pretrain, step: 5, job: job, model: model, optimizer: optimizer))
     }
 
     override func tearDownWithError() throws {
@@ -58,7 +59,7 @@ final class ModelCommandTests: XCTestCase {
     }
 
     func testAWordOutsideTheVocabularyIsNamedWithTheVocabularyListed() throws {
-        let vocabulary = try open().workbench.vocabulary
+        let vocabulary = try open().tasks.vocabulary
         XCTAssertThrowsError(try encodeUserText("a photo of a purple dragon", what: "--prompt", vocabulary: vocabulary)) { error in
             let text = "\(error)"
             XCTAssertTrue(text.contains("'dragon'"), text)
@@ -82,18 +83,18 @@ final class ModelCommandTests: XCTestCase {
         // Nearest neighbour: every 4x4 block is one pixel of the small grid.
         XCTAssertEqual(Array(grid.pixels[0..<3]), Array(grid.pixels[(3 * (3 * grid.width + 3))..<(3 * (3 * grid.width + 3) + 3)]))
         // The images are the eval stage's draws for (record 0, k) under the same seed.
-        let settings = ImageSampling(temperature: 1, topK: 0, guidanceWeight: Float(opened.job.config.double("eval.cfg_weight")))
-        let prompt = try opened.workbench.vocabulary.encode("a photo of two red circles")
-        let direct = opened.workbench.sampleImages(
+        let settings = ImageSampling(opened.job.config, section: "eval")
+        let prompt = try opened.tasks.vocabulary.encode("a photo of two red circles")
+        let direct = opened.tasks.sampleImages(
             prompts: [prompt, prompt, prompt],
             seeds: (0..<3).map { streamSeed(11, StreamPurpose.evalImage, 0, UInt64($0)) }, settings: settings)
-        XCTAssertEqual(try direct.map { try opened.workbench.oracle.decodeImage(tokens: $0) }, images)
+        XCTAssertEqual(try direct.map { try opened.tasks.oracle.decodeImage(tokens: $0) }, images)
         XCTAssertThrowsError(try generate(options, opened)) { XCTAssertTrue("\($0)".contains("already holds"), "\($0)") }
     }
 
     func testCaptionOfEvalScenePNGsIsTheEvalStagesCaptionWithSUDERsReward() throws {
         let opened = try open()
-        let workbench = opened.workbench
+        let tasks = opened.tasks
         let evalImages = Array(try opened.dataset.evalImages().prefix(3))
         let files = try evalImages.enumerated().map { i, example -> URL in
             let file = directory.appendingPathComponent("scene\(i).png")
@@ -105,15 +106,15 @@ final class ModelCommandTests: XCTestCase {
         // The PNG of a scene tokenizes to the eval set's own tokens, so the caption is the eval
         // stage's greedy caption of that image and the reward is the SUDER stage's.
         let tokens = evalImages.map(\.image)
-        let encoder = VQEncoder(codebook: workbench.oracle.codebook)
-        XCTAssertEqual(try files.map { workbench.vocabulary.imageTokens(codes: encoder.encode(try readPNG($0))) }, tokens)
-        let greedy = workbench.sampleCaptions(images: tokens, seeds: [0, 1, 2], temperature: 0, topK: 0)
-        let rewards = workbench.imageGivenText(images: tokens, texts: greedy.map(workbench.captionText)).map(\.mean)
-        let probes = try workbench.probeAnswerLogProbabilities(
-            images: tokens, questions: tokens.map { _ in try workbench.vocabulary.encode("is there a red circle ?") })
+        let encoder = VQEncoder(codebook: tasks.oracle.codebook)
+        XCTAssertEqual(try files.map { tasks.vocabulary.imageTokens(codes: encoder.encode(try readPNG($0))) }, tokens)
+        let greedy = tasks.sampleCaptions(images: tokens, seeds: [0, 1, 2], temperature: 0, topK: 0)
+        let rewards = tasks.imageGivenText(images: tokens, texts: greedy.map(tasks.captionText)).map(\.mean)
+        let probes = try tasks.probeAnswerLogProbabilities(
+            images: tokens, questions: tokens.map { _ in try tasks.vocabulary.encode("is there a red circle ?") })
         for i in 0..<3 {
             XCTAssertEqual(results[i].captions.count, 1)
-            XCTAssertEqual(results[i].captions[0].text, workbench.vocabulary.describe(workbench.captionText(greedy[i])))
+            XCTAssertEqual(results[i].captions[0].text, tasks.vocabulary.describe(tasks.captionText(greedy[i])))
             XCTAssertEqual(results[i].captions[0].selfReward, rewards[i])
             XCTAssertLessThan(rewards[i], 0)
             XCTAssertEqual(results[i].probe?.yes, probes[i].yes)

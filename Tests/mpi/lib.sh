@@ -24,11 +24,17 @@ run() {
     return 0
 }
 
-# Processes whose command line names anything under $work (ranks and mpirun); killed by id if found.
+# no_leftovers [PATH]: processes whose command line names PATH (default "$work/", which the
+# suite's mpirun and ranks name in their run directories or scripts); killed by id if found. PATH
+# must be absolute: a relative one would also match other checkouts' processes.
 no_leftovers() {
+    local path=${1:-$work/} pids
+    case $path in
+        /*) ;;
+        *) echo "no_leftovers: $path is not an absolute path" >>"$work/out"; return 1 ;;
+    esac
     sleep 0.5
-    local pids
-    pids=$(pgrep -f "$work/")
+    pids=$(pgrep -f "$path")
     [ -z "$pids" ] && return 0
     ps -o pid,args -p $pids >>"$work/out"
     kill -9 $pids 2>/dev/null

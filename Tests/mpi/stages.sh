@@ -3,7 +3,8 @@
 # small world, interrupted, killed, damaged and fed bad inputs. Usage: Tests/mpi/stages.sh BIN_DIR
 # Every case checks exit codes, a time bound, messages, and that no rank is left behind.
 set -u
-bin=${1:?usage: Tests/mpi/stages.sh BIN_DIR}
+# Absolute: the processes started here name this checkout's binaries, whatever the caller's directory.
+bin=$(cd "${1:?usage: Tests/mpi/stages.sh BIN_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
 export OMPI_MCA_orte_base_help_aggregate=1
@@ -22,7 +23,7 @@ source "$root/Tests/mpi/lib.sh"
 config=(--config "$root/configs/tiny.yaml"
     data.train_pairs=2000 data.train_captions=1000 data.train_probes=1000 data.unpaired_prompts=200
     data.unpaired_images=200 data.eval_prompts_per_category=20 data.eval_images=60
-    pretrain.eval_prompts=12 pretrain.eval_images=12
+    eval.quick_prompts=12 eval.quick_images=12
     pretrain.steps=100 pretrain.log_every=7 pretrain.checkpoint_every=10 pretrain.eval_every=50
     runtime.progress=off)
 last=step-000000000100

@@ -4,7 +4,8 @@
 # alike), `suder caption` (and its bad-input errors), and `suder report --html` opened in a real
 # headless browser (Debian's chromium). Usage: Tests/report/run.sh BIN_DIR
 set -u
-bin=${1:?usage: Tests/report/run.sh BIN_DIR}
+# Absolute: the processes started here name this checkout's binaries, whatever the caller's directory.
+bin=$(cd "${1:?usage: Tests/report/run.sh BIN_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
 export OMPI_MCA_orte_base_help_aggregate=1

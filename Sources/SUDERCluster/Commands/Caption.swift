@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import Model
 import World
@@ -52,30 +53,35 @@ struct ImageCaptions {
 }
 
 func caption(_ options: CaptionOptions, _ opened: TrainedModel) throws -> [ImageCaptions] {
-    let workbench = opened.workbench
-    guard !options.images.isEmpty else { throw AgreedError("give at least one PNG image") }
-    guard options.count >= 1 else { throw AgreedError("--n must be at least 1; received \(options.count)") }
+    let tasks = opened.tasks
+    guard !options.images.isEmpty else { throw AllRanksError("give at least one PNG image") }
+    guard options.count >= 1 else { throw AllRanksError("--n must be at least 1; received \(options.count)") }
     guard options.count == 1 || options.temperature > 0 else {
-        throw AgreedError("--n \(options.count) with --temperature 0 would repeat one greedy caption; give --temperature above 0")
+        throw AllRanksError("--n \(options.count) with --temperature 0 would repeat one greedy caption; give --temperature above 0")
     }
-    let question = try options.ask.map { try encodeUserText($0, what: "--ask", vocabulary: workbench.vocabulary) }
-    let encoder = VQEncoder(codebook: workbench.oracle.codebook)
-    let images = try options.images.map { try readUserImage($0, canvasSize: opened.canvasSize) }
-        .map { workbench.vocabulary.imageTokens(codes: encoder.encode($0)) }
+    let question = try options.ask.map { try encodeUserText($0, what: "--ask", vocabulary: tasks.vocabulary) }
+    let encoder = VQEncoder(codebook: tasks.oracle.codebook)
+    // Rank 0 reads and checks the files; every rank gets their pixels.
+    let size = opened.canvasSize, imageBytes = 3 * size * size
+    let pixels = try opened.job.comm.rootDecides { try options.images.flatMap { try readUserImage($0, canvasSize: size).pixels } }
+    let images = options.images.indices.map { i in
+        let image = RGBImage(width: size, height: size, pixels: Array(pixels[(i * imageBytes)..<((i + 1) * imageBytes)]))
+        return tasks.vocabulary.imageTokens(codes: encoder.encode(image))
+    }
 
     let seed = UInt64(options.seed ?? opened.job.config.int("run.seed"))
     let repeated = images.flatMap { image in Array(repeating: image, count: options.count) }
     let seeds = images.indices.flatMap { i in (0..<options.count).map { streamSeed(seed, StreamPurpose.evalCaption, UInt64(i), UInt64($0)) } }
-    let drawn = workbench.sampleCaptions(images: repeated, seeds: seeds, temperature: Float(options.temperature), topK: 0)
+    let drawn = tasks.sampleCaptions(images: repeated, seeds: seeds, temperature: Float(options.temperature), topK: 0)
     // SUDER's understanding-direction reward, computed as the SUDER stage does.
-    let rewards = workbench.imageGivenText(images: repeated, texts: drawn.map(workbench.captionText)).map(\.mean)
-    let answers = try question.map { q in try workbench.probeAnswerLogProbabilities(images: images, questions: images.map { _ in q }) }
+    let rewards = tasks.imageGivenText(images: repeated, texts: drawn.map(tasks.captionText)).map(\.mean)
+    let answers = try question.map { q in try tasks.probeAnswerLogProbabilities(images: images, questions: images.map { _ in q }) }
 
     return options.images.enumerated().map { i, file in
         var result = ImageCaptions(file: file, captions: [])
         for n in (i * options.count)..<((i + 1) * options.count) {
             // `describe` shows a stray special token (an untrained model may draw one) instead of failing on it.
-            result.captions.append((workbench.vocabulary.describe(workbench.captionText(drawn[n])), rewards[n]))
+            result.captions.append((tasks.vocabulary.describe(tasks.captionText(drawn[n])), rewards[n]))
         }
         if let answers, let ask = options.ask { result.probe = (ask, answers[i].yes, answers[i].no) }
         return result
@@ -87,17 +93,17 @@ func readUserImage(_ url: URL, canvasSize: Int) throws -> RGBImage {
     let expected = "a \(canvasSize)x\(canvasSize) PNG image"
     var status = stat()
     guard stat(url.path, &status) == 0 else {
-        throw AgreedError("\(url.path): cannot read (\(String(cString: strerror(errno)))); expected \(expected)")
+        throw AllRanksError("\(url.path): cannot read (\(String(cString: strerror(errno)))); expected \(expected)")
     }
     switch status.st_mode & S_IFMT {
     case S_IFREG: break
-    case S_IFDIR: throw AgreedError("\(url.path) is a directory; expected \(expected)")
-    default: throw AgreedError("\(url.path) is not a regular file (a FIFO, socket or device); expected \(expected)")
+    case S_IFDIR: throw AllRanksError("\(url.path) is a directory; expected \(expected)")
+    default: throw AllRanksError("\(url.path) is not a regular file (a FIFO, socket or device); expected \(expected)")
     }
     let image: RGBImage
-    do { image = try readPNG(url) } catch { throw AgreedError("\(url.path) is not a readable PNG (\(error)); expected \(expected)") }
+    do { image = try readPNG(url) } catch { throw AllRanksError("\(url.path) is not a readable PNG (\(error)); expected \(expected)") }
     guard image.width == canvasSize, image.height == canvasSize else {
-        throw AgreedError("\(url.path) is \(image.width)x\(image.height) pixels; expected \(expected), the size this model was trained on")
+        throw AllRanksError("\(url.path) is \(image.width)x\(image.height) pixels; expected \(expected), the size this model was trained on")
     }
     return image
 }

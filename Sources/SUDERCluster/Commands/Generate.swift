@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import Model
 import World
@@ -38,43 +39,48 @@ public func runGenerateCommand(_ options: GenerateOptions) -> Never {
 let generateGridName = "grid.png"
 
 func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
-    let config = opened.job.config, console = opened.job.console
+    let config = opened.job.config, console = opened.job.console, comm = opened.job.comm
     let seed = UInt64(options.seed ?? config.int("run.seed"))
-    let settings = ImageSampling(
-        temperature: Float(options.temperature ?? config.double("eval.temperature")), topK: config.int("eval.top_k"),
-        guidanceWeight: Float(options.guidanceWeight ?? config.double("eval.cfg_weight")))
-    // Everything the user gave is checked before any sampling.
+    var settings = ImageSampling(config, section: "eval")
+    if let temperature = options.temperature { settings.temperature = Float(temperature) }
+    if let guidanceWeight = options.guidanceWeight { settings.guidanceWeight = Float(guidanceWeight) }
+    // Everything the user gave is checked before any sampling; rank 0 reads the files for every rank.
     let records: [MetadataRecord]
     if let metadata = options.metadata {
-        do { records = try readMetadataFile(metadata) } catch { throw AgreedError("--metadata: \(error)") }
-        guard !records.isEmpty else { throw AgreedError("--metadata \(metadata.path) holds no prompts") }
+        let text = try comm.rootDecides {
+            do { return try String(contentsOf: metadata, encoding: .utf8) } catch {
+                throw AllRanksError("--metadata \(metadata.path): cannot read (\(error.localizedDescription))")
+            }
+        }
+        do { records = try parseMetadataLines(text) } catch { throw AllRanksError("--metadata \(metadata.path): \(error)") }
+        guard !records.isEmpty else { throw AllRanksError("--metadata \(metadata.path) holds no prompts") }
     } else {
         // A bare prompt has no GenEval record; the tag and requirements are placeholders never scored.
         records = [MetadataRecord(tag: .singleObject, include: [], prompt: options.prompt ?? "")]
     }
     for (line, record) in records.enumerated() {
         let what = options.metadata.map { "\($0.path) line \(line + 1): prompt" } ?? "--prompt"
-        let words = try encodeUserText(record.prompt, what: what, vocabulary: opened.workbench.vocabulary)
+        let words = try encodeUserText(record.prompt, what: what, vocabulary: opened.tasks.vocabulary)
         guard !words.isEmpty, words.count <= maxPromptTokens else {
-            throw AgreedError("\(what) '\(record.prompt)' has \(words.count) words; prompts have 1 to \(maxPromptTokens)")
+            throw AllRanksError("\(what) '\(record.prompt)' has \(words.count) words; prompts have 1 to \(maxPromptTokens)")
         }
     }
-    try checkOutputDirectory(options.out)
+    try comm.rootDecides { try checkOutputDirectory(options.out) }
     let perPrompt = options.count ?? (options.metadata == nil ? 8 : config.int("eval.images_per_prompt"))
     console.print(
         "generate: \(records.count) prompt(s) x \(perPrompt) images from \(opened.checkpoint.header.stage) step \(opened.checkpoint.header.step), "
-            + "seed \(seed), guidance \(settings.guidanceWeight), temperature \(settings.temperature), over \(opened.job.comm.size) rank(s)")
+            + "seed \(seed), guidance \(settings.guidanceWeight), temperature \(settings.temperature), over \(comm.size) rank(s)")
 
     if options.metadata != nil {
         // The eval stage's own sampling: the same seeds give the same images as its GenEval-mini.
         let run = try runGenEval(
-            records: records, workbench: opened.workbench, imagesPerPrompt: perPrompt, settings: settings, seed: seed,
-            comm: opened.job.comm, keepImages: true,
+            records: records, tasks: opened.tasks, imagesPerPrompt: perPrompt, settings: settings, seed: seed,
+            comm: comm, keepImages: true,
             progress: console.progress("generate", total: records.count, unit: "prompts"))
-        try writeOnRoot(opened.job) {
+        try comm.rootDecides {
             guard let run else { return }
             for (index, record) in records.enumerated() {
-                let images = try run.images[index].map { try opened.workbench.oracle.decodeImage(tokens: $0) }
+                let images = try run.images[index].map { try opened.tasks.oracle.decodeImage(tokens: $0) }
                 try writeGenEvalSamples(record: record, images: images, index: index, outDir: options.out)
             }
             console.print(
@@ -86,14 +92,14 @@ func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
         return
     }
 
-    let prompt = try opened.workbench.vocabulary.encode(records[0].prompt)
+    let prompt = try opened.tasks.vocabulary.encode(records[0].prompt)
     let tokens = try sampleAcrossRanks(
-        prompt: prompt, count: perPrompt, seed: seed, settings: settings, workbench: opened.workbench,
-        comm: opened.job.comm)
-    try writeOnRoot(opened.job) {
+        prompt: prompt, count: perPrompt, seed: seed, settings: settings, tasks: opened.tasks,
+        comm: comm)
+    try comm.rootDecides {
         guard let tokens else { return }
         try FileManager.default.createDirectory(at: options.out, withIntermediateDirectories: true)
-        let images = try tokens.map { try opened.workbench.oracle.decodeImage(tokens: $0) }
+        let images = try tokens.map { try opened.tasks.oracle.decodeImage(tokens: $0) }
         for (k, image) in images.enumerated() {
             try writePNG(image, to: options.out.appendingPathComponent(String(format: "%04d.png", k)))
         }
@@ -107,11 +113,11 @@ func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
 /// for (record 0, sample k), so `--prompt P` draws what a metadata file whose first line is P
 /// draws; ranks take samples k = rank, rank + size, ..., so the images do not depend on the rank count.
 func sampleAcrossRanks(
-    prompt: [Int32], count: Int, seed: UInt64, settings: ImageSampling, workbench: ModelWorkbench,
+    prompt: [Int32], count: Int, seed: UInt64, settings: ImageSampling, tasks: UnifiedModelTasks,
     comm: Communicator
 ) throws -> [[Int32]]? {
     let mine = shardIndices(count: count, rank: comm.rank, size: comm.size)
-    let drawn = workbench.sampleImages(
+    let drawn = tasks.sampleImages(
         prompts: mine.map { _ in prompt },
         seeds: mine.map { streamSeed(seed, StreamPurpose.evalImage, 0, UInt64($0)) }, settings: settings)
     var packed = ByteWriter()
@@ -125,7 +131,7 @@ func sampleAcrossRanks(
         var reader = ByteReader(bytes, file: "gathered samples")
         while reader.remaining > 0 {
             let k = Int(try reader.u32("sample"))
-            images[k] = try (0..<workbench.imageTokenCount).map { _ in Int32(bitPattern: try reader.u32("token")) }
+            images[k] = try (0..<tasks.imageTokenCount).map { _ in Int32(bitPattern: try reader.u32("token")) }
         }
     }
     return images
@@ -135,13 +141,13 @@ func sampleAcrossRanks(
 func checkOutputDirectory(_ url: URL) throws {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
-        guard isDirectory.boolValue else { throw AgreedError("--out \(url.path) is a file; give a directory") }
+        guard isDirectory.boolValue else { throw AllRanksError("--out \(url.path) is a file; give a directory") }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
         guard entries.isEmpty else {
-            throw AgreedError("--out \(url.path) already holds \(entries.count) entries; give a new or empty directory so nothing is overwritten")
+            throw AllRanksError("--out \(url.path) already holds \(entries.count) entries; give a new or empty directory so nothing is overwritten")
         }
     } else if url.path.isEmpty {
-        throw AgreedError("--out is empty")
+        throw AllRanksError("--out is empty")
     }
 }
 

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import Model
 import World
@@ -7,7 +8,7 @@ import World
 struct TrainedModel {
     let job: JobContext
     let dataset: DatasetReader
-    let workbench: ModelWorkbench
+    let tasks: UnifiedModelTasks
     let checkpoint: Checkpoint
     /// Pixels a side of the world's images.
     let canvasSize: Int
@@ -19,41 +20,51 @@ struct TrainedModel {
 func checkpointRunDirectory(_ checkpoint: URL) throws -> URL {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: checkpoint.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-        throw AgreedError("--checkpoint \(checkpoint.path) is not a directory: give a stage directory (e.g. <run-dir>/suder) or one of its step-* directories")
+        throw AllRanksError(
+            "--checkpoint \(checkpoint.path) is not a directory: give a stage directory (e.g. <run-dir>/suder) or one of its step-* directories")
     }
     let isStepDirectory = FileManager.default.fileExists(atPath: checkpoint.appendingPathComponent(CheckpointHeader.fileName).path)
     let stage = isStepDirectory ? checkpoint.standardizedFileURL.deletingLastPathComponent() : checkpoint.standardizedFileURL
     return stage.deletingLastPathComponent()
 }
 
-/// Opens the model on every rank; every failure is reached by all ranks alike (they read the same files).
+/// Opens the model on every rank. Rank 0 finds and reads the run's config for every rank, so all
+/// reach the same verdict; a run recorded before a key was renamed still opens.
 func openTrainedModel(checkpoint: URL, data: URL?, comm: Communicator) throws -> TrainedModel {
-    let runDir = try checkpointRunDirectory(checkpoint)
+    let runDir = URL(fileURLWithPath: try comm.rootDecides { try checkpointRunDirectory(checkpoint).path }, isDirectory: true)
     let configFile = runDir.appendingPathComponent("config.yaml")
-    guard FileManager.default.fileExists(atPath: configFile.path) else {
-        throw AgreedError("no \(configFile.path): the model's settings are read from the config.yaml of the checkpoint's run directory")
+    let configText = try comm.rootDecides {
+        guard FileManager.default.fileExists(atPath: configFile.path) else {
+            throw AllRanksError("no \(configFile.path): the model's settings are read from the config.yaml of the checkpoint's run directory")
+        }
+        return try ResolvedConfig.readConfigFile(configFile)
     }
     let config: ResolvedConfig
-    do { config = try ResolvedConfig.resolve(file: configFile, overrides: []) } catch { throw AgreedError("\(error)") }
+    do {
+        config = try ResolvedConfig.resolve(
+            fileContents: (configFile, configText), overrides: [], schema: configSchema, acceptRenamedKeys: true)
+    } catch { throw AllRanksError("\(error)") }
     let job = JobContext(comm: comm, config: config, runDir: runDir)
     let dataDirectory = data ?? job.stageDirectory(StageName.data.rawValue)
-    let dataset: DatasetReader
-    do {
-        dataset = try DatasetReader(directory: dataDirectory)
-        _ = try dataset.codebook()
-    } catch {
-        throw AgreedError(
-            "cannot read the vocabulary and codebook in \(dataDirectory.path) (\(error)); "
-                + (data == nil
-                    ? "give --data DIR, the data directory of the run the model was trained on"
-                    : "--data must be the data directory of the run the model was trained on"))
+    try comm.rootDecides {
+        do {
+            _ = try DatasetReader(directory: dataDirectory).codebook()
+        } catch {
+            throw AllRanksError(
+                "cannot read the vocabulary and codebook in \(dataDirectory.path) (\(error)); "
+                    + (data == nil
+                        ? "give --data DIR, the data directory of the run the model was trained on"
+                        : "--data must be the data directory of the run the model was trained on"))
+        }
     }
-    let modelConfig = modelConfig(config, vocabulary: dataset.vocabulary)
+    let dataset = try DatasetReader(directory: dataDirectory)
+    let modelSettings = ModelSettings(config)
+    let modelConfig = modelSettings.modelConfig(vocabulary: dataset.vocabulary)
     try checkModelFitsWorld(modelConfig, job: job)
-    let model = Transformer(config: modelConfig, seed: 0, batchCapacity: config.int("pretrain.micro_batch"))
+    let model = Transformer(config: modelConfig, seed: 0, batchCapacity: modelSettings.microBatch)
     let loaded = try loadWeights(from: checkpoint, into: model, job: job)
     return TrainedModel(
-        job: job, dataset: dataset, workbench: try ModelWorkbench(model: model, dataset: dataset), checkpoint: loaded,
+        job: job, dataset: dataset, tasks: try UnifiedModelTasks(model: model, dataset: dataset), checkpoint: loaded,
         canvasSize: config.int("data.canvas"))
 }
 
@@ -63,7 +74,7 @@ func runWithTrainedModel(checkpoint: URL, data: URL?, _ body: (TrainedModel) thr
     let opened: TrainedModel
     do {
         opened = try openTrainedModel(checkpoint: checkpoint, data: data, comm: comm)
-    } catch let error as AgreedError {
+    } catch let error as AllRanksError {
         if comm.isRoot { printError("error: \(error.description)") }
         comm.exitTogether(code: error.exitCode)
     } catch {
@@ -76,19 +87,9 @@ func runWithTrainedModel(checkpoint: URL, data: URL?, _ body: (TrainedModel) thr
 /// Text to word ids; a word outside the vocabulary is an error naming it and listing the words.
 func encodeUserText(_ text: String, what: String, vocabulary: Vocabulary) throws -> [Int32] {
     for word in Vocabulary.splitWords(text) where (try? vocabulary.id(of: word)) == nil {
-        throw AgreedError(
+        throw AllRanksError(
             "\(what) '\(text)': the word '\(word)' is not in the model's vocabulary; its words are: "
                 + vocabulary.words.joined(separator: " "))
     }
     return try vocabulary.encode(text)
-}
-
-/// Rank 0 runs `write`; its failure (a full disk, a bad path) ends every rank with exit code 1.
-func writeOnRoot(_ job: JobContext, _ write: () throws -> Void) throws {
-    var failure = ""
-    if job.comm.isRoot {
-        do { try write() } catch { failure = "\(error)" }
-    }
-    let message = String(decoding: job.comm.broadcast(bytes: Array(failure.utf8)), as: UTF8.self)
-    if !message.isEmpty { throw AgreedError(message, exitCode: 1) }
 }

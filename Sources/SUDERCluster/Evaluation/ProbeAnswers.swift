@@ -2,7 +2,7 @@ import Foundation
 import Model
 import World
 
-extension ModelWorkbench {
+extension UnifiedModelTasks {
     /// log p("yes") and log p("no") as the next word after `BOS BOI <image> EOI <question>`: how
     /// POPE-mini answers a probe (yes when it is the likelier of the two).
     func probeAnswerLogProbabilities(images: [[Int32]], questions: [[Int32]]) throws -> [(yes: Double, no: Double)] {

@@ -37,7 +37,7 @@ struct Suder: ParsableCommand {
         discussion: "Run under mpirun or srun for several ranks; every rank runs the same command.",
         subcommands: [
             Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
-            Export.self, Doctor.self,
+            Export.self, Generate.self, Caption.self, Doctor.self,
         ])
 }
 
@@ -172,6 +172,8 @@ extension Suder {
         var runDirs: [String] = []
         @Option(help: "Write the Markdown report here instead of standard output.")
         var out: String?
+        @Option(help: "Also write a self-contained HTML report (charts and image grids) here.")
+        var html: String?
 
         func validate() throws {
             guard !runDirs.isEmpty else { throw ValidationError("give at least one --run-dir") }
@@ -179,9 +181,9 @@ extension Suder {
 
         func run() throws {
             do {
-                try runReportCommand(
-                    runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                    out: out.map { URL(fileURLWithPath: $0) })
+                let directories = runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) }
+                if let html { try runHTMLReportCommand(runDirectories: directories, out: URL(fileURLWithPath: html)) }
+                if html == nil || out != nil { try runReportCommand(runDirectories: directories, out: out.map { URL(fileURLWithPath: $0) }) }
             } catch {
                 printError("error: \(error)")
                 throw ExitCode(2)

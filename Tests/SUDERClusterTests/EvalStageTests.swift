@@ -5,6 +5,10 @@ import XCTest
 @testable import ClusterRuntime
 @testable import SUDERCluster
 
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
+
 final class EvalStageTests: XCTestCase {
     var directory: URL!
 
@@ -237,6 +241,26 @@ final class EvalStageTests: XCTestCase {
         // Deltas +0.25 and 0: mean 0.125, sample std 0.1768; one run's interval excludes 0.
         XCTAssertTrue(report.contains("| geneval/overall | 2 | +0.1250 | 0.1768 | +0.0000 | +0.2500 | 1 |"), report)
         XCTAssertTrue(report.contains("| caption_accuracy | 2 | +0.1000 | 0.0000 |"), report)
+    }
+
+    func testHTMLReportOverlaysRunsInWellFormedChartsAndSaysWhatIsMissing() throws {
+        let a = try fabricatedRun("seed1", seed: 1, suderCorrect: [3, 3, 3, 3, 3, 3])
+        let b = try fabricatedRun("seed2", seed: 2, suderCorrect: [2, 2, 2, 2, 2, 2], withSuderMetrics: false)
+        let html = try makeHTMLReport(runDirectories: [a, b])
+        XCTAssertTrue(html.hasPrefix("<!DOCTYPE html>"))
+        XCTAssertFalse(html.contains("<script"))
+        // Both runs in one chart, each series named by run and key.
+        XCTAssertTrue(html.contains(">seed1: loss/generation</text>") && html.contains(">seed2: loss/generation</text>"), html)
+        XCTAssertTrue(html.contains("not logged: Validation loss"), html)
+        XCTAssertTrue(html.contains(">seed1 base</text>") && html.contains(">seed2 suder</text>"), html)
+        // The deltas carry the summary's paired intervals (seed1's is degenerate, seed2's is 0).
+        XCTAssertTrue(html.contains("GenEval-mini: SUDER - base"))
+        XCTAssertTrue(html.contains("seed1: no eval metadata in its data directory"), html)
+        let charts = html.components(separatedBy: "<svg ").dropFirst().map { "<svg " + $0.components(separatedBy: "</svg>")[0] + "</svg>" }
+        // Pretraining: loss, learning rate, quick evaluations; evaluation: scores, deltas, understanding.
+        XCTAssertEqual(charts.count, 3 + 3)
+        for chart in charts { XCTAssertTrue(XMLParser(data: Data(chart.utf8)).parse(), chart) }
+        XCTAssertThrowsError(try makeHTMLReport(runDirectories: [directory.appendingPathComponent("nope")]))
     }
 
     func testReportRefusesAMissingRunDirectory() {

@@ -23,3 +23,20 @@ run() {
     if [ $elapsed_ms -gt $((limit * 1000)) ]; then fail "$name (took ${elapsed}s, limit ${limit}s)"; return 1; fi
     return 0
 }
+
+# no_leftovers [PATH]: processes whose command line names PATH (default "$work/", which the
+# suite's mpirun and ranks name in their run directories or scripts); killed by id if found. PATH
+# must be absolute: a relative one would also match other checkouts' processes.
+no_leftovers() {
+    local path=${1:-$work/} pids
+    case $path in
+        /*) ;;
+        *) echo "no_leftovers: $path is not an absolute path" >>"$work/out"; return 1 ;;
+    esac
+    sleep 0.5
+    pids=$(pgrep -f "$path")
+    [ -z "$pids" ] && return 0
+    ps -o pid,args -p $pids >>"$work/out"
+    kill -9 $pids 2>/dev/null
+    return 1
+}

@@ -3,7 +3,8 @@
 # small world, interrupted, killed, damaged and fed bad inputs. Usage: Tests/mpi/stages.sh BIN_DIR
 # Every case checks exit codes, a time bound, messages, and that no rank is left behind.
 set -u
-bin=${1:?usage: Tests/mpi/stages.sh BIN_DIR}
+# Absolute: the processes started here name this checkout's binaries, whatever the caller's directory.
+bin=$(cd "${1:?usage: Tests/mpi/stages.sh BIN_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
 export OMPI_MCA_orte_base_help_aggregate=1
@@ -39,17 +40,6 @@ suder=$work/suder.sh
 } >"$suder"
 chmod +x "$suder"
 
-
-# Processes whose command line names anything under $work (ranks and mpirun); killed by id if found.
-no_leftovers() {
-    sleep 0.5
-    local pids
-    pids=$(pgrep -f "$work/")
-    [ -z "$pids" ] && return 0
-    ps -o pid,args -p $pids >>"$work/out"
-    kill -9 $pids 2>/dev/null
-    return 1
-}
 
 # A run directory holding a copy of the dataset made once by `suder data`.
 new_run() {

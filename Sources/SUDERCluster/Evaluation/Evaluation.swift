@@ -88,14 +88,11 @@ func runUnderstandingEval(
     for split in PopeSplit.allCases {
         let list = probes[split] ?? []
         let mineProbes = shardIndices(count: list.count, rank: comm.rank, size: comm.size)
-        let yes = try tasks.vocabulary.id(of: "yes"), no = try tasks.vocabulary.id(of: "no")
-        let contexts = mineProbes.map { tasks.vocabulary.probePrefix(image: list[$0].image) + list[$0].question }
-        let yesScores = tasks.model.score(contexts: contexts, targets: contexts.map { _ in [yes] })
-        let noScores = tasks.model.score(contexts: contexts, targets: contexts.map { _ in [no] })
+        let scores = try tasks.probeAnswerLogProbabilities(images: mineProbes.map { list[$0].image }, questions: mineProbes.map { list[$0].question })
         var packed = ByteWriter()
         for (n, i) in mineProbes.enumerated() {
             packed.u32(UInt32(i))
-            packed.u8(yesScores[n].sum > noScores[n].sum ? 1 : 0)
+            packed.u8(scores[n].yes > scores[n].no ? 1 : 0)
         }
         if let gathered = comm.gather(packed.bytes, root: 0) {
             var predicted = [UInt8](repeating: 0, count: list.count)

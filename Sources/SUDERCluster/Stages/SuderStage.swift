@@ -136,8 +136,7 @@ func runSuderStage(_ job: JobContext) throws {
         + "\(settings.objective) (beta \(settings.objective == "dpo" ? settings.dpoBeta : settings.beta)\(settings.objective == "simpo" ? ", gamma \(settings.gamma)" : "")), "
         + "directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
 
-    let progress = console.progress("suder", total: settings.rounds, unit: "rounds")
-    progress.advance(by: session.step)
+    let progress = console.progress("suder", total: settings.rounds, unit: "rounds", resumedFrom: session.step)
     while session.step < settings.rounds {
         let round = session.step + 1
         var record = MetricsRecord()

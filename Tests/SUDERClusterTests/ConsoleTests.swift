@@ -20,4 +20,15 @@ final class ConsoleTests: XCTestCase {
         // Log lines lead with the wall-clock date and time.
         XCTAssertNotNil(line.range(of: #"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] pretrain "#, options: .regularExpression), line)
     }
+
+    /// `srun` without an MPI plugin starts N copies that MPI sees as N jobs of one rank.
+    func testSlurmTasksThatMPIDoesNotJoinAreRefused() {
+        let problem = unjoinedSlurmTasksProblem(mpiSize: 1, environment: ["SLURM_STEP_NUM_TASKS": "2"])
+        XCTAssertTrue(problem?.contains("srun --mpi=pmix") == true, problem ?? "nil")
+        XCTAssertNil(unjoinedSlurmTasksProblem(mpiSize: 2, environment: ["SLURM_STEP_NUM_TASKS": "2"]))
+        XCTAssertNil(unjoinedSlurmTasksProblem(mpiSize: 1, environment: ["SLURM_STEP_NUM_TASKS": "1"]))
+        XCTAssertNil(unjoinedSlurmTasksProblem(mpiSize: 1, environment: [:]))
+        // mpirun -np 1 inside an allocation: the rank inherits the step of mpirun's daemons.
+        XCTAssertNil(unjoinedSlurmTasksProblem(mpiSize: 1, environment: ["SLURM_STEP_NUM_TASKS": "2", "OMPI_COMM_WORLD_SIZE": "1"]))
+    }
 }

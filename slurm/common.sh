@@ -27,6 +27,7 @@ export SLURM_EXPORT_ENV=ALL
 # Where the suder checkout lives. slurm/submit exports it; a bare `sbatch slurm/x.sbatch` from the
 # checkout's root works too, because Slurm starts the job in the submit directory.
 : "${SUDER_HOME:=${SLURM_SUBMIT_DIR:-$PWD}}"
+# Nodes without the Swift toolchain: scripts/build-static, then SUDER_BIN=$SUDER_HOME/.build-static/release/suder.
 : "${SUDER_BIN:=$SUDER_HOME/.build/release/suder}"
 # srun (PMIx) is the default. mpirun is the fallback for sites whose Slurm has no PMIx plugin or
 # whose MPI was built without Slurm support: OpenMPI's mpirun reads the allocation from Slurm.

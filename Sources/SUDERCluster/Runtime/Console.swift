@@ -33,8 +33,9 @@ public final class Console {
         case "off": return Progress(label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: nil, live: false, interval: 0)
         default: live = stdoutIsTerminal()
         }
-        return Progress(label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: isPrinter ? self : nil, live: live,
-                        interval: progressInterval)
+        return Progress(
+            label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: isPrinter ? self : nil, live: live,
+            interval: progressInterval)
     }
 }
 

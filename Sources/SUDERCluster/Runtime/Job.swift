@@ -39,8 +39,9 @@ public final class JobContext {
         self.comm = comm
         self.config = config
         self.runDir = runDir
-        console = Console(rank: comm.rank, progressMode: config.string("runtime.progress"),
-                          progressInterval: config.double("runtime.progress_interval"))
+        console = Console(
+            rank: comm.rank, progressMode: config.string("runtime.progress"),
+            progressInterval: config.double("runtime.progress_interval"))
         threads = resolveThreads(requested: config.int("runtime.threads"))
         openblas_set_num_threads(Int32(threads))
     }
@@ -70,7 +71,8 @@ public func makeCommunicator() -> Communicator {
 /// mpirun's ranks are left alone: they inherit the step of mpirun's daemons, not their own.
 func unjoinedSlurmTasksProblem(mpiSize: Int, environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
     guard mpiSize == 1, environment["OMPI_COMM_WORLD_SIZE"] == nil,
-          let tasks = environment["SLURM_STEP_NUM_TASKS"].flatMap(Int.init), tasks > 1 else { return nil }
+        let tasks = environment["SLURM_STEP_NUM_TASKS"].flatMap(Int.init), tasks > 1
+    else { return nil }
     return "Slurm started \(tasks) tasks, but MPI sees each as a job of 1 rank, so every task would run alone as rank 0 "
         + "and all would write the same run directory; srun needs an MPI plugin: use `srun --mpi=pmix` "
         + "(see `srun --mpi=list`), or start the ranks with mpirun"
@@ -105,8 +107,9 @@ func recordConfig(_ job: JobContext) throws {
         let changed = job.config.differences(from: previous, ignoring: ignorable)
         if !changed.isEmpty {
             let detail = changed.map { "\($0): \(previous.values[$0]?.description ?? "-") -> \(job.config.values[$0]?.description ?? "-")" }
-            throw AgreedError("the run directory \(job.runDir.path) was started with a different config ("
-                + detail.joined(separator: "; ") + "); use a new --run-dir or the original settings")
+            throw AgreedError(
+                "the run directory \(job.runDir.path) was started with a different config ("
+                    + detail.joined(separator: "; ") + "); use a new --run-dir or the original settings")
         }
     }
     // Only rank 0 writes; the others wait so nobody reads a half-written file.
@@ -156,7 +159,8 @@ func resolveThreads(requested: Int) -> Int {
     let cores = boundCores().count
     // Unbound ranks (mpirun --oversubscribe, --bind-to none) share the node's cores.
     if cores == ProcessInfo.processInfo.activeProcessorCount,
-       let local = environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init), local > 1 {
+        let local = environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init), local > 1
+    {
         return max(1, cores / local)
     }
     return max(1, cores)
@@ -165,7 +169,7 @@ func resolveThreads(requested: Int) -> Int {
 /// The CPU ids this process may run on, from the kernel's affinity list.
 func boundCores() -> [Int] {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
     else { return Array(0..<ProcessInfo.processInfo.activeProcessorCount) }
     var cores: [Int] = []
     for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {

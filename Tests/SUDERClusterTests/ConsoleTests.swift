@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 final class ConsoleTests: XCTestCase {
     /// Under Open MPI every rank's stdout is a pseudo-terminal, so only the launcher's word counts:
@@ -14,7 +14,7 @@ final class ConsoleTests: XCTestCase {
     /// A job resumed at step 90 of 100 that then took 10 s for 5 steps has 5 left at 2 s each:
     /// ETA 0:10, not the 0:01 that counting the 90 resumed steps as done in those 10 s would give.
     func testResumedProgressRatesOnlyThisRunsSteps() {
-        let progress = Progress(label: "pretrain", total: 100, unit: "steps", resumedFrom: 90, output: nil, live: false, interval: 10)
+        let progress = ProgressReporter(label: "pretrain", total: 100, unit: "steps", resumedFrom: 90, output: nil, live: false, interval: 10)
         progress.advance(by: 5)
         let line = progress.render(now: progress.start.addingTimeInterval(10), detail: "")
         XCTAssertTrue(line.contains("95/100 (95%) 0.5 steps/s elapsed 0:10 eta 0:10"), line)

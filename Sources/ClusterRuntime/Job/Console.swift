@@ -25,24 +25,23 @@ public final class Console {
 
     /// A progress reporter for `total` units of work labelled `label`, of which `resumedFrom` were
     /// done before this run (a resumed or requeued job).
-    public func progress(_ label: String, total: Int, unit: String = "", resumedFrom: Int = 0) -> Progress {
+    public func progress(_ label: String, total: Int, unit: String = "", resumedFrom: Int = 0) -> ProgressReporter {
         let live: Bool
         switch progressMode {
         case "bar": live = true
         case "lines": live = false
-        case "off": return Progress(label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: nil, live: false, interval: 0)
+        case "off": return ProgressReporter(label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: nil, live: false, interval: 0)
         default: live = stdoutIsTerminal()
         }
-        return Progress(
-            label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: isPrinter ? self : nil, live: live,
-            interval: progressInterval)
+        return ProgressReporter(
+            label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: isPrinter ? self : nil, live: live, interval: progressInterval)
     }
 }
 
 /// Whether the user watches stdout on a terminal. Open MPI hands every rank a pseudo-terminal even
 /// when mpirun's own output goes to a file, so under Open MPI only the launcher knows: the
 /// `scripts/mpirun` wrapper passes SUDER_STDOUT_IS_TERMINAL; without it, a batch log is assumed.
-func stdoutIsTerminal(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+public func stdoutIsTerminal(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
     if environment["OMPI_COMM_WORLD_SIZE"] != nil { return environment["SUDER_STDOUT_IS_TERMINAL"] == "1" }
     return isatty(STDOUT_FILENO) != 0
 }
@@ -51,19 +50,19 @@ func stdoutIsTerminal(environment: [String: String] = ProcessInfo.processInfo.en
 /// batch log (where carriage returns would make the file unreadable), each line led by the wall-clock
 /// time. Rate and ETA count only the units done in this run, so a resumed job's ETA is not
 /// computed as if its earlier units had taken no time.
-public final class Progress {
-    let label: String
-    let total: Int
-    let unit: String
+public final class ProgressReporter {
+    public let label: String
+    public let total: Int
+    public let unit: String
     weak var output: Console?
-    let live: Bool
-    let interval: Double
-    let start = Date()
-    let resumedFrom: Int
-    var lastPrint = Date.distantPast
+    public let live: Bool
+    public let interval: Double
+    public let start = Date()
+    public let resumedFrom: Int
+    public var lastPrint = Date.distantPast
     public private(set) var done: Int
 
-    init(label: String, total: Int, unit: String, resumedFrom: Int = 0, output: Console?, live: Bool, interval: Double) {
+    public init(label: String, total: Int, unit: String, resumedFrom: Int = 0, output: Console?, live: Bool, interval: Double) {
         self.label = label
         self.total = total
         self.unit = unit
@@ -91,7 +90,7 @@ public final class Progress {
         fflush(stdout)
     }
 
-    func render(now: Date, detail: String) -> String {
+    public func render(now: Date, detail: String) -> String {
         let elapsed = now.timeIntervalSince(start)
         let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
         let rate = elapsed > 0 ? Double(done - resumedFrom) / elapsed : 0

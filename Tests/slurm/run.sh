@@ -121,14 +121,22 @@ at_least_lines() { (($(lines "$1") >= $2)); }
 
 # ---- the cluster --------------------------------------------------------------------------------
 
+# start_unless_running FLAG LABEL CLUSTER...: starts the cluster unless it runs already (then it is
+# reused and left running at the end); sets the variable named FLAG to 1 when this call started it.
+start_unless_running() {
+    local flag=$1 label=$2
+    shift 2
+    if "$@" status >/dev/null 2>&1; then
+        echo "$label already running; reusing it (it is left running at the end)"
+    else
+        "$@" start || return 1
+        printf -v "$flag" 1
+    fi
+}
+
 started_cluster=0
 test_cluster_start() {
-    if "$cluster" status >/dev/null 2>&1; then
-        echo "cluster already running; reusing it (it is left running at the end)"
-    else
-        "$cluster" start || return 1
-        started_cluster=1
-    fi
+    start_unless_running started_cluster cluster "$cluster" || return 1
     "$cluster" status && "$cluster" check
 }
 
@@ -504,12 +512,7 @@ two_nodes=(--nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --time=60)
 
 started_two_nodes=0
 test_two_node_cluster_start() {
-    if "${two_node_cluster[@]}" status >/dev/null 2>&1; then
-        echo "two-node cluster already running; reusing it (it is left running at the end)"
-    else
-        "${two_node_cluster[@]}" start || return 1
-        started_two_nodes=1
-    fi
+    start_unless_running started_two_nodes "two-node cluster" "${two_node_cluster[@]}" || return 1
     eval "$("${two_node_cluster[@]}" env)"
     "${two_node_cluster[@]}" status && "${two_node_cluster[@]}" check
 }
@@ -547,7 +550,7 @@ test_two_node_cluster_stop() {
     echo "stopped pids $(echo $pids); namespaces, veths and bridge removed"
 }
 
-# two_hosts FILE: doctor's verdict, and its rank table naming both nodes.
+# doctor_passed_on_two_hosts FILE: doctor's verdict, and its rank table naming both nodes.
 doctor_passed_on_two_hosts() {
     grep -q "all .* checks passed on 2 rank" "$1" || { echo "doctor did not pass on 2 ranks"; return 1; }
     grep -qw n1 "$1" && grep -qw n2 "$1" || { echo "doctor's table does not show hosts n1 and n2"; return 1; }

@@ -9,16 +9,35 @@
 #   - keeps the run directory given on the command line, so a requeued job resumes in place;
 #   - exits at once when the stage is already finished (<run-dir>/<stage>/DONE).
 
+# The site's setup hook (modules, library paths, MPI settings, SUDER_* variables) comes first. On
+# sites whose jobs start with a clean environment (--export=NONE) it is the place for all of them:
+# it is found through SUDER_HOME or the submit directory, which slurm/submit and slurm/sweep make
+# the checkout. Example: slurm/site.sh.example.
+: "${SUDER_SETUP:=${SUDER_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/site.sh}"
+if [[ -f $SUDER_SETUP ]]; then
+    # shellcheck source=/dev/null
+    source "$SUDER_SETUP"
+fi
+# The ranks get this shell's environment, hook included. A job submitted with --export=NONE (or a
+# list) passes that choice on to every srun in it, mpirun's own included, which would start the
+# ranks without the modules and settings loaded here.
+export SLURM_EXPORT_ENV=ALL
+
 # ---- Change these for your site (or set them in the environment before sbatch/submit) ----------
 # Where the suder checkout lives. slurm/submit exports it; a bare `sbatch slurm/x.sbatch` from the
 # checkout's root works too, because Slurm starts the job in the submit directory.
 : "${SUDER_HOME:=${SLURM_SUBMIT_DIR:-$PWD}}"
+# Nodes without the Swift toolchain: scripts/build-static, then SUDER_BIN=$SUDER_HOME/.build-static/release/suder.
 : "${SUDER_BIN:=$SUDER_HOME/.build/release/suder}"
 # srun (PMIx) is the default. mpirun is the fallback for sites whose Slurm has no PMIx plugin or
 # whose MPI was built without Slurm support: OpenMPI's mpirun reads the allocation from Slurm.
 : "${SUDER_LAUNCHER:=srun}"
 # A stage that keeps checkpointing without finishing stops here instead of requeueing forever.
 : "${SUDER_MAX_RESTARTS:=20}"
+# srun's --cpu-bind: each rank on its own cores, so BLAS threads of two ranks never share one.
+# On SMT nodes also pass --hint=nomultithread (SUDER_SBATCH_ARGS), or --cpus-per-task counts
+# hardware threads and a rank gets half the cores it has threads; "none" turns binding off.
+: "${SUDER_CPU_BIND:=cores}"
 # -------------------------------------------------------------------------------------------------
 
 # The product's exit codes after SIGUSR1/SIGTERM: 85 = checkpointed at a step boundary, please
@@ -37,7 +56,7 @@ export OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 suder_launcher() {
     case $SUDER_LAUNCHER in
     # Slurm >= 22.11 no longer passes --cpus-per-task from sbatch to srun, so it is repeated here.
-    srun) SUDER_LAUNCH=(srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}") ;;
+    srun) SUDER_LAUNCH=(srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --cpu-bind="$SUDER_CPU_BIND") ;;
     # mpirun forwards SIGUSR1 to every rank, as srun does.
     mpirun) SUDER_LAUNCH=(mpirun -np "$SLURM_NTASKS" --bind-to none) ;;
     *)
@@ -59,8 +78,8 @@ suder_abs_path() {
 _suder_on_signal() {
     _suder_signalled=1
     if [[ $1 == TERM ]]; then
-        # scancel, preemption and the hard time limit send SIGTERM to the job step as well; a
-        # second signal would make the product exit without its checkpoint, so relay nothing.
+        # scancel, preemption and the hard time limit send SIGTERM to the job step as well, and
+        # only KillWait remains before SIGKILL: nothing to relay, nothing to requeue.
         _suder_terminating=1
         suder_log "SIGTERM received: the job step got it too and checkpoints on its own"
     elif [[ -n ${_suder_step_pid:-} ]]; then
@@ -83,8 +102,12 @@ _suder_requeue() {
         suder_log "stopped, but the job was already restarted $restarts times (SUDER_MAX_RESTARTS); giving up"
         exit "$code"
     fi
-    suder_log "requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $SUDER_MAX_RESTARTS)"
-    if ! scontrol requeue "$SLURM_JOB_ID"; then
+    # An array task is requeued by its own id: the plain job id of the task that holds the array's
+    # id names the whole array, and would requeue (and SIGTERM) every sibling task.
+    local job=$SLURM_JOB_ID
+    [[ -n ${SLURM_ARRAY_TASK_ID:-} ]] && job=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
+    suder_log "requeueing job $job (restart $((restarts + 1)) of at most $SUDER_MAX_RESTARTS)"
+    if ! scontrol requeue "$job"; then
         suder_log "scontrol requeue failed; the job ends here and can be resubmitted to resume"
         exit "$code"
     fi

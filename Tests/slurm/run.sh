@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Tests of slurm/ against a real one-node Slurm cluster on this machine
-# (slurm/testing/local-cluster.sh: munged, slurmctld and slurmd from Debian's packages).
+# Tests of slurm/ against real Slurm clusters on this machine (slurm/testing/local-cluster.sh:
+# munged, slurmctld and slurmd from Debian's packages): first one node, then two nodes in network
+# namespaces (--nodes 2).
 #
 #   Tests/slurm/run.sh [BIN_DIR]          BIN_DIR holds the release `suder` (default .build/release)
 #   SUDER_SLURM_TESTS=real Tests/slurm/run.sh     only the tests whose name matches a regex
 #   SUDER_SLURM_KEEP=1 Tests/slurm/run.sh          keep the work directory (jobs' logs) after success
 #
-# Two kinds of tests:
+# The tests:
 #   - the job machinery (signal relay, checkpoint requeue, restart cap, DONE, dependency chain,
 #     sweep array and gather) runs Tests/slurm/fake-suder, a stand-in that keeps the product's job
 #     contracts, so it is tested whatever the stages can do;
 #   - the product tests run the real `suder`: doctor under srun; then the tiny pipeline under
 #     mpirun -np 2 as a reference, whose finished stages decide which tests can run (the chain
 #     through submit against it, a signalled pretrain resuming exactly, the eval summary, a real
-#     sweep); the others are skipped, naming the stage that is missing.
-# The cluster is started if it is not running, and then stopped again at the end.
+#     sweep); the others are skipped, naming the stage that is missing;
+#   - on two nodes: doctor under srun and under mpirun across the namespaces (no Slurm), srun
+#     without an MPI plugin refused, a sweep task requeued alone, the pipeline through submit equal
+#     to mpirun -np 2, a signalled pretrain resuming exactly, the static build without the toolchain.
+# Each cluster is started if it is not running, and then stopped again at the end.
 # Ends with "N passed, N failed, N skipped"; exits non-zero if any test failed.
 set -uo pipefail
 
@@ -88,8 +92,9 @@ wait_until() {
 # 120 s covers in real use: the previous run's slurmstepd lingers ~2 s after srun stops a step, and
 # the restart reuses the step id, whose PMIx socket is still bound; and slurmd refuses a job
 # credential issued within the same second as the old run's revoked one.
+# release_requeued JOB [JOB_ID]: JOB may name an array task (ARRAY_TASK); JOB_ID is then its own id.
 release_requeued() {
-    wait_until 30 step_daemons_gone "$1" || return 1
+    wait_until 30 step_daemons_gone "${2:-$1}" || return 1
     sleep 2
     scontrol update JobId="$1" StartTime=now
 }
@@ -116,14 +121,22 @@ at_least_lines() { (($(lines "$1") >= $2)); }
 
 # ---- the cluster --------------------------------------------------------------------------------
 
+# start_unless_running FLAG LABEL CLUSTER...: starts the cluster unless it runs already (then it is
+# reused and left running at the end); sets the variable named FLAG to 1 when this call started it.
+start_unless_running() {
+    local flag=$1 label=$2
+    shift 2
+    if "$@" status >/dev/null 2>&1; then
+        echo "$label already running; reusing it (it is left running at the end)"
+    else
+        "$@" start || return 1
+        printf -v "$flag" 1
+    fi
+}
+
 started_cluster=0
 test_cluster_start() {
-    if "$cluster" status >/dev/null 2>&1; then
-        echo "cluster already running; reusing it (it is left running at the end)"
-    else
-        "$cluster" start || return 1
-        started_cluster=1
-    fi
+    start_unless_running started_cluster cluster "$cluster" || return 1
     "$cluster" status && "$cluster" check
 }
 
@@ -296,6 +309,25 @@ test_failed_stage_cancels_chain() {
     [[ $states == "data=COMPLETED pretrain=FAILED suder=CANCELLED eval=CANCELLED " ]]
 }
 
+# A site whose jobs start with a clean environment (--export=NONE, here --export naming only the
+# setup hook): nothing else set at submit time reaches the job. It finds common.sh through its
+# submit directory (submit runs sbatch from the checkout), the setup hook supplies the rest, and
+# the ranks get what the hook set (FAKE_STEPS=1), although srun inherits the job's --export.
+test_clean_environment_with_setup_hook() {
+    local dir=$work/clean-env job log
+    mkdir -p "$dir"
+    printf 'export SUDER_BIN=%q FAKE_STEPS=1\necho "setup hook sourced on $(hostname)"\n' "$fake" >"$dir/site.sh"
+    (cd /tmp && env -u SUDER_HOME SUDER_BIN=/nonexistent SUDER_SBATCH_ARGS="${two_tasks[*]} --export=SUDER_SETUP=$dir/site.sh" \
+        "$root/slurm/submit" "$tiny" "$dir/run" --until data) >"$dir/jobs" || return 1
+    job=$(chain_job "$dir" data)
+    wait_final 60 "$job" || return 1
+    log=$dir/run/suder-data-$job.out
+    cat "$log"
+    [[ $(job_field "$job" JobState) == COMPLETED ]] && grep -q "setup hook sourced" "$log" &&
+        grep -q "fake-suder rank 0: data from step 0 of 1$" "$log" && grep -q "fake-suder rank 1: data from step 0 of 1$" "$log" &&
+        [[ -e $dir/run/data/DONE ]]
+}
+
 # sweep_and_gather DIR SUDER_BIN: a 3-run sweep file, submitted as an array, then gathered.
 sweep_and_gather() {
     local dir=$1 bin=$2 job
@@ -352,7 +384,7 @@ test_sweep_task_requeues() {
     wait_final 120 "$task" || return 1
     cat "$dir/runs/suder-sweep-${job}_0.out"
     [[ $(job_field "$task" JobState) == COMPLETED && $(job_field "$task" Restarts) == 1 ]] || return 1
-    grep -q "requeueing job $task (restart 1" "$dir/runs/suder-sweep-${job}_0.out" || return 1
+    grep -q "requeueing job ${job}_0 (restart 1" "$dir/runs/suder-sweep-${job}_0.out" || return 1
     for stage in data pretrain suder eval; do
         [[ $(tr '\n' ' ' <"$dir/runs/only/$stage/trace.rank0") == "1 2 3 " ]] || { echo "$stage trace differs"; return 1; }
     done
@@ -430,13 +462,20 @@ test_real_pipeline_summary_matches_mpirun() {
 
 # Pretraining long enough to be signalled mid-run; the uninterrupted reference uses the same settings.
 long_pretrain=(pretrain.steps=${SUDER_TEST_PRETRAIN_STEPS:-1000} pretrain.checkpoint_every=100 pretrain.log_every=100)
-test_real_signalled_stage_resumes_exactly() {
-    needs data pretrain || return 2
-    local dir=$work/real-signal reference=$work/real-signal-reference job log
+# The uninterrupted reference of the signalled tests, run once.
+long_pretrain_reference() {
+    local reference=$work/real-signal-reference
+    [[ -e $reference/run/pretrain/DONE ]] && return 0
     mpirun_suder pipeline --until pretrain --config "$tiny" --run-dir "$reference/run" "${long_pretrain[@]}" \
         >"$reference.log" 2>&1 || { tail "$reference.log"; return 1; }
+}
+# signalled_pretrain_resumes_exactly DIR NODES SBATCH_ARGS: a pretrain job on NODES node(s)
+# signalled mid-run checkpoints, requeues, resumes and ends with the uninterrupted run's checkpoint.
+signalled_pretrain_resumes_exactly() {
+    local dir=$1 nodes=$2 sbatch_args=$3 job log
+    long_pretrain_reference || return 1
     mkdir -p "$dir"
-    env SUDER_BIN="$suder" SUDER_SBATCH_ARGS="${two_tasks[*]}" "$root/slurm/submit" "$tiny" "$dir/run" \
+    env SUDER_BIN="$suder" SUDER_SBATCH_ARGS="$sbatch_args" "$root/slurm/submit" "$tiny" "$dir/run" \
         --until pretrain "${long_pretrain[@]}" >"$dir/jobs" || return 1
     job=$(chain_job "$dir" pretrain)
     log=$dir/run/suder-pretrain-$job.out
@@ -446,9 +485,14 @@ test_real_signalled_stage_resumes_exactly() {
     release_when_requeued "$job" 1 || { cat "$log"; echo "finished before the signal? raise SUDER_TEST_PRETRAIN_STEPS"; return 1; }
     wait_final 1200 "$job" || return 1
     cat "$log"
-    [[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" Restarts) == 1 ]] || return 1
+    [[ $(job_field "$job" JobState) == COMPLETED && $(job_field "$job" Restarts) == 1 && $(job_field "$job" NumNodes) == "$nodes" ]] ||
+        { echo "state $(job_field "$job" JobState), restarts $(job_field "$job" Restarts), nodes $(job_field "$job" NumNodes)"; return 1; }
     grep -q "job step exited with code 85" "$log" || return 1
-    same_final_checkpoint "$reference/run/pretrain" "$dir/run/pretrain"
+    same_final_checkpoint "$work/real-signal-reference/run/pretrain" "$dir/run/pretrain"
+}
+test_real_signalled_stage_resumes_exactly() {
+    needs data pretrain || return 2
+    signalled_pretrain_resumes_exactly "$work/real-signal" 1 "${two_tasks[*]}"
 }
 
 test_real_sweep_and_gather() {
@@ -456,11 +500,209 @@ test_real_sweep_and_gather() {
     sweep_seconds=3600 sweep_and_gather "$work/real-sweep" "$suder"
 }
 
+# ---- two nodes ----------------------------------------------------------------------------------
+# slurm/testing/local-cluster.sh --nodes 2: nodes n1 and n2 of one CPU each in network namespaces,
+# own host names, munged, spool and TmpFS; Open MPI between them over TCP only (its env). The
+# run directories are on this machine's filesystem, which both nodes see at the same path, as a
+# cluster's shared filesystem.
+
+two_node_cluster=("$cluster" --nodes 2)
+# One rank on each node, as a multi-node job runs.
+two_nodes=(--nodes=2 --ntasks-per-node=1 --cpus-per-task=1 --time=60)
+
+started_two_nodes=0
+test_two_node_cluster_start() {
+    start_unless_running started_two_nodes "two-node cluster" "${two_node_cluster[@]}" || return 1
+    eval "$("${two_node_cluster[@]}" env)"
+    "${two_node_cluster[@]}" status && "${two_node_cluster[@]}" check
+}
+
+# nothing_left_of_two_nodes: no namespace, link or daemon of the two-node cluster remains.
+nothing_left_of_two_nodes() {
+    local state=/tmp/suder-slurm-nodes2
+    [[ ! -e $state/created ]] || { echo "$state/created still there"; return 1; }
+    ! ip netns list | grep -q '^suder-n[12]\b' || { echo "namespaces left: $(ip netns list)"; return 1; }
+    ! ip link show suder-br2 >/dev/null 2>&1 || { echo "bridge suder-br2 left"; return 1; }
+    ! ip -o link | grep -q 'suder-n[12]h' || { echo "veths left"; return 1; }
+}
+
+# A start that fails half-way (here: slurmd cannot start) leaves a record that stop clears.
+test_two_node_cluster_stop_after_failed_start() {
+    "${two_node_cluster[@]}" status >/dev/null 2>&1 && { skip_reason="the two-node cluster is running"; return 2; }
+    local fake_bin=$work/failing-slurmd
+    mkdir -p "$fake_bin"
+    printf '#!/bin/sh\necho "slurmd: failing on purpose" >&2\nexit 1\n' >"$fake_bin/slurmd"
+    chmod +x "$fake_bin/slurmd"
+    PATH=$fake_bin:$PATH "${two_node_cluster[@]}" start && { echo "start succeeded with a failing slurmd"; return 1; }
+    cat /tmp/suder-slurm-nodes2/created
+    ip netns list | grep -q '^suder-n1\b' || { echo "the failed start made no namespace; nothing was tested"; return 1; }
+    "${two_node_cluster[@]}" stop && nothing_left_of_two_nodes
+}
+
+test_two_node_cluster_stop() {
+    local state=/tmp/suder-slurm-nodes2 pids
+    [[ -s $state/created ]] || { echo "nothing recorded in $state/created"; return 1; }
+    pids=$(awk '$1 == "daemon" {print $3}' "$state/created" | xargs cat 2>/dev/null)
+    "${two_node_cluster[@]}" stop && nothing_left_of_two_nodes || return 1
+    for pid in $pids; do
+        grep -qs '^State:.[^Z]' "/proc/$pid/status" && { echo "pid $pid is still alive: $(cat "/proc/$pid/comm")"; return 1; }
+    done
+    echo "stopped pids $(echo $pids); namespaces, veths and bridge removed"
+}
+
+# doctor_passed_on_two_hosts FILE: doctor's verdict, and its rank table naming both nodes.
+doctor_passed_on_two_hosts() {
+    grep -q "all .* checks passed on 2 rank" "$1" || { echo "doctor did not pass on 2 ranks"; return 1; }
+    grep -qw n1 "$1" && grep -qw n2 "$1" || { echo "doctor's table does not show hosts n1 and n2"; return 1; }
+}
+
+test_two_node_doctor_under_srun() {
+    suder_has doctor || { skip_reason="no $suder with a doctor command"; return 2; }
+    local out=$work/two-node-doctor.out
+    srun "${two_nodes[@]}" --mpi=pmix "$suder" doctor >"$out" 2>&1
+    local rc=$?
+    cat "$out"
+    ((rc == 0)) && doctor_passed_on_two_hosts "$out"
+}
+
+# Without an MPI plugin (Slurm's MpiDefault=none, as on this cluster and many sites) srun starts
+# two copies that MPI does not join; each would run alone as rank 0 in one run directory.
+test_two_node_srun_without_mpi_stops() {
+    suder_has doctor || { skip_reason="no $suder with a doctor command"; return 2; }
+    local out=$work/two-node-nompi.out rc
+    srun "${two_nodes[@]}" "$suder" pretrain --config "$tiny" --run-dir "$work/nompi/run" >"$out" 2>&1
+    rc=$?
+    cat "$out"
+    ((rc != 0)) || { echo "srun exited 0"; return 1; }
+    grep -q "srun --mpi=pmix" "$out" || { echo "no message naming srun --mpi=pmix"; return 1; }
+    [[ ! -e $work/nompi/run/config.yaml ]] || { echo "the run directory was written"; return 1; }
+}
+
+# mpirun without Slurm, started inside n1, its daemon on n2 started through the cluster's rsh
+# agent: the collective checks of suder-mpitests and doctor over TCP between the namespaces.
+mpirun_two_namespaces() {
+    "${two_node_cluster[@]}" exec n1 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        mpirun --host n1,n2 -np 2 --bind-to none "$@"
+}
+test_two_node_mpirun_across_namespaces() {
+    suder_has doctor || { skip_reason="no $suder with a doctor command"; return 2; }
+    local out=$work/two-node-mpirun.out check
+    mpirun_two_namespaces "$suder" doctor >"$out" 2>&1 || { cat "$out"; echo "doctor failed"; return 1; }
+    cat "$out"
+    doctor_passed_on_two_hosts "$out" || return 1
+    [[ -x $bin_dir/suder-mpitests ]] || { echo "no $bin_dir/suder-mpitests"; return 1; }
+    for check in collectives checkpoint; do
+        mpirun_two_namespaces "$bin_dir/suder-mpitests" "$check" >"$out" 2>&1 || { cat "$out"; echo "suder-mpitests $check failed"; return 1; }
+        cat "$out"
+    done
+}
+
+# A 2-task sweep, one task per node: the task that holds the array's job id is signalled. It must
+# requeue alone (its own array task id), its sibling must run on untouched, and both finish.
+test_two_node_sweep_task_requeues_alone() {
+    local dir=$work/two-node-sweep job signalled sibling
+    mkdir -p "$dir"
+    printf 'first  run.seed=1\nsecond run.seed=2\n' >"$dir/two.sweep"
+    job=$(env SUDER_BIN="$fake" FAKE_STEPS=4 SUDER_SBATCH_ARGS="--nodes=1 --ntasks-per-node=1 --cpus-per-task=1 --time=60" \
+        "$root/slurm/sweep" "$dir/two.sweep" "$tiny" "$dir/runs") || return 1
+    wait_until 60 at_least_lines "$dir/runs/first/data/trace.rank0" 1 || return 1
+    wait_until 60 at_least_lines "$dir/runs/second/data/trace.rank0" 1 || return 1
+    scontrol show job -o "$job" | grep -o 'JobId=[0-9]* ArrayJobId=[0-9]* ArrayTaskId=[0-9]*\|NodeList=[^ ]*'
+    # The task whose own job id is the array's id.
+    signalled=$(scontrol show job -o "$job" | grep "^JobId=$job " | grep -o 'ArrayTaskId=[0-9]*' | cut -d= -f2)
+    [[ -n $signalled ]] || { echo "no task holds job id $job"; return 1; }
+    sibling=$((1 - signalled))
+    echo "array $job: task $signalled holds the array's id and is signalled; task $sibling runs on"
+    scancel --signal=USR1 --batch "${job}_$signalled"
+    wait_until 60 restarts_reached "${job}_$signalled" 1 && release_requeued "${job}_$signalled" "$job" || return 1
+    wait_final 120 "$job" || return 1
+    cat "$dir/runs/suder-sweep-${job}_$signalled.out"
+    for task in 0 1; do echo "task $task: $(job_field "${job}_$task" JobState) Restarts=$(job_field "${job}_$task" Restarts)"; done
+    [[ $(job_field "${job}_$signalled" JobState) == COMPLETED && $(job_field "${job}_$signalled" Restarts) == 1 ]] || return 1
+    [[ $(job_field "${job}_$sibling" JobState) == COMPLETED && $(job_field "${job}_$sibling" Restarts) == 0 ]] ||
+        { echo "the sibling was disturbed"; return 1; }
+    grep -q "requeueing job ${job}_$signalled (restart 1" "$dir/runs/suder-sweep-${job}_$signalled.out" || return 1
+    ! grep -q "SIGTERM" "$dir/runs/suder-sweep-${job}_$sibling.out" || { echo "the sibling got SIGTERM"; return 1; }
+    for run in first second; do
+        [[ $(tr '\n' ' ' <"$dir/runs/$run/eval/trace.rank0") == "1 2 3 4 " ]] || { echo "$run: eval trace differs"; return 1; }
+    done
+}
+
+# same_metrics A B: two stage directories logged the same metrics, line for line, apart from what
+# is measured rather than computed (times, rates, peak memory).
+same_metrics() {
+    python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" <<'PY'
+import json, sys
+def measured(key):
+    return key.startswith("time/") or key.endswith(("_s", "/seconds", "_mb"))
+def rows(path):
+    return [{k: v for k, v in json.loads(line).items() if not measured(k)} for line in open(path)]
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+if a != b:
+    for n, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            print(f"line {n + 1} differs:\n  {x}\n  {y}")
+            break
+    sys.exit(f"metrics differ ({len(a)} vs {len(b)} lines)")
+print(f"identical metrics: {len(a)} lines of {sys.argv[2]}")
+PY
+}
+
+# The tiny pipeline through submit, data on one node (its own sbatch options) and the other stages
+# on two: the same checkpoints, metrics and eval summary as mpirun -np 2 on one machine.
+test_two_node_pipeline_matches_mpirun() {
+    needs data pretrain suder eval || return 2
+    local dir=$work/two-node-chain stage job
+    mkdir -p "$dir"
+    env SUDER_BIN="$suder" SUDER_SBATCH_ARGS="${two_nodes[*]}" SUDER_SBATCH_ARGS_DATA="--nodes=1" \
+        "$root/slurm/submit" "$tiny" "$dir/run" >"$dir/jobs" || return 1
+    cat "$dir/jobs"
+    wait_final 1800 $(awk '{print $2}' "$dir/jobs") || return 1
+    while read -r stage job; do
+        echo "$stage: job $job $(job_field "$job" JobState) on $(job_field "$job" NumNodes) node(s) $(job_field "$job" NodeList)"
+        [[ $(job_field "$job" JobState) == COMPLETED ]] || { cat "$dir/run"/*-"$job".out; return 1; }
+        [[ $(job_field "$job" NumNodes) == "$([[ $stage == data ]] && echo 1 || echo 2)" ]] || { echo "$stage: wrong node count"; return 1; }
+    done <"$dir/jobs"
+    for stage in pretrain suder; do
+        same_final_checkpoint "$work/mpirun/run/$stage" "$dir/run/$stage" || return 1
+        same_metrics "$work/mpirun/run/$stage" "$dir/run/$stage" || return 1
+    done
+    comparable_summary "$dir/run/eval/summary.json" >"$dir/slurm.json" &&
+        comparable_summary "$work/mpirun/run/eval/summary.json" >"$dir/mpirun.json" || return 1
+    diff "$dir/mpirun.json" "$dir/slurm.json" && echo "identical eval summaries"
+}
+
+# A pretrain job on two nodes signalled mid-run (as the time-limit warning does) checkpoints on
+# both, requeues, resumes and ends with the final checkpoint of an uninterrupted mpirun run.
+test_two_node_signalled_stage_resumes_exactly() {
+    needs data pretrain || return 2
+    signalled_pretrain_resumes_exactly "$work/two-node-signal" 2 "${two_nodes[*]}"
+}
+
+# The static build (scripts/build-static) on both nodes with the Swift toolchain's runtime
+# directory hidden by an empty mount: doctor still passes, and ldd finds no Swift library.
+test_static_build_without_toolchain() {
+    suder_has doctor || { skip_reason="no $suder with a doctor command"; return 2; }
+    local static toolchain_lib out=$work/static-doctor.out
+    "$root/scripts/build-static" >"$work/build-static.log" 2>&1 || { tail -20 "$work/build-static.log"; echo "static build failed"; return 1; }
+    static=$(tail -n 1 "$work/build-static.log")
+    toolchain_lib=$(dirname "$(ldd "$suder" | awk '/libswiftCore/ {print $3}')")
+    [[ -d $toolchain_lib && $toolchain_lib != . ]] || { echo "the dynamic build links no libswiftCore"; return 1; }
+    echo "static binary $static; hiding $toolchain_lib"
+    srun "${two_nodes[@]}" --mpi=pmix unshare --mount sh -c '
+        mount -t tmpfs none "$1" && ! ls "$1"/libswiftCore.so 2>/dev/null || exit 9
+        if ldd "$2" | grep -E "swift|Foundation|dispatch"; then echo "links the toolchain"; exit 9; fi
+        exec "$2" doctor' sh "$toolchain_lib" "$static" >"$out" 2>&1
+    local rc=$?
+    cat "$out"
+    ((rc == 0)) && doctor_passed_on_two_hosts "$out"
+}
+
 # ---- run ----------------------------------------------------------------------------------------
 
 run_test() {
     local name=$1 rc
-    [[ $name =~ ${SUDER_SLURM_TESTS:-.} || $name == test_cluster_* ]] || return 0
+    [[ $name =~ ${SUDER_SLURM_TESTS:-.} || $name == test_cluster_* || $name == test_two_node_cluster_* ]] || return 0
     skip_reason=
     SECONDS=0
     "$name" >"$work/current.log" 2>&1
@@ -485,6 +727,7 @@ if ((failed == 0)); then
     run_test test_time_limit_warning
     run_test test_submit_chain
     run_test test_failed_stage_cancels_chain
+    run_test test_clean_environment_with_setup_hook
     run_test test_sweep_and_gather
     run_test test_sweep_task_requeues
     probe_stages
@@ -495,6 +738,21 @@ if ((failed == 0)); then
 fi
 if ((started_cluster)); then
     run_test test_cluster_stop
+fi
+failed_one_node=$failed
+run_test test_two_node_cluster_stop_after_failed_start
+run_test test_two_node_cluster_start
+if ((failed == failed_one_node)); then
+    run_test test_two_node_doctor_under_srun
+    run_test test_two_node_srun_without_mpi_stops
+    run_test test_two_node_mpirun_across_namespaces
+    run_test test_two_node_sweep_task_requeues_alone
+    run_test test_two_node_pipeline_matches_mpirun
+    run_test test_two_node_signalled_stage_resumes_exactly
+    run_test test_static_build_without_toolchain
+fi
+if ((started_two_nodes)); then
+    run_test test_two_node_cluster_stop
 fi
 
 # Logs of a failed run stay for a look (and of any run with SUDER_SLURM_KEEP=1).

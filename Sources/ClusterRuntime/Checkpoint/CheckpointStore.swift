@@ -21,8 +21,9 @@ public struct LoadedCheckpoint {
 ///   <directory>/corrupt/             invalid checkpoints moved aside on resume, never deleted
 ///
 /// Every method is collective: call it on all ranks in the same order. Only rank 0 touches the
-/// disk (the directory need not be shared between nodes); it broadcasts the outcome, so every
-/// rank returns the same result or throws the same error and no rank is left in a collective.
+/// disk and broadcasts the outcome, so every rank returns the same result or throws the same error
+/// and no rank is left in a collective. The run directory must still be on a filesystem that
+/// every node mounts at the same path: every rank reads the stages' data set.
 public final class CheckpointStore {
     public static let latestFileName = "latest"
     public static let doneFileName = "DONE"

@@ -23,16 +23,18 @@ public final class Console {
         printError("warning: " + message)
     }
 
-    /// A progress reporter for `total` units of work labelled `label`.
-    public func progress(_ label: String, total: Int, unit: String = "") -> ProgressReporter {
+    /// A progress reporter for `total` units of work labelled `label`, of which `resumedFrom` were
+    /// done before this run (a resumed or requeued job).
+    public func progress(_ label: String, total: Int, unit: String = "", resumedFrom: Int = 0) -> ProgressReporter {
         let live: Bool
         switch progressMode {
         case "bar": live = true
         case "lines": live = false
-        case "off": return ProgressReporter(label: label, total: total, unit: unit, output: nil, live: false, interval: 0)
+        case "off": return ProgressReporter(label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: nil, live: false, interval: 0)
         default: live = stdoutIsTerminal()
         }
-        return ProgressReporter(label: label, total: total, unit: unit, output: isPrinter ? self : nil, live: live, interval: progressInterval)
+        return ProgressReporter(
+            label: label, total: total, unit: unit, resumedFrom: resumedFrom, output: isPrinter ? self : nil, live: live, interval: progressInterval)
     }
 }
 
@@ -44,8 +46,10 @@ public func stdoutIsTerminal(environment: [String: String] = ProcessInfo.process
     return isatty(STDOUT_FILENO) != 0
 }
 
-/// ProgressReporter with rate and ETA: a redrawn bar on a terminal, a line every `interval` seconds in a
-/// batch log (where carriage returns would make the file unreadable).
+/// Progress with rate and ETA: a redrawn bar on a terminal, a line every `interval` seconds in a
+/// batch log (where carriage returns would make the file unreadable), each line led by the wall-clock
+/// time. Rate and ETA count only the units done in this run, so a resumed job's ETA is not
+/// computed as if its earlier units had taken no time.
 public final class ProgressReporter {
     public let label: String
     public let total: Int
@@ -54,13 +58,16 @@ public final class ProgressReporter {
     public let live: Bool
     public let interval: Double
     public let start = Date()
+    public let resumedFrom: Int
     public var lastPrint = Date.distantPast
-    public private(set) var done = 0
+    public private(set) var done: Int
 
-    public init(label: String, total: Int, unit: String, output: Console?, live: Bool, interval: Double) {
+    public init(label: String, total: Int, unit: String, resumedFrom: Int = 0, output: Console?, live: Bool, interval: Double) {
         self.label = label
         self.total = total
         self.unit = unit
+        self.resumedFrom = resumedFrom
+        done = resumedFrom
         self.output = output
         self.live = live
         self.interval = interval
@@ -86,17 +93,26 @@ public final class ProgressReporter {
     public func render(now: Date, detail: String) -> String {
         let elapsed = now.timeIntervalSince(start)
         let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
-        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let rate = elapsed > 0 ? Double(done - resumedFrom) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : 0
         let width = 24
         let filled = Int(fraction * Double(width))
         let bar = live ? "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] " : ""
         let rateText = unit.isEmpty ? "" : " " + String(format: "%.1f", rate) + " \(unit)/s"
         let percent = String(format: "%.0f%%", fraction * 100)
-        return "\(label) \(bar)\(done)/\(total) (\(percent))\(rateText) elapsed \(formatDuration(elapsed))"
+        let clock = live ? "" : "[" + wallClockFormatter.string(from: now) + "] "
+        return "\(clock)\(label) \(bar)\(done)/\(total) (\(percent))\(rateText) elapsed \(formatDuration(elapsed))"
             + " eta \(formatDuration(eta))" + (detail.isEmpty ? "" : "  " + detail)
     }
 }
+
+/// Local date and time for log lines, so a line can be matched with Slurm's own logs.
+private let wallClockFormatter: DateFormatter = {
+    let formatter = DateFormatter()
+    formatter.locale = Locale(identifier: "en_US_POSIX")
+    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+    return formatter
+}()
 
 public func formatDuration(_ seconds: Double) -> String {
     let s = Int(seconds.rounded())

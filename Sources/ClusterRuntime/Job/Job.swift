@@ -58,9 +58,27 @@ public final class JobContext {
     }
 }
 
-/// The process group for this process: MPI under a launcher, a single process otherwise.
+/// The process group for this process: MPI under a launcher, a single process otherwise. Stops
+/// when Slurm started several tasks that MPI does not join into one job (`srun` without an MPI
+/// plugin): each would run alone as rank 0 and all would write one run directory.
 public func makeCommunicator() -> Communicator {
-    MPICommunicator.launchedByMPI ? MPICommunicator() : SingleProcessCommunicator()
+    let comm: Communicator = MPICommunicator.launchedByMPI ? MPICommunicator() : SingleProcessCommunicator()
+    if let problem = unjoinedSlurmTasksProblem(mpiSize: comm.size) {
+        if ProcessInfo.processInfo.environment["SLURM_PROCID"] ?? "0" == "0" { printError("error: \(problem)") }
+        comm.exitTogether(code: 2)
+    }
+    return comm
+}
+
+/// The error for a Slurm step of several tasks that MPI sees as one rank each; nil when fine.
+/// mpirun's ranks are left alone: they inherit the step of mpirun's daemons, not their own.
+func unjoinedSlurmTasksProblem(mpiSize: Int, environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    guard mpiSize == 1, environment["OMPI_COMM_WORLD_SIZE"] == nil,
+        let tasks = environment["SLURM_STEP_NUM_TASKS"].flatMap(Int.init), tasks > 1
+    else { return nil }
+    return "Slurm started \(tasks) tasks, but MPI sees each as a job of 1 rank, so every task would run alone as rank 0 "
+        + "and all would write the same run directory; srun needs an MPI plugin: use `srun --mpi=pmix` "
+        + "(see `srun --mpi=list`), or start the ranks with mpirun"
 }
 
 /// Resolves and checks the config on every rank from the file text rank 0 read (so all reach

@@ -21,19 +21,19 @@ public enum RequeueExitCode: Int32 {
 /// The handler only counts: it runs between any two instructions of the training loop, so it may
 /// touch nothing but preallocated memory and async-signal-safe calls. The loop asks
 /// `shouldCheckpointAndStop(comm)` once per step; that one allreduce makes every rank stop at the
-/// same step even when only some ranks got the signal. A second signal, or `graceSeconds` passing
-/// without the process ending, exits at once with `stoppedWithoutCheckpoint`. A signal within
-/// `duplicateWindowMilliseconds` of the first is the same request delivered twice (Slurm signals
-/// every process of the job and `mpirun` forwards the same signal to its ranks) and is ignored.
+/// same step even when only some ranks got the signal. A different second stop signal (SIGTERM
+/// after SIGUSR1, or the reverse), or `graceSeconds` passing without the process ending, exits at
+/// once with `stoppedWithoutCheckpoint`. Another copy of the signal already received is the same
+/// request delivered again and is ignored, however late it comes: slurmstepd and srun both deliver
+/// SIGTERM, seconds apart on a loaded node, and `mpirun` forwards what it receives to its ranks.
 public enum StopSignals {
     /// Installs the handlers (once per process; later calls only update the grace period).
     /// `graceSeconds` = 0 means no deadline after the first signal.
     public static func install(graceSeconds: Int = 0) {
         if state == nil {
-            // [0] signals received, [1] last signal number, [2] grace seconds,
-            // [3] monotonic milliseconds of the first signal.
-            let storage = UnsafeMutablePointer<Int64>.allocate(capacity: 4)
-            storage.initialize(repeating: 0, count: 4)
+            // [0] signals received, [1] the first signal's number, [2] grace seconds.
+            let storage = UnsafeMutablePointer<Int64>.allocate(capacity: 3)
+            storage.initialize(repeating: 0, count: 3)
             state = storage
         }
         state![2] = Int64(graceSeconds)
@@ -53,10 +53,8 @@ public enum StopSignals {
     /// True once this rank received SIGUSR1 or SIGTERM.
     public static var requested: Bool { (state?[0] ?? 0) > 0 }
 
-    /// The last stop signal received (SIGUSR1 or SIGTERM), 0 if none.
+    /// The stop signal received (SIGUSR1 or SIGTERM), 0 if none.
     public static var receivedSignal: Int32 { Int32(state?[1] ?? 0) }
-
-    public static let duplicateWindowMilliseconds: Int64 = 1000
 
     /// Collective, once per step at a step boundary: true on every rank if any rank was asked
     /// to stop. The caller then saves a checkpoint and exits with `RequeueExitCode.checkpointed`.
@@ -74,18 +72,13 @@ private func handleStopSignal(_ signal: Int32) {
         writeToStandardError("suder: grace period after the stop signal ran out; exiting without a new checkpoint (earlier ones are intact)\n")
         _exit(RequeueExitCode.stoppedWithoutCheckpoint.rawValue)
     }
-    // clock_gettime is async-signal-safe.
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    let milliseconds = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     if state[0] == 0 {
         state[0] = 1
         state[1] = Int64(signal)
-        state[3] = milliseconds
         if state[2] > 0 { alarm(UInt32(clamping: state[2])) }
         return
     }
-    if milliseconds - state[3] < StopSignals.duplicateWindowMilliseconds { return }
+    if Int64(signal) == state[1] { return }
     writeToStandardError("suder: second stop signal; exiting without a new checkpoint (earlier ones are intact)\n")
     _exit(RequeueExitCode.stoppedWithoutCheckpoint.rawValue)
 }

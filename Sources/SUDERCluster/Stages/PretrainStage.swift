@@ -134,8 +134,7 @@ func runPretrainStage(_ job: JobContext) throws {
         "pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
             + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
 
-    let progress = console.progress("pretrain", total: steps, unit: "steps")
-    progress.advance(by: session.step)
+    let progress = console.progress("pretrain", total: steps, unit: "steps", resumedFrom: session.step)
     // Metrics since the last log line, the same on every rank (each step's sums are reduced), so
     // a checkpoint mid-window carries it and a resumed run logs what an uninterrupted one does.
     var window = try PretrainMetrics.resumed(from: session.resumedSections)

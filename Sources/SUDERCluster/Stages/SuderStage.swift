@@ -91,8 +91,7 @@ func runSuderStage(_ job: JobContext) throws {
         "suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
             + "\(objective), directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
 
-    let progress = console.progress("suder", total: settings.rounds, unit: "rounds")
-    progress.advance(by: session.step)
+    let progress = console.progress("suder", total: settings.rounds, unit: "rounds", resumedFrom: session.step)
     while session.step < settings.rounds {
         let number = session.step + 1
         var record = MetricsRecord()

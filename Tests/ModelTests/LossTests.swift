@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 final class LossTests: XCTestCase {
@@ -44,16 +45,22 @@ final class LossTests: XCTestCase {
         let dpo = dpoLoss(chosenLogProbs: w, rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl)
         for i in 0..<3 {
             func shifted(_ x: [Double], _ d: Double) -> [Double] { var y = x; y[i] += d; return y }
-            let simpoW = (simpoLoss(chosenLogProbs: shifted(w, h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]
-                - simpoLoss(chosenLogProbs: shifted(w, -h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]) / (2 * h)
-            let simpoL = (simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, h), rejectedLengths: nl).losses[i]
-                - simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, -h), rejectedLengths: nl).losses[i]) / (2 * h)
+            let simpoW =
+                (simpoLoss(chosenLogProbs: shifted(w, h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]
+                    - simpoLoss(chosenLogProbs: shifted(w, -h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]) / (2 * h)
+            let simpoL =
+                (simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, h), rejectedLengths: nl).losses[i]
+                    - simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, -h), rejectedLengths: nl).losses[i]) / (2 * h)
             XCTAssertEqual(simpo.chosenGradients[i], simpoW, accuracy: 1e-8)
             XCTAssertEqual(simpo.rejectedGradients[i], simpoL, accuracy: 1e-8)
-            let dpoW = (dpoLoss(chosenLogProbs: shifted(w, h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
-                - dpoLoss(chosenLogProbs: shifted(w, -h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]) / (2 * h)
-            let dpoL = (dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
-                - dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, -h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]) / (2 * h)
+            let dpoW =
+                (dpoLoss(chosenLogProbs: shifted(w, h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
+                    - dpoLoss(chosenLogProbs: shifted(w, -h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i])
+                / (2 * h)
+            let dpoL =
+                (dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
+                    - dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, -h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i])
+                / (2 * h)
             XCTAssertEqual(dpo.chosenGradients[i], dpoW, accuracy: 1e-8)
             XCTAssertEqual(dpo.rejectedGradients[i], dpoL, accuracy: 1e-8)
         }
@@ -118,8 +125,9 @@ final class GroupPolicyLossTests: XCTestCase {
         XCTAssertEqual(advantages[0], 1 / 2.0.squareRoot(), accuracy: 1e-12)
         XCTAssertEqual(advantages[1], -1 / 2.0.squareRoot(), accuracy: 1e-12)
         let logps = [-8.0, -6.0], lengths = [4.0, 3.0]
-        let g = grpoLoss(logProbs: logps, lengths: lengths, advantages: advantages, oldLogProbs: logps,
-                         referenceLogProbs: logps, klWeight: 0.1)
+        let g = grpoLoss(
+            logProbs: logps, lengths: lengths, advantages: advantages, oldLogProbs: logps,
+            referenceLogProbs: logps, klWeight: 0.1)
         XCTAssertEqual(g.losses[0], -advantages[0], accuracy: 1e-12)
         XCTAssertEqual(g.losses[0] + g.losses[1], 0, accuracy: 1e-12)
         XCTAssertEqual(g.kl, [0, 0])
@@ -149,11 +157,14 @@ final class GroupPolicyLossTests: XCTestCase {
         let old = [-12.4, -3.0, -44.0, -7.1], reference = [-11.0, -4.0, -41.0, -6.0]
         let advantages = [0.8, -1.3, 1.1, -0.6]
         func losses(_ x: [Double]) -> [Double] {
-            grpoLoss(logProbs: x, lengths: lengths, advantages: advantages, oldLogProbs: old,
-                     referenceLogProbs: reference, klWeight: 0.05, clip: 0.2).losses
+            grpoLoss(
+                logProbs: x, lengths: lengths, advantages: advantages, oldLogProbs: old,
+                referenceLogProbs: reference, klWeight: 0.05, clip: 0.2
+            ).losses
         }
-        let g = grpoLoss(logProbs: logps, lengths: lengths, advantages: advantages, oldLogProbs: old,
-                         referenceLogProbs: reference, klWeight: 0.05, clip: 0.2)
+        let g = grpoLoss(
+            logProbs: logps, lengths: lengths, advantages: advantages, oldLogProbs: old,
+            referenceLogProbs: reference, klWeight: 0.05, clip: 0.2)
         XCTAssertEqual(g.clipped, 1, "sample 2's ratio exp(4/9) is past 1.2 with a positive advantage")
         for i in 0..<4 {
             var plus = logps, minus = logps

@@ -91,7 +91,7 @@ func compareMetrics(_ arguments: [String]) -> Bool {
         print("metrics: \(first.count) lines vs \(second.count)")
         return false
     }
-    var compared = 0, largestRelative = 0.0, largestAbsolute = 0.0, mismatches: [String] = []
+    var compared = 0, largestRelative = 0.0, largestAbsolute = 0.0, mismatches: [String] = [], largestAt = "-"
     for (number, (x, y)) in zip(first, second).enumerated() {
         let keys = x.keys.sorted()
         guard keys == y.keys.sorted(), !keys.isEmpty else {
@@ -107,7 +107,7 @@ func compareMetrics(_ arguments: [String]) -> Bool {
                 if difference <= absoluteTolerance {
                     largestAbsolute = max(largestAbsolute, difference)
                 } else {
-                    largestRelative = max(largestRelative, relative)
+                    if relative > largestRelative { (largestRelative, largestAt) = (relative, "line \(number + 1) \(key)") }
                     if relative > tolerance { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
                 }
             } else if "\(x[key]!)" != "\(y[key]!)" {
@@ -116,9 +116,8 @@ func compareMetrics(_ arguments: [String]) -> Bool {
         }
     }
     print(
-        String(
-            format: "metrics: %d lines, %d values compared, largest relative difference %.3g, tolerance %.3g",
-            first.count, compared, largestRelative, tolerance))
+        String(format: "metrics: %d lines, %d values compared, largest relative difference %.3g", first.count, compared, largestRelative)
+            + " (\(largestAt))" + String(format: ", tolerance %.3g", tolerance))
     if absoluteTolerance > 0 {
         print(
             String(

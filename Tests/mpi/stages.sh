@@ -147,8 +147,10 @@ fi
 #    (so the second step's ratios leave 1 and the clip can act): the same 1-rank vs 2-rank check
 #    and tolerance as 1b, and the run logs GRPO's metrics for both directions. GRPO's loss is a
 #    mean of terms -ratio * A of size |A| ~ 1 that cancel to ~1e-4, so its float noise is
-#    relative to the terms, not to it: it may also differ by 1e-6 absolute (observed 6.5e-8; a
-#    lost or doubled rank share moves it by a share of |A|).
+#    relative to the terms, not to it: it may also differ by 1e-6 absolute (observed 6.5e-8 and
+#    2.6e-7; a lost or doubled rank share moves it by a share of |A|). The largest relative
+#    difference seen, 6.3e-6 on round 2's advantages/abs_mean, is reward noise divided by the
+#    small std of a nearly tied group: the closest any value comes to the bound.
 if [ -f "$ref/pretrain/DONE" ]; then
     grpo=(suder.objective=grpo suder.grpo_kl=0.1 suder.steps_per_round=2 --init "$ref/pretrain")
     two=$(new_run grpo-two) single=$(new_run grpo-one)

@@ -183,11 +183,7 @@ suder_run_pipeline() {
     suder_run "$run_dir/$last/DONE" pipeline --config "$config" --run-dir "$run_dir" "$@"
 }
 
-# suder_sweep_entries FILE: the sweep file's runs, one "NAME key=value ..." line each, without
-# comments and blank lines. Line i (from 0) is array task i.
-suder_sweep_entries() {
-    sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$1"
-}
+source "$SUDER_HOME/slurm/sweep-file.sh"
 
 # suder_run_sweep_task SWEEP_FILE CONFIG RUN_ROOT [--until STAGE] [key.sub=value ...]: array task i
 # runs the pipeline for line i of the sweep file in RUN_ROOT/NAME, with that line's overrides

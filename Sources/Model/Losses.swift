@@ -89,3 +89,64 @@ public func dpoLoss(
     }
     return result
 }
+
+/// Per-sample results of GRPO over one group of samples drawn for the same context.
+/// `gradients[i]` is dLoss_i / dlogp of sample i's *summed* completion log-probs, to be passed
+/// (divided by the number of samples for a mean loss) as sequence coefficients of `backward`.
+public struct GroupPolicyLosses: Equatable, Sendable {
+    public var losses: [Double]
+    public var advantages: [Double]
+    public var gradients: [Double]
+    /// The KL estimate to the reference per sample (0 without a reference).
+    public var kl: [Double]
+    /// Samples whose probability ratio left [1 - clip, 1 + clip] in the direction the clip stops.
+    public var clipped: Int
+}
+
+/// Group-relative advantages (r - mean) / (std + epsilon) with the sample standard deviation
+/// (n - 1, as TRL's GRPO); nil when every reward ties, since such a group teaches nothing.
+public func groupAdvantages(_ rewards: [Double], epsilon: Double = 1e-4) -> [Double]? {
+    guard rewards.count > 1, let low = rewards.min(), let high = rewards.max(), high > low else { return nil }
+    let mean = rewards.reduce(0, +) / Double(rewards.count)
+    let variance = rewards.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(rewards.count - 1)
+    return rewards.map { ($0 - mean) / (variance.squareRoot() + epsilon) }
+}
+
+/// GRPO (Shao et al. 2024) on length-normalised sequence log-probs s = logp / |y|:
+/// L_i = -min(rho_i A_i, clip(rho_i, 1 - clip, 1 + clip) A_i) + klWeight * KL_i, where
+/// rho_i = exp(s_i - s_old_i) and KL_i = exp(s_ref_i - s_i) - (s_ref_i - s_i) - 1 (the k3 estimator,
+/// never negative). With one update per round, old = current, so rho = 1 and no clip is active.
+public func grpoLoss(
+    logProbs: [Double], lengths: [Double], advantages: [Double],
+    oldLogProbs: [Double]? = nil, referenceLogProbs: [Double]? = nil,
+    klWeight: Double = 0, clip: Double = 0.2
+) -> GroupPolicyLosses {
+    let n = logProbs.count
+    precondition(
+        lengths.count == n && advantages.count == n && (oldLogProbs?.count ?? n) == n
+            && (referenceLogProbs?.count ?? n) == n, "one log-prob, length and advantage per sample")
+    var result = GroupPolicyLosses(losses: [], advantages: advantages, gradients: [], kl: [], clipped: 0)
+    for i in 0..<n {
+        precondition(lengths[i] > 0, "empty completion")
+        let s = logProbs[i] / lengths[i]
+        let ratio = Foundation.exp(s - (oldLogProbs.map { $0[i] / lengths[i] } ?? s))
+        let a = advantages[i]
+        // The clipped branch is the minimum (and has zero gradient) only past the bound on the
+        // side where the advantage would push the ratio further out.
+        let clipStops = (a > 0 && ratio > 1 + clip) || (a < 0 && ratio < 1 - clip)
+        var loss = clipStops ? -min(max(ratio, 1 - clip), 1 + clip) * a : -ratio * a
+        var dLossDs = clipStops ? 0 : -ratio * a
+        if clipStops { result.clipped += 1 }
+        var kl = 0.0
+        if let referenceLogProbs {
+            let d = referenceLogProbs[i] / lengths[i] - s
+            kl = Foundation.exp(d) - d - 1
+            loss += klWeight * kl
+            dLossDs += klWeight * (1 - Foundation.exp(d))
+        }
+        result.losses.append(loss)
+        result.kl.append(kl)
+        result.gradients.append(dLossDs / lengths[i])
+    }
+    return result
+}

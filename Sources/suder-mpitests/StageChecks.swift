@@ -69,10 +69,14 @@ func compareCheckpoints(_ arguments: [String]) -> Bool {
 }
 
 /// Two `metrics.jsonl` files: the same lines with the same keys; every value except the
-/// machine-dependent ones equal (tolerance 0) or within relative tolerance t.
+/// machine-dependent ones equal (tolerance 0) or within relative tolerance t, or within the
+/// optional absolute tolerance: a mean of terms that cancel (GRPO's loss, whose advantages sum to
+/// zero in every group) is near 0 while its float noise stays the size of the terms'.
 func compareMetrics(_ arguments: [String]) -> Bool {
-    guard arguments.count == 3, let tolerance = Double(arguments[2]), tolerance >= 0 else {
-        printError("usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE")
+    guard (3...4).contains(arguments.count), let tolerance = Double(arguments[2]), tolerance >= 0,
+        let absoluteTolerance = arguments.count == 4 ? Double(arguments[3]) : 0, absoluteTolerance >= 0
+    else {
+        printError("usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE [ABSOLUTE_TOLERANCE]")
         return false
     }
     func records(_ path: String) -> [[String: Any]]? {
@@ -87,7 +91,7 @@ func compareMetrics(_ arguments: [String]) -> Bool {
         print("metrics: \(first.count) lines vs \(second.count)")
         return false
     }
-    var compared = 0, largestRelative = 0.0, mismatches: [String] = []
+    var compared = 0, largestRelative = 0.0, largestAbsolute = 0.0, mismatches: [String] = [], largestAt = "-"
     for (number, (x, y)) in zip(first, second).enumerated() {
         let keys = x.keys.sorted()
         guard keys == y.keys.sorted(), !keys.isEmpty else {
@@ -98,18 +102,28 @@ func compareMetrics(_ arguments: [String]) -> Bool {
             compared += 1
             if let p = x[key] as? NSNumber, let q = y[key] as? NSNumber {
                 // Exact comparison first: the Doubles read back from the shortest decimal are exact.
-                let relative = p.doubleValue == q.doubleValue ? 0 : abs(p.doubleValue - q.doubleValue) / max(abs(p.doubleValue), 1e-12)
-                largestRelative = max(largestRelative, relative)
-                if relative > tolerance { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
+                let difference = abs(p.doubleValue - q.doubleValue)
+                let relative = p.doubleValue == q.doubleValue ? 0 : difference / max(abs(p.doubleValue), 1e-12)
+                if difference <= absoluteTolerance {
+                    largestAbsolute = max(largestAbsolute, difference)
+                } else {
+                    if relative > largestRelative { (largestRelative, largestAt) = (relative, "line \(number + 1) \(key)") }
+                    if relative > tolerance { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
+                }
             } else if "\(x[key]!)" != "\(y[key]!)" {
                 mismatches.append("line \(number + 1) \(key): \(x[key]!) vs \(y[key]!)")
             }
         }
     }
     print(
-        String(
-            format: "metrics: %d lines, %d values compared, largest relative difference %.3g, tolerance %.3g",
-            first.count, compared, largestRelative, tolerance))
+        String(format: "metrics: %d lines, %d values compared, largest relative difference %.3g", first.count, compared, largestRelative)
+            + " (\(largestAt))" + String(format: ", tolerance %.3g", tolerance))
+    if absoluteTolerance > 0 {
+        print(
+            String(
+                format: "  values within the absolute tolerance (not held to the relative one): largest |a-b| %.3g, tolerance %.3g",
+                largestAbsolute, absoluteTolerance))
+    }
     for mismatch in mismatches.prefix(10) { print("  DIFFERENT \(mismatch)") }
     return mismatches.isEmpty
 }

@@ -55,7 +55,9 @@ extension Suder {
     }
 
     struct SelfImprove: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "suder", abstract: "Self-improvement rounds with dual self-rewards and online SimPO.")
+        static let configuration = CommandConfiguration(
+            commandName: "suder", abstract: "Self-improvement rounds with dual self-rewards: online SimPO, DPO or GRPO.",
+            discussion: "Its config keys (set in the YAML file or as key=value overrides):\n\n" + configKeysHelp(prefix: "suder."))
         @OptionGroup var stage: StageArguments
         @Option(name: .customLong("init"), help: "Start from this checkpoint (a step-... directory or a stage directory); default: the run's pretrain stage.")
         var initial: String?

@@ -97,3 +97,76 @@ final class LossTests: XCTestCase {
         XCTAssertEqual(uniforms.reduce(0, +) / 10_000, 0.5, accuracy: 0.02)
     }
 }
+
+final class GroupPolicyLossTests: XCTestCase {
+    func testAdvantagesAreGroupRelativeAndTiesGiveNone() {
+        XCTAssertNil(groupAdvantages([0.3, 0.3, 0.3]))
+        XCTAssertNil(groupAdvantages([1]))
+        let a = groupAdvantages([1, 2, 3, 6], epsilon: 0)!
+        XCTAssertEqual(a.reduce(0, +), 0, accuracy: 1e-12)
+        // mean 3, sample variance (4 + 1 + 0 + 9) / 3.
+        let std = (14.0 / 3).squareRoot()
+        XCTAssertEqual(a[0], -2 / std, accuracy: 1e-12)
+        XCTAssertEqual(a[3], 3 / std, accuracy: 1e-12)
+        // Shifting or scaling every reward leaves the advantages alone.
+        let b = groupAdvantages([10, 20, 30, 60], epsilon: 0)!
+        for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-12) }
+    }
+
+    func testTwoSamplesWithOppositeAdvantages() {
+        // Rewards 1 and 0: advantages +-1/sqrt(2); at rho = 1 with the reference equal to the policy
+        // the losses are -A, the KL is 0, and the gradients push the better sample up by A/|y|.
+        let advantages = groupAdvantages([1, 0], epsilon: 0)!
+        XCTAssertEqual(advantages[0], 1 / 2.0.squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(advantages[1], -1 / 2.0.squareRoot(), accuracy: 1e-12)
+        let logps = [-8.0, -6.0], lengths = [4.0, 3.0]
+        let g = grpoLoss(
+            logProbs: logps, lengths: lengths, advantages: advantages, oldLogProbs: logps,
+            referenceLogProbs: logps, klWeight: 0.1)
+        XCTAssertEqual(g.losses[0], -advantages[0], accuracy: 1e-12)
+        XCTAssertEqual(g.losses[0] + g.losses[1], 0, accuracy: 1e-12)
+        XCTAssertEqual(g.kl, [0, 0])
+        XCTAssertEqual(g.gradients[0], -advantages[0] / 4, accuracy: 1e-12)
+        XCTAssertEqual(g.gradients[1], -advantages[1] / 3, accuracy: 1e-12)
+        XCTAssertLessThan(g.gradients[0], 0)
+        XCTAssertGreaterThan(g.gradients[1], 0)
+        XCTAssertEqual(g.clipped, 0)
+    }
+
+    func testClipStopsOnlyOnTheSideTheAdvantagePushes() {
+        // rho = e^0.5 > 1.2: a positive advantage is clipped, a negative one is not.
+        let up = grpoLoss(logProbs: [-1.5], lengths: [1], advantages: [1], oldLogProbs: [-2], clip: 0.2)
+        XCTAssertEqual(up.clipped, 1)
+        XCTAssertEqual(up.gradients[0], 0)
+        XCTAssertEqual(up.losses[0], -1.2, accuracy: 1e-12)
+        let down = grpoLoss(logProbs: [-1.5], lengths: [1], advantages: [-1], oldLogProbs: [-2], clip: 0.2)
+        XCTAssertEqual(down.clipped, 0)
+        XCTAssertEqual(down.gradients[0], exp(0.5), accuracy: 1e-12)
+    }
+
+    /// Finite differences (in Double) of each sample's loss w.r.t. its summed log-prob, with the
+    /// KL term and the ratio away from 1, inside and outside the clip range.
+    func testGradientsMatchFiniteDifferences() {
+        let h = 1e-6
+        let logps = [-12.0, -3.1, -40.0, -7.0], lengths = [5.0, 2.0, 9.0, 4.0]
+        let old = [-12.4, -3.0, -44.0, -7.1], reference = [-11.0, -4.0, -41.0, -6.0]
+        let advantages = [0.8, -1.3, 1.1, -0.6]
+        func losses(_ x: [Double]) -> [Double] {
+            grpoLoss(
+                logProbs: x, lengths: lengths, advantages: advantages, oldLogProbs: old,
+                referenceLogProbs: reference, klWeight: 0.05, clip: 0.2
+            ).losses
+        }
+        let g = grpoLoss(
+            logProbs: logps, lengths: lengths, advantages: advantages, oldLogProbs: old,
+            referenceLogProbs: reference, klWeight: 0.05, clip: 0.2)
+        XCTAssertEqual(g.clipped, 1, "sample 2's ratio exp(4/9) is past 1.2 with a positive advantage")
+        for i in 0..<4 {
+            var plus = logps, minus = logps
+            plus[i] += h
+            minus[i] -= h
+            XCTAssertEqual(g.gradients[i], (losses(plus)[i] - losses(minus)[i]) / (2 * h), accuracy: 1e-7)
+            XCTAssertGreaterThanOrEqual(g.kl[i], 0)
+        }
+    }
+}

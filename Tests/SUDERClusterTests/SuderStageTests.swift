@@ -106,4 +106,95 @@ final class SuderStageTests: XCTestCase {
         optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-2)
         XCTAssertGreaterThan(margin(), before)
     }
+
+    /// One GRPO step of the trainer on a hand-made group of three samples: the sample with the
+    /// highest reward becomes more likely, the lowest less, and the KL and clip metrics are logged.
+    /// Two more steps in the round reuse the first step's log-probs, so their ratios move off 1.
+    func testGRPOStepRaisesTheBetterSampleAndLowersTheWorse() throws {
+        let run = FileManager.default.temporaryDirectory.appendingPathComponent("suder-grpo-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: run) }
+        let config = try ResolvedConfig.resolve(
+            file: nil,
+            overrides: ["suder.objective=grpo", "suder.grpo_kl=0.1", "suder.lr=0.01", "suder.grad_clip=0", "runtime.progress=off"])
+        let settings = SuderSettings(config)
+        let job = JobContext(comm: SingleProcessCommunicator(), config: config, runDir: run)
+        let modelConfig = ModelConfig(vocabSize: 20, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 16)
+        let model = Transformer(config: modelConfig, seed: 1, batchCapacity: 2)
+        let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
+        let session = try TrainingSession(job: job, stage: .suder, model: model, optimizer: optimizer) {}
+        let reference = Transformer(config: modelConfig, seed: 1, batchCapacity: 2)
+        XCTAssertTrue(settings.needsReference)
+        let trainer = PreferenceTrainer(session: session, settings: settings, reference: reference)
+
+        let context: [Int32] = [1, 5, 6], completions: [[Int32]] = [[7, 8, 9], [9, 8, 7, 10], [11, 12]]
+        let advantages = try XCTUnwrap(groupAdvantages([2, -1, 0.5]))
+        let group = SampleGroup(direction: .understanding, context: context, completions: completions, advantages: advantages)
+        let batch = TokenBatch(sequences: completions.map { context + $0 }, targetStarts: [3, 3, 3])
+        func meanLogps() -> [Double] { model.score(batch).map(\.mean) }
+        let before = meanLogps()
+        var sums = MetricSums(), times = RoundTimes()
+        trainer.beginRound()
+        try trainer.step(.groups([group]), globalCounts: [0, 3], scales: [:], sums: &sums, times: &times)
+        let after = meanLogps()
+        XCTAssertGreaterThan(after[0], before[0], "the best sample (advantage \(advantages[0])) gains likelihood")
+        XCTAssertLessThan(after[1], before[1], "the worst sample (advantage \(advantages[1])) loses likelihood")
+        // At the first step the model is the reference and its own old policy: KL 0, nothing clipped,
+        // and each loss is -A, whose mean over a group is 0.
+        XCTAssertEqual(try XCTUnwrap(sums.mean(.kl, .understanding)), 0, accuracy: 1e-9)
+        XCTAssertEqual(sums.mean(.clipRatio, .understanding), 0)
+        XCTAssertEqual(try XCTUnwrap(sums.mean(.loss, .understanding)), 0, accuracy: 1e-9)
+        XCTAssertEqual(sums.mean(.chosenLogp, .understanding) ?? .nan, before[0], accuracy: 1e-6, "the one positive-advantage sample")
+        XCTAssertNil(sums.mean(.loss, .generation))
+        var later = MetricSums()
+        for _ in 0..<2 { try trainer.step(.groups([group]), globalCounts: [0, 3], scales: [:], sums: &later, times: &times) }
+        XCTAssertGreaterThan(try XCTUnwrap(later.mean(.kl, .understanding)), 0, "the policy has moved away from the reference")
+        XCTAssertGreaterThan(meanLogps()[0], after[0])
+    }
+
+    /// The guard counts rounds in a row whose logps/chosen fell, scales the next round's loss once
+    /// the count reaches `rounds`, resets on a rise, and survives the checkpoint's encoding.
+    func testLikelihoodGuardScalesAfterConsecutiveFalls() throws {
+        var guarded = LikelihoodGuard(rounds: 2, factor: 0.25)
+        var record = MetricsRecord()
+        func observe(_ chosen: Double) {
+            var sums = MetricSums()
+            sums.add(.chosenLogp, .generation, chosen)
+            guarded.observe(sums, scales: guarded.scales, record: &record)
+        }
+        observe(-1.0)
+        observe(-1.2)
+        XCTAssertEqual(guarded.scales[.generation], 1, "one fall is not two in a row")
+        observe(-1.5)
+        XCTAssertEqual(guarded.scales[.generation], 0.25)
+        XCTAssertEqual(guarded.scales[.understanding], 1, "a direction without measurements is never scaled")
+        var restored = LikelihoodGuard(rounds: 2, factor: 0.25)
+        try restored.restore(guarded.encoded)
+        XCTAssertEqual(restored.scales[.generation], 0.25)
+        XCTAssertEqual(restored.lastChosenLogp[.generation], -1.5)
+        observe(-1.4)
+        XCTAssertEqual(guarded.scales[.generation], 1, "a rise resets the count")
+        XCTAssertFalse(guarded.stopAfterRound)
+
+        var stopping = LikelihoodGuard(rounds: 1, factor: 0)
+        for chosen in [-1.0, -1.1] {
+            var sums = MetricSums()
+            sums.add(.chosenLogp, .understanding, chosen)
+            stopping.observe(sums, scales: stopping.scales, record: &record)
+        }
+        XCTAssertTrue(stopping.stopAfterRound)
+        XCTAssertTrue(record.fields.contains { $0 == ("understanding/guard/stopped", "1") })
+        XCTAssertEqual(LikelihoodGuard(rounds: 0, factor: 0).scales[.generation], 1, "rounds 0 turns the guard off")
+    }
+
+    /// `suder suder --help` lists every objective and the keys each one reads.
+    func testSuderHelpListsEveryObjectiveAndItsKeys() throws {
+        let help = configKeysHelp(prefix: "suder.")
+        let objectiveLine = try XCTUnwrap(help.split(separator: "\n").first { $0.hasPrefix("suder.objective ") })
+        for objective in PreferenceObjective.allCases { XCTAssertTrue(objectiveLine.contains("\(objective.rawValue) = "), "\(objective)") }
+        for key in ["simpo_beta", "gamma", "dpo_beta", "chosen_nll", "grpo_kl", "grpo_clip", "guard_rounds", "guard_factor", "cfg_weight"] {
+            XCTAssertTrue(help.contains("\nsuder.\(key) ("), key)
+        }
+        XCTAssertFalse(help.contains("suder.beta "), "renamed keys are not listed")
+        XCTAssertFalse(help.contains("model."))
+    }
 }

@@ -133,6 +133,57 @@ if [ -f "$ref/pretrain/DONE" ]; then
     fi
 fi
 
+# 1e. GRPO rounds on the tiny config, with a KL penalty to the starting model and 2 steps a round
+#    (so the second step's ratios leave 1 and the clip can act): the same 1-rank vs 2-rank check
+#    and tolerance as 1b, and the run logs GRPO's metrics for both directions. GRPO's loss is a
+#    mean of terms -ratio * A of size |A| ~ 1 that cancel to ~1e-4, so its float noise is
+#    relative to the terms, not to it: it may also differ by 1e-6 absolute (observed 6.5e-8 and
+#    2.6e-7; a lost or doubled rank share moves it by a share of |A|). The largest relative
+#    difference seen, 6.3e-6 on round 2's advantages/abs_mean, is reward noise divided by the
+#    small std of a nearly tied group: the closest any value comes to the bound.
+if [ -f "$ref/pretrain/DONE" ]; then
+    grpo=(suder.objective=grpo suder.grpo_kl=0.1 suder.steps_per_round=2 --init "$ref/pretrain")
+    two=$(new_run grpo-two) single=$(new_run grpo-one)
+    if run "suder stage, GRPO, -np 2" zero 180 "$suder" 2 "$two" suder "${grpo[@]}" &&
+        run "suder stage, GRPO, -np 1" zero 180 "$suder" 1 "$single" suder runtime.threads=1 "${grpo[@]}"; then
+        rounds=$(ls -d "$two"/suder/step-* | tail -1 | xargs basename)
+        logged=$(grep -c '"generation/kl".*"generation/clip_ratio".*"generation/advantages/abs_mean"' "$two/suder/metrics.jsonl")
+        if [ -f "$two/suder/DONE" ] && [ "$logged" -eq 2 ] && grep -q '"understanding/kl"' "$two/suder/metrics.jsonl" &&
+            "$bin/suder-mpitests" compare-metrics "$single/suder/metrics.jsonl" "$two/suder/metrics.jsonl" 1e-5 1e-6 >"$work/out" 2>&1 &&
+            "$bin/suder-mpitests" compare-checkpoints "$single/suder/$rounds" "$two/suder/$rounds" 1e-5 >>"$work/out" 2>&1; then
+            pass "GRPO rounds, 1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), $(grep -o 'largest |a-b| [^,]*' "$work/out") absolute, weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
+        else fail "GRPO rounds, 1 rank vs 2 ranks: unfinished, GRPO metrics missing ($logged of 2 rounds), or metrics or weights differ"; fi
+    fi
+fi
+
+# 1f. The local sweep runner reads the ablation sweep's rows, refuses a row that would change the
+#    base model its runs share before any work, and runs one row (GRPO) through suder and eval
+#    from a base holding this suite's data and pretrain stages; gather and report list that run.
+ablations=$root/slurm/sweeps/paper-ablations.sweep
+rows=$("$root/scripts/sweep-local" --list "$ablations" | awk '{print $1}' | tr '\n' ' ')
+if [ "$rows" = "objective-simpo objective-dpo objective-grpo direction-generation direction-understanding direction-alternating reward-oracle reward-random " ]; then
+    pass "sweep-local reads the ablation sweep: $rows"
+else fail "sweep-local --list: rows '$rows'"; fi
+printf '# a row that changes the base model\nwider model.d_model=64 suder.k=2\n' >"$work/wider.sweep"
+if run "sweep-local, a row changing the base model" nonzero 10 "$root/scripts/sweep-local" "$work/wider.sweep" "$root/configs/tiny.yaml" "$work/wider"; then
+    if grep -q "run 'wider' sets model.d_model, which would change the data or the base model" "$work/out" && [ ! -d "$work/wider" ]; then
+        pass "sweep-local refuses a row that changes the base model before any work"
+    else fail "sweep-local: no clear error for a row changing the base model, or work started"; fi
+fi
+if [ -f "$ref/pretrain/DONE" ]; then
+    mkdir -p "$work/sweep/base"
+    cp -a "$work/template/data" "$ref/pretrain" "$work/sweep/base/"
+    if run "sweep-local, one row" zero 300 env SUDER_BIN="$bin/suder" "$root/scripts/sweep-local" "$ablations" "$root/configs/tiny.yaml" "$work/sweep" \
+        --only objective-grpo "${config[@]:2}"; then
+        if grep -q "stage pretrain: already finished" "$work/out" && [ -f "$work/sweep/objective-grpo/eval/summary.json" ] &&
+            grep -q 'objective: "grpo"' "$work/sweep/objective-grpo/config.yaml" &&
+            grep -Eq '^objective-grpo +grpo .* ok$' "$work/out" && grep -q "gather: 1 of 8 runs gathered" "$work/out" &&
+            grep -q "objective-grpo" "$work/sweep/report.md"; then
+            pass "sweep-local ran objective-grpo on the shared tiny base in ${elapsed}s: $(grep -E '^objective-grpo' "$work/out" | tr -s ' ' | cut -c1-80)..."
+        else fail "sweep-local, one row: no summary, wrong config, or not in the gathered table and report"; fi
+    fi
+fi
+
 # 1d. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
 #    where PyTorch is installed, tools/torch_reference.py gives the same logits as our model.
 #    Tolerance 1e-4: float32 sums in another order (seen: 8e-6 on logits of magnitude 15).

@@ -29,6 +29,16 @@ public extension ResolvedConfig {
     }
 }
 
+/// The keys under `prefix` (e.g. "suder."), one per paragraph: key, type, default and meaning.
+/// For a stage's `--help`.
+public func configKeysHelp(prefix: String) -> String {
+    configSchema.fields.compactMap { field in
+        if case .renamed = field.kind { return nil }
+        guard field.key.hasPrefix(prefix) else { return nil }
+        return "\(field.key) (\(field.kind.typeName), default \(field.defaultValue)): \(field.help)"
+    }.joined(separator: "\n")
+}
+
 private let positive = 1...Int.max
 private let nonNegative = 0...Int.max
 
@@ -103,15 +113,38 @@ let suderFields: [ConfigField] = [
     ConfigField("suder.k", .int(2...256), .int(8), "samples per prompt or image"),
     ConfigField("suder.temperature", .double(0.01...10), .double(1.0), "sampling temperature"),
     ConfigField("suder.top_k", .int(nonNegative), .int(0), "top-k sampling; 0 = off"),
-    ConfigField("suder.cfg_weight", .double(0...100), .double(3.0), "classifier-free guidance weight for images"),
-    ConfigField("suder.objective", .choice(["simpo", "dpo"]), .string("simpo"), "preference loss"),
+    ConfigField(
+        "suder.cfg_weight", .double(0...100), .double(3.0),
+        "classifier-free guidance weight for the rounds' images; the loss scores every sample unguided, "
+            + "so 0 makes the rounds on-policy (the loss sees the distribution the samples came from)"),
+    ConfigField(
+        "suder.objective", .choice(PreferenceObjective.allCases.map(\.rawValue)), .string("simpo"),
+        "simpo = online SimPO on each group's best and worst sample (reference-free, length-normalised; "
+            + "suder.simpo_beta, suder.gamma, suder.chosen_nll); dpo = DPO on the same pairs against the frozen "
+            + "starting model (suder.dpo_beta, suder.chosen_nll); grpo = every sample of a group with its group-relative "
+            + "advantage (r - mean) / (std + 1e-4), a clipped policy gradient on its length-normalised log-probability "
+            + "(suder.grpo_kl, suder.grpo_clip)"),
     ConfigField("suder.simpo_beta", .double(0...1000), .double(2.0), "SimPO beta"),
     ConfigField("suder.gamma", .double(-100...100), .double(0.5), "SimPO target margin gamma"),
     ConfigField("suder.dpo_beta", .double(0...1000), .double(0.1), "DPO beta"),
     ConfigField(
         "suder.chosen_nll", .double(0...100), .double(0),
-        "weight of the chosen completion's mean negative log-likelihood added to the preference loss "
+        "SimPO and DPO: weight of the chosen completion's mean negative log-likelihood added to the preference loss "
             + "(a CPO/RPO-style guard against pushing both completions down); 0 = pure SimPO/DPO"),
+    ConfigField(
+        "suder.grpo_kl", .double(0...100), .double(0.04),
+        "GRPO: weight of the KL penalty (k3 estimate, per token) to the frozen starting model; 0 = no reference model"),
+    ConfigField(
+        "suder.grpo_clip", .double(0...10), .double(0.2),
+        "GRPO: a sample whose probability ratio to the round's first step leaves [1 - clip, 1 + clip] in the direction "
+            + "its advantage pushes gets no gradient (acts from the second of suder.steps_per_round)"),
+    ConfigField(
+        "suder.guard_rounds", .int(nonNegative), .int(0),
+        "label-free likelihood guard: once a direction's logps/chosen has fallen this many rounds in a row, "
+            + "its next round's loss is scaled by suder.guard_factor; 0 = off"),
+    ConfigField(
+        "suder.guard_factor", .double(0...1), .double(0.5),
+        "the guard's scale of that direction's loss; 0 = the stage stops (finished) after the round that triggers it"),
     ConfigField(
         "suder.direction", .choice(["joint", "generation", "understanding", "alternating"]), .string("joint"),
         "which directions train each round"),
@@ -122,7 +155,7 @@ let suderFields: [ConfigField] = [
         "suder.reward", .choice(["self", "oracle"]), .string("self"),
         "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
     ConfigField("suder.lr", .double(0...10), .double(1e-4), "learning rate"),
-    ConfigField("suder.steps_per_round", .int(positive), .int(1), "optimizer steps over each round's pairs"),
+    ConfigField("suder.steps_per_round", .int(positive), .int(1), "optimizer steps over each round's pairs (or GRPO groups)"),
     ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),
     ConfigField("suder.grad_clip", .double(0...1e9), .double(1.0), "global gradient-norm clip; 0 = off"),
     ConfigField("suder.eval_every", .int(nonNegative), .int(0), "rounds between evaluations; 0 = only at the end"),

@@ -82,9 +82,10 @@ struct PretrainSettings {
     }
 }
 
-/// The preference loss of a SUDER update.
-enum PreferenceObjective: String {
-    case simpo, dpo
+/// The loss of a SUDER update: SimPO or DPO on each group's best and worst sample, or GRPO on
+/// all of a group's samples.
+enum PreferenceObjective: String, CaseIterable {
+    case simpo, dpo, grpo
 }
 
 /// `suder.*`.
@@ -94,6 +95,11 @@ struct SuderSettings {
     let imageSampling: ImageSampling
     let objective: PreferenceObjective
     let simpoBeta, simpoGamma, dpoBeta, chosenNLL: Double
+    let grpoKL, grpoClip: Double
+    /// The likelihood guard: after this many rounds in a row in which a direction's
+    /// `logps/chosen` fell (0 = off), its loss is scaled by `guardFactor`, or the stage stops at 0.
+    let guardRounds: Int
+    let guardFactor: Double
     let mode: DirectionMode
     let oracleReward: Bool
     let logSamples: Bool
@@ -117,6 +123,10 @@ struct SuderSettings {
         simpoGamma = config.double("suder.gamma")
         dpoBeta = config.double("suder.dpo_beta")
         chosenNLL = config.double("suder.chosen_nll")
+        grpoKL = config.double("suder.grpo_kl")
+        grpoClip = config.double("suder.grpo_clip")
+        guardRounds = config.int("suder.guard_rounds")
+        guardFactor = config.double("suder.guard_factor")
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
         oracleReward = config.string("suder.reward") == "oracle"
         logSamples = config.bool("suder.log_samples")
@@ -130,6 +140,9 @@ struct SuderSettings {
         weightDecay = Float(config.double("suder.weight_decay"))
         seed = UInt64(config.int("run.seed"))
     }
+
+    /// DPO, and GRPO with a KL penalty, score against the frozen starting model.
+    var needsReference: Bool { objective == .dpo || (objective == .grpo && grpoKL > 0) }
 }
 
 /// `eval.*`: the eval stage's full evaluation and the quick evaluations during training.

@@ -11,6 +11,28 @@ struct PreferencePair {
     let rejected: [Int32]
 }
 
+/// A group's samples with their group-relative advantages: what GRPO trains on.
+struct SampleGroup {
+    let direction: Direction
+    let context: [Int32]
+    let completions: [[Int32]]
+    let advantages: [Double]
+}
+
+/// What a round's update trains on: pairs (SimPO, DPO) or whole groups (GRPO).
+enum RoundExamples {
+    case pairs([PreferencePair])
+    case groups([SampleGroup])
+
+    /// The examples of one direction a loss averages over: pairs, or samples of groups.
+    func count(_ direction: Direction) -> Int {
+        switch self {
+        case .pairs(let pairs): return pairs.filter { $0.direction == direction }.count
+        case .groups(let groups): return groups.filter { $0.direction == direction }.reduce(0) { $0 + $1.completions.count }
+        }
+    }
+}
+
 /// A drawn sample and its reward, kept for the diagnostics.
 struct DrawnSample {
     let direction: Direction
@@ -25,11 +47,20 @@ enum RoundMetric: String {
     // The preference step's metrics, TRL's names.
     case loss, chosenReward = "rewards/chosen", rejectedReward = "rewards/rejected", margin = "rewards/margins"
     case accuracy = "rewards/accuracies", chosenLogp = "logps/chosen", rejectedLogp = "logps/rejected", gradNorm = "grad_norm"
+    // GRPO's (TRL's names): the KL to the reference, the share of samples the ratio clip stopped,
+    // and the mean |advantage| (its mean is 0 by construction). Its `logps/chosen` and
+    // `logps/rejected` are those of the samples with positive and negative advantages.
+    case kl, clipRatio = "clip_ratio", advantageMagnitude = "advantages/abs_mean"
     // The self-rewards of all samples and the groups they left without a pair.
     case reward, rewardSquared = "reward_sq", ties
+    // The likelihood guard: the scale it gave the round's loss, the falls in a row it has seen, and
+    // (1) when it ends the stage.
+    case guardScale = "guard/scale", guardFalls = "guard/falls", guardStopped = "guard/stopped"
 
     /// Logged as the sums' means, in this order.
-    static let loggedMeans: [RoundMetric] = [.loss, .chosenReward, .rejectedReward, .margin, .accuracy, .chosenLogp, .rejectedLogp, .gradNorm]
+    static let loggedMeans: [RoundMetric] = [
+        .loss, .chosenReward, .rejectedReward, .margin, .accuracy, .chosenLogp, .rejectedLogp, .kl, .clipRatio, .advantageMagnitude, .gradNorm,
+    ]
 
     func name(_ direction: Direction) -> String { "\(direction.rawValue)/\(rawValue)" }
 }
@@ -77,6 +108,7 @@ final class SuderRound {
     let directions: [RoundDirection]
     let trainer: PreferenceTrainer
     let diagnostics: SuderDiagnostics
+    var likelihoodGuard: LikelihoodGuard
     var comm: Communicator { trainer.session.job.comm }
 
     init(
@@ -86,6 +118,7 @@ final class SuderRound {
         self.settings = settings
         self.trainer = trainer
         self.diagnostics = diagnostics
+        likelihoodGuard = LikelihoodGuard(rounds: settings.guardRounds, factor: settings.guardFactor)
         let vocabulary = tasks.vocabulary, sampling = settings.imageSampling
         directions = [
             RoundDirection(
@@ -147,20 +180,41 @@ final class SuderRound {
                 }
             }
         }
-        // Each direction's loss is its mean over all ranks' pairs.
-        var pairCounts = Direction.allCases.map { d in pairs.filter { $0.direction == d }.count }
+        // GRPO trains every sample of the groups that gave a pair; SimPO and DPO train the pairs.
+        let examples: RoundExamples = settings.objective == .grpo ? .groups(advantageGroups(samples)) : .pairs(pairs)
+        // Each direction's loss is its mean over all ranks' examples.
+        var counts = Direction.allCases.map(examples.count), pairCounts = Direction.allCases.map { d in pairs.filter { $0.direction == d }.count }
+        comm.allreduce(&counts, op: .sum)
         comm.allreduce(&pairCounts, op: .sum)
+        let scales = likelihoodGuard.scales
         trainer.beginRound()
         for _ in 0..<settings.stepsPerRound {
-            try trainer.step(pairs: pairs, globalCounts: pairCounts, sums: &sums, times: &times)
+            try trainer.step(examples, globalCounts: counts, scales: scales, sums: &sums, times: &times)
         }
         sums.allreduce(comm)
         logMetrics(sums: sums, pairCounts: pairCounts, times: times, into: &record)
+        likelihoodGuard.observe(sums, scales: scales, record: &record)
         try diagnostics.roundFinished(round, samples: samples, record: &record)
         return Direction.allCases.compactMap { d -> String? in
-            guard let margin = sums.mean(.margin, d) else { return nil }
-            return "\(d.rawValue.prefix(3)) loss \(String(format: "%.3f", sums.mean(.loss, d) ?? .nan)) margin \(String(format: "%.3f", margin))"
+            guard let loss = sums.mean(.loss, d) else { return nil }
+            let detail = sums.mean(.margin, d).map { "margin \(String(format: "%.3f", $0))" } ?? "kl \(String(format: "%.4f", sums.mean(.kl, d) ?? .nan))"
+            return "\(d.rawValue.prefix(3)) loss \(String(format: "%.3f", loss)) \(detail)"
         }.joined(separator: "  ")
+    }
+
+    /// The round's groups (K consecutive samples of one item) with group-relative advantages,
+    /// for those that gave a pair: a group whose rewards tie (within the minimum gap) was
+    /// counted as such and teaches nothing.
+    private func advantageGroups(_ samples: [DrawnSample]) -> [SampleGroup] {
+        stride(from: 0, to: samples.count, by: settings.k).compactMap { start in
+            let group = samples[start..<start + settings.k], first = group[start]
+            let rewards = group.map(\.reward)
+            guard bestAndWorst(rewards, minimumGap: settings.minimumRewardGap[first.direction]!) != nil,
+                let advantages = groupAdvantages(rewards),
+                let part = directions.first(where: { $0.direction == first.direction })
+            else { return nil }
+            return SampleGroup(direction: first.direction, context: part.context(first.item), completions: group.map(\.tokens), advantages: advantages)
+        }
     }
 
     /// This rank's share of the round's items.

@@ -60,9 +60,9 @@ func runSuderStage(_ job: JobContext) throws {
         let source = try loadWeights(from: initial, into: model, job: job)
         console.print("suder: starting from \(initial.path) (stage \(source.header.stage), step \(source.header.step))")
     }
-    // DPO's frozen reference is always the starting model, also after a resume.
+    // The frozen reference (DPO, GRPO's KL penalty) is always the starting model, also after a resume.
     var reference: Transformer?
-    if settings.objective == .dpo {
+    if settings.needsReference {
         let frozen = Transformer(config: modelConfig, seed: 0, batchCapacity: modelSettings.microBatch)
         _ = try loadWeights(from: initial, into: frozen, job: job)
         reference = frozen
@@ -86,7 +86,13 @@ func runSuderStage(_ job: JobContext) throws {
     if settings.oracleReward {
         console.print("suder: reward = ORACLE (detector verdicts and caption labels): an upper-bound ablation that reads labels, not SUDER")
     }
-    let objective = settings.objective == .dpo ? "dpo (beta \(settings.dpoBeta))" : "simpo (beta \(settings.simpoBeta), gamma \(settings.simpoGamma))"
+    if let state = session.resumedSections[LikelihoodGuard.checkpointSection] { try round.likelihoodGuard.restore(state) }
+    let objective: String
+    switch settings.objective {
+    case .simpo: objective = "simpo (beta \(settings.simpoBeta), gamma \(settings.simpoGamma))"
+    case .dpo: objective = "dpo (beta \(settings.dpoBeta))"
+    case .grpo: objective = "grpo (kl \(settings.grpoKL), clip \(settings.grpoClip))"
+    }
     console.print(
         "suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
             + "\(objective), directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
@@ -105,10 +111,16 @@ func runSuderStage(_ job: JobContext) throws {
         }
         session.metrics.append(record)
         progress.advance(detail: outcome)
-        try session.stopIfRequested()
-        try session.save()
+        let guardState = [LikelihoodGuard.checkpointSection: round.likelihoodGuard.encoded]
+        try session.stopIfRequested { guardState }
+        if round.likelihoodGuard.stopAfterRound {
+            console.print(
+                "suder: logps/chosen fell \(settings.guardRounds) rounds in a row; the likelihood guard (factor 0) ends the stage after round \(number)")
+            break
+        }
+        try session.save(extra: guardState)
     }
     try quickEvaluation(step: session.step, tasks: tasks, validation: validation, settings: evalSettings, session: session)
-    try session.finish()
+    try session.finish(extra: [LikelihoodGuard.checkpointSection: round.likelihoodGuard.encoded])
     console.print("suder: finished \(session.step) rounds; checkpoints in \(job.stageDirectory(StageName.suder.rawValue).path)")
 }

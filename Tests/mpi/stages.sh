@@ -249,7 +249,7 @@ fi
 
 # 4. Damage to the newest checkpoint of an unfinished stage (a finished run with DONE removed):
 #    detected, moved into corrupt/, the previous one used, and the rerun ends where it should.
-for damage in "flipped byte" "truncated section" "missing section"; do
+for damage in "flipped byte" "truncated section" "missing section" "FIFO for a section"; do
     dir=$work/damage-${damage// /-}
     cp -a "$ref" "$dir"
     rm "$dir/pretrain/DONE"
@@ -260,6 +260,8 @@ for damage in "flipped byte" "truncated section" "missing section"; do
             printf '\xff' | dd of="$newest/weights.zst" bs=1 seek=$((size / 2)) conv=notrunc status=none ;;
         "truncated section") truncate -s $(($(stat -c %s "$newest/adam_m.zst") / 2)) "$newest/adam_m.zst" ;;
         "missing section") rm "$newest/adam_v.zst" ;;
+        # Opening a FIFO for reading waits for a writer: the loader must not.
+        "FIFO for a section") rm "$newest/weights.zst" && mkfifo "$newest/weights.zst" ;;
     esac
     if run "$damage" zero 120 "$suder" 2 "$dir" pretrain; then
         if grep -q "invalid checkpoint" "$work/out" && grep -q "moved aside" "$work/out" &&

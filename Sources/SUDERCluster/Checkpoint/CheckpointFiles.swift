@@ -65,7 +65,9 @@ func replaceFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
 /// The whole file, after checking its size against `limit` (and, if given, `expectedSize`)
 /// before allocating anything.
 func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [UInt8] {
-    let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever; the
+    // file-type check below then rejects it like any other damage.
+    let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else { throw posixError(.corrupt, url, "cannot open") }
     defer { close(fd) }
     var info = stat()

@@ -182,8 +182,10 @@ extension Suder {
         var checkpoint: String
         @Option(help: "Output format; only safetensors.")
         var format: String = "safetensors"
-        @Option(help: "Output file.")
+        @Option(help: "Output file; never inside a checkpoint directory.")
         var out: String
+        @Flag(help: "Replace --out if it exists.")
+        var force = false
 
         func validate() throws {
             guard format == "safetensors" else { throw ValidationError("--format must be safetensors; received '\(format)'") }
@@ -192,7 +194,7 @@ extension Suder {
         func run() throws {
             do {
                 let source = try exportSafetensors(checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
-                                                   to: URL(fileURLWithPath: out))
+                                                   to: URL(fileURLWithPath: out), overwrite: force)
                 print("wrote \(out) from \(source.path)")
             } catch {
                 printError("error: \(error)")

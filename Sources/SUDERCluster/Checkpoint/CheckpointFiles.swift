@@ -62,6 +62,22 @@ func replaceFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
     }
 }
 
+/// Creates `url` atomically with `bytes`, refusing to replace an existing file: a temporary
+/// sibling is written and fsync'd, then hard-linked to `url` (link(2) fails if the name exists).
+func createFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
+    let temporary = url.deletingLastPathComponent().appendingPathComponent(".tmp-\(url.lastPathComponent)-\(getpid())")
+    unlink(temporary.path)
+    do { try writeFileDurably(temporary, bytes) } catch { unlink(temporary.path); throw error }
+    let linked = link(temporary.path, url.path) == 0
+    let code = errno
+    unlink(temporary.path)
+    guard linked else {
+        errno = code
+        throw posixError(.writeFailed, url, code == EEXIST ? "appeared while writing; not replaced" : "cannot link \(temporary.lastPathComponent) to it")
+    }
+    try syncDirectory(url.deletingLastPathComponent())
+}
+
 /// The whole file, after checking its size against `limit` (and, if given, `expectedSize`)
 /// before allocating anything.
 func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [UInt8] {

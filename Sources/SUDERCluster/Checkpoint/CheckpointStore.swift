@@ -349,7 +349,12 @@ func listCheckpointDirectories(in directory: URL) throws -> [(step: Int, url: UR
         throw CheckpointError(.writeFailed, directory.path, "cannot list: \(error.localizedDescription)")
     }
     return names.compactMap { name -> (Int, URL)? in
-        guard name.hasPrefix("step-"), name.count == 17, let step = Int(name.dropFirst(5)) else { return nil }
+        guard isCheckpointDirectoryName(name), let step = Int(name.dropFirst(5)) else { return nil }
         return (step, directory.appendingPathComponent(name))
     }.sorted { $0.0 > $1.0 }
+}
+
+/// `step-<12 digits>`, the name of one checkpoint in a stage directory.
+func isCheckpointDirectoryName(_ name: String) -> Bool {
+    name.hasPrefix("step-") && name.count == 17 && name.dropFirst(5).allSatisfy { $0.isASCII && $0.isNumber }
 }

@@ -68,15 +68,22 @@ public struct ResolvedConfig: Equatable {
         }
         let fields = Dictionary(uniqueKeysWithValues: schema.map { ($0.key, $0) })
         if let file {
-            let text: String
-            do {
-                text = try String(contentsOf: file, encoding: .utf8)
-            } catch {
-                throw ConfigError("cannot read config file \(file.path): \(error.localizedDescription)")
-            }
+            let text = try readConfigText(file)
+            var placeOfKey: [String: String] = [:]
             for (key, node) in try flattenYAML(text, file: file.path) {
                 let place = "\(file.lastPathComponent)\(node.mark.map { " line \($0.line)" } ?? "")"
-                guard let field = fields[key] else { throw unknownKey(key, place: place, schema: schema) }
+                if let earlier = placeOfKey[key] {
+                    throw ConfigError("\(place): \(key) is given twice in the file (also at \(earlier)), e.g. nested and dotted; keep one")
+                }
+                placeOfKey[key] = place
+                guard let field = fields[key] else {
+                    if schema.contains(where: { $0.key.hasPrefix(key + ".") }) {
+                        // A section header with nothing under it (`model:` alone) sets nothing.
+                        if node.null != nil { continue }
+                        throw ConfigError("\(place): \(key) is a section of keys (\(key).…), not a value; give its keys indented under it")
+                    }
+                    throw unknownKey(key, place: place, schema: schema)
+                }
                 config.values[key] = try parse(node: node, field: field, place: place)
                 config.sources[key] = file.lastPathComponent
             }
@@ -176,7 +183,33 @@ public struct ResolvedConfig: Equatable {
 
     // MARK: parsing
 
+    /// The largest config file read (a full one is a few kilobytes).
+    static let maximumFileBytes = 1 << 20
+
+    /// The file's text; a directory, FIFO or device, a file over `maximumFileBytes` or one that
+    /// is not UTF-8 is refused by name before reading.
+    private static func readConfigText(_ file: URL) throws -> String {
+        var info = stat()
+        guard stat(file.path, &info) == 0 else {
+            throw ConfigError("cannot read config file \(file.path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            let kind = (info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
+            throw ConfigError("config file \(file.path) is \(kind); give a YAML file")
+        }
+        guard info.st_size <= maximumFileBytes else {
+            throw ConfigError("config file \(file.path) is \(info.st_size) bytes, more than the \(maximumFileBytes) allowed")
+        }
+        do {
+            return try String(contentsOf: file, encoding: .utf8)
+        } catch {
+            throw ConfigError("cannot read config file \(file.path): not UTF-8 text or unreadable (\(error.localizedDescription))")
+        }
+    }
+
     private static func flattenYAML(_ text: String, file: String) throws -> [(String, Node)] {
+        // Before composing: Yams expands aliases (and hashes mapping keys) as it builds nodes.
+        try checkYAMLExpansion(text, file: file)
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -248,7 +281,9 @@ public struct ResolvedConfig: Equatable {
     }
 
     private static func unknownKey(_ key: String, place: String, schema: [ConfigField]) -> ConfigError {
-        let hint = closestMatch(to: key, among: schema.map(\.key)).map { " (did you mean '\($0)'?)" } ?? ""
+        // A key outside its section (`d_model:` not indented under `model:`) names the full key.
+        let sectionless = schema.map(\.key).first { $0.hasSuffix("." + key) }
+        let hint = (closestMatch(to: key, among: schema.map(\.key)) ?? sectionless).map { " (did you mean '\($0)'?)" } ?? ""
         return ConfigError("\(place): unknown config key '\(key)'\(hint)")
     }
 }

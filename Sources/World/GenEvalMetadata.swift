@@ -120,7 +120,7 @@ public struct MetadataRecord: Equatable, Sendable {
 
 /// Reads a metadata JSONL file (blank lines skipped); a bad line is an error naming its number.
 public func readMetadataFile(_ url: URL) throws -> [MetadataRecord] {
-    guard FileManager.default.fileExists(atPath: url.path) else { throw WorldError.missingFile(path: url.path) }
+    try checkRegularFile(url)
     let text: String
     do { text = try String(contentsOf: url, encoding: .utf8) } catch {
         throw WorldError.malformedFile(path: url.path, reason: "not UTF-8 text")
@@ -128,9 +128,16 @@ public func readMetadataFile(_ url: URL) throws -> [MetadataRecord] {
     return try parseMetadataLines(text)
 }
 
+/// The longest metadata line accepted. GenEval's lines are a few hundred bytes; the JSON parser
+/// needs about a hundred times a line's size, so a huge line is refused before it is parsed.
+public let maximumMetadataLineBytes = 65_536
+
 public func parseMetadataLines(_ text: String) throws -> [MetadataRecord] {
     var records: [MetadataRecord] = []
     for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        guard line.utf8.count <= maximumMetadataLineBytes else {
+            throw WorldError.metadata(line: index + 1, reason: "\(line.utf8.count) bytes, more than the \(maximumMetadataLineBytes) allowed for one record")
+        }
         let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.isEmpty { continue }
         records.append(try MetadataRecord.parse(jsonLine: trimmed, line: index + 1))

@@ -84,11 +84,14 @@ extension Suder {
             var images: String
             @Option(help: "Write the summary JSON here.")
             var summary: String?
+            @Flag(name: .customLong("allow-missing"),
+                  help: "Score even if metadata lines lack folders or folders lack images, and report how many.")
+            var allowMissing = false
 
             func run() throws {
                 do {
                     try runGenEvalFolderCommand(metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
-                                                summaryOut: summary.map { URL(fileURLWithPath: $0) })
+                                                summaryOut: summary.map { URL(fileURLWithPath: $0) }, allowMissing: allowMissing)
                 } catch {
                     printError("error: \(error)")
                     throw ExitCode(2)

@@ -344,6 +344,8 @@ dir=$(new_run othersize)
 mkdir -p "$dir/pretrain"
 cp -a "$ref/pretrain/$last" "$dir/pretrain/"
 bad_input "checkpoint of another model size" "$dir" "holds a different model" model.d_model=48
+# About 330 GB per rank: refused from the estimate before anything is allocated.
+bad_input "model too large for memory" "$(new_run toolarge)" "does not fit in memory" model.d_model=4096 model.n_heads=32 model.n_layers=64
 
 # Nothing of ours may outlive the tests (the trap removes $work and unmounts the tmpfs).
 if no_leftovers; then pass "no processes left"; else fail "processes left after the tests"; fi

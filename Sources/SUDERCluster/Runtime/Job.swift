@@ -70,6 +70,7 @@ public func prepareJob(comm: Communicator, options: StageOptions) -> JobContext 
         try recordConfig(job)
         job.console.print("suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, run directory \(options.runDir.path)")
         job.console.print(config.table())
+        try checkMemory(config, comm: comm, available: memoryAvailablePerRank(), print: job.console.print)
         return job
     } catch {
         if comm.isRoot { printError("error: \(error)") }

@@ -18,7 +18,7 @@ final class ModelWorkbench {
     let oracle: Oracle
     let imageTokenCount: Int
     /// Sequences per sampler call: bounds the KV cache's memory.
-    let samplingChunk = 64
+    let samplingChunk = samplingChunkSequences
 
     init(model: Transformer, dataset: DatasetReader) throws {
         self.model = model

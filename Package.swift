@@ -35,7 +35,10 @@ let package = Package(
         .target(name: "Model", dependencies: ["CKernels", "COpenBLAS"], swiftSettings: numericSettings),
         // The synthetic world, tokenizers, detector and GenEval-mini scorers: no MPI.
         .target(name: "World", dependencies: ["CZlib"], swiftSettings: numericSettings),
-        // Distributed runtime, config, stages and checkpoints: composes the two above.
+        // Distributed runtime, config, stages and checkpoints: composes the two above. Yams reads
+        // the YAML configs; its bundled libyaml (module CYaml, which comes with the Yams product)
+        // also gives the config reader the parser's events, to bound alias expansion before Yams
+        // expands anything (Config/YAMLExpansion.swift).
         .target(
             name: "SUDERCluster",
             dependencies: ["CMPI", "CZstd", "COpenBLAS", "Model", "World", "Yams"],

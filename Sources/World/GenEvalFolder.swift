@@ -49,6 +49,7 @@ public func scoreGenEvalFolder(images folder: URL, metadata: [MetadataRecord]?, 
         .filter { !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }
         .sorted { (Int($0) ?? 0, $0) < (Int($1) ?? 0, $1) }
     var scored: [(index: Int?, folder: URL, record: MetadataRecord, samples: [URL])] = []
+    var seenLines = Set<Int>()
     for entry in entries {
         let promptFolder = folder.appendingPathComponent(entry)
         var isDirectory: ObjCBool = false
@@ -67,7 +68,7 @@ public func scoreGenEvalFolder(images folder: URL, metadata: [MetadataRecord]?, 
             guard metadata[index] == record else {
                 throw WorldError.malformedFile(path: metadataURL.path, reason: "record differs from metadata line \(index + 1)")
             }
-            guard !scored.contains(where: { $0.index == index }) else {
+            guard seenLines.insert(index).inserted else {
                 throw WorldError.malformedFile(path: promptFolder.path, reason: "a second folder for metadata line \(index + 1)")
             }
         }
@@ -80,8 +81,7 @@ public func scoreGenEvalFolder(images folder: URL, metadata: [MetadataRecord]?, 
 
     var missing = GenEvalMissing()
     if let metadata {
-        let present = Set(scored.compactMap(\.index))
-        for line in metadata.indices where !present.contains(line) {
+        for line in metadata.indices where !seenLines.contains(line) {
             missing.prompts.append(line)
             missing.problems.append("no folder \(String(format: "%05d", line)) for metadata line \(line + 1)")
         }

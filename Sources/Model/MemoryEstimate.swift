@@ -26,7 +26,8 @@ public enum MemoryEstimate {
     public static func activationBytes(_ config: ModelConfig, batchCapacity: Int) -> Double {
         let B = Double(batchCapacity), T = Double(config.maxSeq), N = B * T
         let C = Double(config.dModel), H = Double(config.ffnHidden), V = Double(config.vocabSize), L = Double(config.nLayers)
-        let perLayer = buffer(N * C) * 4 + buffer(N) * 2 + buffer(N * 3 * C) + buffer(B * Double(config.nHeads) * T * T)
+        let perLayer =
+            buffer(N * C) * 4 + buffer(N) * 2 + buffer(N * 3 * C) + buffer(B * Double(config.nHeads) * T * T)
             + buffer(N * 2 * H) + buffer(N * H)
         let tokens = 3 * buffer(N)
         let rows = 3 * buffer(N)

@@ -11,7 +11,9 @@ public func runDataCommand(config: WorldConfig, outDir: URL, communicator: Commu
         for field in config.fields { print("  " + field.name.padding(toLength: 24, withPad: " ", startingAt: 0) + field.value) }
         print("  " + "outDir".padding(toLength: 24, withPad: " ", startingAt: 0) + outDir.path)
         do {
-            try generateDataset(config: config, outDir: outDir) { line in print(line); fflush(stdout) }
+            try generateDataset(config: config, outDir: outDir) { line in
+                print(line); fflush(stdout)
+            }
         } catch {
             failure = error
         }
@@ -34,8 +36,9 @@ public func runGenEvalFolderCommand(metadata: URL, images: URL, summaryOut: URL?
     }
     print("GenEval-mini: \(images.path) (\(summary.imageCount) images, \(records.count) prompts in \(metadata.lastPathComponent))")
     if !missing.isEmpty {
-        print("missing: \(missing.prompts.count) of \(records.count) prompts and \(missing.images) images in partly filled folders; "
-            + "the score covers the rest only")
+        print(
+            "missing: \(missing.prompts.count) of \(records.count) prompts and \(missing.images) images in partly filled folders; "
+                + "the score covers the rest only")
     }
     print(summary.table)
     if let summaryOut {

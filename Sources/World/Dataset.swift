@@ -55,7 +55,9 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     for category in Category.allCases {
         splits[category] = splitPrompts(category, heldOutCap: config.evalPromptsPerCategory, generator: &splitRandom)
     }
-    say("prompts: " + Category.allCases.map { "\($0.rawValue) \(splits[$0]!.training.count) train / \(splits[$0]!.heldOut.count) held out" }.joined(separator: ", "))
+    say(
+        "prompts: "
+            + Category.allCases.map { "\($0.rawValue) \(splits[$0]!.training.count) train / \(splits[$0]!.heldOut.count) held out" }.joined(separator: ", "))
     func trainingRecord(_ index: Int, _ random: inout SeededGenerator) -> MetadataRecord {
         splits[Category.allCases[index % Category.allCases.count]]!.training.randomElement(using: &random)!
     }
@@ -77,8 +79,9 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     while fitImages.count < config.kmeansImages {
         fitImages.append(renderScene(generator.scene(for: trainingRecord(fitImages.count, &fitRandom), using: &fitRandom), canvasSize: config.canvasSize))
     }
-    let settings = KMeansSettings(maximumCodes: config.codebookSize, patchSize: config.patchSize,
-                                  iterations: config.kmeansIterations, maximumPatches: config.kmeansMaximumPatches)
+    let settings = KMeansSettings(
+        maximumCodes: config.codebookSize, patchSize: config.patchSize,
+        iterations: config.kmeansIterations, maximumPatches: config.kmeansMaximumPatches)
     let codebook = learnCodebook(images: fitImages, settings: settings) { say($0) }
     try writeCodebook(codebook, to: url(DatasetFile.codebook))
     let vocabulary = Vocabulary(codebookSize: codebook.codeCount)
@@ -114,8 +117,9 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
         let split = PopeSplit.allCases.randomElement(using: &probeRandom)!
         let probe = makeProbes(scene: scene, split: split, yesCount: 1, popularity: popularity, generator: &probeRandom)
             .randomElement(using: &probeRandom)!
-        probes.append(imageTokens(renderScene(scene, canvasSize: config.canvasSize)), try vocabulary.encode(probe.question),
-                      [try vocabulary.id(of: probe.answer ? "yes" : "no")])
+        probes.append(
+            imageTokens(renderScene(scene, canvasSize: config.canvasSize)), try vocabulary.encode(probe.question),
+            [try vocabulary.id(of: probe.answer ? "yes" : "no")])
     }
     try probes.write(to: url(DatasetFile.trainProbes))
     say("wrote \(captions.recordCount) training captions and \(probes.recordCount) training probes")
@@ -123,8 +127,9 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     // Imperfect renders for the prompt task, each with a prompt the detector agrees with.
     var imperfectRandom = stream(9)
     let blank = RGBImage(width: config.canvasSize, height: config.canvasSize, fill: backgroundRGB)
-    let maker = ImperfectRenderMaker(codeCount: codebook.codeCount, backgroundCode: encoder.encode(blank)[0],
-                                     trainingPrompts: splits.mapValues(\.training))
+    let maker = ImperfectRenderMaker(
+        codeCount: codebook.codeCount, backgroundCode: encoder.encode(blank)[0],
+        trainingPrompts: splits.mapValues(\.training))
     var imperfect = TokenShardWriter(kind: "train_imperfect", fieldCount: 2, vocabularySize: vocabulary.size)
     var promptSources: [ImperfectRenderMaker.PromptSource: Int] = [:]
     var imperfectSheet: [RGBImage] = []
@@ -142,8 +147,9 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     if !imperfectSheet.isEmpty {
         try writePNG(imageGrid(imperfectSheet, columns: 8), to: url(DatasetFile.samples + "/imperfect_renders.png"))
     }
-    say("wrote \(imperfect.recordCount) imperfect renders: \(promptSources[.original, default: 0]) still fit their prompt, "
-        + "\(promptSources[.other, default: 0]) fit another, \(promptSources[.nothing, default: 0]) show nothing GenEval counts")
+    say(
+        "wrote \(imperfect.recordCount) imperfect renders: \(promptSources[.original, default: 0]) still fit their prompt, "
+            + "\(promptSources[.other, default: 0]) fit another, \(promptSources[.nothing, default: 0]) show nothing GenEval counts")
 
     // SUDER's unlabeled pools, labels in separate files.
     var unpairedRandom = stream(6)
@@ -190,7 +196,9 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
         }
         try writeGenEvalSamples(record: record, images: decoded, index: index, outDir: url(DatasetFile.evalGroundTruth))
     }
-    say("wrote \(evalRecords.count) eval prompts and \(report.cleanRenderImages) ground-truth images; detector wrong on \(report.cleanRenderFailures) clean renders")
+    say(
+        "wrote \(evalRecords.count) eval prompts and \(report.cleanRenderImages) ground-truth images; detector wrong on \(report.cleanRenderFailures) clean renders"
+    )
     if !sampleSheet.isEmpty {
         try writePNG(imageGrid(sampleSheet, columns: 8), to: url(DatasetFile.samples + "/eval_clean_and_roundtrip.png"))
     }
@@ -239,7 +247,9 @@ public func readVocabulary(_ url: URL) throws -> Vocabulary {
     guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
     guard let specials = object["specials"] as? [String], specials == Vocabulary.specialNames else {
         let found = (object["specials"] as? [String]).map { "\($0)" } ?? "none"
-        throw fail("specials \(found) differ from this build's \(Vocabulary.specialNames): the dataset was written by another version; run the data stage again into a new run directory")
+        throw fail(
+            "specials \(found) differ from this build's \(Vocabulary.specialNames): the dataset was written by another version; run the data stage again into a new run directory"
+        )
     }
     guard let words = object["words"] as? [String], !words.isEmpty, Set(words).count == words.count else { throw fail("\"words\" must be distinct strings") }
     guard let codebookSize = object["codebook_size"] as? Int, (1...(1 << 20)).contains(codebookSize) else { throw fail("bad \"codebook_size\"") }
@@ -266,7 +276,7 @@ public func readScenes(_ url: URL) throws -> [Scene] {
         // Scenes only feed geometry and captions, but keep them plausible: 1...16 objects on a
         // canvas no larger than 4096 pixels a side.
         guard (1...16).contains(scene.objects.count),
-              scene.objects.allSatisfy({ $0.size >= 1 && $0.size <= 4096 && abs($0.x) <= 4096 && abs($0.y) <= 4096 })
+            scene.objects.allSatisfy({ $0.size >= 1 && $0.size <= 4096 && abs($0.x) <= 4096 && abs($0.y) <= 4096 })
         else { throw WorldError.malformedFile(path: url.path, reason: "line \(index + 1): implausible scene") }
         scenes.append(scene)
     }
@@ -275,7 +285,8 @@ public func readScenes(_ url: URL) throws -> [Scene] {
 
 private func writeSummary(config: WorldConfig, report: DatasetReport, to url: URL) throws {
     let configText = config.fields.map { "\"\($0.name)\": \($0.value)" }.joined(separator: ", ")
-    let text = "{\"config\": {\(configText)}, \"roundtrip_geneval\": \(report.roundTripSummary.json), "
+    let text =
+        "{\"config\": {\(configText)}, \"roundtrip_geneval\": \(report.roundTripSummary.json), "
         + "\"clean_render_detector_failures\": \(report.cleanRenderFailures), \"clean_render_images\": \(report.cleanRenderImages), "
         + "\"seconds\": \(String(format: "%.2f", report.seconds))}\n"
     try text.write(to: url, atomically: true, encoding: .utf8)

@@ -40,8 +40,9 @@ public struct DatasetReader {
     public func codebook() throws -> VQCodebook {
         let codebook = try readCodebook(from: url(DatasetFile.codebook))
         guard codebook.codeCount == vocabulary.codebookSize else {
-            throw WorldError.malformedFile(path: url(DatasetFile.codebook).path,
-                                           reason: "\(codebook.codeCount) codes, vocabulary expects \(vocabulary.codebookSize)")
+            throw WorldError.malformedFile(
+                path: url(DatasetFile.codebook).path,
+                reason: "\(codebook.codeCount) codes, vocabulary expects \(vocabulary.codebookSize)")
         }
         return codebook
     }
@@ -104,8 +105,9 @@ public struct DatasetReader {
         let shard = try shard(name, kind: kind, fields: 3)
         let yes = try vocabulary.id(of: "yes")
         return try (0..<shard.recordCount).map {
-            ProbeExample(image: try checked(shard, $0, 0, .image, name), question: try checked(shard, $0, 1, .text, name),
-                         answer: try checked(shard, $0, 2, .answer, name)[0] == yes)
+            ProbeExample(
+                image: try checked(shard, $0, 0, .image, name), question: try checked(shard, $0, 1, .text, name),
+                answer: try checked(shard, $0, 2, .answer, name)[0] == yes)
         }
     }
 

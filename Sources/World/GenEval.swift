@@ -73,7 +73,8 @@ public func evaluateGenEval(detections: [DetectedObject], record: MetadataRecord
                             if !relations.contains(position.relation) {
                                 correct = false; matched = false
                                 let described = relations.map(\.rawValue).sorted().joined(separator: " and ")
-                                reasons.append("expected \(name) \(position.relation.rawValue) target, found \(described.isEmpty ? "no relation to" : described) target")
+                                reasons.append(
+                                    "expected \(name) \(position.relation.rawValue) target, found \(described.isEmpty ? "no relation to" : described) target")
                                 break search
                             }
                         }
@@ -148,7 +149,9 @@ public struct GenEvalSummary: Equatable, Sendable {
         var categories: [String] = []
         for category in Category.allCases {
             guard let score = score(category) else { continue }
-            categories.append("\"\(category.rawValue)\": {\"score\": \(formatScore(score)), \"correct\": \(correctImages[category] ?? 0), \"images\": \(totalImages[category] ?? 0)}")
+            categories.append(
+                "\"\(category.rawValue)\": {\"score\": \(formatScore(score)), \"correct\": \(correctImages[category] ?? 0), \"images\": \(totalImages[category] ?? 0)}"
+            )
         }
         return "{\"overall\": \(formatScore(overall)), \"images\": \(imageCount), \"categories\": {" + categories.joined(separator: ", ") + "}}"
     }
@@ -158,10 +161,13 @@ public struct GenEvalSummary: Equatable, Sendable {
         var lines = ["category        score  correct/images"]
         for category in Category.allCases {
             guard let score = score(category) else { continue }
-            lines.append(category.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
-                + "  " + String(format: "%.4f", score) + "  \(correctImages[category] ?? 0)/\(totalImages[category] ?? 0)")
+            lines.append(
+                category.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
+                    + "  " + String(format: "%.4f", score) + "  \(correctImages[category] ?? 0)/\(totalImages[category] ?? 0)")
         }
-        lines.append("overall".padding(toLength: 14, withPad: " ", startingAt: 0) + "  " + String(format: "%.4f", overall) + "  (mean of \(Category.allCases.compactMap(score).count) categories)")
+        lines.append(
+            "overall".padding(toLength: 14, withPad: " ", startingAt: 0) + "  " + String(format: "%.4f", overall)
+                + "  (mean of \(Category.allCases.compactMap(score).count) categories)")
         return lines.joined(separator: "\n")
     }
 }

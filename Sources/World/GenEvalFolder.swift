@@ -40,7 +40,8 @@ public func scoreGenEvalFolder(images folder: URL, metadata: [MetadataRecord]? =
 /// Dropping prompts or images can only flatter a score, so anything missing is an error naming
 /// it, unless `allowMissing`: then the rest is scored and the missing part returned.
 public func scoreGenEvalFolder(images folder: URL, metadata: [MetadataRecord]?, allowMissing: Bool) throws
-    -> (summary: GenEvalSummary, missing: GenEvalMissing) {
+    -> (summary: GenEvalSummary, missing: GenEvalMissing)
+{
     let files = FileManager.default
     var isFolder: ObjCBool = false
     guard files.fileExists(atPath: folder.path, isDirectory: &isFolder) else { throw WorldError.missingFile(path: folder.path) }
@@ -95,8 +96,10 @@ public func scoreGenEvalFolder(images folder: URL, metadata: [MetadataRecord]?, 
     missing.prompts.sort()
     if !missing.isEmpty && !allowMissing {
         let shown = missing.problems.prefix(5).joined(separator: "; ") + (missing.problems.count > 5 ? "; and \(missing.problems.count - 5) more" : "")
-        throw WorldError.malformedFile(path: folder.path, reason: "incomplete: \(shown) (a missing prompt or image would flatter the score; "
-            + "--allow-missing scores the rest)")
+        throw WorldError.malformedFile(
+            path: folder.path,
+            reason: "incomplete: \(shown) (a missing prompt or image would flatter the score; "
+                + "--allow-missing scores the rest)")
     }
 
     var summary = GenEvalSummary()

@@ -37,7 +37,8 @@ public struct ImperfectRenderMaker: Sendable {
             let x = index % side, y = index / side
             let onObject = isObject(x, y)
             guard onObject || isObject(x - 1, y) || isObject(x + 1, y) || isObject(x, y - 1) || isObject(x, y + 1),
-                  Double.random(in: 0..<1, using: &random) < (onObject ? rate : rate / 2) else { continue }
+                Double.random(in: 0..<1, using: &random) < (onObject ? rate : rate / 2)
+            else { continue }
             let u = Double.random(in: 0..<1, using: &random)
             if onObject && u < 0.4 {
                 damaged[index] = backgroundCode
@@ -56,8 +57,10 @@ public struct ImperfectRenderMaker: Sendable {
     /// `original`'s prompt if the detections still satisfy it; else a training prompt of a random
     /// category that they satisfy; else `nothingPrompt` (no detection GenEval counts, since any
     /// counted object satisfies its single_object prompt).
-    public func prompt(for detections: [DetectedObject], original: MetadataRecord,
-                       using random: inout SeededGenerator) -> (text: String, source: PromptSource) {
+    public func prompt(
+        for detections: [DetectedObject], original: MetadataRecord,
+        using random: inout SeededGenerator
+    ) -> (text: String, source: PromptSource) {
         if evaluateGenEval(allDetections: detections, record: original).correct { return (original.prompt, .original) }
         for category in Category.allCases.shuffled(using: &random) {
             let satisfied = (trainingPrompts[category] ?? []).filter { evaluateGenEval(allDetections: detections, record: $0).correct }

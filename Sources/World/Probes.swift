@@ -34,8 +34,10 @@ struct ObjectKind: Hashable, Comparable {
 /// Builds the probes of one image: `yesCount` questions about objects present (repeating when the
 /// image has fewer kinds) and as many "no" questions chosen by `split`. `popularity` ranks kinds
 /// by how often training scenes contain them (most popular first).
-public func makeProbes(scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
-                       generator: inout SeededGenerator) -> [Probe] {
+public func makeProbes(
+    scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
+    generator: inout SeededGenerator
+) -> [Probe] {
     let present = Set(scene.objects.map { ObjectKind(color: $0.color, shape: $0.shape) })
     let presentList = present.sorted().shuffled(using: &generator)
     let absent = ObjectKind.all.filter { !present.contains($0) }

@@ -41,14 +41,17 @@ public struct SceneGenerator: Sendable {
         preconditionFailure("SceneGenerator: no placement satisfies '\(record.prompt)'")
     }
 
-    private func place(shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,
-                       using generator: inout SeededGenerator) -> SceneObject? {
+    private func place(
+        shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,
+        using generator: inout SeededGenerator
+    ) -> SceneObject? {
         for _ in 0..<100 {
             let size = Int.random(in: minObjectSize...largest, using: &generator)
             let slots = (canvasSize - 2 - size) / positionStep  // corner in 1...(canvas - 1 - size)
-            let candidate = SceneObject(shape: shape, color: color,
-                                        x: 1 + positionStep * Int.random(in: 0...slots, using: &generator),
-                                        y: 1 + positionStep * Int.random(in: 0...slots, using: &generator), size: size)
+            let candidate = SceneObject(
+                shape: shape, color: color,
+                x: 1 + positionStep * Int.random(in: 0...slots, using: &generator),
+                y: 1 + positionStep * Int.random(in: 0...slots, using: &generator), size: size)
             if objects.allSatisfy({ separated($0, candidate) }) { return candidate }
         }
         return nil

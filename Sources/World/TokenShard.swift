@@ -79,8 +79,10 @@ public struct TokenShardWriter {
 /// Reads and validates a shard. Every count and offset is checked against the file size before
 /// anything is allocated, so a truncated or hostile file is an error naming the problem.
 /// `kind`, `fieldCount` and `vocabularySize`, when given, must match the header.
-public func readTokenShard(_ url: URL, kind expectedKind: String? = nil, fieldCount expectedFields: Int? = nil,
-                           vocabularySize expectedVocabulary: Int? = nil) throws -> TokenShard {
+public func readTokenShard(
+    _ url: URL, kind expectedKind: String? = nil, fieldCount expectedFields: Int? = nil,
+    vocabularySize expectedVocabulary: Int? = nil
+) throws -> TokenShard {
     let path = url.path
     let data = try readWholeFile(url)
     func fail(_ reason: String) -> WorldError { .malformedFile(path: path, reason: reason) }
@@ -130,8 +132,9 @@ public func readTokenShard(_ url: URL, kind expectedKind: String? = nil, fieldCo
         return nil
     }
     if let problem { throw fail(problem) }
-    return TokenShard(kind: kind, fieldCount: fieldCount, recordCount: recordCount, vocabularySize: vocabularySize,
-                      offsets: offsets, tokens: tokens)
+    return TokenShard(
+        kind: kind, fieldCount: fieldCount, recordCount: recordCount, vocabularySize: vocabularySize,
+        offsets: offsets, tokens: tokens)
 }
 
 // MARK: - Little-endian helpers shared by the binary formats
@@ -173,8 +176,10 @@ func checkRegularFile(_ url: URL) throws {
         if errno == ENOENT { throw WorldError.missingFile(path: url.path) }
         throw WorldError.malformedFile(path: url.path, reason: "cannot stat: \(String(cString: strerror(errno)))")
     }
-    let kinds: [mode_t: String] = [S_IFDIR: "a directory", S_IFIFO: "a FIFO", S_IFSOCK: "a socket", S_IFCHR: "a character device",
-                                   S_IFBLK: "a block device"]
+    let kinds: [mode_t: String] = [
+        S_IFDIR: "a directory", S_IFIFO: "a FIFO", S_IFSOCK: "a socket", S_IFCHR: "a character device",
+        S_IFBLK: "a block device",
+    ]
     let kind = info.st_mode & S_IFMT
     guard kind == S_IFREG else {
         throw WorldError.malformedFile(path: url.path, reason: "is \(kinds[kind] ?? "not a regular file"), not a regular file")

@@ -14,8 +14,9 @@ struct StageArguments: ParsableArguments {
     var overrides: [String] = []
 
     var options: StageOptions {
-        StageOptions(configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),
-                     overrides: overrides)
+        StageOptions(
+            configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),
+            overrides: overrides)
     }
 }
 
@@ -31,8 +32,10 @@ struct Suder: ParsableCommand {
         commandName: "suder",
         abstract: "SUDER on CPU clusters: self-improving unified multimodal models with dual self-rewards.",
         discussion: "Run under mpirun or srun for several ranks; every rank runs the same command.",
-        subcommands: [Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
-                      Export.self, Doctor.self])
+        subcommands: [
+            Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
+            Export.self, Doctor.self,
+        ])
 }
 
 extension Suder {
@@ -84,14 +87,16 @@ extension Suder {
             var images: String
             @Option(help: "Write the summary JSON here.")
             var summary: String?
-            @Flag(name: .customLong("allow-missing"),
-                  help: "Score even if metadata lines lack folders or folders lack images, and report how many.")
+            @Flag(
+                name: .customLong("allow-missing"),
+                help: "Score even if metadata lines lack folders or folders lack images, and report how many.")
             var allowMissing = false
 
             func run() throws {
                 do {
-                    try runGenEvalFolderCommand(metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
-                                                summaryOut: summary.map { URL(fileURLWithPath: $0) }, allowMissing: allowMissing)
+                    try runGenEvalFolderCommand(
+                        metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
+                        summaryOut: summary.map { URL(fileURLWithPath: $0) }, allowMissing: allowMissing)
                 } catch {
                     printError("error: \(error)")
                     throw ExitCode(2)
@@ -116,14 +121,16 @@ extension Suder {
     }
 
     struct Bench: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
-                                                        subcommands: [ModelCommand.self])
+        static let configuration = CommandConfiguration(
+            abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
+            subcommands: [ModelCommand.self])
 
         struct ModelCommand: ParsableCommand {
             static let configuration = CommandConfiguration(
                 commandName: "model",
                 abstract: "Training, scoring, sampling and preference-step throughput of the transformer.",
-                discussion: "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
+                discussion:
+                    "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
             @Option(help: "YAML config whose model.* keys set the architecture.")
             var config: String?
             @Option(help: "BLAS threads (and PyTorch threads).")
@@ -141,8 +148,9 @@ extension Suder {
                 var options = ModelBenchOptions(threads: threads, repeats: repeats, json: json, compareWithPyTorch: !noTorch)
                 do {
                     if config != nil || !overrides.isEmpty {
-                        options.config = try benchModelConfig(file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
-                                                              vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
+                        options.config = try benchModelConfig(
+                            file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
+                            vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
                     }
                     try runModelBench(options: options)
                 } catch {
@@ -169,8 +177,9 @@ extension Suder {
 
         func run() throws {
             do {
-                try runReportCommand(runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                     out: out.map { URL(fileURLWithPath: $0) })
+                try runReportCommand(
+                    runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                    out: out.map { URL(fileURLWithPath: $0) })
             } catch {
                 printError("error: \(error)")
                 throw ExitCode(2)
@@ -196,8 +205,9 @@ extension Suder {
 
         func run() throws {
             do {
-                let source = try exportSafetensors(checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
-                                                   to: URL(fileURLWithPath: out), overwrite: force)
+                let source = try exportSafetensors(
+                    checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
+                    to: URL(fileURLWithPath: out), overwrite: force)
                 print("wrote \(out) from \(source.path)")
             } catch {
                 printError("error: \(error)")

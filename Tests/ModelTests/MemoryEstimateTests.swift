@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 /// `MemoryEstimate` against the bytes the constructors actually allocate (`allocateAligned`).

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import SUDERCluster
 
 /// Hostile config files for the YAML reader, seeded and bounded in time: random YAML built from
@@ -42,9 +43,11 @@ final class ConfigFuzzTests: XCTestCase {
     }
 
     private lazy var keys = configSchema.map(\.key)
-    private let scalars = ["1", "-1", "0", "96", "1e308", "-1e400", "nan", ".inf", "true", "no", "~", "null", "''", "\"\"",
-                           "simpo", "dpo", "joint", "9223372036854775807", "99999999999999999999", "0x10", "1_000", "[]", "{}",
-                           "\"\\u0000\"", "!!binary aGVsbG8=", "!custom x", "2026-11-29", "'a: b'", "|\n  block\n"]
+    private let scalars = [
+        "1", "-1", "0", "96", "1e308", "-1e400", "nan", ".inf", "true", "no", "~", "null", "''", "\"\"",
+        "simpo", "dpo", "joint", "9223372036854775807", "99999999999999999999", "0x10", "1_000", "[]", "{}",
+        "\"\\u0000\"", "!!binary aGVsbG8=", "!custom x", "2026-11-29", "'a: b'", "|\n  block\n",
+    ]
 
     /// A random YAML value of at most `depth` levels, with anchors and aliases among them.
     private func value(_ depth: Int, anchors: inout [String]) -> String {
@@ -116,7 +119,8 @@ final class ConfigFuzzTests: XCTestCase {
                     var lines = [form == 1 ? "a0: &a0 {k: 1}" : "a0: &a0 [x]"]
                     for level in 1...depth {
                         let uses = (0..<fanout).map { form == 1 ? "k\($0): *a\(level - 1)" : "*a\(level - 1)" }
-                        lines.append("a\(level): &a\(level) " + (form == 1 ? "{" + uses.joined(separator: ", ") + "}" : "[" + uses.joined(separator: ", ") + "]"))
+                        lines.append(
+                            "a\(level): &a\(level) " + (form == 1 ? "{" + uses.joined(separator: ", ") + "}" : "[" + uses.joined(separator: ", ") + "]"))
                     }
                     if form == 2 { lines.append("? *a\(depth)\n: 1") }
                     expectCleanOutcome(lines.joined(separator: "\n") + "\n", "depth \(depth) fanout \(fanout) form \(form)")

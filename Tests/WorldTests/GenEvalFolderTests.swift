@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import World
 
 /// The GenEval sample-folder reader: a folder that lacks prompts or images must not score better

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import World
 
 /// Damage to a code grid: only patches on or beside an object change, by seed, never outside
@@ -15,8 +16,10 @@ final class ImperfectRenderTests: XCTestCase {
     }
 
     func testDamageTouchesOnlyPatchesOnOrBesideObjects() {
-        let onOrBeside = Set([2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3,
-                              1 * 8 + 2, 1 * 8 + 3, 4 * 8 + 2, 4 * 8 + 3, 2 * 8 + 1, 3 * 8 + 1, 2 * 8 + 4, 3 * 8 + 4])
+        let onOrBeside = Set([
+            2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3,
+            1 * 8 + 2, 1 * 8 + 3, 4 * 8 + 2, 4 * 8 + 3, 2 * 8 + 1, 3 * 8 + 1, 2 * 8 + 4, 3 * 8 + 4,
+        ])
         var random = SeededGenerator(seed: 3)
         var changedAnywhere = Set<Int>()
         for _ in 0..<500 {

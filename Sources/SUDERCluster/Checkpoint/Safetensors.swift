@@ -40,8 +40,10 @@ private let safetensorsDTypeSizes: [String: Int] = [
 
 /// Writes float32 tensors as a safetensors file, atomically: a temporary beside it, fsync, then
 /// rename over `url` (`overwrite`) or hard-link to it, which fails if `url` exists by then.
-public func writeSafetensors(tensors: [(name: String, shape: [Int], values: ArraySlice<Float>)], metadata: [String: String], to url: URL,
-                             overwrite: Bool = false) throws {
+public func writeSafetensors(
+    tensors: [(name: String, shape: [Int], values: ArraySlice<Float>)], metadata: [String: String], to url: URL,
+    overwrite: Bool = false
+) throws {
     var entries: [String: Any] = [:]
     var offset = 0
     for tensor in tensors {
@@ -84,7 +86,8 @@ func checkExportDestination(_ url: URL, overwrite: Bool) throws {
     while true {
         let names = Set((try? files.contentsOfDirectory(atPath: directory.path)) ?? [])
         let latest = directory.appendingPathComponent(CheckpointStore.latestFileName)
-        let namesCheckpoint = names.contains(CheckpointStore.latestFileName)
+        let namesCheckpoint =
+            names.contains(CheckpointStore.latestFileName)
             && ((try? readWholeFile(latest, limit: 64)).map { $0.starts(with: Array("step-".utf8)) } ?? false)
         if names.contains(CheckpointHeader.fileName) || names.contains(where: isCheckpointDirectoryName) || namesCheckpoint {
             throw CheckpointError(.invalidInput, url.path, "is inside the checkpoint directory \(directory.path); write the export elsewhere")
@@ -142,7 +145,8 @@ public func exportSafetensors(checkpointDirectory: URL, to url: URL, overwrite: 
             problems.append("\(error)")
         }
     }
-    throw CheckpointError(.noValidCheckpoint, checkpointDirectory.path,
+    throw CheckpointError(
+        .noValidCheckpoint, checkpointDirectory.path,
         problems.isEmpty ? "no checkpoint here (neither header.bin nor step-* directories)" : "no valid checkpoint: \(problems.joined(separator: "; "))")
 }
 
@@ -182,9 +186,9 @@ func parseSafetensors(_ bytes: [UInt8], file path: String) throws -> Safetensors
             continue
         }
         guard let entry = value as? [String: Any],
-              let dtype = entry["dtype"] as? String,
-              let shapeValues = entry["shape"] as? [Any],
-              let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2
+            let dtype = entry["dtype"] as? String,
+            let shapeValues = entry["shape"] as? [Any],
+            let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2
         else { throw fail("tensor \(name) needs dtype, shape and two data_offsets") }
         guard let elementSize = safetensorsDTypeSizes[dtype] else { throw fail("tensor \(name) has unknown dtype \(dtype)") }
         var shape: [Int] = []

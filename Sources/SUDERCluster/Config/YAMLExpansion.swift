@@ -1,6 +1,6 @@
-import Foundation
 // libyaml, as Yams bundles it: its event parser sees aliases before anything expands them.
 internal import CYaml
+import Foundation
 
 /// The most YAML nodes a config file may hold once its aliases are expanded. A full config is a
 /// few hundred; nested aliases ("billion laughs") reach billions from a kilobyte of text.
@@ -47,8 +47,9 @@ func checkYAMLExpansion(_ text: String, file: String, limit: Int = maximumExpand
                 break
             }
             if expanded > limit {
-                throw ConfigError("\(file) line \(line): the YAML expands to more than \(limit) nodes through its aliases (*name); "
-                    + "a config needs a few hundred")
+                throw ConfigError(
+                    "\(file) line \(line): the YAML expands to more than \(limit) nodes through its aliases (*name); "
+                        + "a config needs a few hundred")
             }
         }
     }

@@ -43,18 +43,22 @@ func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
 /// Memory one rank may use: the node's share (the smaller of `MemAvailable` and the cgroup's
 /// limit, v2 or v1) divided by the ranks on the node (`OMPI_COMM_WORLD_LOCAL_SIZE`, else
 /// `SLURM_NTASKS_PER_NODE`). `root` prefixes /proc and /sys for tests. Nil when nothing is readable.
-func memoryAvailablePerRank(environment: [String: String] = ProcessInfo.processInfo.environment,
-                            root: String = "") -> (bytes: Int, source: String)? {
+func memoryAvailablePerRank(
+    environment: [String: String] = ProcessInfo.processInfo.environment,
+    root: String = ""
+) -> (bytes: Int, source: String)? {
     func read(_ path: String) -> String? { try? String(contentsOfFile: root + path, encoding: .utf8) }
     var limits: [(Int, String)] = []
     if let meminfo = read("/proc/meminfo"),
-       let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-       let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) {
+        let line = meminfo.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+        let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+    {
         limits.append((kilobytes * 1024, "MemAvailable"))
     }
     if let cgroup = cgroupMemoryLimit(read: read) { limits.append(cgroup) }
     guard let (nodeBytes, source) = limits.min(by: { $0.0 < $1.0 }) else { return nil }
-    let localRanks = ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"].lazy
+    let localRanks =
+        ["OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"].lazy
         .compactMap { environment[$0].flatMap { Int($0) } }.first { $0 > 0 } ?? 1
     return (nodeBytes / localRanks, localRanks > 1 ? "\(source) \(formatBytes(Double(nodeBytes))) / \(localRanks) ranks on this node" : source)
 }
@@ -79,7 +83,8 @@ private func cgroupMemoryLimit(read: (String) -> String?) -> (Int, String)? {
         while true {
             let location = base + (path == "/" ? "" : path) + "/" + file
             if let text = read(location)?.trimmingCharacters(in: .whitespacesAndNewlines), let bytes = Int(text),
-               bytes < 1 << 60, bytes < (best?.0 ?? .max) {
+                bytes < 1 << 60, bytes < (best?.0 ?? .max)
+            {
                 best = (bytes, "cgroup limit \(location)")
             }
             guard path != "/" && !path.isEmpty else { break }
@@ -102,8 +107,10 @@ func formatBytes(_ bytes: Double) -> String {
 /// every rank when the largest stage needs more than the rank with the least memory has: a clear
 /// stop before any allocation instead of an allocation failure mid-run. `available` is this
 /// rank's share (nil: unknown).
-func checkMemory(_ config: ResolvedConfig, comm: Communicator, available: (bytes: Int, source: String)?,
-                 print: (String) -> Void) throws {
+func checkMemory(
+    _ config: ResolvedConfig, comm: Communicator, available: (bytes: Int, source: String)?,
+    print: (String) -> Void
+) throws {
     let stages = stageMemory(config)
     var lines = ["memory per rank (estimate):"]
     for stage in stages {
@@ -122,8 +129,9 @@ func checkMemory(_ config: ResolvedConfig, comm: Communicator, available: (bytes
     print(lines.joined(separator: "\n"))
     let largest = stages.max { $0.total < $1.total }!
     guard largest.total <= Double(least) else {
-        throw AgreedError("the model does not fit in memory: stage \(largest.stage.rawValue) needs about \(formatBytes(largest.total)) per rank "
-            + "(\(largest.parts.map { "\($0.name) \(formatBytes($0.bytes))" }.joined(separator: ", "))), "
-            + "but a rank has \(formatBytes(Double(least))). Reduce model.* or pretrain.micro_batch, or run fewer ranks per node.")
+        throw AgreedError(
+            "the model does not fit in memory: stage \(largest.stage.rawValue) needs about \(formatBytes(largest.total)) per rank "
+                + "(\(largest.parts.map { "\($0.name) \(formatBytes($0.bytes))" }.joined(separator: ", "))), "
+                + "but a rank has \(formatBytes(Double(least))). Reduce model.* or pretrain.micro_batch, or run fewer ranks per node.")
     }
 }

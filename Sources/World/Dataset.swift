@@ -47,7 +47,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     }
     func url(_ name: String) -> URL { outDir.appendingPathComponent(name) }
     let generator = config.sceneGenerator
-    func stream(_ id: UInt64) -> SeededGenerator { SeededGenerator(seed: config.seed, stream: id) }
+    func stream(_ id: UInt64) -> SplitMix64RNG { SplitMix64RNG(seed: config.seed, stream: id) }
 
     // Prompts: training and held-out per category.
     var splitRandom = stream(1)
@@ -58,7 +58,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     say(
         "prompts: "
             + Category.allCases.map { "\($0.rawValue) \(splits[$0]!.training.count) train / \(splits[$0]!.heldOut.count) held out" }.joined(separator: ", "))
-    func trainingRecord(_ index: Int, _ random: inout SeededGenerator) -> MetadataRecord {
+    func trainingRecord(_ index: Int, _ random: inout SplitMix64RNG) -> MetadataRecord {
         splits[Category.allCases[index % Category.allCases.count]]!.training.randomElement(using: &random)!
     }
 

@@ -26,7 +26,7 @@ public struct ImperfectRenderMaker: Sendable {
     /// (40%), swapped for another patch of the same image (a wrong outline, 50%) or for any code
     /// (another colour, 10%); a background patch beside an object gains a stray patch of the
     /// image (90%) or any code (10%).
-    public func damage(_ codes: [Int32], using random: inout SeededGenerator) -> [Int32] {
+    public func damage(_ codes: [Int32], using random: inout SplitMix64RNG) -> [Int32] {
         let side = Int(Double(codes.count).squareRoot())
         let objectCodes = codes.filter { $0 != backgroundCode }
         guard side * side == codes.count, !objectCodes.isEmpty else { return codes }
@@ -59,7 +59,7 @@ public struct ImperfectRenderMaker: Sendable {
     /// counted object satisfies its single_object prompt).
     public func prompt(
         for detections: [DetectedObject], original: MetadataRecord,
-        using random: inout SeededGenerator
+        using random: inout SplitMix64RNG
     ) -> (text: String, source: PromptSource) {
         if evaluateGenEval(allDetections: detections, record: original).correct { return (original.prompt, .original) }
         for category in Category.allCases.shuffled(using: &random) {

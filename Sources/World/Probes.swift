@@ -36,7 +36,7 @@ struct ObjectKind: Hashable, Comparable {
 /// by how often training scenes contain them (most popular first).
 public func makeProbes(
     scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
-    generator: inout SeededGenerator
+    generator: inout SplitMix64RNG
 ) -> [Probe] {
     let present = Set(scene.objects.map { ObjectKind(color: $0.color, shape: $0.shape) })
     let presentList = present.sorted().shuffled(using: &generator)

@@ -97,7 +97,7 @@ public func heldOutCount(_ category: Category, cap: Int) -> Int {
 
 /// Splits a category's prompts with `generator`, retrying until every word of the category's
 /// prompts still appears in a training prompt (so eval tests composition, not unseen words).
-public func splitPrompts(_ category: Category, heldOutCap: Int, generator: inout SeededGenerator) -> PromptSplit {
+public func splitPrompts(_ category: Category, heldOutCap: Int, generator: inout SplitMix64RNG) -> PromptSplit {
     let space = promptSpace(category)
     let count = heldOutCount(category, cap: heldOutCap)
     if count == 0 { return PromptSplit(training: space, heldOut: space) }

@@ -20,7 +20,7 @@ public struct SceneGenerator: Sendable {
     }
 
     /// A scene satisfying `record` exactly: the included objects and nothing else.
-    public func scene(for record: MetadataRecord, using generator: inout SeededGenerator) -> Scene {
+    public func scene(for record: MetadataRecord, using generator: inout SplitMix64RNG) -> Scene {
         var wanted: [(shape: ShapeClass, color: ObjectColor?)] = []
         for requirement in record.include {
             for _ in 0..<requirement.count { wanted.append((requirement.shape, requirement.color)) }
@@ -43,7 +43,7 @@ public struct SceneGenerator: Sendable {
 
     private func place(
         shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,
-        using generator: inout SeededGenerator
+        using generator: inout SplitMix64RNG
     ) -> SceneObject? {
         for _ in 0..<100 {
             let size = Int.random(in: minObjectSize...largest, using: &generator)

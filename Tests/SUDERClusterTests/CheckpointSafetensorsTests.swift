@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class CheckpointSafetensorsTests: XCTestCase {
@@ -8,7 +9,7 @@ final class CheckpointSafetensorsTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: SingleProcessCommunicator())
         let checkpoint = sampleCheckpoint(step: 7)
-        try store.save(checkpoint, rankState: [])
+        try store.save(checkpoint)
         let out = dir.deletingLastPathComponent().appendingPathComponent(dir.lastPathComponent + ".safetensors")
         defer { try? FileManager.default.removeItem(at: out) }
         let exported = try exportSafetensors(checkpointDirectory: dir, to: out)
@@ -33,7 +34,7 @@ final class CheckpointSafetensorsTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: run) }
         let stage = run.appendingPathComponent("pretrain")
         let store = CheckpointStore(directory: stage, keepLast: 2, comm: SingleProcessCommunicator())
-        try store.save(sampleCheckpoint(step: 7), rankState: [])
+        try store.save(sampleCheckpoint(step: 7))
         let step = stage.appendingPathComponent("step-000000000007")
         let weights = step.appendingPathComponent("weights.zst")
         let before = try Data(contentsOf: weights)

@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 /// Hostile config files for the YAML reader, seeded and bounded in time: random YAML built from
@@ -42,7 +43,7 @@ final class ConfigFuzzTests: XCTestCase {
         XCTAssertLessThan(seconds, 1, "\(what) took \(seconds) s:\n\(text.prefix(400))")
     }
 
-    private lazy var keys = configSchema.map(\.key)
+    private lazy var keys = configSchema.fields.map(\.key)
     private let scalars = [
         "1", "-1", "0", "96", "1e308", "-1e400", "nan", ".inf", "true", "no", "~", "null", "''", "\"\"",
         "simpo", "dpo", "joint", "9223372036854775807", "99999999999999999999", "0x10", "1_000", "[]", "{}",

@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class MemoryCheckTests: XCTestCase {
@@ -53,25 +54,25 @@ final class MemoryCheckTests: XCTestCase {
         let config = try ResolvedConfig.resolve(file: nil, overrides: ["suder.objective=dpo"])
         let comm = SingleProcessCommunicator()
         var table = ""
-        try checkMemory(config, comm: comm, available: (64 << 30, "test")) { table += $0 }
+        try checkMemory(stageMemory(config), comm: comm, available: (64 << 30, "test")) { table += $0 }
         XCTAssertTrue(table.contains("suder") && table.contains("DPO reference model") && table.contains("AdamW state"), table)
-        XCTAssertThrowsError(try checkMemory(config, comm: comm, available: (16 << 20, "test")) { _ in }) { error in
+        XCTAssertThrowsError(try checkMemory(stageMemory(config), comm: comm, available: (16 << 20, "test")) { _ in }) { error in
             let message = "\(error)"
-            XCTAssertTrue(error is AgreedError, message)
+            XCTAssertTrue(error is AllRanksError, message)
             XCTAssertTrue(message.contains("stage suder needs about") && message.contains("but a rank has 16.0 MB"), message)
         }
         // DPO's reference model is counted only for DPO.
         let simpo = try ResolvedConfig.resolve(file: nil, overrides: [])
-        let withReference = stageMemory(config).first { $0.stage == .suder }!.total
-        let without = stageMemory(simpo).first { $0.stage == .suder }!.total
+        let withReference = stageMemory(config).first { $0.stage == "suder" }!.total
+        let without = stageMemory(simpo).first { $0.stage == "suder" }!.total
         XCTAssertGreaterThan(withReference, without)
         // The largest config the schema allows is refused, not overflowed.
         let huge = try ResolvedConfig.resolve(
             file: nil,
             overrides: [
                 "model.d_model=8192", "model.n_layers=128", "model.n_heads=128",
-                "model.max_seq=4096", "pretrain.micro_batch=4611686018427387904",
+                "model.max_seq=4096", "model.micro_batch=4611686018427387904",
             ])
-        XCTAssertThrowsError(try checkMemory(huge, comm: comm, available: (1 << 40, "test")) { _ in })
+        XCTAssertThrowsError(try checkMemory(stageMemory(huge), comm: comm, available: (1 << 40, "test")) { _ in })
     }
 }

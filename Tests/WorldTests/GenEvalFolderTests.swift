@@ -90,7 +90,7 @@ final class GenEvalFolderTests: XCTestCase {
     /// leading zeros, made files; metadata and PNG files truncated, emptied, swapped for FIFOs,
     /// directories or junk. Each must end in a summary or a `WorldError`, quickly.
     func testHostileFoldersEndInASummaryOrANamedError() throws {
-        var seeded = SeededGenerator(seed: 20_261_129)
+        var seeded = SplitMix64RNG(seed: 20_261_129)
         func random(_ range: Range<Int>) -> Int { Int.random(in: range, using: &seeded) }
         let files = FileManager.default
         var outcomes: [String: Int] = [:]

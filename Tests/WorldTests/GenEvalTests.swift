@@ -124,7 +124,7 @@ final class GenEvalTests: XCTestCase {
     }
 
     func testPromptSplitHoldsOutDisjointPromptsAndKeepsEveryWord() {
-        var generator = SeededGenerator(seed: 7)
+        var generator = SplitMix64RNG(seed: 7)
         for category in Category.allCases where category != .singleObject {
             let split = splitPrompts(category, heldOutCap: 100, generator: &generator)
             let training = Set(split.training.map(\.prompt))

@@ -22,7 +22,7 @@ source "$root/Tests/mpi/lib.sh"
 config=(--config "$root/configs/tiny.yaml"
     data.train_pairs=2000 data.train_captions=1000 data.train_probes=1000 data.unpaired_prompts=200
     data.unpaired_images=200 data.eval_prompts_per_category=20 data.eval_images=60
-    pretrain.eval_prompts=12 pretrain.eval_images=12
+    eval.quick_prompts=12 eval.quick_images=12
     pretrain.steps=100 pretrain.log_every=7 pretrain.checkpoint_every=10 pretrain.eval_every=50
     runtime.progress=off)
 last=step-000000000100

@@ -1,49 +1,22 @@
 import Foundation
-import Model
-import World
 
-/// Sequences per sampler call (`ModelWorkbench.samplingChunk`): bounds the KV cache's memory.
-let samplingChunkSequences = 64
+/// What one rank of a stage allocates, part by part: the job's own estimate, checked against the
+/// memory a rank has before anything is allocated (`checkMemory`).
+public struct StageMemory {
+    public let stage: String
+    public let parts: [(name: String, bytes: Double)]
+    public var total: Double { parts.reduce(0) { $0 + $1.bytes } }
 
-/// What one rank of a model stage allocates for this config, part by part (`MemoryEstimate`).
-struct StageMemory {
-    let stage: StageName
-    let parts: [(name: String, bytes: Double)]
-    var total: Double { parts.reduce(0) { $0 + $1.bytes } }
-}
-
-/// The memory each model stage needs on one rank: the model at the micro-batch (parameters,
-/// gradients, activations), AdamW's state when it trains, the sampler's KV cache and buffers,
-/// and for DPO the frozen reference model. The vocabulary follows from the config alone.
-func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
-    let model = modelConfig(config, vocabulary: Vocabulary(codebookSize: config.int("data.codebook_size")))
-    let microBatch = config.int("pretrain.micro_batch")
-    let side = config.int("data.canvas") / config.int("data.patch")
-    // Image sampling runs a chunk's prompts plus as many guidance streams; caption sampling a
-    // chunk of image prefixes. Rows: every stream's prompt in one prefill pass.
-    let guided = config.double("suder.cfg_weight") > 0 || config.double("eval.cfg_weight") > 0
-    let streams = samplingChunkSequences * (guided ? 2 : 1)
-    let rows = max(streams * max(1, model.maxSeq - side * side), samplingChunkSequences * model.maxSeq)
-    let parameters = MemoryEstimate.buffer(MemoryEstimate.parameterCount(model))
-    let transformer = MemoryEstimate.transformerBytes(model, batchCapacity: microBatch)
-    let modelParts: [(name: String, bytes: Double)] = [
-        ("parameters", parameters), ("gradients", parameters), ("activations", transformer - 2 * parameters),
-    ]
-    let optimizer = ("AdamW state", MemoryEstimate.adamWBytes(model))
-    let sampler = ("sampling KV cache and buffers", MemoryEstimate.samplerBytes(model, streams: streams, rows: rows))
-    var suder = modelParts + [optimizer, sampler]
-    if config.string("suder.objective") == "dpo" { suder.append(("DPO reference model", transformer)) }
-    return [
-        StageMemory(stage: .pretrain, parts: modelParts + [optimizer, sampler]),
-        StageMemory(stage: .suder, parts: suder),
-        StageMemory(stage: .eval, parts: modelParts + [sampler]),
-    ]
+    public init(stage: String, parts: [(name: String, bytes: Double)]) {
+        self.stage = stage
+        self.parts = parts
+    }
 }
 
 /// Memory one rank may use: the node's share (the smaller of `MemAvailable` and the cgroup's
 /// limit, v2 or v1) divided by the ranks on the node (`OMPI_COMM_WORLD_LOCAL_SIZE`, else
 /// `SLURM_NTASKS_PER_NODE`). `root` prefixes /proc and /sys for tests. Nil when nothing is readable.
-func memoryAvailablePerRank(
+public func memoryAvailablePerRank(
     environment: [String: String] = ProcessInfo.processInfo.environment,
     root: String = ""
 ) -> (bytes: Int, source: String)? {
@@ -95,7 +68,7 @@ private func cgroupMemoryLimit(read: (String) -> String?) -> (Int, String)? {
     return best
 }
 
-func formatBytes(_ bytes: Double) -> String {
+public func formatBytes(_ bytes: Double) -> String {
     let terabyte = Double(1 << 40), gigabyte = Double(1 << 30), megabyte = Double(1 << 20)
     if bytes >= terabyte { return String(format: "%.1f TB", bytes / terabyte) }
     if bytes >= gigabyte { return String(format: "%.2f GB", bytes / gigabyte) }
@@ -103,19 +76,18 @@ func formatBytes(_ bytes: Double) -> String {
     return String(format: "%.0f KB", bytes / 1024)
 }
 
-/// Prints the memory table (after the config's) through `print`, then throws an `AgreedError` on
+/// Prints the memory table (after the config's) through `print`, then throws an `AllRanksError` on
 /// every rank when the largest stage needs more than the rank with the least memory has: a clear
 /// stop before any allocation instead of an allocation failure mid-run. `available` is this
 /// rank's share (nil: unknown).
-func checkMemory(
-    _ config: ResolvedConfig, comm: Communicator, available: (bytes: Int, source: String)?,
+public func checkMemory(
+    _ stages: [StageMemory], comm: Communicator, available: (bytes: Int, source: String)?,
     print: (String) -> Void
 ) throws {
-    let stages = stageMemory(config)
     var lines = ["memory per rank (estimate):"]
     for stage in stages {
         let parts = stage.parts.map { "\($0.name) \(formatBytes($0.bytes))" }.joined(separator: ", ")
-        lines.append("  \(stage.stage.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)) \(formatBytes(stage.total)) (\(parts))")
+        lines.append("  \(stage.stage.padding(toLength: 9, withPad: " ", startingAt: 0)) \(formatBytes(stage.total)) (\(parts))")
     }
     // Every rank takes part, so all learn the smallest share (ranks may sit on different nodes).
     let least = comm.allreduce(available?.bytes ?? Int.max, op: .min)
@@ -129,9 +101,9 @@ func checkMemory(
     print(lines.joined(separator: "\n"))
     let largest = stages.max { $0.total < $1.total }!
     guard largest.total <= Double(least) else {
-        throw AgreedError(
-            "the model does not fit in memory: stage \(largest.stage.rawValue) needs about \(formatBytes(largest.total)) per rank "
+        throw AllRanksError(
+            "the model does not fit in memory: stage \(largest.stage) needs about \(formatBytes(largest.total)) per rank "
                 + "(\(largest.parts.map { "\($0.name) \(formatBytes($0.bytes))" }.joined(separator: ", "))), "
-                + "but a rank has \(formatBytes(Double(least))). Reduce model.* or pretrain.micro_batch, or run fewer ranks per node.")
+                + "but a rank has \(formatBytes(Double(least))). Reduce model.* or model.micro_batch, or run fewer ranks per node.")
     }
 }

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 
 // safetensors (https://github.com/huggingface/safetensors): an 8-byte little-endian header length
@@ -104,7 +105,7 @@ func checkExportDestination(_ url: URL, overwrite: Bool) throws {
 }
 
 /// Writes the "weights" section of `checkpoint` as safetensors, one tensor per entry of its
-/// tensor table, with the stage, step, round and config as metadata.
+/// tensor table, with the stage, step and config as metadata.
 public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL, overwrite: Bool = false) throws {
     let weights = try checkpoint.floats("weights")
     guard !checkpoint.header.tensors.isEmpty else {
@@ -118,7 +119,6 @@ public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL, overwrite: 
         "format": "pt",
         "suder.stage": checkpoint.header.stage,
         "suder.step": String(checkpoint.header.step),
-        "suder.round": String(checkpoint.header.round),
         "suder.config": checkpoint.header.configYAML,
     ]
     try writeSafetensors(tensors: tensors, metadata: metadata, to: url, overwrite: overwrite)

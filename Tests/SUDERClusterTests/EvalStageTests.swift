@@ -271,7 +271,7 @@ final class EvalStageTests: XCTestCase {
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         for (stage, step) in [(StageName.pretrain, 20), (.suder, 2)] {
             let store = CheckpointStore(directory: job.stageDirectory(stage.rawValue), comm: comm)
-            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer))
+            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
             try store.markDone(step: step)
         }
 

@@ -64,7 +64,8 @@ public func makeCommunicator() -> Communicator {
 }
 
 /// Resolves and checks the config on every rank from the file text rank 0 read (so all reach
-/// the same verdict), prints it on rank 0 and records it in the run directory, then prints what
+/// the same verdict), takes the run directory's lock (`RunLock`, held by rank 0 until the process
+/// exits), prints the config on rank 0 and records it in the run directory, then prints what
 /// each stage needs in memory (`memoryNeeds`, the job's estimate) and checks it fits. A bad
 /// config or a model too large ends every rank with exit code 2 before any heavy work.
 public func prepareJob(
@@ -76,6 +77,12 @@ public func prepareJob(
         let config = try ResolvedConfig.resolve(fileContents: file, overrides: options.overrides, schema: schema)
         try schema.checkConsistency(config)
         let job = JobContext(comm: comm, config: config, runDir: options.runDir)
+        let lockNote = try comm.rootDecides { () -> String in
+            let (lock, note) = try RunLock.acquire(options.runDir)
+            RunLock.holdUntilExit(lock)
+            return note ?? ""
+        }
+        if !lockNote.isEmpty { job.console.warn(lockNote) }
         try recordConfig(job, schema: schema)
         job.console.print("suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, run directory \(options.runDir.path)")
         job.console.print(config.table())

@@ -150,17 +150,13 @@ final class EvalStageTests: XCTestCase {
         config = try! config.setting("eval.images_per_prompt", "4")
         var summary = EvalSummary(settings: EvalSummarySettings(EvalSettings(config), promptLines: Array(records.indices)))
         func evaluation(_ correct: [Int], captions: Double) -> ModelEvaluation {
-            var run = GenEvalRun()
-            run.correctPerRecord = correct
-            for (record, count) in zip(records, correct) {
-                for k in 0..<4 { run.summary.add(category: record.tag, correct: k < count) }
-            }
             let truth = [true, true, false, false], predicted = [true, true, true, false]
             let pope = Dictionary(uniqueKeysWithValues: PopeSplit.allCases.map { ($0, PopeMetrics(truth: truth, predicted: predicted)) })
             let header = CheckpointHeader(stage: "pretrain", step: step, configYAML: "", tensors: [])
             return ModelEvaluation(
-                checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
-                understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
+                checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"),
+                genEval: genEvalSummary(correct, records: records, imagesPerPrompt: 4), correctPerRecord: correct, records: records,
+                understanding: UnderstandingScores(UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope)), seconds: 1)
         }
         let base = evaluation(baseCorrect, captions: 0.5), suder = evaluation(suderCorrect, captions: 0.6)
         summary.models["base"] = base

@@ -108,13 +108,23 @@ public final class RunLock {
 
     /// Why the holder is known to be gone, or nil if it may still run.
     static func staleness(of other: Holder, at url: URL, now: Date) -> String? {
-        if other.host == ProcessInfo.processInfo.hostName, other.pid > 0, kill(other.pid, 0) != 0, errno == ESRCH {
+        if other.host == ProcessInfo.processInfo.hostName, other.pid > 0, !processRuns(other.pid) {
             return "pid \(other.pid) no longer runs on this host"
         }
         var info = stat()
         guard stat(url.path, &info) == 0 else { return nil }
         let age = Int(now.timeIntervalSince1970) - Int(info.st_mtim.tv_sec)
         return age > leaseSeconds ? "its lease was last refreshed \(age) s ago (lease \(leaseSeconds) s)" : nil
+    }
+
+    /// Whether `pid` names a live process. A zombie (ended, not yet reaped: a container whose
+    /// first process does not reap orphans keeps them) counts as ended.
+    static func processRuns(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let afterName = stat.range(of: ") ", options: .backwards)
+        else { return true }
+        return stat[afterName.upperBound...].first != "Z"
     }
 
     /// Writes the holder's text to a temporary file and links it to `url`: true if the lock was

@@ -241,7 +241,9 @@ final class EvalStageTests: XCTestCase {
 
     // MARK: - The stage end to end (one process)
 
-    func testEvalStageOfIdenticalModelsGivesZeroDeltasAndRescorableFolders() throws {
+    /// A run directory with a small world and the same random model as its finished "pretrained"
+    /// and "SUDER" checkpoints: the paired seeds then give identical samples and a zero delta.
+    private func identicalModelsRun() throws -> (job: JobContext, dataDirectory: URL) {
         let run = directory.appendingPathComponent("run")
         var world = WorldConfig()
         world.trainPairs = 60; world.trainCaptions = 30; world.trainProbes = 30; world.trainImperfect = 30
@@ -260,17 +262,20 @@ final class EvalStageTests: XCTestCase {
                 "runtime.progress=off", "runtime.threads=1", "model.micro_batch=8",
             ])
         let job = JobContext(comm: comm, config: config, runDir: run)
-        // The same random model as "pretrained" and "SUDER" checkpoints: the paired seeds must
-        // then give identical samples and a zero delta.
         let dataset = try DatasetReader(directory: dataDirectory)
         let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         for (stage, step) in [(StageName.pretrain, 20), (.suder, 2)] {
             let store = CheckpointStore(directory: job.stageDirectory(stage.rawValue), comm: comm)
-            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
+            _ = try store.save(
+                makeCheckpoint(stage: stage, step: step, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
             try store.markDone(step: step)
         }
+        return (job, dataDirectory)
+    }
 
+    func testEvalStageOfIdenticalModelsGivesZeroDeltasAndRescorableFolders() throws {
+        let (job, dataDirectory) = try identicalModelsRun()
         try runEvalStage(job)
 
         let evalDirectory = job.stageDirectory("eval")
@@ -299,10 +304,37 @@ final class EvalStageTests: XCTestCase {
             XCTAssertGreaterThan(sheet.width, 32)
         }
 
-        let report = try makeReport(runDirectories: [run])
+        let report = try makeReport(runDirectories: [job.runDir])
         XCTAssertTrue(
             report.contains(
                 "| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"
             ), report)
+    }
+
+    func testAStoppedEvalContinuesAfterItsKeptPartsOfTheSameCheckpoint() throws {
+        let (job, _) = try identicalModelsRun()
+        let evalDirectory = job.stageDirectory("eval")
+        let parts = EvalParts(directory: evalDirectory.appendingPathComponent(EvalParts.directoryName), comm: job.comm)
+        // Kept parts with marks a fresh evaluation cannot give (18 prompts of 2 images each): the
+        // base model's for its checkpoint, the SUDER model's for another checkpoint.
+        let kept = UnderstandingScores(
+            UnderstandingRun(captionAccuracy: 0.25, captionCount: 8, pope: [.random: PopeMetrics(truth: [true, false], predicted: [true, true])]))
+        let baseCheckpoint = job.stageDirectory("pretrain").appendingPathComponent("step-000000000020").path
+        try parts.write(
+            EvalPart(checkpoint: baseCheckpoint, correctPerRecord: Array(repeating: 2, count: 18), understanding: kept, seconds: 5), for: .base)
+        try parts.write(EvalPart(checkpoint: "/elsewhere/suder/step-000000000002", correctPerRecord: Array(repeating: 2, count: 18)), for: .suder)
+        XCTAssertEqual(try parts.read(.base, checkpoint: baseCheckpoint).understanding, kept)
+        XCTAssertNil(try parts.read(.suder, checkpoint: "/other").correctPerRecord)
+
+        try runEvalStage(job)
+
+        let summary = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
+        let base = try XCTUnwrap(summary.models["base"]), suder = try XCTUnwrap(summary.models["suder"])
+        XCTAssertEqual(base.geneval.correctPerPrompt, Array(repeating: 2, count: 18))
+        XCTAssertEqual(base.geneval.overall, 1)
+        XCTAssertEqual(base.captionAccuracy, 0.25)
+        XCTAssertEqual(base.seconds, 5)
+        XCTAssertNotEqual(suder.geneval.correctPerPrompt, Array(repeating: 2, count: 18), "a part of another checkpoint was reused")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: parts.directory.path), "parts are removed once the summary is written")
     }
 }

@@ -88,4 +88,17 @@ final class RunLockTests: XCTestCase {
         lock.release()
         XCTAssertEqual(try String(contentsOf: url, encoding: .utf8), other.text)
     }
+
+    func testARequeuedSlurmJobTakesOverItsEarlierRunsLock() throws {
+        let directory = runDirectory()
+        // The earlier run died on another node a minute ago: its lease has not run out.
+        let earlier = RunLock.Holder(host: "node-a", pid: 77, job: "4242", restart: 0, started: "2026-11-29T20:00:00Z")
+        _ = try writeLock(earlier, in: directory, age: 60)
+        let sameRun = RunLock.Holder(host: "node-b", pid: 78, job: "4242", restart: 0, started: "2026-11-29T20:01:00Z")
+        XCTAssertThrowsError(try RunLock.acquire(directory, holder: sameRun, refreshing: false))
+        let requeued = RunLock.Holder(host: "node-b", pid: 78, job: "4242", restart: 1, started: "2026-11-29T20:01:00Z")
+        let (lock, note) = try RunLock.acquire(directory, holder: requeued, refreshing: false)
+        defer { lock.release() }
+        XCTAssertTrue(note?.contains("an earlier run of this Slurm job (restart 0; this is restart 1)") == true, note ?? "no note")
+    }
 }

@@ -12,8 +12,9 @@ import Foundation
 /// `LOCK` (link(2) fails if the name exists, also on NFS, where O_EXCL was not always atomic).
 /// A lock is stale when its holder is gone: on the same host, its pid no longer runs; on any host,
 /// its modification time (the lease, refreshed every `refreshSeconds` while the job runs) is older
-/// than `leaseSeconds`, which also covers a holder on another node that died with its node. A
-/// stale lock is taken over with a note in the log. The holder removes the lock when its process
+/// than `leaseSeconds`, which also covers a holder on another node that died with its node; under
+/// Slurm, a lock of an earlier run of the same job (a requeue keeps the job id and counts restarts)
+/// is stale at once. A stale lock is taken over with a note in the log. The holder removes the lock when its process
 /// exits (normal end, errors, the requeue exit 85); a killed holder leaves it stale.
 public final class RunLock {
     public static let fileName = "LOCK"
@@ -27,13 +28,16 @@ public final class RunLock {
         public var pid: Int32
         /// The Slurm job id, or "-" outside Slurm.
         public var job: String
+        /// Slurm's restart count of the job (`SLURM_RESTART_COUNT`: a requeued job keeps its id).
+        public var restart: Int
         /// ISO 8601, UTC.
         public var started: String
 
-        public init(host: String, pid: Int32, job: String, started: String) {
+        public init(host: String, pid: Int32, job: String, restart: Int = 0, started: String) {
             self.host = host
             self.pid = pid
             self.job = job
+            self.restart = restart
             self.started = started
         }
 
@@ -42,10 +46,10 @@ public final class RunLock {
             let formatter = ISO8601DateFormatter()
             return Holder(
                 host: ProcessInfo.processInfo.hostName, pid: getpid(), job: environment["SLURM_JOB_ID"] ?? "-",
-                started: formatter.string(from: Date()))
+                restart: environment["SLURM_RESTART_COUNT"].flatMap { Int($0) } ?? 0, started: formatter.string(from: Date()))
         }
 
-        var text: String { "host \(host)\npid \(pid)\nslurm_job \(job)\nstarted \(started)\n" }
+        var text: String { "host \(host)\npid \(pid)\nslurm_job \(job)\nslurm_restart \(restart)\nstarted \(started)\n" }
 
         init(text: String) {
             var fields: [String: String] = [:]
@@ -55,7 +59,7 @@ public final class RunLock {
             }
             self.init(
                 host: fields["host"] ?? "?", pid: fields["pid"].flatMap { Int32($0) } ?? 0, job: fields["slurm_job"] ?? "?",
-                started: fields["started"] ?? "?")
+                restart: fields["slurm_restart"].flatMap { Int($0) } ?? 0, started: fields["started"] ?? "?")
         }
 
         public var description: String {
@@ -94,7 +98,7 @@ public final class RunLock {
             }
             guard let existing = try? String(contentsOf: url, encoding: .utf8) else { continue }
             let other = Holder(text: existing)
-            guard let reason = staleness(of: other, at: url, now: now) else {
+            guard let reason = staleness(of: other, at: url, now: now, for: holder) else {
                 throw AllRanksError(
                     "the run directory \(runDirectory.path) is in use by another job (\(other.description); lock file \(url.path)); "
                         + "wait for it to end or use another --run-dir")
@@ -107,7 +111,12 @@ public final class RunLock {
     }
 
     /// Why the holder is known to be gone, or nil if it may still run.
-    static func staleness(of other: Holder, at url: URL, now: Date) -> String? {
+    static func staleness(of other: Holder, at url: URL, now: Date, for holder: Holder) -> String? {
+        // Slurm runs one instance of a job at a time: a lock of an earlier run of this job (killed
+        // before it could release it, perhaps on another node) is stale at once.
+        if other.job != "-", other.job == holder.job, other.restart < holder.restart {
+            return "it is an earlier run of this Slurm job (restart \(other.restart); this is restart \(holder.restart))"
+        }
         if other.host == ProcessInfo.processInfo.hostName, other.pid > 0, !processRuns(other.pid) {
             return "pid \(other.pid) no longer runs on this host"
         }

@@ -40,7 +40,10 @@ let package = Package(
         // How ranks cooperate, whatever the job: the communicator (MPI or one process), the job
         // context and config resolution, the checkpoint store (zstd, xxhash), stop signals,
         // metric reduction and logs, sharding and stream seeds. Knows nothing of the model or the
-        // world. COpenBLAS only to set the BLAS threads per rank; Yams parses the YAML configs.
+        // world. COpenBLAS only to set the BLAS threads per rank; Yams parses the YAML configs, and its
+        // bundled libyaml (module CYaml, which comes with the Yams product) gives the config reader the
+        // parser's events, to bound alias expansion before Yams expands anything
+        // (Config/YAMLExpansion.swift).
         .target(
             name: "ClusterRuntime",
             dependencies: ["CMPI", "CZstd", "COpenBLAS", "Yams"],

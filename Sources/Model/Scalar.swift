@@ -67,8 +67,13 @@ public func setComputeThreads(_ count: Int) {
 }
 
 /// 64-byte aligned, zero-filled buffer for kernels; freed by `deallocateAligned`.
+/// Bytes handed out by `allocateAligned` so far (never decreases; buffers are allocated at
+/// construction, never in hot loops): tests compare `MemoryEstimate` with it.
+private(set) var alignedBytesAllocated = 0
+
 func allocateAligned<T>(_ count: Int, of type: T.Type = T.self) -> UnsafeMutablePointer<T> {
     let bytes = max(1, count) * MemoryLayout<T>.stride
+    alignedBytesAllocated += bytes
     let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
     raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
     return raw.bindMemory(to: T.self, capacity: max(1, count))

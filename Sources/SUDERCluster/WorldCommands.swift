@@ -2,19 +2,30 @@ import ClusterRuntime
 import Foundation
 import World
 
-/// `suder eval geneval --metadata <file> --images <folder> [--summary <file>]`: scores a GenEval
-/// sample folder (`<folder>/<index:05d>/samples/<k:04d>.png`) against the eval metadata, prints
-/// the per-category table and overall score, and writes the summary JSON when asked.
-public func runGenEvalFolderCommand(metadata: URL, images: URL, summaryOut: URL?) throws {
+/// `suder eval geneval --metadata <file> --images <folder> [--summary <file>] [--allow-missing]`:
+/// scores a GenEval sample folder (`<folder>/<index:05d>/samples/<k:04d>.png`) against the eval
+/// metadata, prints the per-category table and overall score, and writes the summary JSON when
+/// asked. A metadata line without its folder, or a folder short of images, is an error unless
+/// `allowMissing`; then the output says how much was missing.
+public func runGenEvalFolderCommand(metadata: URL, images: URL, summaryOut: URL?, allowMissing: Bool = false) throws {
     let records = try readMetadataFile(metadata)
-    let summary = try scoreGenEvalFolder(images: images, metadata: records)
+    let (summary, missing) = try scoreGenEvalFolder(images: images, metadata: records, allowMissing: allowMissing)
     guard summary.imageCount > 0 else {
         throw WorldError.malformedFile(path: images.path, reason: "no <index>/samples/<k>.png images found")
     }
     print("GenEval-mini: \(images.path) (\(summary.imageCount) images, \(records.count) prompts in \(metadata.lastPathComponent))")
+    if !missing.isEmpty {
+        print(
+            "missing: \(missing.prompts.count) of \(records.count) prompts and \(missing.images) images in partly filled folders; "
+                + "the score covers the rest only")
+    }
     print(summary.table)
     if let summaryOut {
-        try (summary.json + "\n").write(to: summaryOut, atomically: true, encoding: .utf8)
+        var json = summary.json
+        if !missing.isEmpty {
+            json = String(json.dropLast()) + ", \"missing_prompts\": \(missing.prompts.count), \"missing_images\": \(missing.images)}"
+        }
+        try (json + "\n").write(to: summaryOut, atomically: true, encoding: .utf8)
         print("summary written to \(summaryOut.path)")
     }
 }

@@ -34,13 +34,22 @@ public struct DatasetReport: Sendable {
 /// The `data` stage: splits prompts, draws scenes, learns the VQ codebook, writes every token
 /// shard, the eval metadata and the VQ-round-tripped ground truth in GenEval's folder layout,
 /// then scores that ground truth with the detector (the ceiling any model can reach).
+/// `stopRequested` is asked after each step; true ends generation with `WorldError.stopped`,
+/// leaving `outDir` incomplete (the caller discards it).
 @discardableResult
-public func generateDataset(config: WorldConfig, outDir: URL, progress: (String) -> Void) throws -> DatasetReport {
+public func generateDataset(
+    config: WorldConfig, outDir: URL, stopRequested: () -> Bool = { false }, progress: (String) -> Void
+) throws -> DatasetReport {
     try config.validate()
     let start = Date()
     var report = DatasetReport()
     func elapsed() -> String { String(format: "%6.1fs", Date().timeIntervalSince(start)) }
-    func say(_ message: String) { progress("[data \(elapsed())] \(message)") }
+    func announce(_ message: String) { progress("[data \(elapsed())] \(message)") }
+    /// A step finished: report it, then stop if asked.
+    func say(_ message: String) throws {
+        announce(message)
+        if stopRequested() { throw WorldError.stopped(after: message.split(separator: "\n").first.map(String.init) ?? message) }
+    }
     let files = FileManager.default
     for folder in ["eval", DatasetFile.evalGroundTruth, DatasetFile.samples] {
         try files.createDirectory(at: outDir.appendingPathComponent(folder), withIntermediateDirectories: true)
@@ -55,7 +64,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     for category in Category.allCases {
         splits[category] = splitPrompts(category, heldOutCap: config.evalPromptsPerCategory, generator: &splitRandom)
     }
-    say(
+    try say(
         "prompts: "
             + Category.allCases.map { "\($0.rawValue) \(splits[$0]!.training.count) train / \(splits[$0]!.heldOut.count) held out" }.joined(separator: ", "))
     func trainingRecord(_ index: Int, _ random: inout SplitMix64RNG) -> MetadataRecord {
@@ -71,7 +80,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
         pairScenes.append(generator.scene(for: record, using: &pairRandom))
     }
     let pairImages = pairScenes.map { renderScene($0, canvasSize: config.canvasSize) }
-    say("drew and rendered \(pairImages.count) training pair scenes")
+    try say("drew and rendered \(pairImages.count) training pair scenes")
 
     // Codebook from the first training images (or fresh scenes if there are none).
     var fitImages = Array(pairImages.prefix(config.kmeansImages))
@@ -82,20 +91,20 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     let settings = KMeansSettings(
         maximumCodes: config.codebookSize, patchSize: config.patchSize,
         iterations: config.kmeansIterations, maximumPatches: config.kmeansMaximumPatches)
-    let codebook = learnCodebook(images: fitImages, settings: settings) { say($0) }
+    let codebook = learnCodebook(images: fitImages, settings: settings) { announce($0) }
     try writeCodebook(codebook, to: url(DatasetFile.codebook))
     let vocabulary = Vocabulary(codebookSize: codebook.codeCount)
     try writeVocabulary(vocabulary, to: url(DatasetFile.vocabulary))
     let encoder = VQEncoder(codebook: codebook)
     func imageTokens(_ image: RGBImage) -> [Int32] { vocabulary.imageTokens(codes: encoder.encode(image)) }
-    say("codebook: \(codebook.codeCount) codes of \(config.patchSize)x\(config.patchSize); vocabulary \(vocabulary.size) tokens")
+    try say("codebook: \(codebook.codeCount) codes of \(config.patchSize)x\(config.patchSize); vocabulary \(vocabulary.size) tokens")
 
     var pairs = TokenShardWriter(kind: "train_pairs", fieldCount: 2, vocabularySize: vocabulary.size)
     for (record, image) in zip(pairRecords, pairImages) {
         pairs.append(try vocabulary.encode(record.prompt), imageTokens(image))
     }
     try pairs.write(to: url(DatasetFile.trainPairs))
-    say("wrote \(pairs.recordCount) training pairs")
+    try say("wrote \(pairs.recordCount) training pairs")
 
     var popularity: [ObjectColor: [ShapeClass: Int]] = [:]
     for scene in pairScenes { for object in scene.objects { popularity[object.color, default: [:]][object.shape, default: 0] += 1 } }
@@ -122,7 +131,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
             [try vocabulary.id(of: probe.answer ? "yes" : "no")])
     }
     try probes.write(to: url(DatasetFile.trainProbes))
-    say("wrote \(captions.recordCount) training captions and \(probes.recordCount) training probes")
+    try say("wrote \(captions.recordCount) training captions and \(probes.recordCount) training probes")
 
     // Imperfect renders for the prompt task, each with a prompt the detector agrees with.
     var imperfectRandom = stream(9)
@@ -147,7 +156,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     if !imperfectSheet.isEmpty {
         try writePNG(imageGrid(imperfectSheet, columns: 8), to: url(DatasetFile.samples + "/imperfect_renders.png"))
     }
-    say(
+    try say(
         "wrote \(imperfect.recordCount) imperfect renders: \(promptSources[.original, default: 0]) still fit their prompt, "
             + "\(promptSources[.other, default: 0]) fit another, \(promptSources[.nothing, default: 0]) show nothing GenEval counts")
 
@@ -171,7 +180,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     }
     try unpairedImages.write(to: url(DatasetFile.unpairedImages))
     try writeScenes(unpairedScenes, to: url(DatasetFile.unpairedImageLabels))
-    say("wrote \(unpairedPrompts.recordCount) unpaired prompts and \(unpairedImages.recordCount) unpaired images")
+    try say("wrote \(unpairedPrompts.recordCount) unpaired prompts and \(unpairedImages.recordCount) unpaired images")
 
     // GenEval-mini: held-out prompts cycled to the per-category line count, each with ground-truth
     // images after the VQ round trip in GenEval's folder layout.
@@ -196,7 +205,7 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
         }
         try writeGenEvalSamples(record: record, images: decoded, index: index, outDir: url(DatasetFile.evalGroundTruth))
     }
-    say(
+    try say(
         "wrote \(evalRecords.count) eval prompts and \(report.cleanRenderImages) ground-truth images; detector wrong on \(report.cleanRenderFailures) clean renders"
     )
     if !sampleSheet.isEmpty {
@@ -224,11 +233,11 @@ public func generateDataset(config: WorldConfig, outDir: URL, progress: (String)
     try evalImages.write(to: url(DatasetFile.evalImages))
     try writeScenes(evalScenes, to: url(DatasetFile.evalScenes))
     for (s, split) in PopeSplit.allCases.enumerated() { try pope[s].write(to: url(DatasetFile.evalProbes(split))) }
-    say("wrote \(evalImages.recordCount) eval images with captions and \(pope[0].recordCount) POPE probes per split")
+    try say("wrote \(evalImages.recordCount) eval images with captions and \(pope[0].recordCount) POPE probes per split")
 
     report.seconds = Date().timeIntervalSince(start)
     try writeSummary(config: config, report: report, to: url(DatasetFile.summary))
-    say("ground truth after the VQ round trip, GenEval-mini:\n" + report.roundTripSummary.table)
+    announce("ground truth after the VQ round trip, GenEval-mini:\n" + report.roundTripSummary.table)
     return report
 }
 

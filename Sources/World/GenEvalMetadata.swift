@@ -120,7 +120,7 @@ public struct MetadataRecord: Equatable, Sendable {
 
 /// Reads a metadata JSONL file (blank lines skipped); a bad line is an error naming its number.
 public func readMetadataFile(_ url: URL) throws -> [MetadataRecord] {
-    guard FileManager.default.fileExists(atPath: url.path) else { throw WorldError.missingFile(path: url.path) }
+    try checkRegularFile(url)
     let text: String
     do { text = try String(contentsOf: url, encoding: .utf8) } catch {
         throw WorldError.malformedFile(path: url.path, reason: "not UTF-8 text")
@@ -128,9 +128,18 @@ public func readMetadataFile(_ url: URL) throws -> [MetadataRecord] {
     return try parseMetadataLines(text)
 }
 
+/// The longest metadata line accepted. GenEval's lines are a few hundred bytes; the JSON
+/// parser's memory grows with a line's size, so a huge line is refused before it is parsed.
+public let maximumMetadataLineBytes = 65_536
+
 public func parseMetadataLines(_ text: String) throws -> [MetadataRecord] {
     var records: [MetadataRecord] = []
-    for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+    // Split on bytes: splitting into Characters costs seconds on a line of megabytes.
+    for (index, bytes) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+        guard bytes.count <= maximumMetadataLineBytes else {
+            throw WorldError.metadata(line: index + 1, reason: "\(bytes.count) bytes, more than the \(maximumMetadataLineBytes) allowed for one record")
+        }
+        let line = Substring(bytes)
         let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.isEmpty { continue }
         records.append(try MetadataRecord.parse(jsonLine: trimmed, line: index + 1))

@@ -162,8 +162,26 @@ func readUInt64(_ data: Data, at offset: Int) -> UInt64 {
 
 /// The file's bytes, or `missingFile` when it does not exist.
 func readWholeFile(_ url: URL) throws -> Data {
-    guard FileManager.default.fileExists(atPath: url.path) else { throw WorldError.missingFile(path: url.path) }
+    try checkRegularFile(url)
     do { return try Data(contentsOf: url, options: .alwaysMapped) } catch {
         throw WorldError.malformedFile(path: url.path, reason: "unreadable: \(error.localizedDescription)")
+    }
+}
+
+/// A missing file, a directory, FIFO, socket or device is refused by name before it is opened
+/// (opening a FIFO would wait for a writer; reading a device may never end).
+func checkRegularFile(_ url: URL) throws {
+    var info = stat()
+    guard stat(url.path, &info) == 0 else {
+        if errno == ENOENT { throw WorldError.missingFile(path: url.path) }
+        throw WorldError.malformedFile(path: url.path, reason: "cannot stat: \(String(cString: strerror(errno)))")
+    }
+    let kinds: [mode_t: String] = [
+        S_IFDIR: "a directory", S_IFIFO: "a FIFO", S_IFSOCK: "a socket", S_IFCHR: "a character device",
+        S_IFBLK: "a block device",
+    ]
+    let kind = info.st_mode & S_IFMT
+    guard kind == S_IFREG else {
+        throw WorldError.malformedFile(path: url.path, reason: "is \(kinds[kind] ?? "not a regular file"), not a regular file")
     }
 }

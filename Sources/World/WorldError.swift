@@ -11,6 +11,8 @@ public enum WorldError: Error, CustomStringConvertible, Equatable {
     case png(String)
     case invalidConfig(String)
     case caption(String)
+    /// The caller asked generation to stop (`generateDataset`'s `stopRequested`) after this step.
+    case stopped(after: String)
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum WorldError: Error, CustomStringConvertible, Equatable {
         case .png(let reason): return "PNG: \(reason)"
         case .invalidConfig(let reason): return "invalid world config: \(reason)"
         case .caption(let reason): return "caption: \(reason)"
+        case .stopped(let step): return "stopped as asked after: \(step)"
         }
     }
 }

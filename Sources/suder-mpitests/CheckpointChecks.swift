@@ -102,6 +102,24 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     }
     record("torn newest checkpoint moved aside, previous one loaded on every rank", fellBack)
 
+    // 4b. A FIFO in place of a section file: opening it must not wait for a writer (rank 0
+    //     would hang and the others wait in the broadcast); it is damage like any other.
+    var skippedFIFO = false
+    do {
+        try store.save(checkpoint(step: 3))
+        if comm.isRoot {
+            let section = directory.appendingPathComponent(CheckpointStore.directoryName(step: 3)).appendingPathComponent("weights.zst")
+            try FileManager.default.removeItem(at: section)
+            guard mkfifo(section.path, 0o644) == 0 else { throw CheckpointError(.writeFailed, section.path, "mkfifo failed") }
+        }
+        if let loaded = try store.loadNewestValid() {
+            skippedFIFO =
+                loaded.checkpoint.header.step == 1 && loaded.checkpoint.sections["data_position"] == [1]
+                && loaded.notes.count == 1 && loaded.notes[0].contains("not a regular file")
+        }
+    } catch {}
+    record("FIFO for a section file moved aside, previous one loaded on every rank", skippedFIFO)
+
     // 5. A stop signal on the last rank only: every rank agrees to checkpoint and stop.
     StopSignals.install()
     if comm.rank == comm.size - 1 { raise(SIGUSR1) }

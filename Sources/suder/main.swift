@@ -24,9 +24,9 @@ struct StageArguments: ParsableArguments {
 /// Starts the communicator, resolves the config (all ranks exit together on a bad one) and runs
 /// `body`; never returns.
 func runJob(_ arguments: StageArguments, _ body: (JobContext) throws -> Void) -> Never {
-    let job = prepareJob(comm: makeCommunicator(), options: arguments.options, schema: configSchema) { comm in
-        "\(try selectKernelPath(comm: comm)) kernels, "
-    }
+    let job = prepareJob(
+        comm: makeCommunicator(), options: arguments.options, schema: configSchema,
+        preflight: { comm in "\(try selectKernelPath(comm: comm)) kernels, " }, memoryNeeds: stageMemory)
     runReportingErrors(job) { try body(job) }
 }
 
@@ -92,12 +92,16 @@ extension Suder {
             var images: String
             @Option(help: "Write the summary JSON here.")
             var summary: String?
+            @Flag(
+                name: .customLong("allow-missing"),
+                help: "Score even if metadata lines lack folders or folders lack images, and report how many.")
+            var allowMissing = false
 
             func run() throws {
                 do {
                     try runGenEvalFolderCommand(
                         metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
-                        summaryOut: summary.map { URL(fileURLWithPath: $0) })
+                        summaryOut: summary.map { URL(fileURLWithPath: $0) }, allowMissing: allowMissing)
                 } catch {
                     printError("error: \(error)")
                     throw ExitCode(2)
@@ -200,8 +204,10 @@ extension Suder {
         var checkpoint: String
         @Option(help: "Output format; only safetensors.")
         var format: String = "safetensors"
-        @Option(help: "Output file.")
+        @Option(help: "Output file; never inside a checkpoint directory.")
         var out: String
+        @Flag(help: "Replace --out if it exists.")
+        var force = false
 
         func validate() throws {
             guard format == "safetensors" else { throw ValidationError("--format must be safetensors; received '\(format)'") }
@@ -211,7 +217,7 @@ extension Suder {
             do {
                 let source = try exportSafetensors(
                     checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
-                    to: URL(fileURLWithPath: out))
+                    to: URL(fileURLWithPath: out), overwrite: force)
                 print("wrote \(out) from \(source.path)")
             } catch {
                 printError("error: \(error)")

@@ -10,7 +10,8 @@ final class CheckpointSafetensorsTests: XCTestCase {
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: SingleProcessCommunicator())
         let checkpoint = sampleCheckpoint(step: 7)
         try store.save(checkpoint)
-        let out = dir.appendingPathComponent("model.safetensors")
+        let out = dir.deletingLastPathComponent().appendingPathComponent(dir.lastPathComponent + ".safetensors")
+        defer { try? FileManager.default.removeItem(at: out) }
         let exported = try exportSafetensors(checkpointDirectory: dir, to: out)
         XCTAssertEqual(exported.lastPathComponent, "step-000000000007")
 
@@ -24,6 +25,42 @@ final class CheckpointSafetensorsTests: XCTestCase {
         XCTAssertEqual(file.metadata["suder.stage"], "pretrain")
         let raw = [UInt8](try Data(contentsOf: out))
         XCTAssertEqual((8 + Int(raw[0])) % 8, 0, "data section is 8-byte aligned")
+    }
+
+    /// An export never replaces a checkpoint's files (not even with overwrite), nor an existing
+    /// file unless asked to; what it refuses stays byte for byte as it was.
+    func testExportRefusesCheckpointDirectoriesAndExistingFiles() throws {
+        let run = temporaryDirectory("export-guard")
+        defer { try? FileManager.default.removeItem(at: run) }
+        let stage = run.appendingPathComponent("pretrain")
+        let store = CheckpointStore(directory: stage, keepLast: 2, comm: SingleProcessCommunicator())
+        try store.save(sampleCheckpoint(step: 7))
+        let step = stage.appendingPathComponent("step-000000000007")
+        let weights = step.appendingPathComponent("weights.zst")
+        let before = try Data(contentsOf: weights)
+        for (target, overwrite) in [
+            (weights, false), (weights, true), (step.appendingPathComponent("model.safetensors"), false),
+            (stage.appendingPathComponent("latest"), true), (stage.appendingPathComponent("model.safetensors"), false),
+        ] {
+            XCTAssertThrowsError(try exportSafetensors(checkpointDirectory: stage, to: target, overwrite: overwrite)) { error in
+                XCTAssertTrue("\(error)".contains("inside the checkpoint directory"), "\(error)")
+            }
+        }
+        XCTAssertEqual(try Data(contentsOf: weights), before)
+        XCTAssertEqual(try String(contentsOf: stage.appendingPathComponent("latest"), encoding: .utf8), "step-000000000007\n")
+        XCTAssertNotNil(try store.loadNewestValid())
+
+        try exportSafetensors(checkpointDirectory: stage, to: run.appendingPathComponent("fresh.safetensors"))
+        let out = run.appendingPathComponent("model.safetensors")
+        try Data("keep me".utf8).write(to: out)
+        XCTAssertThrowsError(try exportSafetensors(checkpointDirectory: stage, to: out)) { error in
+            XCTAssertTrue("\(error)".contains("exists; give --force"), "\(error)")
+        }
+        XCTAssertEqual(try String(contentsOf: out, encoding: .utf8), "keep me")
+        try exportSafetensors(checkpointDirectory: stage, to: out, overwrite: true)
+        XCTAssertEqual(try readSafetensors(out).metadata["suder.step"], "7")
+        // Nothing temporary is left beside it.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: run.path).sorted(), ["fresh.safetensors", "model.safetensors", "pretrain"])
     }
 
     /// An independent reader: Python's json + struct (numpy when available) must parse our file

@@ -134,6 +134,16 @@ final class CheckpointStoreTests: XCTestCase {
             ("truncated header", { dir in try truncate(dir.appendingPathComponent("header.bin"), by: 3) }),
             ("missing section", { dir in try FileManager.default.removeItem(at: dir.appendingPathComponent("adam_m.zst")) }),
             ("missing header", { dir in try FileManager.default.removeItem(at: dir.appendingPathComponent("header.bin")) }),
+            // Opening a FIFO for reading blocks until a writer comes: the loader must not wait.
+            ("FIFO for a section", { dir in try replaceWithFIFO(dir.appendingPathComponent("weights.zst")) }),
+            ("FIFO for the header", { dir in try replaceWithFIFO(dir.appendingPathComponent("header.bin")) }),
+            (
+                "directory for a section",
+                { dir in
+                    try FileManager.default.removeItem(at: dir.appendingPathComponent("adam_m.zst"))
+                    try FileManager.default.createDirectory(at: dir.appendingPathComponent("adam_m.zst"), withIntermediateDirectories: false)
+                }
+            ),
         ]
         for (what, damage) in damages {
             let dir = temporaryDirectory("corrupt")
@@ -282,6 +292,12 @@ func flipByte(in url: URL, at offset: Int) throws {
     var bytes = [UInt8](try Data(contentsOf: url))
     bytes[min(offset, bytes.count - 1)] ^= 0x5A
     try Data(bytes).write(to: url)
+}
+
+/// Replaces a file with a named pipe that nobody writes to.
+func replaceWithFIFO(_ url: URL) throws {
+    try FileManager.default.removeItem(at: url)
+    guard mkfifo(url.path, 0o644) == 0 else { throw CheckpointError(.writeFailed, url.path, "mkfifo failed (errno \(errno))") }
 }
 
 func truncate(_ url: URL, by count: Int) throws {

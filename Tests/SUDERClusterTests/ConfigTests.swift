@@ -97,6 +97,63 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// "Billion laughs": each level names the previous one nine times. As a value, as nested
+    /// mappings (which flattening walks) and as mapping keys (which the YAML library hashes while
+    /// composing), all must be refused by size within a second, naming the file.
+    func testAliasBombIsRefusedQuicklyNamingTheFile() throws {
+        func levels(_ body: (Int) -> String) -> String { (1...9).map(body).joined(separator: "\n") + "\n" }
+        let bombs = [
+            "sequence": "a0: &a0 [x, x, x, x, x, x, x, x, x]\n"
+                + levels { i in "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 9).joined(separator: ", ") + "]" },
+            "mapping": "a0: &a0 {k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1, k9: 1}\n"
+                + levels { i in "a\(i): &a\(i) {" + (1...9).map { "k\($0): *a\(i - 1)" }.joined(separator: ", ") + "}" },
+            "keys": "a0: &a0 {k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1, k9: 1}\n"
+                + levels { i in "a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 9).joined(separator: ", ") + "]" }
+                + "? *a9\n: 1\n",
+        ]
+        for (kind, text) in bombs {
+            XCTAssertLessThan(text.utf8.count, 1200, kind)
+            let file = try writeYAML(text)
+            let started = Date()
+            let message = resolveError(file: file, [])
+            XCTAssertLessThan(Date().timeIntervalSince(started), 1, kind)
+            XCTAssertTrue(message.contains(file.path) && message.contains("aliases"), "\(kind): \(message)")
+        }
+        // Aliases within reason still work.
+        let fine = try writeYAML("pretrain:\n  lr: &rate 0.002\nsuder:\n  lr: *rate\n")
+        XCTAssertEqual(try ResolvedConfig.resolve(file: fine, overrides: []).double("suder.lr"), 0.002)
+    }
+
+    func testADirectoryOrFIFOAsConfigIsNamed() throws {
+        let directory = temporaryDirectory("config-dir")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let message = resolveError(file: directory, [])
+        XCTAssertTrue(message.contains("\(directory.path) is a directory"), message)
+        let fifo = directory.appendingPathComponent("config.yaml")
+        XCTAssertEqual(mkfifo(fifo.path, 0o644), 0)
+        XCTAssertTrue(resolveError(file: fifo, []).contains("is not a regular file"), "opening a FIFO would wait for a writer")
+    }
+
+    func testAnEmptySectionSetsNothingAndASectionWithAValueIsNamed() throws {
+        let empty = try writeYAML("model:\nsuder:\n  simpo_beta: 2.5\n")
+        let config = try ResolvedConfig.resolve(file: empty, overrides: [])
+        XCTAssertEqual(config.int("model.d_model"), 192)
+        XCTAssertEqual(config.double("suder.simpo_beta"), 2.5)
+        let valued = resolveError(file: try writeYAML("model: 5\n"), [])
+        XCTAssertTrue(valued.contains("model is a section"), valued)
+        // A key left out of its section names the full key.
+        let outdented = resolveError(file: try writeYAML("model:\nd_model: 96\n"), [])
+        XCTAssertTrue(outdented.contains("did you mean 'model.d_model'"), outdented)
+    }
+
+    func testTheSameKeyNestedAndDottedIsAnErrorNamingBoth() throws {
+        let file = try writeYAML("model:\n  d_model: 96\nmodel.d_model: 128\n")
+        let message = resolveError(file: file, [])
+        XCTAssertTrue(message.contains("model.d_model is given twice"), message)
+        XCTAssertTrue(message.contains("line 2") && message.contains("line 3"), message)
+    }
+
     func testEditDistanceSuggestsOnlyNearMisses() {
         XCTAssertEqual(editDistance("kitten", "sitting"), 3)
         XCTAssertEqual(closestMatch(to: "suder.bta", among: ["suder.beta", "suder.k"]), "suder.beta")

@@ -154,17 +154,13 @@ final class EvalStageTests: XCTestCase {
         config = try! config.setting("eval.images_per_prompt", "4")
         var summary = EvalSummary(settings: EvalSummarySettings(EvalSettings(config), promptLines: Array(records.indices)))
         func evaluation(_ correct: [Int], captions: Double) -> ModelEvaluation {
-            var run = GenEvalRun()
-            run.correctPerRecord = correct
-            for (record, count) in zip(records, correct) {
-                for k in 0..<4 { run.summary.add(category: record.tag, correct: k < count) }
-            }
             let truth = [true, true, false, false], predicted = [true, true, true, false]
             let pope = Dictionary(uniqueKeysWithValues: PopeSplit.allCases.map { ($0, PopeMetrics(truth: truth, predicted: predicted)) })
             let header = CheckpointHeader(stage: "pretrain", step: step, configYAML: "", tensors: [])
             return ModelEvaluation(
-                checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
-                understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
+                checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"),
+                genEval: genEvalSummary(correct, records: records, imagesPerPrompt: 4), correctPerRecord: correct, records: records,
+                understanding: UnderstandingScores(UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope)), seconds: 1)
         }
         let base = evaluation(baseCorrect, captions: 0.5), suder = evaluation(suderCorrect, captions: 0.6)
         summary.models["base"] = base
@@ -269,7 +265,9 @@ final class EvalStageTests: XCTestCase {
 
     // MARK: - The stage end to end (one process)
 
-    func testEvalStageOfIdenticalModelsGivesZeroDeltasAndRescorableFolders() throws {
+    /// A run directory with a small world and the same random model as its finished "pretrained"
+    /// and "SUDER" checkpoints: the paired seeds then give identical samples and a zero delta.
+    private func identicalModelsRun() throws -> (job: JobContext, dataDirectory: URL) {
         let run = directory.appendingPathComponent("run")
         var world = WorldConfig()
         world.trainPairs = 60; world.trainCaptions = 30; world.trainProbes = 30; world.trainImperfect = 30
@@ -288,17 +286,20 @@ final class EvalStageTests: XCTestCase {
                 "runtime.progress=off", "runtime.threads=1", "model.micro_batch=8",
             ])
         let job = JobContext(comm: comm, config: config, runDir: run)
-        // The same random model as "pretrained" and "SUDER" checkpoints: the paired seeds must
-        // then give identical samples and a zero delta.
         let dataset = try DatasetReader(directory: dataDirectory)
         let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         for (stage, step) in [(StageName.pretrain, 20), (.suder, 2)] {
             let store = CheckpointStore(directory: job.stageDirectory(stage.rawValue), comm: comm)
-            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer))
+            _ = try store.save(
+                makeCheckpoint(stage: stage, step: step, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
             try store.markDone(step: step)
         }
+        return (job, dataDirectory)
+    }
 
+    func testEvalStageOfIdenticalModelsGivesZeroDeltasAndRescorableFolders() throws {
+        let (job, dataDirectory) = try identicalModelsRun()
         try runEvalStage(job)
 
         let evalDirectory = job.stageDirectory("eval")
@@ -327,10 +328,39 @@ final class EvalStageTests: XCTestCase {
             XCTAssertGreaterThan(sheet.width, 32)
         }
 
-        let report = try makeReport(runDirectories: [run])
+        let report = try makeReport(runDirectories: [job.runDir])
         XCTAssertTrue(
             report.contains(
                 "| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"
             ), report)
+    }
+
+    func testAStoppedEvalContinuesAfterItsKeptPartsOfTheSameCheckpoint() throws {
+        let (job, _) = try identicalModelsRun()
+        let evalDirectory = job.stageDirectory("eval")
+        let parts = EvalParts(directory: evalDirectory.appendingPathComponent(EvalParts.directoryName), comm: job.comm)
+        // Kept GenEval-mini marks a fresh evaluation of this random model cannot give (all 18
+        // prompts' 2 images correct): the base model's for its checkpoint (stopped before its
+        // captions), the SUDER model's for another checkpoint.
+        let allCorrect = Array(repeating: 2, count: 18)
+        let baseCheckpoint = job.stageDirectory("pretrain").appendingPathComponent("step-000000000020").path
+        try parts.write(EvalPart(checkpoint: baseCheckpoint, correctPerRecord: allCorrect, seconds: 5), for: .base)
+        try parts.write(EvalPart(checkpoint: "/elsewhere/suder/step-000000000002", correctPerRecord: allCorrect), for: .suder)
+        XCTAssertEqual(try parts.read(.base, checkpoint: baseCheckpoint).correctPerRecord, allCorrect)
+        XCTAssertNil(try parts.read(.suder, checkpoint: "/other").correctPerRecord)
+
+        try runEvalStage(job)
+
+        let summary = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
+        let base = try XCTUnwrap(summary.models["base"]), suder = try XCTUnwrap(summary.models["suder"])
+        XCTAssertEqual(base.geneval.correctPerPrompt, allCorrect)
+        XCTAssertEqual(base.geneval.overall, 1)
+        XCTAssertGreaterThanOrEqual(base.seconds, 5)
+        // The captions and POPE were still to do for base: computed now, the same as for the
+        // identical SUDER model.
+        XCTAssertEqual(base.captionAccuracy, suder.captionAccuracy)
+        XCTAssertEqual(base.pope, suder.pope)
+        XCTAssertNotEqual(suder.geneval.correctPerPrompt, allCorrect, "a part of another checkpoint was reused")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: parts.directory.path), "parts are removed once the summary is written")
     }
 }

@@ -30,7 +30,7 @@ final class ModelCommandTests: XCTestCase {
         let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         let store = CheckpointStore(directory: job.stageDirectory("pretrain"), comm: comm)
-        _ = try store.save(makeCheckpoint(stage: .pretrain, step: 5, job: job, model: model, optimizer: optimizer))
+        _ = try store.save(makeCheckpoint(stage: .pretrain, step: 5, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
     }
 
     override func tearDownWithError() throws {

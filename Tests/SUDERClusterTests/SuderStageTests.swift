@@ -118,6 +118,10 @@ final class SuderStageTests: XCTestCase {
             overrides: ["suder.objective=grpo", "suder.grpo_kl=0.1", "suder.lr=0.01", "suder.grad_clip=0", "runtime.progress=off"])
         let settings = SuderSettings(config)
         let job = JobContext(comm: SingleProcessCommunicator(), config: config, runDir: run)
+        // The session records the data's identity: stand-in vocabulary and codebook files.
+        let data = job.stageDirectory(StageName.data.rawValue)
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        for name in [DatasetFile.vocabulary, DatasetFile.codebook] { try Data(name.utf8).write(to: data.appendingPathComponent(name)) }
         let modelConfig = ModelConfig(vocabSize: 20, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 16)
         let model = Transformer(config: modelConfig, seed: 1, batchCapacity: 2)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)

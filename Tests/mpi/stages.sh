@@ -290,7 +290,7 @@ fi
 
 # 4. Damage to the newest checkpoint of an unfinished stage (a finished run with DONE removed):
 #    detected, moved into corrupt/, the previous one used, and the rerun ends where it should.
-for damage in "flipped byte" "truncated section" "missing section"; do
+for damage in "flipped byte" "truncated section" "missing section" "FIFO for a section"; do
     dir=$work/damage-${damage// /-}
     cp -a "$ref" "$dir"
     rm "$dir/pretrain/DONE"
@@ -301,6 +301,8 @@ for damage in "flipped byte" "truncated section" "missing section"; do
             printf '\xff' | dd of="$newest/weights.zst" bs=1 seek=$((size / 2)) conv=notrunc status=none ;;
         "truncated section") truncate -s $(($(stat -c %s "$newest/adam_m.zst") / 2)) "$newest/adam_m.zst" ;;
         "missing section") rm "$newest/adam_v.zst" ;;
+        # Opening a FIFO for reading waits for a writer: the loader must not.
+        "FIFO for a section") rm "$newest/weights.zst" && mkfifo "$newest/weights.zst" ;;
     esac
     if run "$damage" zero 120 "$suder" 2 "$dir" pretrain; then
         if grep -q "invalid checkpoint" "$work/out" && grep -q "moved aside" "$work/out" &&
@@ -382,7 +384,107 @@ bad_input "truncated token shard" "$dir" "train_pairs.bin: header claims"
 dir=$(new_run othersize)
 mkdir -p "$dir/pretrain"
 cp -a "$ref/pretrain/$last" "$dir/pretrain/"
-bad_input "checkpoint of another model size" "$dir" "holds a different model" model.d_model=48
+bad_input "checkpoint of another model size" "$dir" "model.d_model: 32 -> 48" model.d_model=48
+# A step directory copied into a run with another learning rate, seed and data seed: refused
+# naming each key, the data's identity included (it resumed silently and exited 0 before).
+dir=$(new_run otherconfig)
+mkdir -p "$dir/pretrain"
+cp -a "$ref/pretrain/$last" "$dir/pretrain/"
+bad_input "checkpoint of another config" "$dir" "was written under another config" pretrain.lr=0.002 run.seed=9 data.seed=5
+for key in "pretrain.lr: " "run.seed: " "data.seed: " "data: data.seed"; do
+    grep -q "$key" "$work/out" || fail "checkpoint of another config: '$key' not named"
+done
+[ -e "$dir/LOCK" ] && fail "checkpoint of another config: the run directory lock was left after exit 2"
+# About 330 GB per rank: refused from the estimate before anything is allocated.
+bad_input "model too large for memory" "$(new_run toolarge)" "does not fit in memory" model.d_model=4096 model.n_heads=32 model.n_layers=64
+
+# 8. Stop signals during the data and eval stages: exit 85 like the training stages. Data is
+#    written elsewhere and renamed into place, so a stopped data stage leaves nothing and its
+#    rerun makes the same world; eval keeps each finished part (GenEval-mini, then captions and
+#    POPE, per model) and its rerun continues after it to the same summary and sample folders.
+# background_stop NAME DIR LINE STAGE: runs STAGE in the background, sends SIGUSR1 to mpirun once
+# LINE appears in its output, waits at most 60 s. Sets $status.
+background_stop() {
+    local dir=$2 line=$3 stage=$4
+    "$suder" 2 "$dir" "$stage" >"$work/out" 2>&1 &
+    local launcher=$! waited=0
+    while ! grep -q -- "$line" "$work/out" && [ $waited -lt 1200 ] && kill -0 $launcher 2>/dev/null; do
+        sleep 0.05; waited=$((waited + 1))
+    done
+    kill -USR1 $launcher 2>/dev/null
+    waited=0
+    while kill -0 $launcher 2>/dev/null && [ $waited -lt 600 ]; do sleep 0.1; waited=$((waited + 1)); done
+    if kill -0 $launcher 2>/dev/null; then kill -9 $launcher; wait $launcher; status=timeout; else wait $launcher; status=$?; fi
+}
+dir=$work/datastop
+mkdir -p "$dir"
+background_stop "data" "$dir" "prompts:" data
+if [ "$status" != 85 ]; then fail "SIGUSR1 during data: exit $status, expected 85"
+elif [ -e "$dir/data" ] || [ -e "$dir/.data-incomplete" ] || [ -e "$dir/LOCK" ]; then fail "SIGUSR1 during data: left $(ls -A "$dir" | tr '\n' ' ')"
+elif ! no_leftovers; then fail "SIGUSR1 during data: processes left behind"
+else
+    stopped_after=$(grep -o "stop requested after: [^;]*" "$work/out")
+    if run "data rerun after SIGUSR1" zero 120 "$suder" 2 "$dir" data; then
+        if diff -r --exclude=world.json "$dir/data" "$work/template/data" >"$work/out" 2>&1; then
+            pass "SIGUSR1 during data: exit 85, $stopped_after, nothing left; the rerun wrote the same world as an uninterrupted run"
+        else fail "SIGUSR1 during data: the rerun's world differs from the template's"; fi
+    fi
+fi
+
+if [ -f "$ref/suder/DONE" ]; then
+    evalref=$work/evalref
+    cp -a "$ref" "$evalref"
+    if run "eval, uninterrupted" zero 180 "$suder" 2 "$evalref" eval; then
+        for attempt in 1 2 3; do
+            rm -rf "$work/evalstop"
+            cp -a "$ref" "$work/evalstop"
+            background_stop "eval" "$work/evalstop" "eval base: captions of" eval
+            [ "$status" = 0 ] || break
+        done
+        dir=$work/evalstop
+        if [ "$status" != 85 ]; then fail "SIGUSR1 during eval: exit $status, expected 85"
+        elif ! grep -q "eval: stop requested; .* is kept in" "$work/out" || [ ! -f "$dir/eval/parts/base.json" ] || [ -e "$dir/eval/DONE" ]; then
+            fail "SIGUSR1 during eval: no finished part kept"
+        elif [ -e "$dir/LOCK" ] || ! no_leftovers; then fail "SIGUSR1 during eval: lock or processes left after exit 85"
+        else
+            kept=$(grep -o "eval: stop requested; .* is kept" "$work/out" | sed 's/eval: stop requested; //; s/ is kept//')
+            if run "eval rerun after SIGUSR1" zero 180 "$suder" 2 "$dir" eval; then
+                # The time spent and the run directory in checkpoint paths differ; every score and sample must not.
+                comparable() { grep -v '"seconds"' "$1/eval/summary.json" | sed 's|\\/|/|g' | sed "s|$1/|RUN/|"; }
+                if grep -q "eval base: GenEval-mini already done" "$work/out" &&
+                    diff <(comparable "$dir") <(comparable "$evalref") >>"$work/out" 2>&1 &&
+                    diff -r --exclude=summary.json "$dir/eval" "$evalref/eval" >>"$work/out" 2>&1; then
+                    pass "SIGUSR1 during eval: exit 85 with $kept kept (attempt $attempt); the rerun continued after it, summary (timings aside) and sample folders bitwise equal to an uninterrupted eval"
+                else fail "SIGUSR1 during eval: the resumed eval redid a kept part or differs from the uninterrupted one"; fi
+            fi
+        fi
+    fi
+else
+    skip "SIGUSR1 during eval: the SUDER stage did not finish"
+fi
+
+# 9. The run directory lock: a second job on a running one is refused naming the holder, the
+#    first runs on undisturbed (bitwise equal to the reference); a stale lock is taken over.
+second_job() {
+    cp "$dir/LOCK" "$work/lock.sample" 2>/dev/null
+    "$suder" 2 "$dir" pretrain >"$work/second" 2>&1
+    second_status=$?
+}
+dir=$(new_run locked)
+interrupt_pretrain "$dir" second_job 120
+if [ "$status" != 0 ]; then fail "second job on a running run directory: the first ended with $status"
+elif [ "$second_status" != 2 ] || ! grep -q "is in use by another job (host .*, pid [0-9]*, started" "$work/second"; then
+    cat "$work/second" >>"$work/out"; fail "second job on a running run directory: exit $second_status, not refused naming the holder"
+elif [ -e "$dir/LOCK" ] || ! same_as_reference "$dir" || ! no_leftovers; then fail "second job on a running run directory: lock left, or the first run differs"
+else
+    pass "second job on a running run directory: exit 2, '$(grep -o 'is in use.*' "$work/second" | cut -c1-110)...'; the first finished bitwise equal, lock released"
+    sleep 0 & wait $!
+    gone=$!
+    sed "s/^pid .*/pid $gone/" "$work/lock.sample" >"$dir/LOCK"
+    if run "stale lock" zero 30 "$suder" 2 "$dir" pretrain && grep -q "took over the stale lock of .*pid $gone no longer runs" "$work/out" && [ ! -e "$dir/LOCK" ]; then
+        pass "stale lock (pid $gone gone): $(grep -o 'took over the stale lock.*' "$work/out" | cut -c1-120)"
+    else fail "stale lock: not taken over with a note"; fi
+fi
 
 # Nothing of ours may outlive the tests (the trap removes $work and unmounts the tmpfs).
 if no_leftovers; then pass "no processes left"; else fail "processes left after the tests"; fi

@@ -63,10 +63,28 @@ public func replaceFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
     }
 }
 
+/// Creates `url` atomically with `bytes`, refusing to replace an existing file: a temporary
+/// sibling is written and fsync'd, then hard-linked to `url` (link(2) fails if the name exists).
+public func createFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
+    let temporary = url.deletingLastPathComponent().appendingPathComponent(".tmp-\(url.lastPathComponent)-\(getpid())")
+    unlink(temporary.path)
+    do { try writeFileDurably(temporary, bytes) } catch { unlink(temporary.path); throw error }
+    let linked = link(temporary.path, url.path) == 0
+    let code = errno
+    unlink(temporary.path)
+    guard linked else {
+        errno = code
+        throw posixError(.writeFailed, url, code == EEXIST ? "appeared while writing; not replaced" : "cannot link \(temporary.lastPathComponent) to it")
+    }
+    try syncDirectory(url.deletingLastPathComponent())
+}
+
 /// The whole file, after checking its size against `limit` (and, if given, `expectedSize`)
 /// before allocating anything.
 public func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [UInt8] {
-    let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever; the
+    // file-type check below then rejects it like any other damage.
+    let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     guard fd >= 0 else { throw posixError(.corrupt, url, "cannot open") }
     defer { close(fd) }
     var info = stat()

@@ -73,7 +73,7 @@ public struct SectionEntry: Equatable {
 
 public struct CheckpointHeader: Equatable {
     public static let magic: [UInt8] = Array("SUDERCKP".utf8)
-    public static let formatVersion: UInt32 = 2
+    public static let formatVersion: UInt32 = 3
     public static let fileName = "header.bin"
 
     public var stage: String
@@ -83,16 +83,20 @@ public struct CheckpointHeader: Equatable {
     public var rankCount: Int
     /// The resolved config the run used, as YAML.
     public var configYAML: String
+    /// What the job says identifies the data the weights were trained on (seed, file hashes);
+    /// empty in checkpoints written before format 3.
+    public var dataIdentity: String
     /// Names, shapes and offsets of the tensors in the "weights" section (the model's table).
     public var tensors: [TensorEntry]
     /// Filled in by the writer.
     public internal(set) var sections: [SectionEntry]
 
-    public init(stage: String, step: Int, configYAML: String, tensors: [TensorEntry]) {
+    public init(stage: String, step: Int, configYAML: String, dataIdentity: String = "", tensors: [TensorEntry]) {
         self.stage = stage
         self.step = step
         self.rankCount = 1
         self.configYAML = configYAML
+        self.dataIdentity = dataIdentity
         self.tensors = tensors
         self.sections = []
     }
@@ -153,6 +157,7 @@ extension CheckpointHeader {
         body.int(step)
         body.u32(UInt32(rankCount))
         body.string(configYAML)
+        body.string(dataIdentity)
         body.u32(UInt32(tensors.count))
         for tensor in tensors {
             body.string(tensor.name)
@@ -184,8 +189,8 @@ extension CheckpointHeader {
             throw reader.fail("not a suder checkpoint header (magic is not SUDERCKP)")
         }
         let version = try reader.u32("format version")
-        guard version == formatVersion || version == 1 else {
-            throw reader.fail("format version \(version); this build reads versions 1 and \(formatVersion)")
+        guard (1...formatVersion).contains(version) else {
+            throw reader.fail("format version \(version); this build reads versions 1 to \(formatVersion)")
         }
         let bodyLength = try reader.int("body length", limit: reader.remaining)
         guard reader.remaining == bodyLength + 8 else {
@@ -203,7 +208,8 @@ extension CheckpointHeader {
         let rankCount = Int(try reader.u32("rank count"))
         guard rankCount >= 1 else { throw reader.fail("rank count is 0") }
         let config = try reader.string("config")
-        var header = CheckpointHeader(stage: stage, step: step, configYAML: config, tensors: [])
+        let dataIdentity = version >= 3 ? try reader.string("data identity") : ""
+        var header = CheckpointHeader(stage: stage, step: step, configYAML: config, dataIdentity: dataIdentity, tensors: [])
         header.rankCount = rankCount
 
         // A tensor entry is at least 4 (name) + 4 (rank) + 8 (offset) bytes.

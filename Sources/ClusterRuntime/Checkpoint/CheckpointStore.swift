@@ -256,16 +256,20 @@ public final class CheckpointStore {
 
     /// Records that the stage finished (collective; rank 0 writes the marker atomically).
     public func markDone(step: Int) throws {
-        let url = directory.appendingPathComponent(Self.doneFileName)
-        try comm.rootDecides {
-            do {
-                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-                try replaceFileDurably(url, Array("finished at step \(step)\n".utf8))
-            } catch let error as CheckpointError {
-                throw error
-            } catch {
-                throw CheckpointError(.writeFailed, url.path, "\(error)")
-            }
+        try comm.rootDecides { try Self.writeDoneMarker(in: directory, step: step) }
+    }
+
+    /// Writes the DONE marker of `directory` from this process alone (rank 0 inside a decision of
+    /// its own, e.g. a stage that builds its directory elsewhere and renames it into place).
+    public static func writeDoneMarker(in directory: URL, step: Int) throws {
+        let url = directory.appendingPathComponent(doneFileName)
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            try replaceFileDurably(url, Array("finished at step \(step)\n".utf8))
+        } catch let error as CheckpointError {
+            throw error
+        } catch {
+            throw CheckpointError(.writeFailed, url.path, "\(error)")
         }
     }
 
@@ -312,7 +316,12 @@ public func listCheckpointDirectories(in directory: URL) throws -> [(step: Int, 
         throw CheckpointError(.writeFailed, directory.path, "cannot list: \(error.localizedDescription)")
     }
     return names.compactMap { name -> (Int, URL)? in
-        guard name.hasPrefix("step-"), name.count == 17, let step = Int(name.dropFirst(5)) else { return nil }
+        guard isCheckpointDirectoryName(name), let step = Int(name.dropFirst(5)) else { return nil }
         return (step, directory.appendingPathComponent(name))
     }.sorted { $0.0 > $1.0 }
+}
+
+/// `step-<12 digits>`, the name of one checkpoint in a stage directory.
+public func isCheckpointDirectoryName(_ name: String) -> Bool {
+    name.hasPrefix("step-") && name.count == 17 && name.dropFirst(5).allSatisfy { $0.isASCII && $0.isNumber }
 }

@@ -91,15 +91,6 @@ public struct ResolvedConfig: Equatable {
         try resolve(fileContents: file.map { ($0, try readConfigFile($0)) }, overrides: overrides, schema: schema, acceptRenamedKeys: acceptRenamedKeys)
     }
 
-    /// The text of a config file.
-    public static func readConfigFile(_ file: URL) throws -> String {
-        do {
-            return try String(contentsOf: file, encoding: .utf8)
-        } catch {
-            throw ConfigError("cannot read config file \(file.path): \(error.localizedDescription)")
-        }
-    }
-
     /// `resolve` over a config file's text read elsewhere (by rank 0, for every rank).
     public static func resolve(
         fileContents file: (url: URL, text: String)?, overrides: [String], schema: ConfigSchema,
@@ -122,8 +113,18 @@ public struct ResolvedConfig: Equatable {
             return renamed
         }
         if let (file, text) = file {
+            var placeOfKey: [String: String] = [:]
             for (key, node) in try flattenYAML(text, file: file.path) {
                 let place = "\(file.lastPathComponent)\(node.mark.map { " line \($0.line)" } ?? "")"
+                if let earlier = placeOfKey[key] {
+                    throw ConfigError("\(place): \(key) is given twice in the file (also at \(earlier)), e.g. nested and dotted; keep one")
+                }
+                placeOfKey[key] = place
+                if fields[key] == nil, schema.fields.contains(where: { $0.key.hasPrefix(key + ".") }) {
+                    // A section header with nothing under it (`model:` alone) sets nothing.
+                    if node.null != nil { continue }
+                    throw ConfigError("\(place): \(key) is a section of keys (\(key).…), not a value; give its keys indented under it")
+                }
                 let field = try fieldSetBy(key, place: place)
                 config.values[field.key] = try parse(node: node, field: field, place: place)
                 config.sources[field.key] = file.lastPathComponent
@@ -226,7 +227,33 @@ public struct ResolvedConfig: Equatable {
 
     // MARK: parsing
 
+    /// The largest config file read (a full one is a few kilobytes).
+    static let maximumFileBytes = 1 << 20
+
+    /// The text of a config file; a directory, FIFO or device, a file over `maximumFileBytes` or
+    /// one that is not UTF-8 is refused by name before reading.
+    public static func readConfigFile(_ file: URL) throws -> String {
+        var info = stat()
+        guard stat(file.path, &info) == 0 else {
+            throw ConfigError("cannot read config file \(file.path): \(String(cString: strerror(errno)))")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            let kind = (info.st_mode & S_IFMT) == S_IFDIR ? "a directory" : "not a regular file"
+            throw ConfigError("config file \(file.path) is \(kind); give a YAML file")
+        }
+        guard info.st_size <= maximumFileBytes else {
+            throw ConfigError("config file \(file.path) is \(info.st_size) bytes, more than the \(maximumFileBytes) allowed")
+        }
+        do {
+            return try String(contentsOf: file, encoding: .utf8)
+        } catch {
+            throw ConfigError("cannot read config file \(file.path): not UTF-8 text or unreadable (\(error.localizedDescription))")
+        }
+    }
+
     private static func flattenYAML(_ text: String, file: String) throws -> [(String, Node)] {
+        // Before composing: Yams expands aliases (and hashes mapping keys) as it builds nodes.
+        try checkYAMLExpansion(text, file: file)
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -300,7 +327,10 @@ public struct ResolvedConfig: Equatable {
     }
 
     private static func unknownKey(_ key: String, place: String, schema: ConfigSchema) -> ConfigError {
-        let hint = closestMatch(to: key, among: schema.fields.map(\.key)).map { " (did you mean '\($0)'?)" } ?? ""
+        // A key outside its section (`d_model:` not indented under `model:`) names the full key.
+        let keys = schema.fields.map(\.key)
+        let sectionless = keys.first { $0.hasSuffix("." + key) }
+        let hint = (closestMatch(to: key, among: keys) ?? sectionless).map { " (did you mean '\($0)'?)" } ?? ""
         return ConfigError("\(place): unknown config key '\(key)'\(hint)")
     }
 }

@@ -82,12 +82,16 @@ func unjoinedSlurmTasksProblem(mpiSize: Int, environment: [String: String] = Pro
 }
 
 /// Resolves and checks the config on every rank from the file text rank 0 read (so all reach
-/// the same verdict), prints it on rank 0 and records it in the run directory. A bad config ends
-/// every rank with exit code 2 before any heavy work. `preflight` runs on every rank after the
-/// config checks and before the run directory is touched (the caller's own checks, e.g. which
-/// kernels run); it returns a note for the start-up line, such as "avx512 kernels, ".
+/// the same verdict), runs the caller's `preflight` on every rank (its own checks before the run
+/// directory is touched, e.g. which kernels run; it returns a note for the start-up line such as
+/// "avx512 kernels, "), takes the run directory's lock (`RunLock`, held by rank 0 until the process
+/// exits), prints the config on rank 0 and records it in the run directory, then prints what
+/// each stage needs in memory (`memoryNeeds`, the job's estimate) and checks it fits. A bad
+/// config or a model too large ends every rank with exit code 2 before any heavy work.
 public func prepareJob(
-    comm: Communicator, options: StageOptions, schema: ConfigSchema, preflight: (Communicator) throws -> String = { _ in "" }
+    comm: Communicator, options: StageOptions, schema: ConfigSchema,
+    preflight: (Communicator) throws -> String = { _ in "" },
+    memoryNeeds: (ResolvedConfig) -> [StageMemory] = { _ in [] }
 ) -> JobContext {
     do {
         let file = try options.configFile.map { url in (url, try comm.rootDecides { try ResolvedConfig.readConfigFile(url) }) }
@@ -95,10 +99,17 @@ public func prepareJob(
         try schema.checkConsistency(config)
         let preparedNote = try preflight(comm)
         let job = JobContext(comm: comm, config: config, runDir: options.runDir)
+        let lockNote = try comm.rootDecides { () -> String in
+            let (lock, note) = try RunLock.acquire(options.runDir)
+            RunLock.holdUntilExit(lock)
+            return note ?? ""
+        }
+        if !lockNote.isEmpty { job.console.warn(lockNote) }
         try recordConfig(job, schema: schema)
         job.console.print(
             "suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, \(preparedNote)run directory \(options.runDir.path)")
         job.console.print(config.table())
+        try checkMemory(memoryNeeds(config), comm: comm, available: memoryAvailablePerRank(), print: job.console.print)
         return job
     } catch {
         if comm.isRoot { printError("error: \(error)") }

@@ -62,7 +62,7 @@ func openTrainedModel(checkpoint: URL, data: URL?, comm: Communicator) throws ->
     let modelConfig = modelSettings.modelConfig(vocabulary: dataset.vocabulary)
     try checkModelFitsWorld(modelConfig, job: job)
     let model = Transformer(config: modelConfig, seed: 0, batchCapacity: modelSettings.microBatch)
-    let loaded = try loadWeights(from: checkpoint, into: model, job: job)
+    let loaded = try loadWeights(from: checkpoint, into: model, job: job, dataDirectory: dataDirectory)
     return TrainedModel(
         job: job, dataset: dataset, tasks: try UnifiedModelTasks(model: model, dataset: dataset), checkpoint: loaded,
         canvasSize: config.int("data.canvas"))

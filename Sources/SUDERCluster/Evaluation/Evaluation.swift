@@ -28,7 +28,7 @@ func runGenEval(
     }
     // Sample in slices so progress moves; each slice is whole records.
     var images: [[Int32]] = []
-    let slice = tasks.samplingChunk
+    let slice = UnifiedModelTasks.samplingChunk
     for start in stride(from: 0, to: prompts.count, by: slice) {
         let end = min(start + slice, prompts.count)
         images += tasks.sampleImages(prompts: Array(prompts[start..<end]), seeds: Array(seeds[start..<end]), settings: settings)

@@ -39,8 +39,12 @@ private let safetensorsDTypeSizes: [String: Int] = [
     "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
 ]
 
-/// Writes float32 tensors as a safetensors file (atomically: temporary, fsync, rename).
-public func writeSafetensors(tensors: [(name: String, shape: [Int], values: ArraySlice<Float>)], metadata: [String: String], to url: URL) throws {
+/// Writes float32 tensors as a safetensors file, atomically: a temporary beside it, fsync, then
+/// rename over `url` (`overwrite`) or hard-link to it, which fails if `url` exists by then.
+public func writeSafetensors(
+    tensors: [(name: String, shape: [Int], values: ArraySlice<Float>)], metadata: [String: String], to url: URL,
+    overwrite: Bool = false
+) throws {
     var entries: [String: Any] = [:]
     var offset = 0
     for tensor in tensors {
@@ -67,12 +71,42 @@ public func writeSafetensors(tensors: [(name: String, shape: [Int], values: Arra
     for tensor in tensors {
         tensor.values.withUnsafeBytes { bytes.append(contentsOf: $0) }
     }
-    try replaceFileDurably(url, bytes)
+    if overwrite {
+        try replaceFileDurably(url, bytes)
+    } else {
+        try createFileDurably(url, bytes)
+    }
+}
+
+/// Refuses an export destination inside a checkpoint store (a directory holding `step-<12
+/// digits>` or a `latest` naming one) or a checkpoint (holding `header.bin`), at any depth, and an
+/// existing file unless `overwrite`: an export must never replace a checkpoint's own files.
+func checkExportDestination(_ url: URL, overwrite: Bool) throws {
+    let files = FileManager.default
+    var directory = url.deletingLastPathComponent().resolvingSymlinksInPath()
+    while true {
+        let names = Set((try? files.contentsOfDirectory(atPath: directory.path)) ?? [])
+        let latest = directory.appendingPathComponent(CheckpointStore.latestFileName)
+        let namesCheckpoint =
+            names.contains(CheckpointStore.latestFileName)
+            && ((try? readWholeFile(latest, limit: 64)).map { $0.starts(with: Array("step-".utf8)) } ?? false)
+        if names.contains(CheckpointHeader.fileName) || names.contains(where: isCheckpointDirectoryName) || namesCheckpoint {
+            throw CheckpointError(.invalidInput, url.path, "is inside the checkpoint directory \(directory.path); write the export elsewhere")
+        }
+        let parent = directory.deletingLastPathComponent()
+        if parent.path == directory.path { break }
+        directory = parent
+    }
+    var isDirectory: ObjCBool = false
+    if files.fileExists(atPath: url.path, isDirectory: &isDirectory) {
+        guard !isDirectory.boolValue else { throw CheckpointError(.invalidInput, url.path, "is a directory; give a file name") }
+        guard overwrite else { throw CheckpointError(.invalidInput, url.path, "exists; give --force to replace it") }
+    }
 }
 
 /// Writes the "weights" section of `checkpoint` as safetensors, one tensor per entry of its
 /// tensor table, with the stage, step and config as metadata.
-public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL) throws {
+public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL, overwrite: Bool = false) throws {
     let weights = try checkpoint.floats("weights")
     guard !checkpoint.header.tensors.isEmpty else {
         throw CheckpointError(.invalidInput, url.path, "the checkpoint has no tensor table to name the weights")
@@ -87,22 +121,24 @@ public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL) throws {
         "suder.step": String(checkpoint.header.step),
         "suder.config": checkpoint.header.configYAML,
     ]
-    try writeSafetensors(tensors: tensors, metadata: metadata, to: url)
+    try writeSafetensors(tensors: tensors, metadata: metadata, to: url, overwrite: overwrite)
 }
 
 /// `suder export --checkpoint DIR --format safetensors --out FILE`. DIR is one checkpoint
 /// (holding header.bin) or a stage directory, whose newest valid checkpoint is used (read only:
-/// nothing is moved aside). Returns the checkpoint directory that was exported.
+/// nothing is moved aside). The destination is checked first (`checkExportDestination`).
+/// Returns the checkpoint directory that was exported.
 @discardableResult
-public func exportSafetensors(checkpointDirectory: URL, to url: URL) throws -> URL {
+public func exportSafetensors(checkpointDirectory: URL, to url: URL, overwrite: Bool = false) throws -> URL {
+    try checkExportDestination(url, overwrite: overwrite)
     if FileManager.default.fileExists(atPath: checkpointDirectory.appendingPathComponent(CheckpointHeader.fileName).path) {
-        try exportSafetensors(readCheckpoint(directory: checkpointDirectory), to: url)
+        try exportSafetensors(readCheckpoint(directory: checkpointDirectory), to: url, overwrite: overwrite)
         return checkpointDirectory
     }
     var problems: [String] = []
     for candidate in try listCheckpointDirectories(in: checkpointDirectory) {
         do {
-            try exportSafetensors(readCheckpoint(directory: candidate.url), to: url)
+            try exportSafetensors(readCheckpoint(directory: candidate.url), to: url, overwrite: overwrite)
             for problem in problems { printError("skipped invalid checkpoint \(problem)") }
             return candidate.url
         } catch let error as CheckpointError where error.kind == .corrupt {

@@ -2,25 +2,40 @@ import ClusterRuntime
 import Foundation
 import World
 
-/// `suder data`: rank 0 generates the world into `<run-dir>/data` while the others wait; every
-/// rank learns whether it worked.
+/// `suder data`: rank 0 generates the world while the others wait; every rank learns whether it
+/// worked. The world is written into `<run-dir>/.data-incomplete` with its DONE marker and renamed
+/// to `<run-dir>/data` when whole, so `data` is either absent or complete. A stop signal ends
+/// generation after its current step with exit 85 and nothing kept: the rerun starts afresh.
 func runDataStage(_ job: JobContext) throws {
     let world = worldConfig(job.config)
     do { try world.validate() } catch { throw AllRanksError("\(error)") }
     let directory = job.stageDirectory(StageName.data.rawValue)
-    try job.comm.rootDecides {
+    let incomplete = job.runDir.appendingPathComponent(".data-incomplete", isDirectory: true)
+    let finished = try job.comm.rootDecides { () -> Bool in
         print("world config:")
         for field in world.fields { print("  " + field.name.padding(toLength: 24, withPad: " ", startingAt: 0) + field.value) }
         print("  " + "outDir".padding(toLength: 24, withPad: " ", startingAt: 0) + directory.path)
+        let files = FileManager.default
         do {
-            try generateDataset(config: world, outDir: directory) { line in
+            // Left by a stopped or killed generation, or a world without its DONE marker.
+            try? files.removeItem(at: incomplete)
+            try? files.removeItem(at: directory)
+            try generateDataset(config: world, outDir: incomplete, stopRequested: { StopSignals.requested }) { line in
                 print(line); fflush(stdout)
             }
+            try CheckpointStore.writeDoneMarker(in: incomplete, step: 0)
+            try files.moveItem(at: incomplete, to: directory)
+            return true
+        } catch WorldError.stopped(let step) {
+            try? files.removeItem(at: incomplete)
+            print("data: stop requested after: \(step); nothing kept, a rerun generates the world afresh")
+            return false
         } catch {
+            try? files.removeItem(at: incomplete)
             throw AllRanksError("data: \(error)", exitCode: 1)
         }
     }
-    try CheckpointStore(directory: directory, comm: job.comm).markDone(step: 0)
+    if !finished { job.comm.exitTogether(code: RequeueExitCode.checkpointed.rawValue) }
 }
 
 /// The world config the `data.*` keys describe. The ground truth holds as many samples per eval

@@ -46,37 +46,63 @@ func runEvalStage(_ job: JobContext) throws {
     let evalDirectory = job.stageDirectory(StageName.eval.rawValue)
     var summary = EvalSummary(settings: EvalSummarySettings(settings, promptLines: lines))
     var perRecord: [EvaluatedModel: [Int]] = [:]
+    let parts = EvalParts(directory: evalDirectory.appendingPathComponent(EvalParts.directoryName, isDirectory: true), comm: comm)
     for name in models {
-        let started = DispatchTime.now().uptimeNanoseconds
+        var started = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job)
-        let progress = console.progress("eval \(name.rawValue): GenEval-mini", total: records.count, unit: "prompts")
-        let genEval = try runGenEval(
-            records: records, tasks: tasks, imagesPerPrompt: imagesPerPrompt, settings: settings.imageSampling,
-            seed: settings.seed, comm: comm, keepImages: true, progress: progress)
-        console.print("eval \(name.rawValue): captions of \(images.count) images and POPE-mini")
-        let understanding = try runUnderstandingEval(images: images, probes: probes, tasks: tasks, comm: comm)
-        let seconds = elapsedSeconds(since: started)
-        console.print(
-            "eval \(name.rawValue): "
-                + String(
-                    format: "GenEval-mini %.4f, captions %.4f (%.0f s)",
-                    genEval?.summary.overall ?? .nan, understanding?.captionAccuracy ?? .nan, seconds))
-        // Rank 0 holds the gathered results and writes every file.
-        try comm.rootDecides {
-            guard let genEval, let understanding else { return }
-            do {
-                let folder = evalDirectory.appendingPathComponent(name.rawValue, isDirectory: true)
-                try writeSampleFolders(
-                    genEval, records: records, lines: lines, tasks: tasks, to: folder,
-                    sheet: evalDirectory.appendingPathComponent("\(name.rawValue)_samples.png"))
-                summary.models[name.rawValue] = ModelEvaluation(
-                    checkpoint: checkpoint.header, directory: job.stageDirectory(name.stage.rawValue),
-                    genEval: genEval, records: records, understanding: understanding, seconds: seconds)
-                perRecord[name] = genEval.correctPerRecord
-            } catch {
-                throw AllRanksError("eval \(name.rawValue): \(error)", exitCode: 1)
+        let checkpointPath = job.stageDirectory(name.stage.rawValue).appendingPathComponent(CheckpointStore.directoryName(step: checkpoint.header.step)).path
+        // Every rank decodes rank 0's file, so all skip the same parts.
+        var part = try parts.read(name, checkpoint: checkpointPath)
+        /// Records a finished part on rank 0 (the others only keep the control flow), then stops
+        /// here if a stop signal arrived during it.
+        func keep(_ update: (inout EvalPart) -> Void, done what: String) throws {
+            update(&part)
+            part.seconds += elapsedSeconds(since: started)
+            started = DispatchTime.now().uptimeNanoseconds
+            try parts.write(part, for: name)
+            if StopSignals.shouldCheckpointAndStop(comm) {
+                console.print("eval: stop requested; \(what) is kept in \(parts.directory.path), a rerun continues after it")
+                comm.exitTogether(code: RequeueExitCode.checkpointed.rawValue)
             }
         }
+        if part.correctPerRecord == nil {
+            let progress = console.progress("eval \(name.rawValue): GenEval-mini", total: records.count, unit: "prompts")
+            let genEval = try runGenEval(
+                records: records, tasks: tasks, imagesPerPrompt: imagesPerPrompt, settings: settings.imageSampling,
+                seed: settings.seed, comm: comm, keepImages: true, progress: progress)
+            // Rank 0 holds the gathered results and writes the sample folders.
+            try comm.rootDecides {
+                guard let genEval else { return }
+                do {
+                    try writeSampleFolders(
+                        genEval, records: records, lines: lines, tasks: tasks,
+                        to: evalDirectory.appendingPathComponent(name.rawValue, isDirectory: true),
+                        sheet: evalDirectory.appendingPathComponent("\(name.rawValue)_samples.png"))
+                } catch {
+                    throw AllRanksError("eval \(name.rawValue): \(error)", exitCode: 1)
+                }
+            }
+            try keep({ $0.correctPerRecord = genEval?.correctPerRecord ?? [] }, done: "GenEval-mini of \(name.rawValue)")
+        } else {
+            console.print("eval \(name.rawValue): GenEval-mini already done (\(parts.directory.path))")
+        }
+        if part.understanding == nil {
+            console.print("eval \(name.rawValue): captions of \(images.count) images and POPE-mini")
+            let understanding = try runUnderstandingEval(images: images, probes: probes, tasks: tasks, comm: comm)
+            try keep({ $0.understanding = understanding.map(UnderstandingScores.init) }, done: "the captions and POPE-mini of \(name.rawValue)")
+        } else {
+            console.print("eval \(name.rawValue): captions and POPE-mini already done (\(parts.directory.path))")
+        }
+        guard comm.isRoot, let correct = part.correctPerRecord, let understanding = part.understanding else { continue }
+        let evaluation = ModelEvaluation(
+            checkpoint: checkpoint.header, directory: job.stageDirectory(name.stage.rawValue),
+            genEval: genEvalSummary(correct, records: records, imagesPerPrompt: imagesPerPrompt),
+            correctPerRecord: correct, records: records, understanding: understanding, seconds: part.seconds)
+        console.print(
+            "eval \(name.rawValue): "
+                + String(format: "GenEval-mini %.4f, captions %.4f (%.0f s)", evaluation.geneval.overall, evaluation.captionAccuracy, part.seconds))
+        summary.models[name.rawValue] = evaluation
+        perRecord[name] = correct
     }
 
     try comm.rootDecides {
@@ -95,6 +121,7 @@ func runEvalStage(_ job: JobContext) throws {
         }
     }
     try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0)
+    try parts.remove()
     console.print(
         "eval: summary in \(evalDirectory.appendingPathComponent(EvalSummary.fileName).path); "
             + "rescore with `suder eval geneval --metadata \(job.stageDirectory(StageName.data.rawValue).appendingPathComponent(DatasetFile.evalMetadata).path) "
@@ -332,31 +359,25 @@ struct ModelEvaluation: Codable, Equatable {
     var seconds: Double
 
     init(
-        checkpoint: CheckpointHeader, directory: URL, genEval run: GenEvalRun, records: [MetadataRecord],
-        understanding: UnderstandingRun, seconds: Double
+        checkpoint: CheckpointHeader, directory: URL, genEval summary: GenEvalSummary, correctPerRecord: [Int],
+        records: [MetadataRecord], understanding: UnderstandingScores, seconds: Double
     ) {
         self.checkpoint = directory.appendingPathComponent(CheckpointStore.directoryName(step: checkpoint.step)).path
         step = checkpoint.step
         var categories: [String: CategoryScore] = [:]
         for category in Category.allCases {
-            guard let score = run.summary.score(category) else { continue }
+            guard let score = summary.score(category) else { continue }
             categories[category.rawValue] = CategoryScore(
-                score: score, correct: run.summary.correctImages[category] ?? 0,
-                images: run.summary.totalImages[category] ?? 0,
+                score: score, correct: summary.correctImages[category] ?? 0,
+                images: summary.totalImages[category] ?? 0,
                 prompts: records.filter { $0.tag == category }.count)
         }
         geneval = GenEvalScores(
-            overall: run.summary.overall, images: run.summary.imageCount, prompts: records.count,
-            categories: categories, correctPerPrompt: run.correctPerRecord)
+            overall: summary.overall, images: summary.imageCount, prompts: records.count,
+            categories: categories, correctPerPrompt: correctPerRecord)
         captionAccuracy = understanding.captionAccuracy
-        captionImages = understanding.captionCount
-        var pope: [String: PopeScores] = [:]
-        for (split, metrics) in understanding.pope {
-            pope[split.rawValue] = PopeScores(
-                probes: metrics.count, accuracy: metrics.accuracy, precision: metrics.precision,
-                recall: metrics.recall, f1: metrics.f1, yesRatio: metrics.yesRatio)
-        }
-        self.pope = pope
+        captionImages = understanding.captionImages
+        pope = understanding.pope
         self.seconds = seconds
     }
 }

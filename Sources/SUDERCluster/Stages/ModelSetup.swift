@@ -38,12 +38,14 @@ func tensorEntries(_ model: Transformer) -> [TensorEntry] {
     model.parameterTable.map { TensorEntry(name: $0.name, shape: $0.shape, byteOffset: $0.offset * 4) }
 }
 
-/// A checkpoint of the model and optimizer at `step`; `extra` holds stage-specific sections.
+/// A checkpoint of the model and optimizer at `step`, with the config and `dataIdentity` it was
+/// trained under; `extra` holds stage-specific sections.
 func makeCheckpoint(
-    stage: StageName, step: Int, job: JobContext, model: Transformer, optimizer: AdamW,
+    stage: StageName, step: Int, job: JobContext, dataIdentity: String, model: Transformer, optimizer: AdamW,
     extra: [String: [UInt8]] = [:]
 ) -> Checkpoint {
-    let header = CheckpointHeader(stage: stage.rawValue, step: step, configYAML: job.config.yaml(), tensors: tensorEntries(model))
+    let header = CheckpointHeader(
+        stage: stage.rawValue, step: step, configYAML: job.config.yaml(), dataIdentity: dataIdentity, tensors: tensorEntries(model))
     var sections = extra
     sections["weights"] = floatsToBytes(UnsafeBufferPointer(model.parameters))
     sections["adam_m"] = floatsToBytes(UnsafeBufferPointer(optimizer.m))
@@ -80,10 +82,12 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
 }
 
 /// Weights of a checkpoint directory, or of the newest valid checkpoint in a stage directory, on
-/// every rank. For stages that start from another stage's model.
-func loadWeights(from url: URL, into model: Transformer, job: JobContext) throws -> Checkpoint {
+/// every rank. For stages that start from another stage's model: it must be a model of this
+/// config's shape, trained on this run's data (or on the data in `dataDirectory`).
+func loadWeights(from url: URL, into model: Transformer, job: JobContext, dataDirectory: URL? = nil) throws -> Checkpoint {
     let store = CheckpointStore(directory: url, comm: job.comm)
     let checkpoint: Checkpoint
+    var source = url
     if try job.comm.rootDecides({ FileManager.default.fileExists(atPath: url.appendingPathComponent(CheckpointHeader.fileName).path) }) {
         do {
             checkpoint = try store.load(checkpoint: url)
@@ -95,7 +99,10 @@ func loadWeights(from url: URL, into model: Transformer, job: JobContext) throws
             throw AllRanksError("no checkpoint in \(url.path)")
         }
         checkpoint = loaded.checkpoint
+        source = loaded.directory
     }
+    try checkCheckpointMatchesRun(
+        checkpoint.header, at: source, config: job.config, dataIdentity: try dataIdentity(job, directory: dataDirectory), match: .modelAndData)
     try restore(checkpoint, model: model, optimizer: nil)
     return checkpoint
 }

@@ -13,11 +13,18 @@ public func runStage(_ stage: StageName, job: JobContext) throws {
         return
     }
     job.console.print("stage \(stage.rawValue): starting")
+    // Every stage checkpoints (or keeps its finished parts) and exits 85 on SIGUSR1 / SIGTERM.
+    StopSignals.install()
     switch stage {
     case .data: try runDataStage(job)
     case .pretrain: try runPretrainStage(job)
     case .suder: try runSuderStage(job)
     case .eval: try runEvalStage(job)
+    }
+    // A stop that came too late to cut the stage short still ends the job before the next one.
+    if StopSignals.shouldCheckpointAndStop(job.comm) {
+        job.console.print("stage \(stage.rawValue): finished; stop requested, exiting for a requeue")
+        job.comm.exitTogether(code: RequeueExitCode.checkpointed.rawValue)
     }
 }
 

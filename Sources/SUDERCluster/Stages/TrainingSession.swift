@@ -11,6 +11,8 @@ final class TrainingSession {
     let optimizer: AdamW
     let store: CheckpointStore
     let metrics: MetricsLog
+    /// The run's data, recorded in every checkpoint and compared on resume.
+    let dataIdentity: String
     /// Optimizer steps (pretrain) or rounds (SUDER) completed.
     private(set) var step = 0
     /// Stage-specific sections of the checkpoint this session resumed from.
@@ -28,6 +30,7 @@ final class TrainingSession {
         let directory = job.stageDirectory(stage.rawValue)
         store = CheckpointStore(directory: directory, config: job.config, comm: job.comm)
         StopSignals.install(graceSeconds: 0)
+        dataIdentity = try SUDERCluster.dataIdentity(job)
         let loaded: LoadedCheckpoint?
         do {
             loaded = try store.loadNewestValid()
@@ -36,6 +39,8 @@ final class TrainingSession {
         }
         if let loaded {
             for note in loaded.notes { job.console.warn(note) }
+            try checkCheckpointMatchesRun(
+                loaded.checkpoint.header, at: loaded.directory, config: job.config, dataIdentity: dataIdentity, match: .wholeConfig)
             try restore(loaded.checkpoint, model: model, optimizer: optimizer)
             step = loaded.checkpoint.header.step
             savedStep = step
@@ -73,7 +78,7 @@ final class TrainingSession {
         do {
             try store.save(
                 makeCheckpoint(
-                    stage: stage, step: step, job: job, model: model,
+                    stage: stage, step: step, job: job, dataIdentity: dataIdentity, model: model,
                     optimizer: optimizer, extra: extra))
         } catch let error as CheckpointError {
             // The store throws the same error on every rank: end together with rank 0's message

@@ -12,7 +12,7 @@ final class UnifiedModelTasks {
     let oracle: Oracle
     let imageTokenCount: Int
     /// Sequences per sampler call: bounds the KV cache's memory.
-    let samplingChunk = 64
+    static let samplingChunk = 64
 
     init(model: Transformer, dataset: DatasetReader) throws {
         self.model = model
@@ -28,8 +28,8 @@ final class UnifiedModelTasks {
     func sampleImages(prompts: [[Int32]], seeds: [UInt64], settings: ImageSampling) -> [[Int32]] {
         var images: [[Int32]] = []
         images.reserveCapacity(prompts.count)
-        for start in stride(from: 0, to: prompts.count, by: samplingChunk) {
-            let end = min(start + samplingChunk, prompts.count)
+        for start in stride(from: 0, to: prompts.count, by: Self.samplingChunk) {
+            let end = min(start + Self.samplingChunk, prompts.count)
             let prefixes = prompts[start..<end].map { vocabulary.generationPrefix(prompt: $0) }
             let guidance =
                 settings.guidanceWeight > 0
@@ -51,8 +51,8 @@ final class UnifiedModelTasks {
         let textAndEOS = Vocabulary.eos..<vocabulary.textRange.upperBound
         var captions: [[Int32]] = []
         captions.reserveCapacity(images.count)
-        for start in stride(from: 0, to: images.count, by: samplingChunk) {
-            let end = min(start + samplingChunk, images.count)
+        for start in stride(from: 0, to: images.count, by: Self.samplingChunk) {
+            let end = min(start + Self.samplingChunk, images.count)
             let prefixes = images[start..<end].map { vocabulary.understandingPrefix(image: $0, task: .caption) }
             captions += sampler.sample(
                 prompts: prefixes, maxNewTokens: maxCaptionTokens + 1, allowedRange: textAndEOS,

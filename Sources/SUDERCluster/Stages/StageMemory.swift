@@ -1,0 +1,34 @@
+import ClusterRuntime
+import Foundation
+import Model
+import World
+
+/// The memory each model stage needs on one rank (`MemoryEstimate`): the model at the
+/// micro-batch (parameters, gradients, activations), AdamW's state when it trains, the sampler's
+/// KV cache and buffers, and for DPO the frozen reference model. The vocabulary follows from the
+/// config alone, so the job checks it before the data exists (`prepareJob`).
+public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
+    let settings = ModelSettings(config)
+    let model = settings.modelConfig(vocabulary: Vocabulary(codebookSize: config.int("data.codebook_size")))
+    let side = config.int("data.canvas") / config.int("data.patch")
+    // Image sampling runs a chunk's prompts plus as many guidance streams; caption sampling a
+    // chunk of image prefixes. Rows: every stream's prompt in one prefill pass.
+    let chunk = UnifiedModelTasks.samplingChunk
+    let guided = config.double("suder.cfg_weight") > 0 || config.double("eval.cfg_weight") > 0
+    let streams = chunk * (guided ? 2 : 1)
+    let rows = max(streams * max(1, model.maxSeq - side * side), chunk * model.maxSeq)
+    let parameters = MemoryEstimate.buffer(MemoryEstimate.parameterCount(model))
+    let transformer = MemoryEstimate.transformerBytes(model, batchCapacity: settings.microBatch)
+    let modelParts: [(name: String, bytes: Double)] = [
+        ("parameters", parameters), ("gradients", parameters), ("activations", transformer - 2 * parameters),
+    ]
+    let optimizer = ("AdamW state", MemoryEstimate.adamWBytes(model))
+    let sampler = ("sampling KV cache and buffers", MemoryEstimate.samplerBytes(model, streams: streams, rows: rows))
+    var suder = modelParts + [optimizer, sampler]
+    if SuderSettings(config).objective == .dpo { suder.append(("DPO reference model", transformer)) }
+    return [
+        StageMemory(stage: StageName.pretrain.rawValue, parts: modelParts + [optimizer, sampler]),
+        StageMemory(stage: StageName.suder.rawValue, parts: suder),
+        StageMemory(stage: StageName.eval.rawValue, parts: modelParts + [sampler]),
+    ]
+}

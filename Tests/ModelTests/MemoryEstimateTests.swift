@@ -1,0 +1,52 @@
+import XCTest
+
+@testable import Model
+
+/// `MemoryEstimate` against the bytes the constructors actually allocate (`allocateAligned`).
+final class MemoryEstimateTests: XCTestCase {
+    private func allocatedBytes<T>(_ build: () -> T) -> (T, Int) {
+        let before = alignedBytesAllocated
+        let value = build()
+        return (value, alignedBytesAllocated - before)
+    }
+
+    func testEstimatesEqualWhatTheModelAllocates() {
+        let configs = [
+            ModelConfig(vocabSize: 523, dModel: 64, nLayers: 3, nHeads: 4, ffnHidden: 160, maxSeq: 96, tiedHead: true),
+            ModelConfig(vocabSize: 1100, dModel: 96, nLayers: 2, nHeads: 6, ffnHidden: 256, maxSeq: 80, tiedHead: false),
+        ]
+        for config in configs {
+            for batch in [1, 6] {
+                let (model, transformer) = allocatedBytes { Transformer(config: config, seed: 3, batchCapacity: batch) }
+                XCTAssertEqual(model.parameterCount, Int(MemoryEstimate.parameterCount(config)))
+                XCTAssertEqual(transformer, Int(MemoryEstimate.transformerBytes(config, batchCapacity: batch)), "\(config) B=\(batch)")
+                let (optimizer, adam) = allocatedBytes { AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount) }
+                XCTAssertEqual(adam, Int(MemoryEstimate.adamWBytes(config)))
+                withExtendedLifetime(optimizer) {}
+            }
+            for (streams, rows) in [(8, 8), (128, 1500), (64, 3)] {
+                let (buffers, sampler) = allocatedBytes { SamplerBuffers(config: config, streams: streams, rows: rows) }
+                XCTAssertEqual(sampler, Int(MemoryEstimate.samplerBytes(config, streams: streams, rows: rows)), "streams \(streams) rows \(rows)")
+                buffers.deallocate()
+            }
+        }
+    }
+
+    /// What sampling really reserves for a call: the estimate for its streams and prefill rows.
+    func testTheSamplersReservationIsEstimated() {
+        let config = ModelConfig(vocabSize: 300, dModel: 32, nLayers: 2, nHeads: 2, ffnHidden: 64, maxSeq: 40)
+        let model = Transformer(config: config, seed: 1, batchCapacity: 2)
+        let sampler = Sampler(model: model)
+        let prompts: [[Int32]] = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+        let (_, bytes) = allocatedBytes {
+            sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: 10..<300, seeds: [1, 2, 3])
+        }
+        XCTAssertEqual(bytes, Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9)))
+    }
+
+    func testAHostileSizeGivesAHugeNumberNotAnOverflow() {
+        let config = ModelConfig(vocabSize: 1100, dModel: 8192, nLayers: 128, nHeads: 128, ffnHidden: 65536, maxSeq: 4096)
+        let bytes = MemoryEstimate.transformerBytes(config, batchCapacity: Int.max / 2)
+        XCTAssertTrue(bytes.isFinite && bytes > 1e30, "\(bytes)")
+    }
+}

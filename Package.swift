@@ -33,12 +33,15 @@ let package = Package(
         .target(name: "CKernels"),
         // The transformer: no MPI, no world, so it can be tested and benchmarked alone.
         .target(name: "Model", dependencies: ["CKernels", "COpenBLAS"], swiftSettings: numericSettings),
-        // The synthetic world, tokenizers, detector and GenEval-mini scorers: no MPI.
+        // The synthetic world, tokenizers and every dataset file: no MPI. It does not depend on the
+        // detector or the scorer, so no training label can come from the judge.
         .target(name: "World", dependencies: ["CZlib"], swiftSettings: numericSettings),
+        // The judge: the detector, the GenEval-mini scorer and the oracle, built on the world.
+        .target(name: "GenEvalMini", dependencies: ["World"], swiftSettings: numericSettings),
         // Distributed runtime, config, stages and checkpoints: composes the two above.
         .target(
             name: "SUDERCluster",
-            dependencies: ["CMPI", "CZstd", "COpenBLAS", "Model", "World", "Yams"],
+            dependencies: ["CMPI", "CZstd", "COpenBLAS", "Model", "World", "GenEvalMini", "Yams"],
             swiftSettings: numericSettings
         ),
         // Thin command line over SUDERCluster.
@@ -51,8 +54,9 @@ let package = Package(
         .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster", "Model"]),
 
         .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "WorldTests", dependencies: ["World"]),
-        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster"]),
+        .testTarget(name: "WorldTests", dependencies: ["World", "GenEvalMini"]),
+        .testTarget(name: "GenEvalMiniTests", dependencies: ["GenEvalMini"]),
+        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster", "GenEvalMini"]),
     ],
     // Swift 5 language mode: the kernels share unsafe buffers between OpenBLAS and Swift loops,
     // which Swift 6's strict Sendable checking cannot express without copies.

@@ -1,4 +1,5 @@
 import Foundation
+import GenEvalMini
 import World
 
 /// The `data` stage: rank 0 generates the dataset while the other ranks wait. Every rank learns

@@ -1,5 +1,6 @@
 import XCTest
 import Model
+import GenEvalMini
 import World
 @testable import SUDERCluster
 

@@ -1,5 +1,6 @@
 import XCTest
 @testable import SUDERCluster
+import GenEvalMini
 import World
 
 /// How pretraining draws the prompt task: clean pairs or imperfect renders, by

@@ -1,4 +1,5 @@
 import Model
+import GenEvalMini
 import World
 import XCTest
 @testable import SUDERCluster

@@ -1,5 +1,6 @@
 import XCTest
 @testable import World
+import GenEvalMini
 
 /// Scenes, the renderer, the detector, captions and probes.
 final class SceneTests: XCTestCase {

@@ -31,8 +31,8 @@ let dataFields: [ConfigField] = [
                 "damaged renders with a prompt the detector agrees with (prompt task only)"),
     ConfigField("data.unpaired_prompts", .int(0...10_000_000), .int(2_000), "prompts without images for SUDER"),
     ConfigField("data.unpaired_images", .int(0...10_000_000), .int(2_000), "images without captions for SUDER"),
-    ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category"),
-    ConfigField("data.eval_images", .int(0...10_000_000), .int(600), "held-out images for caption and POPE scoring"),
+    ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category, in each eval split (dev and test)"),
+    ConfigField("data.eval_images", .int(0...10_000_000), .int(600), "images of unseen scenes for caption and POPE scoring, in each eval split (dev and test)"),
 ]
 
 let modelFields: [ConfigField] = [

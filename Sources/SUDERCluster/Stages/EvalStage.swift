@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import GenEvalMini
 import World
 
 /// `suder eval`: GenEval-mini, caption accuracy and POPE-mini of the base model (pretrain) and,

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import GenEvalMini
 import World
 
 /// Sampling settings for drawing images from the model.

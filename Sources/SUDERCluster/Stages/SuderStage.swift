@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import GenEvalMini
 import World
 
 /// Which directions train in a round.

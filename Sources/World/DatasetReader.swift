@@ -33,6 +33,11 @@ public struct DatasetReader {
     public init(directory: URL) throws {
         self.directory = directory
         vocabulary = try readVocabulary(directory.appendingPathComponent(DatasetFile.vocabulary))
+        let trainPrompts = directory.appendingPathComponent(DatasetFile.prompts(.train))
+        guard FileManager.default.fileExists(atPath: trainPrompts.path) else {
+            throw WorldError.malformedFile(path: directory.path, reason: "no \(DatasetFile.prompts(.train)): the dataset was written before the "
+                + "train/dev/test splits; run the data stage again into a new run directory")
+        }
     }
 
     private func url(_ name: String) -> URL { directory.appendingPathComponent(name) }

@@ -170,6 +170,13 @@ final class DatasetTests: XCTestCase {
         XCTAssertThrowsError(try DatasetReader(directory: out)) {
             XCTAssertTrue("\($0)".contains("written by another version; run the data stage again"), "\($0)")
         }
+        // A dataset from before the splits: refused, saying to regenerate.
+        try current.write(to: vocabularyURL, atomically: true, encoding: .utf8)
+        XCTAssertNoThrow(try DatasetReader(directory: out))
+        try FileManager.default.removeItem(at: out.appendingPathComponent(DatasetFile.prompts(.train)))
+        XCTAssertThrowsError(try DatasetReader(directory: out)) {
+            XCTAssertTrue("\($0)".contains("written before the train/dev/test splits; run the data stage again"), "\($0)")
+        }
         // More understanding images than a coarse world (9 places per object) has unseen scenes:
         // running out is an error, not an endless search.
         var crowded = Self.smallConfig()

@@ -12,8 +12,6 @@ public enum EvalSplit: String, CaseIterable, Codable, Sendable {
     case dev, test
 
     public var dataSplit: DataSplit { self == .dev ? .dev : .test }
-    /// The other eval split, whose held-out combinations this one never shows.
-    public var other: EvalSplit { self == .dev ? .test : .dev }
 }
 
 /// A key shared by every prompt that states the same requirements: object order does not matter

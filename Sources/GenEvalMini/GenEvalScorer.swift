@@ -47,7 +47,8 @@ public func evaluateGenEval(detections: [DetectedObject], record: MetadataRecord
                             if !relations.contains(position.relation) {
                                 correct = false; matched = false
                                 let described = relations.map(\.rawValue).sorted().joined(separator: " and ")
-                                reasons.append("expected \(name) \(position.relation.rawValue) target, found \(described.isEmpty ? "no relation to" : described) target")
+                                reasons.append(
+                                    "expected \(name) \(position.relation.rawValue) target, found \(described.isEmpty ? "no relation to" : described) target")
                                 break search
                             }
                         }

@@ -59,8 +59,10 @@ public final class AdamW {
     private let decayMask: UnsafeMutableBufferPointer<Float>
 
     /// `table` decides where weight decay applies (ParameterEntry.decays).
-    public init(parameterTable table: [ParameterEntry], parameterCount: Int,
-                beta1: Float = 0.9, beta2: Float = 0.95, epsilon: Float = 1e-8, weightDecay: Float = 0.1) {
+    public init(
+        parameterTable table: [ParameterEntry], parameterCount: Int,
+        beta1: Float = 0.9, beta2: Float = 0.95, epsilon: Float = 1e-8, weightDecay: Float = 0.1
+    ) {
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon

@@ -80,8 +80,9 @@ func matmulForward<S: ModelScalar>(
     _ out: UnsafeMutablePointer<S>, inp: UnsafePointer<S>, weight: UnsafePointer<S>,
     N: Int, inDim: Int, outDim: Int, accumulate: Bool = false
 ) {
-    S.gemm(transA: false, transB: true, m: N, n: outDim, k: inDim, alpha: 1,
-           a: inp, lda: inDim, b: weight, ldb: inDim, beta: accumulate ? 1 : 0, c: out, ldc: outDim)
+    S.gemm(
+        transA: false, transB: true, m: N, n: outDim, k: inDim, alpha: 1,
+        a: inp, lda: inDim, b: weight, ldb: inDim, beta: accumulate ? 1 : 0, c: out, ldc: outDim)
 }
 
 /// Differentiates matmulForward: dweight += dout^T * inp; dinp = dout * weight
@@ -91,10 +92,12 @@ func matmulBackward<S: ModelScalar>(
     inp: UnsafePointer<S>, weight: UnsafePointer<S>, N: Int, inDim: Int, outDim: Int,
     accumulateInput: Bool = false
 ) {
-    S.gemm(transA: false, transB: false, m: N, n: inDim, k: outDim, alpha: 1,
-           a: dout, lda: outDim, b: weight, ldb: inDim, beta: accumulateInput ? 1 : 0, c: dinp, ldc: inDim)
-    S.gemm(transA: true, transB: false, m: outDim, n: inDim, k: N, alpha: 1,
-           a: dout, lda: outDim, b: inp, ldb: inDim, beta: 1, c: dweight, ldc: inDim)
+    S.gemm(
+        transA: false, transB: false, m: N, n: inDim, k: outDim, alpha: 1,
+        a: dout, lda: outDim, b: weight, ldb: inDim, beta: accumulateInput ? 1 : 0, c: dinp, ldc: inDim)
+    S.gemm(
+        transA: true, transB: false, m: outDim, n: inDim, k: N, alpha: 1,
+        a: dout, lda: outDim, b: inp, ldb: inDim, beta: 1, c: dweight, ldc: inDim)
 }
 
 /// Plain-loop reference of matmulForward.
@@ -200,11 +203,13 @@ func attentionForward<S: ModelScalar>(
         for h in 0..<NH {
             let q = qkv + b * T * C3 + h * HS, k = q + C, v = q + 2 * C
             let p = probs + (b * NH + h) * T * T
-            S.gemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: scale,
-                   a: q, lda: C3, b: k, ldb: C3, beta: 0, c: p, ldc: T)
+            S.gemm(
+                transA: false, transB: true, m: T, n: T, k: HS, alpha: scale,
+                a: q, lda: C3, b: k, ldb: C3, beta: 0, c: p, ldc: T)
             causalSoftmaxRows(p, T: T)
-            S.gemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: 1,
-                   a: p, lda: T, b: v, ldb: C3, beta: 0, c: out + b * T * C + h * HS, ldc: C)
+            S.gemm(
+                transA: false, transB: false, m: T, n: HS, k: T, alpha: 1,
+                a: p, lda: T, b: v, ldb: C3, beta: 0, c: out + b * T * C + h * HS, ldc: C)
         }
     }
 }
@@ -237,10 +242,12 @@ func attentionBackward<S: ModelScalar>(
             let p = probs + (b * NH + h) * T * T
             let dO = dout + b * T * C + h * HS
             let dS = dscratch
-            S.gemm(transA: false, transB: true, m: T, n: T, k: HS, alpha: 1,
-                   a: dO, lda: C, b: v, ldb: C3, beta: 0, c: dS, ldc: T)
-            S.gemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: 1,
-                   a: p, lda: T, b: dO, ldb: C, beta: 0, c: dv, ldc: C3)
+            S.gemm(
+                transA: false, transB: true, m: T, n: T, k: HS, alpha: 1,
+                a: dO, lda: C, b: v, ldb: C3, beta: 0, c: dS, ldc: T)
+            S.gemm(
+                transA: true, transB: false, m: T, n: HS, k: T, alpha: 1,
+                a: p, lda: T, b: dO, ldb: C, beta: 0, c: dv, ldc: C3)
             for i in 0..<T {
                 let pRow = p + i * T, dRow = dS + i * T
                 var dot: S = 0
@@ -248,10 +255,12 @@ func attentionBackward<S: ModelScalar>(
                 for j in 0...i { dRow[j] = pRow[j] * (dRow[j] - dot) }
                 for j in (i + 1)..<T { dRow[j] = 0 }
             }
-            S.gemm(transA: false, transB: false, m: T, n: HS, k: T, alpha: scale,
-                   a: dS, lda: T, b: k, ldb: C3, beta: 0, c: dq, ldc: C3)
-            S.gemm(transA: true, transB: false, m: T, n: HS, k: T, alpha: scale,
-                   a: dS, lda: T, b: q, ldb: C3, beta: 0, c: dk, ldc: C3)
+            S.gemm(
+                transA: false, transB: false, m: T, n: HS, k: T, alpha: scale,
+                a: dS, lda: T, b: k, ldb: C3, beta: 0, c: dq, ldc: C3)
+            S.gemm(
+                transA: true, transB: false, m: T, n: HS, k: T, alpha: scale,
+                a: dS, lda: T, b: q, ldb: C3, beta: 0, c: dk, ldc: C3)
         }
     }
 }

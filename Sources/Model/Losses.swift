@@ -42,8 +42,9 @@ public func simpoLoss(
     beta: Double = 2.0, gamma: Double = 0.5
 ) -> PreferenceLosses {
     let n = chosenLogProbs.count
-    precondition(chosenLengths.count == n && rejectedLogProbs.count == n && rejectedLengths.count == n,
-                 "one log-prob and length per pair")
+    precondition(
+        chosenLengths.count == n && rejectedLogProbs.count == n && rejectedLengths.count == n,
+        "one log-prob and length per pair")
     var result = PreferenceLosses(losses: [], chosenRewards: [], rejectedRewards: [], chosenGradients: [], rejectedGradients: [])
     for i in 0..<n {
         precondition(chosenLengths[i] > 0 && rejectedLengths[i] > 0, "empty completion")
@@ -71,8 +72,9 @@ public func dpoLoss(
     beta: Double = 0.1
 ) -> PreferenceLosses {
     let n = chosenLogProbs.count
-    precondition(rejectedLogProbs.count == n && referenceChosenLogProbs.count == n && referenceRejectedLogProbs.count == n,
-                 "one log-prob of each kind per pair")
+    precondition(
+        rejectedLogProbs.count == n && referenceChosenLogProbs.count == n && referenceRejectedLogProbs.count == n,
+        "one log-prob of each kind per pair")
     var result = PreferenceLosses(losses: [], chosenRewards: [], rejectedRewards: [], chosenGradients: [], rejectedGradients: [])
     for i in 0..<n {
         let chosenReward = beta * (chosenLogProbs[i] - referenceChosenLogProbs[i])

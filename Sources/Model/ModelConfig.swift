@@ -42,8 +42,9 @@ public struct ModelConfig: Equatable, Codable, Sendable {
         func check(_ ok: Bool, _ message: String) throws {
             if !ok { throw ModelConfigError(message: message) }
         }
-        try check(vocabSize > 0 && dModel > 0 && nLayers > 0 && nHeads > 0 && ffnHidden > 0 && maxSeq > 1,
-                  "model sizes must be positive (maxSeq > 1)")
+        try check(
+            vocabSize > 0 && dModel > 0 && nLayers > 0 && nHeads > 0 && ffnHidden > 0 && maxSeq > 1,
+            "model sizes must be positive (maxSeq > 1)")
         try check(dModel % nHeads == 0, "dModel \(dModel) is not divisible by nHeads \(nHeads)")
         try check(headSize % 2 == 0, "head size \(headSize) must be even for rotary embeddings")
         try check(vocabSize <= Int(Int32.max), "vocabSize does not fit Int32 token ids")

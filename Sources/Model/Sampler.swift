@@ -41,14 +41,16 @@ public final class Sampler {
         let config = model.config
         let P = prompts.count
         precondition(seeds.count == P, "one seed per prompt")
-        precondition(allowedRange.lowerBound >= 0 && Int(allowedRange.upperBound) <= config.vocabSize && !allowedRange.isEmpty,
-                     "allowed range outside the vocabulary")
+        precondition(
+            allowedRange.lowerBound >= 0 && Int(allowedRange.upperBound) <= config.vocabSize && !allowedRange.isEmpty,
+            "allowed range outside the vocabulary")
         if let guidance { precondition(guidance.nullPrompts.count == P, "one null prompt per prompt") }
         let streamPrompts = prompts + (guidance?.nullPrompts ?? [])
         let S = streamPrompts.count
         for prompt in streamPrompts {
-            precondition(!prompt.isEmpty && prompt.count + maxNewTokens <= config.maxSeq,
-                         "prompt of \(prompt.count) + \(maxNewTokens) new tokens exceeds maxSeq \(config.maxSeq)")
+            precondition(
+                !prompt.isEmpty && prompt.count + maxNewTokens <= config.maxSeq,
+                "prompt of \(prompt.count) + \(maxNewTokens) new tokens exceeds maxSeq \(config.maxSeq)")
         }
         guard P > 0, maxNewTokens > 0 else { return Array(repeating: [], count: P) }
         let buffers = reserve(streams: S, rows: max(S, streamPrompts.reduce(0) { $0 + $1.count }))
@@ -79,8 +81,9 @@ public final class Sampler {
                 let i = active[a]
                 let conditional = buffers.logits + logitsRow[i] * config.vocabSize
                 let unconditional = guidance.map { _ in UnsafePointer(buffers.logits + logitsRow[P + i] * config.vocabSize) }
-                let token = chooseToken(conditional: conditional, unconditional: unconditional, guidanceWeight: guidance?.weight ?? 0,
-                                        range: allowedRange, temperature: temperature, topK: topK, rng: &rngs[i], scratch: buffers)
+                let token = chooseToken(
+                    conditional: conditional, unconditional: unconditional, guidanceWeight: guidance?.weight ?? 0,
+                    range: allowedRange, temperature: temperature, topK: topK, rng: &rngs[i], scratch: buffers)
                 outputs[i].append(token)
                 if token != stopToken && outputs[i].count < maxNewTokens {
                     active[kept] = i
@@ -144,8 +147,9 @@ public final class Sampler {
     private func reserve(streams: Int, rows: Int) -> SamplerBuffers {
         if let buffers, buffers.streamCapacity >= streams, buffers.rowCapacity >= rows { return buffers }
         buffers?.deallocate()
-        let grown = SamplerBuffers(config: model.config, streams: max(streams, buffers?.streamCapacity ?? 0),
-                                   rows: max(rows, buffers?.rowCapacity ?? 0))
+        let grown = SamplerBuffers(
+            config: model.config, streams: max(streams, buffers?.streamCapacity ?? 0),
+            rows: max(rows, buffers?.rowCapacity ?? 0))
         buffers = grown
         return grown
     }
@@ -169,8 +173,9 @@ public final class Sampler {
                 (keys + slot).update(from: b.qkv + r * 3 * C + C, count: C)
                 (values + slot).update(from: b.qkv + r * 3 * C + 2 * C, count: C)
             }
-            cachedAttentionForward(b.attention, qkv: b.qkv, keys: keys, values: values, streams: b.rowStreams,
-                                   positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+            cachedAttentionForward(
+                b.attention, qkv: b.qkv, keys: keys, values: values, streams: b.rowStreams,
+                positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             matmulForward(b.residual, inp: b.attention, weight: p + o.wo, N: N, inDim: C, outDim: C, accumulate: true)
             rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.ffnNorm, N: N, C: C, eps: config.normEps)
             matmulForward(b.gateUp, inp: b.normed, weight: p + o.w13, N: N, inDim: C, outDim: 2 * H)
@@ -257,13 +262,15 @@ func cachedAttentionForward(
         let base = Int(streams[r]) * maxSeq * C
         let count = Int(positions[r]) + 1
         for h in 0..<NH {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, blasint(count), blasint(HS), scale, keys + base + h * HS, blasint(C),
-                        qkv + r * 3 * C + h * HS, 1, 0, scores, 1)
+            cblas_sgemv(
+                CblasRowMajor, CblasNoTrans, blasint(count), blasint(HS), scale, keys + base + h * HS, blasint(C),
+                qkv + r * 3 * C + h * HS, 1, 0, scores, 1)
             var maxScore = scores[0]
             for j in 1..<count where scores[j] > maxScore { maxScore = scores[j] }
             let sum = Float.exponentials(scores, scores, count: count, shift: maxScore, scale: 1)
-            cblas_sgemv(CblasRowMajor, CblasTrans, blasint(count), blasint(HS), 1 / sum, values + base + h * HS, blasint(C),
-                        scores, 1, 0, out + r * C + h * HS, 1)
+            cblas_sgemv(
+                CblasRowMajor, CblasTrans, blasint(count), blasint(HS), 1 / sum, values + base + h * HS, blasint(C),
+                scores, 1, 0, out + r * C + h * HS, 1)
         }
     }
 }

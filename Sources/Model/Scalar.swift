@@ -25,9 +25,10 @@ extension Float: ModelScalar {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if suder_sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, openblas_get_num_threads()) { return }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
-                    beta, c, blasint(ldc))
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+            beta, c, blasint(ldc))
     }
     @inline(__always)
     public static func exponentials(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int, shift: Float, scale: Float) -> Float {
@@ -43,9 +44,10 @@ extension Double: ModelScalar {
         a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
         beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int
     ) {
-        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
-                    beta, c, blasint(ldc))
+        cblas_dgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+            beta, c, blasint(ldc))
     }
     public static func exponentials(_ out: UnsafeMutablePointer<Double>, _ x: UnsafePointer<Double>, count: Int, shift: Double, scale: Double) -> Double {
         var sum = 0.0
@@ -91,10 +93,12 @@ public var avx512KernelsActive: Bool { suder_kernels_available() }
 /// Returns that advice when it applies.
 public func openBLASCoreAdvice() -> String? {
     guard openBLASCoreName == "Haswell",
-          let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+        let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+    else { return nil }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     let needed = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"]
     guard needed.allSatisfy(flags.contains) else { return nil }
-    return "OpenBLAS runs its Haswell (AVX2) kernels on this AVX-512 CPU; with several BLAS threads, large matmuls are OpenBLAS's: launch with OPENBLAS_CORETYPE=SkylakeX for ~2x faster ones"
+    return
+        "OpenBLAS runs its Haswell (AVX2) kernels on this AVX-512 CPU; with several BLAS threads, large matmuls are OpenBLAS's: launch with OPENBLAS_CORETYPE=SkylakeX for ~2x faster ones"
 }

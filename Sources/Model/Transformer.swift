@@ -126,8 +126,9 @@ public final class Transformer {
     public func forward(_ batch: TokenBatch) -> [Double] {
         runBody(batch)
         let N = heldB * heldT, V = config.vocabSize
-        tokenLogProbForward(logp: acts.logp, logits: acts.logits, targets: acts.targets,
-                            weights: acts.rowWeights, N: N, V: V)
+        tokenLogProbForward(
+            logp: acts.logp, logits: acts.logits, targets: acts.targets,
+            weights: acts.rowWeights, N: N, V: V)
         var sums = [Double](repeating: 0, count: heldB)
         for b in 0..<heldB {
             var sum = 0.0
@@ -209,8 +210,9 @@ public final class Transformer {
         matmulBackward(dinp: a.dNormed, dweight: g + outputOffset, dout: a.logits, inp: a.lnFinal, weight: p + outputOffset, N: N, inDim: C, outDim: V)
         // lnFinal = rmsnorm(residual[L])
         a.dResidual.update(repeating: 0, count: N * C)
-        rmsnormBackward(dinp: a.dResidual, dweight: g + finalNormOffset, dout: a.dNormed, inp: a.residual[config.nLayers],
-                        rstd: a.rstdFinal, weight: p + finalNormOffset, N: N, C: C)
+        rmsnormBackward(
+            dinp: a.dResidual, dweight: g + finalNormOffset, dout: a.dNormed, inp: a.residual[config.nLayers],
+            rstd: a.rstdFinal, weight: p + finalNormOffset, N: N, C: C)
         for (l, o) in layerOffsets.enumerated().reversed() {
             // residual[l+1] = residualMid + hidden * W2^T  (dResidual is d residual[l+1] here)
             matmulBackward(dinp: a.dHidden, dweight: g + o.w2, dout: a.dResidual, inp: a.hidden[l], weight: p + o.w2, N: N, inDim: H, outDim: C)
@@ -219,8 +221,9 @@ public final class Transformer {
             // gateUp = ln2 * W13^T
             matmulBackward(dinp: a.dNormed, dweight: g + o.w13, dout: a.dGateUp, inp: a.ln2[l], weight: p + o.w13, N: N, inDim: C, outDim: 2 * H)
             // ln2 = rmsnorm(residualMid); afterwards dResidual is d residualMid
-            rmsnormBackward(dinp: a.dResidual, dweight: g + o.ffnNorm, dout: a.dNormed, inp: a.residualMid[l],
-                            rstd: a.rstd2[l], weight: p + o.ffnNorm, N: N, C: C)
+            rmsnormBackward(
+                dinp: a.dResidual, dweight: g + o.ffnNorm, dout: a.dNormed, inp: a.residualMid[l],
+                rstd: a.rstd2[l], weight: p + o.ffnNorm, N: N, C: C)
             // residualMid = residual[l] + attention * Wo^T
             matmulBackward(dinp: a.dAttention, dweight: g + o.wo, dout: a.dResidual, inp: a.attention[l], weight: p + o.wo, N: N, inDim: C, outDim: C)
             // attention = causal softmax attention over the rotated q, k and v
@@ -230,8 +233,9 @@ public final class Transformer {
             // qkv = ln1 * Wqkv^T
             matmulBackward(dinp: a.dNormed, dweight: g + o.wqkv, dout: a.dQKV, inp: a.ln1[l], weight: p + o.wqkv, N: N, inDim: C, outDim: 3 * C)
             // ln1 = rmsnorm(residual[l]); afterwards dResidual is d residual[l]
-            rmsnormBackward(dinp: a.dResidual, dweight: g + o.attentionNorm, dout: a.dNormed, inp: a.residual[l],
-                            rstd: a.rstd1[l], weight: p + o.attentionNorm, N: N, C: C)
+            rmsnormBackward(
+                dinp: a.dResidual, dweight: g + o.attentionNorm, dout: a.dNormed, inp: a.residual[l],
+                rstd: a.rstd1[l], weight: p + o.attentionNorm, N: N, C: C)
         }
         // residual[0] = embedding[tokens]
         embeddingBackward(g + embeddingOffset, dout: a.dResidual, tokens: a.tokens, N: N, C: C)

@@ -153,8 +153,9 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
         train_gflops: FLOPs.trainingStep(config, batch: B, seqLen: T) / train / 1e9,
         peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName)
 
-    var report = ModelBenchReport(config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
-                                  promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
+    var report = ModelBenchReport(
+        config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
+        promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
     if o.compareWithPyTorch {
         do {
             var torch = try runPyTorchBench(o, config: config)
@@ -219,11 +220,13 @@ private func runPyTorchBench(_ o: ModelBenchOptions, config: ModelConfig) throws
     guard FileManager.default.fileExists(atPath: o.referenceScript) else {
         throw BenchError(description: "\(o.referenceScript) not found (run from the repository root)")
     }
-    let arguments = [o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
-                     "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
-                     "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
-                     "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
-                     "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)"]
+    let arguments = [
+        o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
+        "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
+        "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
+        "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
+        "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)",
+    ]
     let result = try runProcess(o.python, arguments)
     guard result.status == 0, let line = result.output.split(separator: "\n").last else {
         throw BenchError(description: "torch_reference.py bench failed: \(result.error.suffix(500))")
@@ -233,9 +236,10 @@ private func runPyTorchBench(_ o: ModelBenchOptions, config: ModelConfig) throws
 
 private func printBenchTable(_ r: ModelBenchReport) {
     let c = r.config
-    print("model bench: V \(c.vocabSize), C \(c.dModel), L \(c.nLayers), NH \(c.nHeads), H \(c.ffnHidden); "
-          + "train/score B \(r.batch) x T \(r.seqLen); sample \(r.sampleBatch) x (\(r.promptLength) + \(r.newTokens)); "
-          + "threads \(r.suder.threads); medians")
+    print(
+        "model bench: V \(c.vocabSize), C \(c.dModel), L \(c.nLayers), NH \(c.nHeads), H \(c.ffnHidden); "
+            + "train/score B \(r.batch) x T \(r.seqLen); sample \(r.sampleBatch) x (\(r.promptLength) + \(r.newTokens)); "
+            + "threads \(r.suder.threads); medians")
     func cell(_ x: Double?) -> String { x.map { String(format: "%12.1f", $0) } ?? String(repeating: " ", count: 11) + "-" }
     func ratio(_ a: Double, _ b: Double?) -> String { b.map { String(format: "%7.2fx", a / $0) } ?? "       -" }
     print("metric                          suder       torch    ratio")
@@ -244,7 +248,9 @@ private func printBenchTable(_ r: ModelBenchReport) {
     print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio(s.train_gflops ?? 0, t?.train_gflops))")
     print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
     print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")
-    print("preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))")
+    print(
+        "preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))"
+    )
     print("peak RSS MB              \(cell(s.peak_rss_mb)) \(cell(t?.peak_rss_mb))")
     if let shared = t?.sample_shared_rng_tokens_per_s {
         print("(torch sampling with one shared RNG instead of one per sequence: \(String(format: "%.1f", shared)) tokens/s)")

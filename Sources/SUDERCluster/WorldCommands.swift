@@ -12,7 +12,9 @@ public func runDataCommand(config: WorldConfig, outDir: URL, communicator: Commu
         for field in config.fields { print("  " + field.name.padding(toLength: 24, withPad: " ", startingAt: 0) + field.value) }
         print("  " + "outDir".padding(toLength: 24, withPad: " ", startingAt: 0) + outDir.path)
         do {
-            try generateDataset(config: config, outDir: outDir) { line in print(line); fflush(stdout) }
+            try generateDataset(config: config, outDir: outDir) { line in
+                print(line); fflush(stdout)
+            }
         } catch {
             failure = error
         }

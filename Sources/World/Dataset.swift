@@ -69,7 +69,9 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
         try writeMetadataFile(splits.allPrompts(split), to: url(DatasetFile.prompts(split)))
         say("\(split.rawValue) prompts: " + Category.allCases.map { "\($0.rawValue) \(splits.prompts(split, $0).count)" }.joined(separator: ", "))
     }
-    say("held-out combinations: " + EvalSplit.allCases.map { "\($0.rawValue) " + splits.heldOutCombinations[$0]!.map(\.text).joined(separator: ", ") }.joined(separator: "; "))
+    say(
+        "held-out combinations: "
+            + EvalSplit.allCases.map { "\($0.rawValue) " + splits.heldOutCombinations[$0]!.map(\.text).joined(separator: ", ") }.joined(separator: "; "))
     let trainAllowed = splits.allowedCombinations(.train)
     // Every scene any training item shows, so no eval image repeats one.
     var trainingScenes = Set<[String]>()
@@ -92,8 +94,9 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
     while fitImages.count < config.kmeansImages {
         fitImages.append(renderScene(trainingScene(fitImages.count, &fitRandom).scene, canvasSize: config.canvasSize))
     }
-    let settings = KMeansSettings(maximumCodes: config.codebookSize, patchSize: config.patchSize,
-                                  iterations: config.kmeansIterations, maximumPatches: config.kmeansMaximumPatches)
+    let settings = KMeansSettings(
+        maximumCodes: config.codebookSize, patchSize: config.patchSize,
+        iterations: config.kmeansIterations, maximumPatches: config.kmeansMaximumPatches)
     let codebook = learnCodebook(images: fitImages, settings: settings) { say($0) }
     try writeCodebook(codebook, to: url(DatasetFile.codebook))
     let vocabulary = Vocabulary(codebookSize: codebook.codeCount)
@@ -129,8 +132,9 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
         let split = PopeSplit.allCases.randomElement(using: &probeRandom)!
         let probe = makeProbes(scene: scene, split: split, yesCount: 1, popularity: popularity, askable: trainAllowed, generator: &probeRandom)
             .randomElement(using: &probeRandom)!
-        probes.append(imageTokens(renderScene(scene, canvasSize: config.canvasSize)), try vocabulary.encode(probe.question),
-                      [try vocabulary.id(of: probe.answer ? "yes" : "no")])
+        probes.append(
+            imageTokens(renderScene(scene, canvasSize: config.canvasSize)), try vocabulary.encode(probe.question),
+            [try vocabulary.id(of: probe.answer ? "yes" : "no")])
     }
     try probes.write(to: url(DatasetFile.trainProbes))
     say("wrote \(captions.recordCount) training captions and \(probes.recordCount) training probes")
@@ -138,8 +142,9 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
     // Imperfect renders for the prompt task, each described from its scene and its damage.
     var imperfectRandom = stream(9)
     let blank = RGBImage(width: config.canvasSize, height: config.canvasSize, fill: backgroundRGB)
-    let maker = ImperfectRenderMaker(codeCount: codebook.codeCount, backgroundCode: encoder.encode(blank)[0],
-                                     trainingPrompts: splits.prompts[.train]!)
+    let maker = ImperfectRenderMaker(
+        codeCount: codebook.codeCount, backgroundCode: encoder.encode(blank)[0],
+        trainingPrompts: splits.prompts[.train]!)
     var imperfect = TokenShardWriter(kind: "train_imperfect", fieldCount: 2, vocabularySize: vocabulary.size)
     var promptSources: [ImperfectRenderMaker.PromptSource: Int] = [:]
     var imperfectSheet: [RGBImage] = []
@@ -158,8 +163,9 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
     if !imperfectSheet.isEmpty {
         try writePNG(imageGrid(imperfectSheet, columns: 8), to: url(DatasetFile.samples + "/imperfect_renders.png"))
     }
-    say("wrote \(imperfect.recordCount) imperfect renders: \(promptSources[.original, default: 0]) keep their prompt, "
-        + "\(promptSources[.other, default: 0]) lost an object and take another, \(promptSources[.nothing, default: 0]) lost every object")
+    say(
+        "wrote \(imperfect.recordCount) imperfect renders: \(promptSources[.original, default: 0]) keep their prompt, "
+            + "\(promptSources[.other, default: 0]) lost an object and take another, \(promptSources[.nothing, default: 0]) lost every object")
 
     // SUDER's unlabeled pools (training data of the self-improvement stage), labels in separate files.
     var unpairedRandom = stream(6)
@@ -226,8 +232,9 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
             repeat {
                 attempts += 1
                 guard attempts <= 100_000 else {
-                    throw WorldError.invalidConfig("no \(category.rawValue) scene for a \(split.rawValue) understanding image is left that the training data "
-                        + "does not show: lower evalImages (data.eval_images) or the training sizes, or widen the world")
+                    throw WorldError.invalidConfig(
+                        "no \(category.rawValue) scene for a \(split.rawValue) understanding image is left that the training data "
+                            + "does not show: lower evalImages (data.eval_images) or the training sizes, or widen the world")
                 }
                 let record = splits.prompts(split.dataSplit, category).randomElement(using: &understandingRandom)!
                 scene = generator.scene(for: record, allowed: allowed, using: &understandingRandom)
@@ -237,8 +244,10 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
             evalScenes.append(scene)
             evalImages.append(tokens)
             for (s, popeSplit) in PopeSplit.allCases.enumerated() {
-                for probe in makeProbes(scene: scene, split: popeSplit, yesCount: config.popeYesPerImage, popularity: popularity,
-                                        askable: allowed, generator: &understandingRandom) {
+                for probe in makeProbes(
+                    scene: scene, split: popeSplit, yesCount: config.popeYesPerImage, popularity: popularity,
+                    askable: allowed, generator: &understandingRandom)
+                {
                     pope[s].append(tokens, try vocabulary.encode(probe.question), [try vocabulary.id(of: probe.answer ? "yes" : "no")])
                 }
             }
@@ -276,7 +285,9 @@ public func readVocabulary(_ url: URL) throws -> Vocabulary {
     guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
     guard let specials = object["specials"] as? [String], specials == Vocabulary.specialNames else {
         let found = (object["specials"] as? [String]).map { "\($0)" } ?? "none"
-        throw fail("specials \(found) differ from this build's \(Vocabulary.specialNames): the dataset was written by another version; run the data stage again into a new run directory")
+        throw fail(
+            "specials \(found) differ from this build's \(Vocabulary.specialNames): the dataset was written by another version; run the data stage again into a new run directory"
+        )
     }
     guard let words = object["words"] as? [String], !words.isEmpty, Set(words).count == words.count else { throw fail("\"words\" must be distinct strings") }
     guard let codebookSize = object["codebook_size"] as? Int, (1...(1 << 20)).contains(codebookSize) else { throw fail("bad \"codebook_size\"") }
@@ -303,7 +314,7 @@ public func readScenes(_ url: URL) throws -> [Scene] {
         // Scenes only feed geometry and captions, but keep them plausible: 1...16 objects on a
         // canvas no larger than 4096 pixels a side.
         guard (1...16).contains(scene.objects.count),
-              scene.objects.allSatisfy({ $0.size >= 1 && $0.size <= 4096 && abs($0.x) <= 4096 && abs($0.y) <= 4096 })
+            scene.objects.allSatisfy({ $0.size >= 1 && $0.size <= 4096 && abs($0.x) <= 4096 && abs($0.y) <= 4096 })
         else { throw WorldError.malformedFile(path: url.path, reason: "line \(index + 1): implausible scene") }
         scenes.append(scene)
     }
@@ -319,10 +330,12 @@ private func writeSummary(config: WorldConfig, splits: PromptSplits, report: Dat
         "\"\(split.rawValue)\": [" + splits.heldOutCombinations[split]!.map { "\"\($0.text)\"" }.joined(separator: ", ") + "]"
     }.joined(separator: ", ")
     let roundTrip = EvalSplit.allCases.map { "\"\($0.rawValue)\": \(report.roundTripSummary[$0]!.json)" }.joined(separator: ", ")
-    let splitText = "{\"prompts\": {\(counts)}, \"held_out_combinations\": {\(combinations)}, "
+    let splitText =
+        "{\"prompts\": {\(counts)}, \"held_out_combinations\": {\(combinations)}, "
         + "\"not_held_out\": [" + categoriesNotHeldOut.map { "\"\($0.rawValue)\"" }.joined(separator: ", ") + "], "
         + "\"not_held_out_reason\": \"single_object's four prompts are the class names: dev and test show them on new scenes\"}"
-    let text = "{\"config\": {\(configText)}, \"splits\": \(splitText), \"roundtrip_geneval\": {\(roundTrip)}, "
+    let text =
+        "{\"config\": {\(configText)}, \"splits\": \(splitText), \"roundtrip_geneval\": {\(roundTrip)}, "
         + "\"clean_render_detector_failures\": \(report.cleanRenderFailures), \"clean_render_images\": \(report.cleanRenderImages), "
         + "\"seconds\": \(String(format: "%.2f", report.seconds))}\n"
     try text.write(to: url, atomically: true, encoding: .utf8)

@@ -35,8 +35,10 @@ public struct DatasetReader {
         vocabulary = try readVocabulary(directory.appendingPathComponent(DatasetFile.vocabulary))
         let trainPrompts = directory.appendingPathComponent(DatasetFile.prompts(.train))
         guard FileManager.default.fileExists(atPath: trainPrompts.path) else {
-            throw WorldError.malformedFile(path: directory.path, reason: "no \(DatasetFile.prompts(.train)): the dataset was written before the "
-                + "train/dev/test splits; run the data stage again into a new run directory")
+            throw WorldError.malformedFile(
+                path: directory.path,
+                reason: "no \(DatasetFile.prompts(.train)): the dataset was written before the "
+                    + "train/dev/test splits; run the data stage again into a new run directory")
         }
     }
 
@@ -45,8 +47,9 @@ public struct DatasetReader {
     public func codebook() throws -> VQCodebook {
         let codebook = try readCodebook(from: url(DatasetFile.codebook))
         guard codebook.codeCount == vocabulary.codebookSize else {
-            throw WorldError.malformedFile(path: url(DatasetFile.codebook).path,
-                                           reason: "\(codebook.codeCount) codes, vocabulary expects \(vocabulary.codebookSize)")
+            throw WorldError.malformedFile(
+                path: url(DatasetFile.codebook).path,
+                reason: "\(codebook.codeCount) codes, vocabulary expects \(vocabulary.codebookSize)")
         }
         return codebook
     }
@@ -109,8 +112,9 @@ public struct DatasetReader {
         let shard = try shard(name, kind: kind, fields: 3)
         let yes = try vocabulary.id(of: "yes")
         return try (0..<shard.recordCount).map {
-            ProbeExample(image: try checked(shard, $0, 0, .image, name), question: try checked(shard, $0, 1, .text, name),
-                         answer: try checked(shard, $0, 2, .answer, name)[0] == yes)
+            ProbeExample(
+                image: try checked(shard, $0, 0, .image, name), question: try checked(shard, $0, 1, .text, name),
+                answer: try checked(shard, $0, 2, .answer, name)[0] == yes)
         }
     }
 

@@ -58,7 +58,9 @@ public struct GenEvalSummary: Equatable, Sendable {
         var categories: [String] = []
         for category in Category.allCases {
             guard let score = score(category) else { continue }
-            categories.append("\"\(category.rawValue)\": {\"score\": \(formatScore(score)), \"correct\": \(correctImages[category] ?? 0), \"images\": \(totalImages[category] ?? 0)}")
+            categories.append(
+                "\"\(category.rawValue)\": {\"score\": \(formatScore(score)), \"correct\": \(correctImages[category] ?? 0), \"images\": \(totalImages[category] ?? 0)}"
+            )
         }
         return "{\"overall\": \(formatScore(overall)), \"images\": \(imageCount), \"categories\": {" + categories.joined(separator: ", ") + "}}"
     }
@@ -68,10 +70,13 @@ public struct GenEvalSummary: Equatable, Sendable {
         var lines = ["category        score  correct/images"]
         for category in Category.allCases {
             guard let score = score(category) else { continue }
-            lines.append(category.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
-                + "  " + String(format: "%.4f", score) + "  \(correctImages[category] ?? 0)/\(totalImages[category] ?? 0)")
+            lines.append(
+                category.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
+                    + "  " + String(format: "%.4f", score) + "  \(correctImages[category] ?? 0)/\(totalImages[category] ?? 0)")
         }
-        lines.append("overall".padding(toLength: 14, withPad: " ", startingAt: 0) + "  " + String(format: "%.4f", overall) + "  (mean of \(Category.allCases.compactMap(score).count) categories)")
+        lines.append(
+            "overall".padding(toLength: 14, withPad: " ", startingAt: 0) + "  " + String(format: "%.4f", overall)
+                + "  (mean of \(Category.allCases.compactMap(score).count) categories)")
         return lines.joined(separator: "\n")
     }
 }

@@ -68,8 +68,8 @@ public struct MetadataRecord: Equatable, Sendable {
     public static func parse(jsonLine text: String, line: Int) throws -> MetadataRecord {
         func fail(_ reason: String) -> WorldError { .metadata(line: line, reason: reason) }
         guard let data = text.data(using: .utf8),
-              let object = try? JSONSerialization.jsonObject(with: data),
-              let dictionary = object as? [String: Any]
+            let object = try? JSONSerialization.jsonObject(with: data),
+            let dictionary = object as? [String: Any]
         else { throw fail("not a JSON object") }
         guard let tagName = dictionary["tag"] as? String else { throw fail("missing string \"tag\"") }
         guard let tag = Category(rawValue: tagName) else { throw fail("unknown tag '\(tagName)'") }
@@ -82,7 +82,7 @@ public struct MetadataRecord: Equatable, Sendable {
             guard let className = clause["class"] as? String else { throw fail("\(label) has no string \"class\"") }
             guard let shape = ShapeClass(rawValue: className) else { throw fail("\(label): unknown class '\(className)'") }
             guard let countNumber = clause["count"] as? NSNumber,
-                  let count = Int(exactly: countNumber.doubleValue), count >= 1, count <= 64
+                let count = Int(exactly: countNumber.doubleValue), count >= 1, count <= 64
             else { throw fail("\(label) needs an integer \"count\" in 1...64") }
             var result = ObjectRequirement(shape: shape, count: count)
             if let colorValue = clause["color"] {
@@ -93,8 +93,8 @@ public struct MetadataRecord: Equatable, Sendable {
             }
             if let positionValue = clause["position"] {
                 guard let pair = positionValue as? [Any], pair.count == 2,
-                      let relationName = pair[0] as? String,
-                      let targetNumber = pair[1] as? NSNumber, let target = Int(exactly: targetNumber.doubleValue)
+                    let relationName = pair[0] as? String,
+                    let targetNumber = pair[1] as? NSNumber, let target = Int(exactly: targetNumber.doubleValue)
                 else { throw fail("\(label): \"position\" must be [relation, index]") }
                 guard let relation = Relation(rawValue: relationName) else {
                     throw fail("\(label): unknown relation '\(relationName)'")

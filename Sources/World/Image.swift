@@ -29,7 +29,7 @@ public func renderScene(_ scene: Scene, canvasSize: Int) -> RGBImage {
             for column in 0..<object.size {
                 let x = object.x + column
                 guard x >= 0 && x < canvasSize,
-                      shapeContains(object.shape, column: column, row: row, width: object.size, height: object.size)
+                    shapeContains(object.shape, column: column, row: row, width: object.size, height: object.size)
                 else { continue }
                 let offset = 3 * (y * canvasSize + x)
                 image.pixels[offset] = rgb.r; image.pixels[offset + 1] = rgb.g; image.pixels[offset + 2] = rgb.b

@@ -42,7 +42,8 @@ public struct ImperfectRenderMaker: Sendable {
             let x = index % side, y = index / side
             let onObject = isObject(x, y)
             guard onObject || isObject(x - 1, y) || isObject(x + 1, y) || isObject(x, y - 1) || isObject(x, y + 1),
-                  Double.random(in: 0..<1, using: &random) < (onObject ? rate : rate / 2) else { continue }
+                Double.random(in: 0..<1, using: &random) < (onObject ? rate : rate / 2)
+            else { continue }
             let u = Double.random(in: 0..<1, using: &random)
             if onObject && u < 0.4 {
                 damaged[index] = backgroundCode
@@ -67,8 +68,10 @@ public struct ImperfectRenderMaker: Sendable {
     /// `original`'s prompt if the intact objects still satisfy it; else a training prompt of a
     /// random category that they satisfy; else `nothingPrompt` (no intact object: any intact
     /// object satisfies its single_object prompt).
-    public func prompt(intact: [SceneObject], original: MetadataRecord,
-                       using random: inout SeededGenerator) -> (text: String, source: PromptSource) {
+    public func prompt(
+        intact: [SceneObject], original: MetadataRecord,
+        using random: inout SeededGenerator
+    ) -> (text: String, source: PromptSource) {
         if sceneSatisfies(original, objects: intact) { return (original.prompt, .original) }
         for category in Category.allCases.shuffled(using: &random) {
             let satisfied = (trainingPrompts[category] ?? []).filter { sceneSatisfies($0, objects: intact) }
@@ -121,7 +124,8 @@ public func survivingShare(of object: SceneObject, in image: RGBImage, margin: I
     for y in max(0, object.y - margin)..<min(image.height, object.y + object.size + margin) {
         for x in max(0, object.x - margin)..<min(image.width, object.x + object.size + margin) {
             let column = x - object.x, row = y - object.y
-            let drawn = column >= 0 && row >= 0 && column < object.size && row < object.size
+            let drawn =
+                column >= 0 && row >= 0 && column < object.size && row < object.size
                 && shapeContains(object.shape, column: column, row: row, width: object.size, height: object.size)
             let seen = nearest(3 * (y * image.width + x)) == own
             if drawn && seen { intersection += 1 }

@@ -38,8 +38,10 @@ public struct ObjectKind: Hashable, Comparable, Sendable {
 /// image has fewer kinds) and as many "no" questions chosen by `split` among `askable` (the
 /// combinations the data split may mention). `popularity` ranks kinds by how often training
 /// scenes contain them (most popular first).
-public func makeProbes(scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
-                       askable: Set<ObjectKind> = Set(ObjectKind.all), generator: inout SeededGenerator) -> [Probe] {
+public func makeProbes(
+    scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
+    askable: Set<ObjectKind> = Set(ObjectKind.all), generator: inout SeededGenerator
+) -> [Probe] {
     let present = Set(scene.objects.map { ObjectKind(color: $0.color, shape: $0.shape) })
     let presentList = present.sorted().shuffled(using: &generator)
     let absent = ObjectKind.all.filter { !present.contains($0) && askable.contains($0) }

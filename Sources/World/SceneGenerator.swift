@@ -22,8 +22,10 @@ public struct SceneGenerator: Sendable {
     /// A scene satisfying `record` exactly: the included objects and nothing else, each unspecified
     /// colour drawn among those `allowed` for its shape (a split's scenes never show another
     /// split's held-out combinations).
-    public func scene(for record: MetadataRecord, allowed: Set<ObjectKind> = Set(ObjectKind.all),
-                      using generator: inout SeededGenerator) -> Scene {
+    public func scene(
+        for record: MetadataRecord, allowed: Set<ObjectKind> = Set(ObjectKind.all),
+        using generator: inout SeededGenerator
+    ) -> Scene {
         precondition(namedCombinations(record).allSatisfy(allowed.contains), "SceneGenerator: '\(record.prompt)' names a combination this split may not show")
         var wanted: [(shape: ShapeClass, color: ObjectColor?)] = []
         for requirement in record.include {
@@ -35,7 +37,8 @@ public struct SceneGenerator: Sendable {
         for _ in 0..<100_000 {
             var objects: [SceneObject] = []
             for item in wanted {
-                let color = item.color ?? ObjectColor.allCases.filter { allowed.contains(ObjectKind(color: $0, shape: item.shape)) }
+                let color =
+                    item.color ?? ObjectColor.allCases.filter { allowed.contains(ObjectKind(color: $0, shape: item.shape)) }
                     .randomElement(using: &generator)!
                 guard let placed = place(shape: item.shape, color: color, among: objects, largest: largest, using: &generator) else { break }
                 objects.append(placed)
@@ -46,14 +49,17 @@ public struct SceneGenerator: Sendable {
         preconditionFailure("SceneGenerator: no placement satisfies '\(record.prompt)'")
     }
 
-    private func place(shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,
-                       using generator: inout SeededGenerator) -> SceneObject? {
+    private func place(
+        shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,
+        using generator: inout SeededGenerator
+    ) -> SceneObject? {
         for _ in 0..<100 {
             let size = Int.random(in: minObjectSize...largest, using: &generator)
             let slots = (canvasSize - 2 - size) / positionStep  // corner in 1...(canvas - 1 - size)
-            let candidate = SceneObject(shape: shape, color: color,
-                                        x: 1 + positionStep * Int.random(in: 0...slots, using: &generator),
-                                        y: 1 + positionStep * Int.random(in: 0...slots, using: &generator), size: size)
+            let candidate = SceneObject(
+                shape: shape, color: color,
+                x: 1 + positionStep * Int.random(in: 0...slots, using: &generator),
+                y: 1 + positionStep * Int.random(in: 0...slots, using: &generator), size: size)
             if objects.allSatisfy({ separated($0, candidate) }) { return candidate }
         }
         return nil

@@ -79,8 +79,10 @@ public struct TokenShardWriter {
 /// Reads and validates a shard. Every count and offset is checked against the file size before
 /// anything is allocated, so a truncated or hostile file is an error naming the problem.
 /// `kind`, `fieldCount` and `vocabularySize`, when given, must match the header.
-public func readTokenShard(_ url: URL, kind expectedKind: String? = nil, fieldCount expectedFields: Int? = nil,
-                           vocabularySize expectedVocabulary: Int? = nil) throws -> TokenShard {
+public func readTokenShard(
+    _ url: URL, kind expectedKind: String? = nil, fieldCount expectedFields: Int? = nil,
+    vocabularySize expectedVocabulary: Int? = nil
+) throws -> TokenShard {
     let path = url.path
     let data = try readWholeFile(url)
     func fail(_ reason: String) -> WorldError { .malformedFile(path: path, reason: reason) }
@@ -130,8 +132,9 @@ public func readTokenShard(_ url: URL, kind expectedKind: String? = nil, fieldCo
         return nil
     }
     if let problem { throw fail(problem) }
-    return TokenShard(kind: kind, fieldCount: fieldCount, recordCount: recordCount, vocabularySize: vocabularySize,
-                      offsets: offsets, tokens: tokens)
+    return TokenShard(
+        kind: kind, fieldCount: fieldCount, recordCount: recordCount, vocabularySize: vocabularySize,
+        offsets: offsets, tokens: tokens)
 }
 
 // MARK: - Little-endian helpers shared by the binary formats

@@ -163,8 +163,10 @@ public struct KMeansSettings: Sendable {
 ///     code 1 + m * C + c      mask centroid m (m = 0 is the full patch) in colour c
 ///
 /// Encoding is the ordinary nearest-vector search in RGB, so the codebook is a plain VQ codebook.
-public func learnCodebook(images: [RGBImage], settings: KMeansSettings,
-                          progress: (String) -> Void = { _ in }) -> VQCodebook {
+public func learnCodebook(
+    images: [RGBImage], settings: KMeansSettings,
+    progress: (String) -> Void = { _ in }
+) -> VQCodebook {
     let patchSize = settings.patchSize
     let pixels = patchSize * patchSize
     precondition(pixels <= 64, "learnCodebook: masks are 64-bit, so patches hold at most 64 pixels")
@@ -195,7 +197,9 @@ public func learnCodebook(images: [RGBImage], settings: KMeansSettings,
     let distinct = counts.sorted { ($0.value, $1.key) > ($1.value, $0.key) }.prefix(settings.maximumPatches)
     let free = max(1, min(settings.maximumMasks - 1, distinct.count))
     let maskCount = free + 1, codeCount = 1 + maskCount * ObjectColor.allCases.count
-    progress("k-means: \(counts.count) distinct partial patch masks (\(distinct.count) used); \(free) mask centroids + the full patch, x \(ObjectColor.allCases.count) colours, + background = \(codeCount) codes")
+    progress(
+        "k-means: \(counts.count) distinct partial patch masks (\(distinct.count) used); \(free) mask centroids + the full patch, x \(ObjectColor.allCases.count) colours, + background = \(codeCount) codes"
+    )
 
     let points = distinct.flatMap { entry in (0..<pixels).map { Float((entry.key >> UInt64($0)) & 1) } }
     let weights = distinct.map { Float($0.value) }
@@ -231,7 +235,9 @@ public func learnCodebook(images: [RGBImage], settings: KMeansSettings,
                 for d in 0..<pixels { centroids[code * pixels + d] = points[point * pixels + d] }
             }
         }
-        progress("k-means iteration \(iteration + 1)/\(settings.iterations): mean wrong pixels per partial patch \(String(format: "%.4f", totalError / max(totalWeight, 1)))")
+        progress(
+            "k-means iteration \(iteration + 1)/\(settings.iterations): mean wrong pixels per partial patch \(String(format: "%.4f", totalError / max(totalWeight, 1)))"
+        )
     }
 
     let masks = [Float](repeating: 1, count: pixels) + centroids

@@ -49,10 +49,13 @@ public struct WorldConfig: Equatable, Sendable {
         try require(minObjectSize >= 5 && minObjectSize <= maxObjectSize, "object sizes \(minObjectSize)...\(maxObjectSize): need 5 <= min <= max")
         try require(2 * maxObjectSize + patchSize + 2 <= canvasSize, "maxObjectSize \(maxObjectSize) too large for two objects on a \(canvasSize) canvas")
         try require(3 * patchSize + 2 * minObjectSize + 2 <= canvasSize, "minObjectSize \(minObjectSize) too large for four objects on a \(canvasSize) canvas")
-        try require(kmeansImages >= 1 && kmeansMaximumPatches >= 1 && kmeansIterations >= 1,
-                    "k-means needs kmeansImages, kmeansMaximumPatches and kmeansIterations >= 1")
-        for (name, value) in [("trainPairs", trainPairs), ("trainCaptions", trainCaptions), ("trainProbes", trainProbes),
-                              ("trainImperfect", trainImperfect), ("unpairedPrompts", unpairedPrompts), ("unpairedImages", unpairedImages), ("evalImages", evalImages)] {
+        try require(
+            kmeansImages >= 1 && kmeansMaximumPatches >= 1 && kmeansIterations >= 1,
+            "k-means needs kmeansImages, kmeansMaximumPatches and kmeansIterations >= 1")
+        for (name, value) in [
+            ("trainPairs", trainPairs), ("trainCaptions", trainCaptions), ("trainProbes", trainProbes),
+            ("trainImperfect", trainImperfect), ("unpairedPrompts", unpairedPrompts), ("unpairedImages", unpairedImages), ("evalImages", evalImages),
+        ] {
             try require(value >= 0 && value <= 10_000_000, "\(name) \(value) outside 0...10000000")
         }
         try require((1...8).contains(positionStep), "positionStep \(positionStep) outside 1...8")
@@ -70,13 +73,15 @@ public struct WorldConfig: Equatable, Sendable {
 
     /// `name = value` lines, for logs and `world.json`.
     public var fields: [(name: String, value: String)] {
-        [("canvasSize", "\(canvasSize)"), ("patchSize", "\(patchSize)"), ("codebookSize", "\(codebookSize)"),
-         ("minObjectSize", "\(minObjectSize)"), ("maxObjectSize", "\(maxObjectSize)"), ("positionStep", "\(positionStep)"),
-         ("kmeansImages", "\(kmeansImages)"), ("kmeansMaximumPatches", "\(kmeansMaximumPatches)"),
-         ("kmeansIterations", "\(kmeansIterations)"), ("trainPairs", "\(trainPairs)"),
-         ("trainCaptions", "\(trainCaptions)"), ("trainProbes", "\(trainProbes)"), ("trainImperfect", "\(trainImperfect)"),
-         ("unpairedPrompts", "\(unpairedPrompts)"), ("unpairedImages", "\(unpairedImages)"),
-         ("evalPromptsPerCategory", "\(evalPromptsPerCategory)"), ("imagesPerEvalPrompt", "\(imagesPerEvalPrompt)"),
-         ("evalImages", "\(evalImages)"), ("popeYesPerImage", "\(popeYesPerImage)"), ("seed", "\(seed)")]
+        [
+            ("canvasSize", "\(canvasSize)"), ("patchSize", "\(patchSize)"), ("codebookSize", "\(codebookSize)"),
+            ("minObjectSize", "\(minObjectSize)"), ("maxObjectSize", "\(maxObjectSize)"), ("positionStep", "\(positionStep)"),
+            ("kmeansImages", "\(kmeansImages)"), ("kmeansMaximumPatches", "\(kmeansMaximumPatches)"),
+            ("kmeansIterations", "\(kmeansIterations)"), ("trainPairs", "\(trainPairs)"),
+            ("trainCaptions", "\(trainCaptions)"), ("trainProbes", "\(trainProbes)"), ("trainImperfect", "\(trainImperfect)"),
+            ("unpairedPrompts", "\(unpairedPrompts)"), ("unpairedImages", "\(unpairedImages)"),
+            ("evalPromptsPerCategory", "\(evalPromptsPerCategory)"), ("imagesPerEvalPrompt", "\(imagesPerEvalPrompt)"),
+            ("evalImages", "\(evalImages)"), ("popeYesPerImage", "\(popeYesPerImage)"), ("seed", "\(seed)"),
+        ]
     }
 }

@@ -23,8 +23,9 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     }
     func checkpoint(step: Int) -> Checkpoint {
         let weights = (0..<1000).map { Float($0 % 97) * 0.01 + Float(step) }
-        let header = CheckpointHeader(stage: "mpitests", step: step, configYAML: "ranks: \(comm.size)\n",
-                                      tensors: [TensorEntry(name: "w", shape: [10, 100], byteOffset: 0)])
+        let header = CheckpointHeader(
+            stage: "mpitests", step: step, configYAML: "ranks: \(comm.size)\n",
+            tensors: [TensorEntry(name: "w", shape: [10, 100], byteOffset: 0)])
         return Checkpoint(header: header, sections: ["weights": floatsToBytes(weights), "data_position": [UInt8(step)]])
     }
 
@@ -34,7 +35,8 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
         try store.save(checkpoint(step: 1), rankState: rankState(comm.rank, step: 1))
         try store.save(checkpoint(step: 2), rankState: rankState(comm.rank, step: 2))
         if let loaded = try store.loadNewestValid() {
-            roundTrip = loaded.checkpoint.header.step == 2
+            roundTrip =
+                loaded.checkpoint.header.step == 2
                 && loaded.checkpoint.header.rankCount == comm.size
                 && loaded.checkpoint.sections["weights"] == checkpoint(step: 2).sections["weights"]
                 && loaded.rankState == rankState(comm.rank, step: 2)
@@ -49,7 +51,7 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     var failureSeen = false
     var big = checkpoint(step: 3)
     var noise: UInt64 = 0x9E37_79B9_7F4A_7C15
-    big.sections["padding"] = (0..<300_000).map { _ in // xorshift: incompressible, so the limit is hit
+    big.sections["padding"] = (0..<300_000).map { _ in  // xorshift: incompressible, so the limit is hit
         noise ^= noise << 13; noise ^= noise >> 7; noise ^= noise << 17
         return UInt8(truncatingIfNeeded: noise)
     }
@@ -59,7 +61,7 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
         getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved)
         var limited = saved
         limited.rlim_cur = 50_000
-        savedHandler = signal(SIGXFSZ, SIG_IGN) // EFBIG instead of death by SIGXFSZ
+        savedHandler = signal(SIGXFSZ, SIG_IGN)  // EFBIG instead of death by SIGXFSZ
         setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited)
     }
     do {

@@ -39,7 +39,8 @@ private func modelConfig(of checkpoint: Checkpoint) throws -> ModelConfig {
         throw CheckpointError(.corrupt, "checkpoint", "no embedding or MLP tensors in the table")
     }
     let layers = Set(tensors.keys.filter { $0.hasPrefix("layers.") }.map { $0.split(separator: ".")[1] }).count
-    return ModelConfig(vocabSize: embedding[0], dModel: embedding[1], nLayers: layers, nHeads: config.int("model.n_heads"),
-                       ffnHidden: w1[0], maxSeq: config.int("model.max_seq"), tiedHead: tensors["output.weight"] == nil,
-                       ropeTheta: config.double("model.rope_theta"))
+    return ModelConfig(
+        vocabSize: embedding[0], dModel: embedding[1], nLayers: layers, nHeads: config.int("model.n_heads"),
+        ffnHidden: w1[0], maxSeq: config.int("model.max_seq"), tiedHead: tensors["output.weight"] == nil,
+        ropeTheta: config.double("model.rope_theta"))
 }

@@ -7,9 +7,11 @@ import SUDERCluster
 // TOLERANCE 0 means bitwise; otherwise the script states why its value is enough.
 
 /// Metrics that measure the machine, not the training: they differ between any two runs.
-let machineDependentMetrics: Set<String> = ["tokens_per_s", "gflops_per_s", "step_time_s", "communication_s",
-                                            "peak_memory_mb", "eval/seconds", "time/sampling_s", "time/scoring_s",
-                                            "time/update_s", "time/communication_s"]
+let machineDependentMetrics: Set<String> = [
+    "tokens_per_s", "gflops_per_s", "step_time_s", "communication_s",
+    "peak_memory_mb", "eval/seconds", "time/sampling_s", "time/scoring_s",
+    "time/update_s", "time/communication_s",
+]
 
 /// Two checkpoint directories (`step-...`). Tolerance 0: the weights, both Adam moments and the
 /// Adam step must be bitwise identical (exact resume). Tolerance t > 0: same step and tensor table,
@@ -51,13 +53,15 @@ func compareCheckpoints(_ arguments: [String]) -> Bool {
         var largest: Float = 0, largestAt = 0, differenceSquares = 0.0, normSquares = 0.0
         for i in u.indices {
             let difference = abs(u[i] - v[i])
-            if !(difference <= largest) { largest = difference; largestAt = i } // NaN counts as largest
+            if !(difference <= largest) { largest = difference; largestAt = i }  // NaN counts as largest
             differenceSquares += Double(difference) * Double(difference)
             normSquares += Double(u[i]) * Double(u[i])
         }
         let within = largest <= tolerance
-        print(String(format: "%@: max |a-b| = %.3g (element %d, a = %.6g), relative L2 = %.3g, tolerance %.3g: %@", name, largest,
-                     largestAt, u[largestAt], (differenceSquares / max(normSquares, 1e-300)).squareRoot(), tolerance, within ? "ok" : "EXCEEDED"))
+        print(
+            String(
+                format: "%@: max |a-b| = %.3g (element %d, a = %.6g), relative L2 = %.3g, tolerance %.3g: %@", name, largest,
+                largestAt, u[largestAt], (differenceSquares / max(normSquares, 1e-300)).squareRoot(), tolerance, within ? "ok" : "EXCEEDED"))
         same = same && within
     }
     return same
@@ -101,8 +105,10 @@ func compareMetrics(_ arguments: [String]) -> Bool {
             }
         }
     }
-    print(String(format: "metrics: %d lines, %d values compared, largest relative difference %.3g, tolerance %.3g",
-                 first.count, compared, largestRelative, tolerance))
+    print(
+        String(
+            format: "metrics: %d lines, %d values compared, largest relative difference %.3g, tolerance %.3g",
+            first.count, compared, largestRelative, tolerance))
     for mismatch in mismatches.prefix(10) { print("  DIFFERENT \(mismatch)") }
     return mismatches.isEmpty
 }

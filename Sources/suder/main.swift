@@ -14,8 +14,9 @@ struct StageArguments: ParsableArguments {
     var overrides: [String] = []
 
     var options: StageOptions {
-        StageOptions(configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),
-                     overrides: overrides)
+        StageOptions(
+            configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),
+            overrides: overrides)
     }
 }
 
@@ -31,8 +32,10 @@ struct Suder: ParsableCommand {
         commandName: "suder",
         abstract: "SUDER on CPU clusters: self-improving unified multimodal models with dual self-rewards.",
         discussion: "Run under mpirun or srun for several ranks; every rank runs the same command.",
-        subcommands: [Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
-                      Export.self, Doctor.self])
+        subcommands: [
+            Data.self, Pretrain.self, SelfImprove.self, Eval.self, Pipeline.self, Bench.self, Report.self,
+            Export.self, Doctor.self,
+        ])
 }
 
 extension Suder {
@@ -87,8 +90,9 @@ extension Suder {
 
             func run() throws {
                 do {
-                    try runGenEvalFolderCommand(metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
-                                                summaryOut: summary.map { URL(fileURLWithPath: $0) })
+                    try runGenEvalFolderCommand(
+                        metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
+                        summaryOut: summary.map { URL(fileURLWithPath: $0) })
                 } catch {
                     printError("error: \(error)")
                     throw ExitCode(2)
@@ -113,14 +117,16 @@ extension Suder {
     }
 
     struct Bench: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
-                                                        subcommands: [ModelCommand.self])
+        static let configuration = CommandConfiguration(
+            abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
+            subcommands: [ModelCommand.self])
 
         struct ModelCommand: ParsableCommand {
             static let configuration = CommandConfiguration(
                 commandName: "model",
                 abstract: "Training, scoring, sampling and preference-step throughput of the transformer.",
-                discussion: "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
+                discussion:
+                    "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
             @Option(help: "YAML config whose model.* keys set the architecture.")
             var config: String?
             @Option(help: "BLAS threads (and PyTorch threads).")
@@ -138,8 +144,9 @@ extension Suder {
                 var options = ModelBenchOptions(threads: threads, repeats: repeats, json: json, compareWithPyTorch: !noTorch)
                 do {
                     if config != nil || !overrides.isEmpty {
-                        options.config = try benchModelConfig(file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
-                                                              vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
+                        options.config = try benchModelConfig(
+                            file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides,
+                            vocabularySize: options.config.vocabSize, sequenceLength: options.seqLen)
                     }
                     try runModelBench(options: options)
                 } catch {
@@ -166,8 +173,9 @@ extension Suder {
 
         func run() throws {
             do {
-                try runReportCommand(runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
-                                     out: out.map { URL(fileURLWithPath: $0) })
+                try runReportCommand(
+                    runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) },
+                    out: out.map { URL(fileURLWithPath: $0) })
             } catch {
                 printError("error: \(error)")
                 throw ExitCode(2)
@@ -191,8 +199,9 @@ extension Suder {
 
         func run() throws {
             do {
-                let source = try exportSafetensors(checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
-                                                   to: URL(fileURLWithPath: out))
+                let source = try exportSafetensors(
+                    checkpointDirectory: URL(fileURLWithPath: checkpoint, isDirectory: true),
+                    to: URL(fileURLWithPath: out))
                 print("wrote \(out) from \(source.path)")
             } catch {
                 printError("error: \(error)")

@@ -1,6 +1,7 @@
 import XCTest
-@testable import World
+
 @testable import GenEvalMini
+@testable import World
 
 /// GenEval's rules: geometry, counting with exclusions, colour attribution, metadata parsing.
 final class GenEvalTests: XCTestCase {
@@ -73,7 +74,7 @@ final class GenEvalTests: XCTestCase {
     func testSummaryIsTheUnweightedMeanOfCategories() {
         var summary = GenEvalSummary()
         for i in 0..<4 { summary.add(category: .counting, correct: i == 0) }  // 0.25
-        summary.add(category: .colors, correct: true)                        // 1.0
+        summary.add(category: .colors, correct: true)  // 1.0
         XCTAssertEqual(summary.score(.counting), 0.25)
         XCTAssertEqual(summary.overall, 0.625, accuracy: 1e-12)
         XCTAssertTrue(summary.json.hasPrefix("{\"overall\": 0.625000, \"images\": 5"), summary.json)
@@ -81,9 +82,15 @@ final class GenEvalTests: XCTestCase {
 
     func testMetadataRoundTripsAndMatchesGenEvalFormat() throws {
         let record = MetadataRecord.counting(.cross, 4)
-        XCTAssertEqual(record.jsonLine, #"{"tag": "counting", "include": [{"class": "cross", "count": 4}], "exclude": [{"class": "cross", "count": 5}], "prompt": "a photo of four crosses"}"#)
+        XCTAssertEqual(
+            record.jsonLine,
+            #"{"tag": "counting", "include": [{"class": "cross", "count": 4}], "exclude": [{"class": "cross", "count": 5}], "prompt": "a photo of four crosses"}"#
+        )
         let position = MetadataRecord.position(.triangle, .below, .circle)
-        XCTAssertEqual(position.jsonLine, #"{"tag": "position", "include": [{"class": "circle", "count": 1}, {"class": "triangle", "count": 1, "position": ["below", 0]}], "prompt": "a photo of a triangle below a circle"}"#)
+        XCTAssertEqual(
+            position.jsonLine,
+            #"{"tag": "position", "include": [{"class": "circle", "count": 1}, {"class": "triangle", "count": 1, "position": ["below", 0]}], "prompt": "a photo of a triangle below a circle"}"#
+        )
         for category in Category.allCases {
             for record in promptSpace(category) {
                 XCTAssertEqual(try MetadataRecord.parse(jsonLine: record.jsonLine, line: 1), record)
@@ -97,10 +104,18 @@ final class GenEvalTests: XCTestCase {
             ("{not json", "metadata line 3: not a JSON object"),
             (#"{"tag": "counting", "include": [{"class": "dog", "count": 2}], "prompt": "x"}"#, "metadata line 3: include[0]: unknown class 'dog'"),
             (#"{"include": [{"class": "circle", "count": 1}], "prompt": "x"}"#, "metadata line 3: missing string \"tag\""),
-            (#"{"tag": "position", "include": [{"class": "circle", "count": 1, "position": ["left of", 0]}], "prompt": "x"}"#,
-             "metadata line 3: include[0]: position target 0 must name an earlier include clause"),
-            (#"{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "brown"}], "prompt": "x"}"#, "metadata line 3: include[0]: unknown color brown"),
-            (#"{"tag": "colors", "include": [{"class": "circle", "count": 0}], "prompt": "x"}"#, "metadata line 3: include[0] needs an integer \"count\" in 1...64"),
+            (
+                #"{"tag": "position", "include": [{"class": "circle", "count": 1, "position": ["left of", 0]}], "prompt": "x"}"#,
+                "metadata line 3: include[0]: position target 0 must name an earlier include clause"
+            ),
+            (
+                #"{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "brown"}], "prompt": "x"}"#,
+                "metadata line 3: include[0]: unknown color brown"
+            ),
+            (
+                #"{"tag": "colors", "include": [{"class": "circle", "count": 0}], "prompt": "x"}"#,
+                "metadata line 3: include[0] needs an integer \"count\" in 1...64"
+            ),
         ]
         for (bad, message) in cases {
             XCTAssertThrowsError(try parseMetadataLines(good + "\n\n" + bad + "\n" + good)) { error in

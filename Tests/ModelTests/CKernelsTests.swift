@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import XCTest
+
 @testable import Model
 
 /// The AVX-512 kernels of CKernels against plain references.
@@ -14,7 +15,8 @@ import XCTest
 final class CKernelsTests: XCTestCase {
     static let cpuHasAVX512: Bool = {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+            let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+        else { return false }
         let set = Set(flags.split(separator: " "))
         return set.contains("avx512f") && set.contains("fma")
     }()
@@ -26,8 +28,10 @@ final class CKernelsTests: XCTestCase {
     /// Runs suder_sgemm on random matrices stored with `pad` extra columns and compares with the
     /// reference. Returns whether the kernel took the product (false: it declined, C untouched).
     @discardableResult
-    func check(_ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float, pad: Int,
-               threads: Int32 = 1, file: StaticString = #filePath, line: UInt = #line) -> Bool {
+    func check(
+        _ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int, alpha: Float, beta: Float, pad: Int,
+        threads: Int32 = 1, file: StaticString = #filePath, line: UInt = #line
+    ) -> Bool {
         var rng = SeededRNG(seed: UInt64(m * 1_000_003 + n * 1_009 + k * 7 + pad))
         let sentinel: Float = 12_345
         let aRows = transA ? k : m, aCols = transA ? m : k, lda = aCols + pad
@@ -67,8 +71,9 @@ final class CKernelsTests: XCTestCase {
                 XCTAssertEqual(c[i * ldc + j], sentinel, "wrote past n in row \(i)", file: file, line: line)
             }
         }
-        XCTAssertLessThanOrEqual(worst, 1, "transA \(transA) transB \(transB) \(m)x\(n)x\(k) alpha \(alpha) beta \(beta) pad \(pad)",
-                                 file: file, line: line)
+        XCTAssertLessThanOrEqual(
+            worst, 1, "transA \(transA) transB \(transB) \(m)x\(n)x\(k) alpha \(alpha) beta \(beta) pad \(pad)",
+            file: file, line: line)
         return true
     }
 
@@ -76,8 +81,10 @@ final class CKernelsTests: XCTestCase {
         // (m, n, k): single elements; tails in every dimension of the 12 x 32 tile; small-M tiles
         // (m <= 16: 24 rows of B per tile; m <= 32: 12 rows) with full, partial and fewer-than-a-tile
         // n; depth split into blocks (k > 256); rows split past 240; columns split past 2048.
-        let shapes = [(1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5),
-                      (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3)]
+        let shapes = [
+            (1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5),
+            (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3),
+        ]
         for (m, n, k) in shapes {
             for transA in [false, true] {
                 for transB in [false, true] {

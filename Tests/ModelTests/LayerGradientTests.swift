@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 /// Finite-difference checks of every layer's backward, in Double, through the same generic
@@ -11,8 +12,10 @@ final class LayerGradientTests: XCTestCase {
     func random(_ n: Int, scale: Double = 1) -> [Double] { (0..<n).map { _ in rng.nextGaussian() * scale } }
 
     /// Compares `analytic` with central differences of `loss` around `x`.
-    func assertGradient(_ label: String, _ x: [Double], analytic: [Double], loss: ([Double]) -> Double,
-                        h: Double = 1e-5, tolerance: Double = 1e-7, file: StaticString = #filePath, line: UInt = #line) {
+    func assertGradient(
+        _ label: String, _ x: [Double], analytic: [Double], loss: ([Double]) -> Double,
+        h: Double = 1e-5, tolerance: Double = 1e-7, file: StaticString = #filePath, line: UInt = #line
+    ) {
         XCTAssertEqual(x.count, analytic.count, label, file: file, line: line)
         let scale = max(1, analytic.map(abs).max() ?? 1)
         var worst = 0.0

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 final class LossTests: XCTestCase {
@@ -44,16 +45,22 @@ final class LossTests: XCTestCase {
         let dpo = dpoLoss(chosenLogProbs: w, rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl)
         for i in 0..<3 {
             func shifted(_ x: [Double], _ d: Double) -> [Double] { var y = x; y[i] += d; return y }
-            let simpoW = (simpoLoss(chosenLogProbs: shifted(w, h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]
-                - simpoLoss(chosenLogProbs: shifted(w, -h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]) / (2 * h)
-            let simpoL = (simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, h), rejectedLengths: nl).losses[i]
-                - simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, -h), rejectedLengths: nl).losses[i]) / (2 * h)
+            let simpoW =
+                (simpoLoss(chosenLogProbs: shifted(w, h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]
+                    - simpoLoss(chosenLogProbs: shifted(w, -h), chosenLengths: nw, rejectedLogProbs: l, rejectedLengths: nl).losses[i]) / (2 * h)
+            let simpoL =
+                (simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, h), rejectedLengths: nl).losses[i]
+                    - simpoLoss(chosenLogProbs: w, chosenLengths: nw, rejectedLogProbs: shifted(l, -h), rejectedLengths: nl).losses[i]) / (2 * h)
             XCTAssertEqual(simpo.chosenGradients[i], simpoW, accuracy: 1e-8)
             XCTAssertEqual(simpo.rejectedGradients[i], simpoL, accuracy: 1e-8)
-            let dpoW = (dpoLoss(chosenLogProbs: shifted(w, h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
-                - dpoLoss(chosenLogProbs: shifted(w, -h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]) / (2 * h)
-            let dpoL = (dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
-                - dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, -h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]) / (2 * h)
+            let dpoW =
+                (dpoLoss(chosenLogProbs: shifted(w, h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
+                    - dpoLoss(chosenLogProbs: shifted(w, -h), rejectedLogProbs: l, referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i])
+                / (2 * h)
+            let dpoL =
+                (dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i]
+                    - dpoLoss(chosenLogProbs: w, rejectedLogProbs: shifted(l, -h), referenceChosenLogProbs: rw, referenceRejectedLogProbs: rl).losses[i])
+                / (2 * h)
             XCTAssertEqual(dpo.chosenGradients[i], dpoW, accuracy: 1e-8)
             XCTAssertEqual(dpo.rejectedGradients[i], dpoL, accuracy: 1e-8)
         }

@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+
 @testable import Model
 
 final class SamplerTests: XCTestCase {
@@ -66,19 +67,23 @@ final class SamplerTests: XCTestCase {
         let seeds: [UInt64] = [31, 32, 33, 34]
         let plain = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds)
         // Weight 1 gives u + (c - u) = c: the conditional stream alone.
-        let unit = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
-                                  guidance: Guidance(weight: 1, nullPrompts: nulls), seeds: seeds)
+        let unit = sampler.sample(
+            prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 1, nullPrompts: nulls), seeds: seeds)
         XCTAssertEqual(unit, plain)
         // Weight 0 samples from the null stream: the same as sampling the null prompts unguided.
-        let zero = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
-                                  guidance: Guidance(weight: 0, nullPrompts: nulls), seeds: seeds)
+        let zero = sampler.sample(
+            prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 0, nullPrompts: nulls), seeds: seeds)
         XCTAssertEqual(zero, sampler.sample(prompts: nulls, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds))
         // A strong weight changes something, and each guided sequence is still independent of the batch.
-        let strong = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
-                                    guidance: Guidance(weight: 5, nullPrompts: nulls), seeds: seeds)
+        let strong = sampler.sample(
+            prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 5, nullPrompts: nulls), seeds: seeds)
         XCTAssertNotEqual(strong, plain)
-        let alone = sampler.sample(prompts: [prompts[2]], maxNewTokens: 6, allowedRange: 0..<23,
-                                   guidance: Guidance(weight: 5, nullPrompts: [nulls[2]]), seeds: [seeds[2]])
+        let alone = sampler.sample(
+            prompts: [prompts[2]], maxNewTokens: 6, allowedRange: 0..<23,
+            guidance: Guidance(weight: 5, nullPrompts: [nulls[2]]), seeds: [seeds[2]])
         XCTAssertEqual(alone[0], strong[2])
     }
 
@@ -106,10 +111,12 @@ final class CachedAttentionTests: XCTestCase {
             let qkv = random(3 * 3 * C)
             var fast = [Float](repeating: 0, count: 3 * C), reference = fast, kernel = fast
             var scores = [Float](repeating: 0, count: NH * maxSeq)
-            cachedAttentionForward(&fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
-                                   scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
-            cachedAttentionForwardReference(&reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
-                                            scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+            cachedAttentionForward(
+                &fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+            cachedAttentionForwardReference(
+                &reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
+                scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             XCTAssertLessThan(maxDifference(fast, reference), 1e-5, "HS \(HS)")
             let ran = suder_cached_attention(&kernel, qkv, keys, values, rowStreams, rowPositions, &scores, 3, C, NH, maxSeq)
             XCTAssertEqual(ran, CKernelsTests.cpuHasAVX512 && HS % 16 == 0, "the kernel runs where the CPU has AVX-512 and HS is whole vectors")

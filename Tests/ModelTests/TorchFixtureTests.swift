@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+
 @testable import Model
 
 /// Checks against tools/torch_reference.py (`python3 tools/torch_reference.py fixture`), which
@@ -76,8 +77,9 @@ final class TorchFixtureTests: XCTestCase {
             for i in 0..<entry.count { model.parameters[entry.offset + i] = Float(values[i]) }
         }
         let run = f.adamw
-        let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount,
-                              beta1: run.beta1, beta2: run.beta2, epsilon: run.eps, weightDecay: run.weight_decay)
+        let optimizer = AdamW(
+            parameterTable: model.parameterTable, parameterCount: model.parameterCount,
+            beta1: run.beta1, beta2: run.beta2, epsilon: run.eps, weightDecay: run.weight_decay)
         for (step, lr) in run.learningRates.enumerated() {
             model.zeroGradients()
             let objective = zip(model.forward(batch), f.coefficients).reduce(0) { $0 + $1.0 * Double($1.1) }
@@ -94,8 +96,9 @@ final class TorchFixtureTests: XCTestCase {
             worstParameter = max(worstParameter, maxDifference(actual, expected))
             XCTAssertLessThan(maxDifference(actual, expected), 1e-4, "\(name) AdamW parameters \(entry.name)")
         }
-        print("\(name): worst logit error \(logitError), sums \(maxDifference(sums, f.sums)), "
-              + "relative gradient \(worstGradient), parameters after AdamW \(worstParameter)")
+        print(
+            "\(name): worst logit error \(logitError), sums \(maxDifference(sums, f.sums)), "
+                + "relative gradient \(worstGradient), parameters after AdamW \(worstParameter)")
     }
 
     func testUntiedMatchesPyTorch() throws { try check("fixture_untied") }

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import Model
 
 let tinyConfig = ModelConfig(vocabSize: 23, dModel: 16, nLayers: 2, nHeads: 2, ffnHidden: 24, maxSeq: 12)
@@ -61,8 +62,9 @@ final class TransformerTests: XCTestCase {
                     model.parameters[i] = saved - h; let minus = objective()
                     model.parameters[i] = saved
                     let numeric = (plus - minus) / Double(2 * h)
-                    XCTAssertEqual(Double(model.gradients[i]), numeric, accuracy: 2e-2 * Double(scale),
-                                   "\(entry.name) tied=\(tied)")
+                    XCTAssertEqual(
+                        Double(model.gradients[i]), numeric, accuracy: 2e-2 * Double(scale),
+                        "\(entry.name) tied=\(tied)")
                 }
             }
         }
@@ -150,8 +152,9 @@ final class TransformerTests: XCTestCase {
             model.zeroGradients()
             let logps = model.forward(batch)
             let counts = batch.weightedCounts.map(Double.init)
-            let loss = simpoLoss(chosenLogProbs: [logps[0]], chosenLengths: [counts[0]],
-                                 rejectedLogProbs: [logps[1]], rejectedLengths: [counts[1]])
+            let loss = simpoLoss(
+                chosenLogProbs: [logps[0]], chosenLengths: [counts[0]],
+                rejectedLogProbs: [logps[1]], rejectedLengths: [counts[1]])
             margins.append(loss.meanMargin)
             model.backward(sequenceCoefficients: [Float(loss.chosenGradients[0]), Float(loss.rejectedGradients[0])])
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-2)

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import SUDERCluster
 
 /// Compression ratio and save/load time on a ~3M-parameter model. Off by default (it takes tens of
@@ -45,8 +46,10 @@ final class CheckpointBenchmarkTests: XCTestCase {
                     let start = Date()
                     let frame = try codec.compress(input, file: name)
                     let seconds = Date().timeIntervalSince(start)
-                    print(String(format: "%-8@  %5d  %7@  %5.3f   %6.0f", name, level, grouped ? "yes" : "no",
-                                 Double(input.count) / Double(frame.count), Double(input.count) / 1e6 / seconds))
+                    print(
+                        String(
+                            format: "%-8@  %5d  %7@  %5.3f   %6.0f", name, level, grouped ? "yes" : "no",
+                            Double(input.count) / Double(frame.count), Double(input.count) / 1e6 / seconds))
                 }
             }
         }
@@ -75,8 +78,10 @@ final class CheckpointBenchmarkTests: XCTestCase {
                 loads.append(Date().timeIntervalSince(start))
                 XCTAssertEqual(loaded.checkpoint.sections["weights"], sections["weights"])
             }
-            print(String(format: "                                           %5d %7d  %10.2f  %20.3f  %20.3f", level, store.compressionThreads,
-                         Double(onDisk) / 1e6, median(saves), median(loads)))
+            print(
+                String(
+                    format: "                                           %5d %7d  %10.2f  %20.3f  %20.3f", level, store.compressionThreads,
+                    Double(onDisk) / 1e6, median(saves), median(loads)))
         }
 
         // The finite check on a cache-resident 64K-float buffer, 1000 times.

@@ -1,5 +1,6 @@
-import XCTest
 import CZstd
+import XCTest
+
 @testable import SUDERCluster
 
 final class CheckpointFormatTests: XCTestCase {

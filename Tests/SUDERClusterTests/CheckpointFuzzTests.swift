@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import SUDERCluster
 
 /// Hostile inputs for the readers: random bytes and mutations of valid files, seeded and bounded.
@@ -68,8 +69,10 @@ final class CheckpointFuzzTests: XCTestCase {
     func testHeaderAndSectionDecodersSurviveHostileBytes() throws {
         let peakBefore = peakResidentBytes()
         var valid = sampleCheckpoint(step: 11).header
-        valid.sections = [SectionEntry(name: "weights", layout: .float32Grouped, uncompressedSize: 384, compressedSize: 300, checksum: 1),
-                          SectionEntry(name: "rng.0", layout: .raw, uncompressedSize: 8, compressedSize: 17, checksum: 2)]
+        valid.sections = [
+            SectionEntry(name: "weights", layout: .float32Grouped, uncompressedSize: 384, compressedSize: 300, checksum: 1),
+            SectionEntry(name: "rng.0", layout: .raw, uncompressedSize: 8, compressedSize: 17, checksum: 2),
+        ]
         let header = valid.encoded()
         let frame = try ZstdCodec(level: 3, threads: 0).compress(sampleCheckpoint(step: 11).sections["weights"]!, file: "w")
         for iteration in 0..<4000 {
@@ -129,7 +132,9 @@ final class CheckpointFuzzTests: XCTestCase {
         let valid = [UInt8](try Data(contentsOf: url))
         let headerLength = Int(valid[0]) | Int(valid[1]) << 8
         let json = Array(valid[8..<(8 + headerLength)])
-        let tokens = ["0", "-1", "1e30", "18446744073709551615", "9223372036854775807", "\"F32\"", "\"F64\"", "[]", "{}", "null", "true", "[[[[", "\"\\u0000\""]
+        let tokens = [
+            "0", "-1", "1e30", "18446744073709551615", "9223372036854775807", "\"F32\"", "\"F64\"", "[]", "{}", "null", "true", "[[[[", "\"\\u0000\"",
+        ]
         for iteration in 0..<3000 {
             var input: [UInt8]
             switch iteration % 3 {

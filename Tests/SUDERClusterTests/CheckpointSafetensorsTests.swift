@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import SUDERCluster
 
 final class CheckpointSafetensorsTests: XCTestCase {
@@ -36,28 +37,28 @@ final class CheckpointSafetensorsTests: XCTestCase {
         let weights = try sampleCheckpoint(step: 2).floats("weights")
 
         let script = """
-        import json, struct, sys
-        raw = open(sys.argv[1], 'rb').read()
-        (n,) = struct.unpack('<Q', raw[:8])
-        header = json.loads(raw[8:8 + n])
-        data = raw[8 + n:]
-        meta = header.pop('__metadata__')
-        assert meta['suder.step'] == '2', meta
-        out = []
-        for name in sorted(header, key=lambda k: header[k]['data_offsets'][0]):
-            t = header[name]
-            assert t['dtype'] == 'F32'
-            b, e = t['data_offsets']
-            try:
-                import numpy as np
-                values = np.frombuffer(data[b:e], dtype='<f4').reshape(t['shape'])
-                total = float(values.astype(np.float64).sum())
-            except ImportError:
-                count = (e - b) // 4
-                total = sum(struct.unpack('<%df' % count, data[b:e]))
-            out.append('%s %s %.9g' % (name, 'x'.join(map(str, t['shape'])), total))
-        print('\\n'.join(out))
-        """
+            import json, struct, sys
+            raw = open(sys.argv[1], 'rb').read()
+            (n,) = struct.unpack('<Q', raw[:8])
+            header = json.loads(raw[8:8 + n])
+            data = raw[8 + n:]
+            meta = header.pop('__metadata__')
+            assert meta['suder.step'] == '2', meta
+            out = []
+            for name in sorted(header, key=lambda k: header[k]['data_offsets'][0]):
+                t = header[name]
+                assert t['dtype'] == 'F32'
+                b, e = t['data_offsets']
+                try:
+                    import numpy as np
+                    values = np.frombuffer(data[b:e], dtype='<f4').reshape(t['shape'])
+                    total = float(values.astype(np.float64).sum())
+                except ImportError:
+                    count = (e - b) // 4
+                    total = sum(struct.unpack('<%df' % count, data[b:e]))
+                out.append('%s %s %.9g' % (name, 'x'.join(map(str, t['shape'])), total))
+            print('\\n'.join(out))
+            """
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", script, out.path]

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import SUDERCluster
 
 /// Signal handlers are process-wide and the fallback path ends the process, so each case runs in
@@ -62,7 +63,7 @@ final class CheckpointSignalTests: XCTestCase {
         let status = statusOfChild {
             StopSignals.install(graceSeconds: 1)
             raise(SIGUSR1)
-            for _ in 0..<10 { sleep(1) } // a step that never reaches its boundary
+            for _ in 0..<10 { sleep(1) }  // a step that never reaches its boundary
             return 0
         }
         let elapsed = Date().timeIntervalSince(start)

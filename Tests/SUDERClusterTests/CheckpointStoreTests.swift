@@ -1,5 +1,6 @@
-import XCTest
 import CZstd
+import XCTest
+
 @testable import SUDERCluster
 
 /// A small model-like checkpoint: two tensors in "weights", Adam moments, a data position.
@@ -11,12 +12,14 @@ func sampleCheckpoint(step: Int, seed: UInt64 = 1) -> Checkpoint {
         TensorEntry(name: "head", shape: [32], byteOffset: 64 * 4),
     ]
     let header = CheckpointHeader(stage: "pretrain", step: step, round: 0, configYAML: "model:\n  dim: 8\n", tensors: tensors)
-    return Checkpoint(header: header, sections: [
-        "weights": floatsToBytes(weights),
-        "adam_m": floatsToBytes(weights.map { $0 * 0.1 }),
-        "adam_v": floatsToBytes(weights.map { $0 * $0 }),
-        "data_position": Array("epoch=0 index=\(step)".utf8),
-    ])
+    return Checkpoint(
+        header: header,
+        sections: [
+            "weights": floatsToBytes(weights),
+            "adam_m": floatsToBytes(weights.map { $0 * 0.1 }),
+            "adam_v": floatsToBytes(weights.map { $0 * $0 }),
+            "data_position": Array("epoch=0 index=\(step)".utf8),
+        ])
 }
 
 /// Deterministic test randomness.
@@ -102,8 +105,9 @@ final class CheckpointStoreTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: comm)
         try store.save(sampleCheckpoint(step: 5), rankState: [5])
-        try FileManager.default.moveItem(at: dir.appendingPathComponent("step-000000000005"),
-                                         to: dir.appendingPathComponent(".replaced-step-000000000005-123"))
+        try FileManager.default.moveItem(
+            at: dir.appendingPathComponent("step-000000000005"),
+            to: dir.appendingPathComponent(".replaced-step-000000000005-123"))
         let loaded = try XCTUnwrap(store.loadNewestValid())
         XCTAssertEqual(loaded.rankState, [5])
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["latest", "step-000000000005"])

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import SUDERCluster
 
 final class ConfigTests: XCTestCase {

@@ -1,7 +1,8 @@
-import XCTest
-import Model
 import GenEvalMini
+import Model
 import World
+import XCTest
+
 @testable import SUDERCluster
 
 final class EvalStageTests: XCTestCase {
@@ -157,14 +158,16 @@ final class EvalStageTests: XCTestCase {
             let truth = [true, true, false, false], predicted = [true, true, true, false]
             let pope = Dictionary(uniqueKeysWithValues: PopeSplit.allCases.map { ($0, PopeMetrics(truth: truth, predicted: predicted)) })
             let header = CheckpointHeader(stage: "pretrain", step: step, round: 0, configYAML: "", tensors: [])
-            return ModelEvaluation(checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
-                                   understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
+            return ModelEvaluation(
+                checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
+                understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
         }
         let base = evaluation(baseCorrect, captions: 0.5), suder = evaluation(suderCorrect, captions: 0.6)
         summary.models["base"] = base
         summary.models["suder"] = suder
-        summary.delta = EvalComparison(base: base, suder: suder,
-                                       bootstrap: pairedBootstrap(categories: records.map(\.tag), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
+        summary.delta = EvalComparison(
+            base: base, suder: suder,
+            bootstrap: pairedBootstrap(categories: records.map(\.tag), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
         return summary
     }
 
@@ -254,10 +257,12 @@ final class EvalStageTests: XCTestCase {
         let comm = SingleProcessCommunicator()
         try CheckpointStore(directory: dataDirectory, comm: comm).markDone(step: 0)
 
-        let config = try ResolvedConfig.resolve(file: nil, overrides: [
-            "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "eval.images_per_prompt=2", "eval.max_prompts=0",
-            "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
-        ])
+        let config = try ResolvedConfig.resolve(
+            file: nil,
+            overrides: [
+                "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "eval.images_per_prompt=2", "eval.max_prompts=0",
+                "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
+            ])
         let job = JobContext(comm: comm, config: config, runDir: run)
         // The same random model as "pretrained" and "SUDER" checkpoints: the paired seeds must
         // then give identical samples and a zero delta.
@@ -299,6 +304,9 @@ final class EvalStageTests: XCTestCase {
         }
 
         let report = try makeReport(runDirectories: [run])
-        XCTAssertTrue(report.contains("| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"), report)
+        XCTAssertTrue(
+            report.contains(
+                "| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"
+            ), report)
     }
 }

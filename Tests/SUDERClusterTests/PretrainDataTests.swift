@@ -1,7 +1,8 @@
-import XCTest
-@testable import SUDERCluster
 import GenEvalMini
 import World
+import XCTest
+
+@testable import SUDERCluster
 
 /// How pretraining draws the prompt task: clean pairs or imperfect renders, by
 /// `pretrain.imperfect_prompts`, and a clear error for a dataset without imperfect renders.

@@ -1,7 +1,8 @@
-import Model
 import GenEvalMini
+import Model
 import World
 import XCTest
+
 @testable import SUDERCluster
 
 final class SuderStageTests: XCTestCase {
@@ -62,15 +63,17 @@ final class SuderStageTests: XCTestCase {
         try generateDataset(config: .smallTestWorld, outDir: directory) { _ in }
         let dataset = try DatasetReader(directory: directory)
         let vocabulary = dataset.vocabulary
-        let model = Transformer(config: ModelConfig(vocabSize: vocabulary.size, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 112),
-                                seed: 3, batchCapacity: 4)
+        let model = Transformer(
+            config: ModelConfig(vocabSize: vocabulary.size, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 112),
+            seed: 3, batchCapacity: 4)
         let workbench = try ModelWorkbench(model: model, dataset: dataset)
         let prompt = try dataset.unpairedPrompts()[0], image = try dataset.unpairedImages()[0]
 
         // The prompt is scored as a prompt-style description: after the `<prompt>` marker.
         let generationReward = workbench.textGivenImage(texts: [prompt], images: [image], task: .prompt)[0]
-        let direct = model.score(contexts: [[Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi, Vocabulary.promptMarker]],
-                                 targets: [prompt + [Vocabulary.eos]])[0]
+        let direct = model.score(
+            contexts: [[Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi, Vocabulary.promptMarker]],
+            targets: [prompt + [Vocabulary.eos]])[0]
         XCTAssertEqual(generationReward.count, Double(prompt.count + 1))
         XCTAssertEqual(generationReward.mean, direct.mean, accuracy: 1e-9)
 

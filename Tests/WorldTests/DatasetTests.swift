@@ -1,6 +1,7 @@
-import XCTest
-@testable import World
 import GenEvalMini
+import XCTest
+
+@testable import World
 
 /// The `data` stage end to end on a small world: files, reader, determinism, scoring, oracle.
 final class DatasetTests: XCTestCase {
@@ -99,11 +100,12 @@ final class DatasetTests: XCTestCase {
         let pair = pairs[0]
         let record = try parseMetadataLines(String(contentsOf: out.appendingPathComponent(DatasetFile.unpairedPromptRecords), encoding: .utf8))[0]
         XCTAssertEqual(try vocabulary.encode(record.prompt), try reader.unpairedPrompts()[0])
-        XCTAssertEqual(oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.circle)) +
-                       oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.square)) +
-                       oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.triangle)) +
-                       oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.cross)), 1,
-                       "the first pair is a single_object scene: exactly one class matches")
+        XCTAssertEqual(
+            oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.circle))
+                + oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.square))
+                + oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.triangle))
+                + oracle.imageReward(imageTokens: pair.image, record: MetadataRecord.singleObject(.cross)), 1,
+            "the first pair is a single_object scene: exactly one class matches")
         XCTAssertEqual(oracle.imageReward(imageTokens: pair.prompt, record: record), 0, "text tokens are not an image")
     }
 
@@ -131,19 +133,24 @@ final class DatasetTests: XCTestCase {
             }
         }
         XCTAssertTrue(nothing > 0 && kept > 0, "60 damaged renders should include both kinds of description")
-        XCTAssertGreaterThanOrEqual(Double(nothingAgreed), 0.5 * Double(nothing), "\(nothingAgreed) of \(nothing) 'nothing' images hold no object the detector counts")
+        XCTAssertGreaterThanOrEqual(
+            Double(nothingAgreed), 0.5 * Double(nothing), "\(nothingAgreed) of \(nothing) 'nothing' images hold no object the detector counts")
     }
 
     func testGenerationIsDeterministicBySeed() throws {
         let a = try generate(Self.smallConfig(seed: 1), into: "a")
         let b = try generate(Self.smallConfig(seed: 1), into: "b")
         let c = try generate(Self.smallConfig(seed: 2), into: "c")
-        for name in [DatasetFile.codebook, DatasetFile.trainPairs, DatasetFile.trainProbes, DatasetFile.trainImperfect, DatasetFile.unpairedImages,
-                     DatasetFile.evalMetadata, DatasetFile.evalProbes(.adversarial), "eval/dev/groundtruth/00003/samples/0002.png", "eval/test/groundtruth/00003/samples/0002.png", DatasetFile.prompts(.test)] {
+        for name in [
+            DatasetFile.codebook, DatasetFile.trainPairs, DatasetFile.trainProbes, DatasetFile.trainImperfect, DatasetFile.unpairedImages,
+            DatasetFile.evalMetadata, DatasetFile.evalProbes(.adversarial), "eval/dev/groundtruth/00003/samples/0002.png",
+            "eval/test/groundtruth/00003/samples/0002.png", DatasetFile.prompts(.test),
+        ] {
             XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent(name)), try Data(contentsOf: b.appendingPathComponent(name)), name)
         }
-        XCTAssertNotEqual(try Data(contentsOf: a.appendingPathComponent(DatasetFile.trainPairs)),
-                          try Data(contentsOf: c.appendingPathComponent(DatasetFile.trainPairs)))
+        XCTAssertNotEqual(
+            try Data(contentsOf: a.appendingPathComponent(DatasetFile.trainPairs)),
+            try Data(contentsOf: c.appendingPathComponent(DatasetFile.trainPairs)))
     }
 
     func testMissingAndMismatchedFilesGiveClearErrors() throws {

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import World
 
 /// Binary formats, PNG, the VQ codebook and hostile files.

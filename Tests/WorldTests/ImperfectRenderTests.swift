@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import World
 
 /// Damage to a code grid: only patches on or beside an object change, by seed, never outside
@@ -15,8 +16,10 @@ final class ImperfectRenderTests: XCTestCase {
     }
 
     func testDamageTouchesOnlyPatchesOnOrBesideObjects() {
-        let onOrBeside = Set([2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3,
-                              1 * 8 + 2, 1 * 8 + 3, 4 * 8 + 2, 4 * 8 + 3, 2 * 8 + 1, 3 * 8 + 1, 2 * 8 + 4, 3 * 8 + 4])
+        let onOrBeside = Set([
+            2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3,
+            1 * 8 + 2, 1 * 8 + 3, 4 * 8 + 2, 4 * 8 + 3, 2 * 8 + 1, 3 * 8 + 1, 2 * 8 + 4, 3 * 8 + 4,
+        ])
         var random = SeededGenerator(seed: 3)
         var changedAnywhere = Set<Int>()
         for _ in 0..<500 {
@@ -47,10 +50,12 @@ final class ImperfectRenderTests: XCTestCase {
         func intact(_ patches: [(x: Int, y: Int, color: (r: UInt8, g: UInt8, b: UInt8))]) -> [SceneObject] {
             var image = renderScene(scene, canvasSize: 32)
             for patch in patches {
-                for y in patch.y..<(patch.y + 4) { for x in patch.x..<(patch.x + 4) {
-                    let offset = 3 * (y * 32 + x)
-                    image.pixels[offset] = patch.color.r; image.pixels[offset + 1] = patch.color.g; image.pixels[offset + 2] = patch.color.b
-                } }
+                for y in patch.y..<(patch.y + 4) {
+                    for x in patch.x..<(patch.x + 4) {
+                        let offset = 3 * (y * 32 + x)
+                        image.pixels[offset] = patch.color.r; image.pixels[offset + 1] = patch.color.g; image.pixels[offset + 2] = patch.color.b
+                    }
+                }
             }
             return maker.intactObjects(scene: scene, damaged: image, patchSize: 4)
         }
@@ -67,8 +72,9 @@ final class ImperfectRenderTests: XCTestCase {
         let record = MetadataRecord.colors(.red, .square)
         XCTAssertEqual(maker.prompt(intact: [square], original: record, using: &random).text, record.prompt)
         XCTAssertEqual(maker.prompt(intact: [], original: record, using: &random).text, ImperfectRenderMaker.nothingPrompt)
-        let withTraining = ImperfectRenderMaker(codeCount: 10, backgroundCode: background,
-                                                trainingPrompts: [.singleObject: [.singleObject(.circle), .singleObject(.square)]])
+        let withTraining = ImperfectRenderMaker(
+            codeCount: 10, backgroundCode: background,
+            trainingPrompts: [.singleObject: [.singleObject(.circle), .singleObject(.square)]])
         let other = withTraining.prompt(intact: [square], original: .twoObject(.square, .circle), using: &random)
         XCTAssertEqual(other.source, .other)
         XCTAssertEqual(other.text, "a photo of a square", "the circle broke; the intact square is described")
@@ -83,8 +89,9 @@ final class ImperfectRenderTests: XCTestCase {
         XCTAssertFalse(sceneSatisfies(.colorAttr(.blue, .circle, .red, .square), objects: [left, right]))
         let third = SceneObject(shape: .circle, color: .red, x: 2, y: 2, size: 7)
         XCTAssertTrue(sceneSatisfies(.counting(.circle, 2), objects: [left, third]))
-        XCTAssertFalse(sceneSatisfies(.counting(.circle, 2), objects: [left, third, SceneObject(shape: .circle, color: .red, x: 20, y: 2, size: 7)]),
-                       "three circles fail the exclude clause")
+        XCTAssertFalse(
+            sceneSatisfies(.counting(.circle, 2), objects: [left, third, SceneObject(shape: .circle, color: .red, x: 20, y: 2, size: 7)]),
+            "three circles fail the exclude clause")
         XCTAssertFalse(sceneSatisfies(.counting(.circle, 3), objects: [left, third]))
     }
 }

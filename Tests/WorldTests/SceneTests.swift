@@ -1,6 +1,7 @@
-import XCTest
-@testable import World
 import GenEvalMini
+import XCTest
+
+@testable import World
 
 /// Scenes, the renderer, the detector, captions and probes.
 final class SceneTests: XCTestCase {
@@ -40,8 +41,9 @@ final class SceneTests: XCTestCase {
             let detections = detectObjects(in: image)
             XCTAssertEqual(detections.count, scene.objects.count, record.prompt)
             for object in scene.objects {
-                XCTAssertTrue(detections.contains { $0.shape == object.shape && $0.color == object.color && $0.box == object.box && $0.confidence == 1 },
-                              "\(object) not found in \(detections)")
+                XCTAssertTrue(
+                    detections.contains { $0.shape == object.shape && $0.color == object.color && $0.box == object.box && $0.confidence == 1 },
+                    "\(object) not found in \(detections)")
             }
             let verdict = evaluateGenEval(image: image, record: record)
             XCTAssertTrue(verdict.correct, "\(record.prompt): \(verdict.reason)")
@@ -75,9 +77,11 @@ final class SceneTests: XCTestCase {
         XCTAssertFalse(captionIsCorrect("a photo of a red circle", scene: scene))
         XCTAssertFalse(captionIsCorrect("a photo of a red circle left of", scene: scene))
 
-        let three = Scene(objects: [SceneObject(shape: .cross, color: .green, x: 1, y: 1, size: 7),
-                                    SceneObject(shape: .cross, color: .white, x: 20, y: 1, size: 7),
-                                    SceneObject(shape: .cross, color: .green, x: 10, y: 20, size: 7)])
+        let three = Scene(objects: [
+            SceneObject(shape: .cross, color: .green, x: 1, y: 1, size: 7),
+            SceneObject(shape: .cross, color: .white, x: 20, y: 1, size: 7),
+            SceneObject(shape: .cross, color: .green, x: 10, y: 20, size: 7),
+        ])
         XCTAssertEqual(canonicalCaption(three), "a photo of three crosses : green , green and white")
         XCTAssertTrue(captionIsCorrect("a photo of three crosses : white , green and green", scene: three))
         XCTAssertFalse(captionIsCorrect("a photo of two crosses : green and white", scene: three))
@@ -126,8 +130,10 @@ final class SceneTests: XCTestCase {
 extension SceneTests {
     func testTouchingObjectsOfDifferentColoursStayApart() {
         // Objects a model might draw touching: a red square beside a blue square, no gap.
-        let scene = Scene(objects: [SceneObject(shape: .square, color: .red, x: 4, y: 4, size: 8),
-                                    SceneObject(shape: .square, color: .blue, x: 12, y: 4, size: 8)])
+        let scene = Scene(objects: [
+            SceneObject(shape: .square, color: .red, x: 4, y: 4, size: 8),
+            SceneObject(shape: .square, color: .blue, x: 12, y: 4, size: 8),
+        ])
         let detections = detectObjects(in: renderScene(scene, canvasSize: 32))
         XCTAssertEqual(detections.map(\.color).sorted { $0.rawValue < $1.rawValue }, [.blue, .red])
         XCTAssertTrue(detections.allSatisfy { $0.shape == .square && $0.confidence == 1 })

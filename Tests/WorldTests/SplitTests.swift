@@ -1,6 +1,7 @@
-import XCTest
-@testable import World
 import GenEvalMini
+import XCTest
+
+@testable import World
 
 /// The prompt space splits into train, dev and test by equivalence class; held-out (colour, shape)
 /// combinations reach no training item; understanding eval images show unseen scenes; training
@@ -17,18 +18,22 @@ final class SplitTests: XCTestCase {
     /// already on disk then.
     static let dataset: (directory: URL, judgeCallsBeforeEval: Int?, trainingFilesAtFirstJudgement: Bool, judgeCallsTotal: Int) = {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("world-splits-\(UUID().uuidString)")
-        let trainingFiles = [DatasetFile.trainPairs, DatasetFile.trainCaptions, DatasetFile.trainProbes, DatasetFile.trainImperfect,
-                             DatasetFile.unpairedPrompts, DatasetFile.unpairedImages]
+        let trainingFiles = [
+            DatasetFile.trainPairs, DatasetFile.trainCaptions, DatasetFile.trainProbes, DatasetFile.trainImperfect,
+            DatasetFile.unpairedPrompts, DatasetFile.unpairedImages,
+        ]
         let start = JudgeCalls.count
         var beforeEval: Int?
         var filesPresent = false
-        try! writeDataset(config: DatasetTests.smallConfig(seed: WorldConfig().seed), outDir: directory, judge: { image, record in
-            if beforeEval == nil {
-                beforeEval = JudgeCalls.count - start
-                filesPresent = trainingFiles.allSatisfy { FileManager.default.fileExists(atPath: directory.appendingPathComponent($0).path) }
-            }
-            return evaluateGenEval(image: image, record: record).correct
-        }, progress: { _ in })
+        try! writeDataset(
+            config: DatasetTests.smallConfig(seed: WorldConfig().seed), outDir: directory,
+            judge: { image, record in
+                if beforeEval == nil {
+                    beforeEval = JudgeCalls.count - start
+                    filesPresent = trainingFiles.allSatisfy { FileManager.default.fileExists(atPath: directory.appendingPathComponent($0).path) }
+                }
+                return evaluateGenEval(image: image, record: record).correct
+            }, progress: { _ in })
         return (directory, beforeEval, filesPresent, JudgeCalls.count - start)
     }()
 
@@ -52,8 +57,9 @@ final class SplitTests: XCTestCase {
                 XCTAssertEqual(classes[0], classes[1]); XCTAssertEqual(classes[0], classes[2])
                 continue
             }
-            XCTAssertTrue(classes[0].isDisjoint(with: classes[1]) && classes[0].isDisjoint(with: classes[2]) && classes[1].isDisjoint(with: classes[2]),
-                          "\(category): a class sits in two splits")
+            XCTAssertTrue(
+                classes[0].isDisjoint(with: classes[1]) && classes[0].isDisjoint(with: classes[2]) && classes[1].isDisjoint(with: classes[2]),
+                "\(category): a class sits in two splits")
             XCTAssertFalse(classes[1].isEmpty || classes[2].isEmpty, "\(category): an eval split has no prompts")
             // Every prompt of a class goes where its class goes: swaps and mirrors included.
             let placed = DataSplit.allCases.flatMap { splits.prompts($0, category) }
@@ -86,8 +92,9 @@ final class SplitTests: XCTestCase {
     func testEveryDevAndTestWordOccursInTrain() {
         let trainWords = words(Self.splits.allPrompts(.train))
         for split in [DataSplit.dev, .test] {
-            XCTAssertTrue(words(Self.splits.allPrompts(split)).isSubset(of: trainWords),
-                          "\(split): unseen words \(words(Self.splits.allPrompts(split)).subtracting(trainWords))")
+            XCTAssertTrue(
+                words(Self.splits.allPrompts(split)).isSubset(of: trainWords),
+                "\(split): unseen words \(words(Self.splits.allPrompts(split)).subtracting(trainWords))")
         }
     }
 
@@ -135,7 +142,8 @@ final class SplitTests: XCTestCase {
         let images = try reader.trainPairs().map(\.image) + reader.trainCaptions().map(\.image) + reader.trainProbes().map(\.image) + reader.unpairedImages()
         for image in images {
             for object in detectObjects(in: codebook.decode(codes: try vocabulary.imageCodes(tokens: image))) {
-                XCTAssertFalse(heldOut.contains(ObjectKind(color: object.color, shape: object.shape)), "a training image shows a held-out \(object.color) \(object.shape)")
+                XCTAssertFalse(
+                    heldOut.contains(ObjectKind(color: object.color, shape: object.shape)), "a training image shows a held-out \(object.color) \(object.shape)")
             }
         }
         for scene in try reader.unpairedImageScenes() {

@@ -1,4 +1,5 @@
 import XCTest
+
 @testable import World
 
 final class TokenizerTests: XCTestCase {

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // File-level reading and writing of one checkpoint directory. No MPI here: `CheckpointStore` runs
@@ -101,9 +102,10 @@ func writeCheckpointFiles(_ checkpoint: Checkpoint, float32Sections: Set<String>
         let grouped = float32Sections.contains(name) && bytes.count % 4 == 0
         let compressed = try codec.compress(grouped ? byteGrouped(bytes, elementSize: 4) : bytes, file: fileURL.path)
         try writeFileDurably(fileURL, compressed)
-        header.sections.append(SectionEntry(
-            name: name, layout: grouped ? .float32Grouped : .raw,
-            uncompressedSize: bytes.count, compressedSize: compressed.count, checksum: xxhash64(bytes)))
+        header.sections.append(
+            SectionEntry(
+                name: name, layout: grouped ? .float32Grouped : .raw,
+                uncompressedSize: bytes.count, compressedSize: compressed.count, checksum: xxhash64(bytes)))
     }
     try writeFileDurably(directory.appendingPathComponent(CheckpointHeader.fileName), header.encoded())
     try syncDirectory(directory)

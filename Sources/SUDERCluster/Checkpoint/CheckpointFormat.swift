@@ -124,8 +124,9 @@ public struct Checkpoint {
             throw CheckpointError(.corrupt, "section \(name)", "not in the checkpoint (has \(sections.keys.sorted()))")
         }
         guard bytes.count == destination.count * 4 else {
-            throw CheckpointError(.invalidInput, "section \(name)",
-                                  "holds \(bytes.count / 4) floats but the model expects \(destination.count) (config changed since step \(header.step)?)")
+            throw CheckpointError(
+                .invalidInput, "section \(name)",
+                "holds \(bytes.count / 4) floats but the model expects \(destination.count) (config changed since step \(header.step)?)")
         }
         bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(destination).copyMemory(from: $0) }
     }
@@ -274,7 +275,8 @@ extension CheckpointHeader {
             let tensorEnd: Int
             (tensorEnd, overflow) = overflow ? (0, true) : tensor.byteOffset.addingReportingOverflow(bytes)
             guard !overflow, tensorEnd <= weightsSize else {
-                throw CheckpointError(kind, file, "tensor \(tensor.name) \(tensor.shape) at byte \(tensor.byteOffset) runs past the \(weightsSize)-byte weights section")
+                throw CheckpointError(
+                    kind, file, "tensor \(tensor.name) \(tensor.shape) at byte \(tensor.byteOffset) runs past the \(weightsSize)-byte weights section")
             }
             end = tensorEnd
         }

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A checkpoint restored on every rank.
@@ -65,15 +66,18 @@ public final class CheckpointStore {
     public func save(_ checkpoint: Checkpoint, rankState: [UInt8]) throws -> URL {
         // Each rank checks its own weights: they should be identical, and a NaN anywhere must stop
         // everyone before it is written.
-        let localFinite = checkpoint.sections["weights"].map { bytes in
-            bytes.withUnsafeBytes { raw in
-                allFinite(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Float.self), count: raw.count / 4))
-            }
-        } ?? true
+        let localFinite =
+            checkpoint.sections["weights"].map { bytes in
+                bytes.withUnsafeBytes { raw in
+                    allFinite(UnsafeBufferPointer(start: raw.baseAddress?.assumingMemoryBound(to: Float.self), count: raw.count / 4))
+                }
+            } ?? true
         let everyRankFinite = comm.allAgree(localFinite)
         let target = directory.appendingPathComponent(Self.directoryName(step: checkpoint.header.step))
         guard everyRankFinite else {
-            throw CheckpointError(.invalidInput, target.path, "weights hold NaN or infinity on \(localFinite ? "another rank" : "rank \(comm.rank)"); not writing a poisoned checkpoint")
+            throw CheckpointError(
+                .invalidInput, target.path,
+                "weights hold NaN or infinity on \(localFinite ? "another rank" : "rank \(comm.rank)"); not writing a poisoned checkpoint")
         }
         let states = comm.gather(rankState, root: 0)
         var failure: [UInt8] = []
@@ -117,7 +121,9 @@ public final class CheckpointStore {
         cleanUpInterruptedSaves()
         let existing = try checkpointDirectories()
         if let newer = existing.first(where: { $0.step > checkpoint.header.step }) {
-            throw CheckpointError(.invalidInput, target.path, "an existing checkpoint (\(newer.url.lastPathComponent)) is newer; a resume would pick it. Resume from it or use another directory")
+            throw CheckpointError(
+                .invalidInput, target.path,
+                "an existing checkpoint (\(newer.url.lastPathComponent)) is newer; a resume would pick it. Resume from it or use another directory")
         }
 
         var full = checkpoint
@@ -242,8 +248,10 @@ public final class CheckpointStore {
             }
         }
         let history = previouslyAside.isEmpty ? "" : " Earlier invalid checkpoints are in \(aside.path): \(previouslyAside.sorted().joined(separator: ", "))."
-        throw CheckpointError(.noValidCheckpoint, directory.path,
-            "checkpoints exist but none is valid; refusing to start fresh.\(notes.isEmpty ? "" : " " + notes.joined(separator: " "))\(history) Delete the directory to start over.")
+        throw CheckpointError(
+            .noValidCheckpoint, directory.path,
+            "checkpoints exist but none is valid; refusing to start fresh.\(notes.isEmpty ? "" : " " + notes.joined(separator: " "))\(history) Delete the directory to start over."
+        )
     }
 
     /// Renames an invalid checkpoint into `corrupt/` (never deletes it), so the next resume skips
@@ -309,7 +317,7 @@ public final class CheckpointStore {
         var reader = ByteReader(bytes, file: "error broadcast from rank 0")
         let kinds: [CheckpointError.Kind] = [.corrupt, .writeFailed, .noValidCheckpoint, .invalidInput]
         guard let kind = try? reader.u8("kind"), Int(kind) < kinds.count,
-              let file = try? reader.string("file"), let problem = try? reader.string("problem")
+            let file = try? reader.string("file"), let problem = try? reader.string("problem")
         else { return CheckpointError(.corrupt, directory.path, "undecodable error message from rank 0") }
         return CheckpointError(kinds[Int(kind)], file, problem)
     }

@@ -109,7 +109,8 @@ public func exportSafetensors(checkpointDirectory: URL, to url: URL) throws -> U
             problems.append("\(error)")
         }
     }
-    throw CheckpointError(.noValidCheckpoint, checkpointDirectory.path,
+    throw CheckpointError(
+        .noValidCheckpoint, checkpointDirectory.path,
         problems.isEmpty ? "no checkpoint here (neither header.bin nor step-* directories)" : "no valid checkpoint: \(problems.joined(separator: "; "))")
 }
 
@@ -149,9 +150,9 @@ func parseSafetensors(_ bytes: [UInt8], file path: String) throws -> Safetensors
             continue
         }
         guard let entry = value as? [String: Any],
-              let dtype = entry["dtype"] as? String,
-              let shapeValues = entry["shape"] as? [Any],
-              let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2
+            let dtype = entry["dtype"] as? String,
+            let shapeValues = entry["shape"] as? [Any],
+            let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2
         else { throw fail("tensor \(name) needs dtype, shape and two data_offsets") }
         guard let elementSize = safetensorsDTypeSizes[dtype] else { throw fail("tensor \(name) has unknown dtype \(dtype)") }
         var shape: [Int] = []

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Exit codes the Slurm scripts act on.
@@ -38,9 +39,9 @@ public enum StopSignals {
         state![2] = Int64(graceSeconds)
         var action = sigaction()
         #if os(Linux)
-        action.__sigaction_handler.sa_handler = handleStopSignal
+            action.__sigaction_handler.sa_handler = handleStopSignal
         #else
-        action.__sigaction_u.__sa_handler = handleStopSignal
+            action.__sigaction_u.__sa_handler = handleStopSignal
         #endif
         // Block the other stop signals while one is handled, so the count is never raced.
         sigemptyset(&action.sa_mask)

@@ -156,11 +156,13 @@ public struct ResolvedConfig: Equatable {
         let keys = values.keys.sorted()
         let keyWidth = max(3, keys.map(\.count).max() ?? 0)
         let valueWidth = max(5, keys.map { values[$0]!.description.count }.max() ?? 0)
-        var out = "key".padding(toLength: keyWidth, withPad: " ", startingAt: 0) + "  "
+        var out =
+            "key".padding(toLength: keyWidth, withPad: " ", startingAt: 0) + "  "
             + "value".padding(toLength: valueWidth, withPad: " ", startingAt: 0) + "  source\n"
         out += String(repeating: "-", count: keyWidth + valueWidth + 12) + "\n"
         for key in keys {
-            out += key.padding(toLength: keyWidth, withPad: " ", startingAt: 0) + "  "
+            out +=
+                key.padding(toLength: keyWidth, withPad: " ", startingAt: 0) + "  "
                 + values[key]!.description.padding(toLength: valueWidth, withPad: " ", startingAt: 0) + "  "
                 + (sources[key] ?? "") + "\n"
         }

@@ -1,6 +1,7 @@
 /// Every config key the product knows, with its type, default and meaning. A key missing here is
 /// an error in a config file or an override.
-public let configSchema: [ConfigField] = runtimeFields + dataFields + modelFields + pretrainFields
+public let configSchema: [ConfigField] =
+    runtimeFields + dataFields + modelFields + pretrainFields
     + suderFields + evalFields + checkpointFields
 
 private let positive = 1...Int.max
@@ -8,27 +9,32 @@ private let nonNegative = 0...Int.max
 
 let runtimeFields: [ConfigField] = [
     ConfigField("run.seed", .int(nonNegative), .int(1234), "shared seed: initialisation, data, sampling streams"),
-    ConfigField("runtime.threads", .int(nonNegative), .int(0),
-                "BLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else the cores this rank is bound to"),
-    ConfigField("runtime.progress", .choice(["auto", "bar", "lines", "off"]), .string("auto"),
-                "progress output: a live bar on a terminal, periodic lines in batch logs"),
-    ConfigField("runtime.progress_interval", .double(0.1...3600), .double(10),
-                "seconds between progress lines when not on a terminal"),
+    ConfigField(
+        "runtime.threads", .int(nonNegative), .int(0),
+        "BLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else the cores this rank is bound to"),
+    ConfigField(
+        "runtime.progress", .choice(["auto", "bar", "lines", "off"]), .string("auto"),
+        "progress output: a live bar on a terminal, periodic lines in batch logs"),
+    ConfigField(
+        "runtime.progress_interval", .double(0.1...3600), .double(10),
+        "seconds between progress lines when not on a terminal"),
 ]
 
 let dataFields: [ConfigField] = [
     ConfigField("data.seed", .int(nonNegative), .int(250_607_963), "seed of the world: scenes, splits, codebook"),
     ConfigField("data.canvas", .int(16...256), .int(32), "image side in pixels"),
     ConfigField("data.patch", .int(1...32), .int(4), "VQ patch side in pixels"),
-    ConfigField("data.position_step", .int(1...8), .int(4),
-                "objects' corners lie on a lattice of this many pixels; 4 (the patch size) aligns objects with patches, "
-                + "which a small model learns to draw several times faster than 2"),
+    ConfigField(
+        "data.position_step", .int(1...8), .int(4),
+        "objects' corners lie on a lattice of this many pixels; 4 (the patch size) aligns objects with patches, "
+            + "which a small model learns to draw several times faster than 2"),
     ConfigField("data.codebook_size", .int(16...65536), .int(1024), "VQ codebook entries (image tokens)"),
     ConfigField("data.train_pairs", .int(0...10_000_000), .int(18_000), "(prompt, image) training pairs"),
     ConfigField("data.train_captions", .int(0...10_000_000), .int(12_000), "(image, full caption) training examples"),
     ConfigField("data.train_probes", .int(0...10_000_000), .int(12_000), "(image, yes/no question) training examples"),
-    ConfigField("data.train_imperfect", .int(0...10_000_000), .int(12_000),
-                "damaged renders with a prompt the detector agrees with (prompt task only)"),
+    ConfigField(
+        "data.train_imperfect", .int(0...10_000_000), .int(12_000),
+        "damaged renders with a prompt the detector agrees with (prompt task only)"),
     ConfigField("data.unpaired_prompts", .int(0...10_000_000), .int(2_000), "prompts without images for SUDER"),
     ConfigField("data.unpaired_images", .int(0...10_000_000), .int(2_000), "images without captions for SUDER"),
     ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category, in each eval split (dev and test)"),
@@ -57,12 +63,15 @@ let pretrainFields: [ConfigField] = [
     ConfigField("pretrain.mix_understanding", .double(0...1), .double(0.35), "share of image -> caption sequences"),
     ConfigField("pretrain.mix_probes", .double(0...1), .double(0.15), "share of yes/no probe sequences"),
     ConfigField("pretrain.prompt_dropout", .double(0...1), .double(0.1), "chance a prompt is replaced by the null prompt (for guidance)"),
-    ConfigField("pretrain.caption_conditioned", .double(0...1), .double(0.25),
-                "share of generation sequences conditioned on a full caption instead of a prompt"),
-    ConfigField("pretrain.prompt_style_captions", .double(0...1), .double(0.5),
-                "share of understanding sequences that ask for the image's prompt (<prompt> marker) instead of its full caption"),
-    ConfigField("pretrain.imperfect_prompts", .double(0...1), .double(0.25),
-                "share of prompt-task sequences that read a damaged render instead of a clean one"),
+    ConfigField(
+        "pretrain.caption_conditioned", .double(0...1), .double(0.25),
+        "share of generation sequences conditioned on a full caption instead of a prompt"),
+    ConfigField(
+        "pretrain.prompt_style_captions", .double(0...1), .double(0.5),
+        "share of understanding sequences that ask for the image's prompt (<prompt> marker) instead of its full caption"),
+    ConfigField(
+        "pretrain.imperfect_prompts", .double(0...1), .double(0.25),
+        "share of prompt-task sequences that read a damaged render instead of a clean one"),
     ConfigField("pretrain.micro_batch", .int(positive), .int(32), "sequences per forward/backward on one rank (memory bound)"),
     ConfigField("pretrain.log_every", .int(positive), .int(20), "steps between metrics lines"),
     ConfigField("pretrain.eval_prompts", .int(nonNegative), .int(60), "GenEval-mini prompts in the periodic quick evaluation"),
@@ -83,27 +92,34 @@ let suderFields: [ConfigField] = [
     ConfigField("suder.beta", .double(0...1000), .double(2.0), "SimPO beta"),
     ConfigField("suder.gamma", .double(-100...100), .double(0.5), "SimPO target margin gamma"),
     ConfigField("suder.dpo_beta", .double(0...1000), .double(0.1), "DPO beta"),
-    ConfigField("suder.chosen_nll", .double(0...100), .double(0),
-                "weight of the chosen completion's mean negative log-likelihood added to the preference loss "
-                + "(a CPO/RPO-style guard against pushing both completions down); 0 = pure SimPO/DPO"),
-    ConfigField("suder.direction", .choice(["joint", "generation", "understanding", "alternating"]), .string("joint"),
-                "which directions train each round"),
-    ConfigField("suder.loss_weight_understanding", .double(0...100), .double(1),
-                "weight of the understanding direction's preference loss in the joint loss (generation's is 1)"),
-    ConfigField("suder.reward", .choice(["self", "oracle"]), .string("self"),
-                "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
+    ConfigField(
+        "suder.chosen_nll", .double(0...100), .double(0),
+        "weight of the chosen completion's mean negative log-likelihood added to the preference loss "
+            + "(a CPO/RPO-style guard against pushing both completions down); 0 = pure SimPO/DPO"),
+    ConfigField(
+        "suder.direction", .choice(["joint", "generation", "understanding", "alternating"]), .string("joint"),
+        "which directions train each round"),
+    ConfigField(
+        "suder.loss_weight_understanding", .double(0...100), .double(1),
+        "weight of the understanding direction's preference loss in the joint loss (generation's is 1)"),
+    ConfigField(
+        "suder.reward", .choice(["self", "oracle"]), .string("self"),
+        "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
     ConfigField("suder.lr", .double(0...10), .double(1e-4), "learning rate"),
     ConfigField("suder.steps_per_round", .int(positive), .int(1), "optimizer steps over each round's pairs"),
     ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),
     ConfigField("suder.grad_clip", .double(0...1e9), .double(1.0), "global gradient-norm clip; 0 = off"),
     ConfigField("suder.eval_every", .int(nonNegative), .int(0), "rounds between evaluations; 0 = only at the end"),
-    ConfigField("suder.min_reward_gap_generation", .double(0...1000), .double(0),
-                "a prompt's K images give a pair only if the best and worst self-rewards differ by more than this "
-                + "(0 = drop only exact ties); near-ties are the pairs the self-reward orders worst"),
-    ConfigField("suder.min_reward_gap_understanding", .double(0...1000), .double(0),
-                "the same for an image's K captions (their rewards are per image token, on a smaller scale)"),
-    ConfigField("suder.log_samples", .bool, .bool(false),
-                "write every sample with its self-reward and the oracle's verdict (and the detector's reason) to suder/samples.jsonl"),
+    ConfigField(
+        "suder.min_reward_gap_generation", .double(0...1000), .double(0),
+        "a prompt's K images give a pair only if the best and worst self-rewards differ by more than this "
+            + "(0 = drop only exact ties); near-ties are the pairs the self-reward orders worst"),
+    ConfigField(
+        "suder.min_reward_gap_understanding", .double(0...1000), .double(0),
+        "the same for an image's K captions (their rewards are per image token, on a smaller scale)"),
+    ConfigField(
+        "suder.log_samples", .bool, .bool(false),
+        "write every sample with its self-reward and the oracle's verdict (and the detector's reason) to suder/samples.jsonl"),
 ]
 
 let evalFields: [ConfigField] = [

@@ -127,8 +127,10 @@ public struct MetricSums: Equatable {
         if let everyRank = comm.gather(Array(names.joined(separator: "\n").utf8), root: 0, file: file, line: line) {
             union = Set(everyRank.flatMap { String(decoding: $0, as: UTF8.self).split(separator: "\n").map(String.init) }).sorted()
         }
-        union = String(decoding: comm.broadcast(bytes: Array(union.joined(separator: "\n").utf8), root: 0, file: file, line: line),
-                       as: UTF8.self).split(separator: "\n").map(String.init)
+        union = String(
+            decoding: comm.broadcast(bytes: Array(union.joined(separator: "\n").utf8), root: 0, file: file, line: line),
+            as: UTF8.self
+        ).split(separator: "\n").map(String.init)
         let position = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
         var packed = union.map { position[$0].map { sums[$0] } ?? 0 } + union.map { position[$0].map { counts[$0] } ?? 0 }
         comm.allreduce(&packed, op: .sum, file: file, line: line)

@@ -11,9 +11,11 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
     let console = Console(rank: comm.rank)
 
     let cores = boundCores()
-    let row = [String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
-               String(cString: openblas_get_corename()), avx512KernelsActive ? "AVX-512" : "OpenBLAS",
-               comm.libraryVersion, String(cString: ZSTD_versionString())]
+    let row = [
+        String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
+        String(cString: openblas_get_corename()), avx512KernelsActive ? "AVX-512" : "OpenBLAS",
+        comm.libraryVersion, String(cString: ZSTD_versionString()),
+    ]
     let rows = comm.gather(Array(row.joined(separator: "\t").utf8), root: 0)?
         .map { String(decoding: $0, as: UTF8.self).components(separatedBy: "\t") }
     if let rows {
@@ -27,11 +29,15 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
     results.append(CheckResult(name: "zstd round trip with frame checksum", passed: comm.allAgree(zstd.passed), detail: zstd.detail))
 
     console.print("")
-    console.print(formatTable(header: ["check (all ranks)", "result", "detail"],
-                              rows: results.map { [$0.name, $0.passed ? "ok" : "FAILED", $0.detail] }))
+    console.print(
+        formatTable(
+            header: ["check (all ranks)", "result", "detail"],
+            rows: results.map { [$0.name, $0.passed ? "ok" : "FAILED", $0.detail] }))
     let failed = results.filter { !$0.passed }.count
-    console.print(failed == 0 ? "doctor: all \(results.count) checks passed on \(comm.size) rank(s)"
-                              : "doctor: \(failed) of \(results.count) checks FAILED")
+    console.print(
+        failed == 0
+            ? "doctor: all \(results.count) checks passed on \(comm.size) rank(s)"
+            : "doctor: \(failed) of \(results.count) checks FAILED")
     return failed == 0
 }
 

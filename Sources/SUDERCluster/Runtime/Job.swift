@@ -39,8 +39,9 @@ public final class JobContext {
         self.comm = comm
         self.config = config
         self.runDir = runDir
-        console = Console(rank: comm.rank, progressMode: config.string("runtime.progress"),
-                          progressInterval: config.double("runtime.progress_interval"))
+        console = Console(
+            rank: comm.rank, progressMode: config.string("runtime.progress"),
+            progressInterval: config.double("runtime.progress_interval"))
         threads = resolveThreads(requested: config.int("runtime.threads"))
         openblas_set_num_threads(Int32(threads))
     }
@@ -88,8 +89,9 @@ func recordConfig(_ job: JobContext) throws {
         let changed = job.config.differences(from: previous, ignoring: ignorable)
         if !changed.isEmpty {
             let detail = changed.map { "\($0): \(previous.values[$0]?.description ?? "-") -> \(job.config.values[$0]?.description ?? "-")" }
-            throw AgreedError("the run directory \(job.runDir.path) was started with a different config ("
-                + detail.joined(separator: "; ") + "); use a new --run-dir or the original settings")
+            throw AgreedError(
+                "the run directory \(job.runDir.path) was started with a different config ("
+                    + detail.joined(separator: "; ") + "); use a new --run-dir or the original settings")
         }
     }
     // Only rank 0 writes; the others wait so nobody reads a half-written file.
@@ -139,7 +141,8 @@ func resolveThreads(requested: Int) -> Int {
     let cores = boundCores().count
     // Unbound ranks (mpirun --oversubscribe, --bind-to none) share the node's cores.
     if cores == ProcessInfo.processInfo.activeProcessorCount,
-       let local = environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init), local > 1 {
+        let local = environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init), local > 1
+    {
         return max(1, cores / local)
     }
     return max(1, cores)
@@ -148,7 +151,7 @@ func resolveThreads(requested: Int) -> Int {
 /// The CPU ids this process may run on, from the kernel's affinity list.
 func boundCores() -> [Int] {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
     else { return Array(0..<ProcessInfo.processInfo.activeProcessorCount) }
     var cores: [Int] = []
     for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {

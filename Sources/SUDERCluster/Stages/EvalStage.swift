@@ -1,6 +1,6 @@
 import Foundation
-import Model
 import GenEvalMini
+import Model
 import World
 
 /// `suder eval`: GenEval-mini, caption accuracy and POPE-mini of the base model (pretrain) and,
@@ -14,8 +14,9 @@ func runEvalStage(_ job: JobContext) throws {
     let modelConfig = modelConfig(config, vocabulary: dataset.vocabulary)
     try checkModelFitsWorld(modelConfig, job: job)
     guard job.isFinished(StageName.pretrain.rawValue) else {
-        throw AgreedError("eval: no finished pretrain stage in \(job.stageDirectory(StageName.pretrain.rawValue).path): "
-            + "run `suder pretrain` (or `suder pipeline --until pretrain`) with this --run-dir first")
+        throw AgreedError(
+            "eval: no finished pretrain stage in \(job.stageDirectory(StageName.pretrain.rawValue).path): "
+                + "run `suder pretrain` (or `suder pipeline --until pretrain`) with this --run-dir first")
     }
     var models = [EvaluatedModel.base]
     if job.isFinished(StageName.suder.rawValue) {
@@ -31,11 +32,13 @@ func runEvalStage(_ job: JobContext) throws {
     var probes: [PopeSplit: [ProbeExample]] = [:]
     for split in PopeSplit.allCases { probes[split] = try dataset.evalProbes(split) }
     let imagesPerPrompt = config.int("eval.images_per_prompt")
-    let settings = ImageSampling(temperature: Float(config.double("eval.temperature")), topK: config.int("eval.top_k"),
-                                 guidanceWeight: Float(config.double("eval.cfg_weight")))
-    console.print("eval: \(models.map(\.rawValue).joined(separator: " and ")) on \(records.count) of \(allRecords.count) GenEval-mini prompts "
-        + "x \(imagesPerPrompt) images, \(images.count) caption images, POPE "
-        + PopeSplit.allCases.map { "\($0.rawValue) \(probes[$0]?.count ?? 0)" }.joined(separator: ", ") + " probes, over \(comm.size) rank(s)")
+    let settings = ImageSampling(
+        temperature: Float(config.double("eval.temperature")), topK: config.int("eval.top_k"),
+        guidanceWeight: Float(config.double("eval.cfg_weight")))
+    console.print(
+        "eval: \(models.map(\.rawValue).joined(separator: " and ")) on \(records.count) of \(allRecords.count) GenEval-mini prompts "
+            + "x \(imagesPerPrompt) images, \(images.count) caption images, POPE "
+            + PopeSplit.allCases.map { "\($0.rawValue) \(probes[$0]?.count ?? 0)" }.joined(separator: ", ") + " probes, over \(comm.size) rank(s)")
 
     // Scoring needs no optimizer; the sampler keeps its own KV cache, so the activations only
     // have to hold a scoring micro-batch.
@@ -49,23 +52,29 @@ func runEvalStage(_ job: JobContext) throws {
         let started = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job)
         let progress = console.progress("eval \(name.rawValue): GenEval-mini", total: records.count, unit: "prompts")
-        let genEval = try runGenEval(records: records, workbench: workbench, imagesPerPrompt: imagesPerPrompt, settings: settings,
-                                     seed: UInt64(config.int("run.seed")), comm: comm, keepImages: true, progress: progress)
+        let genEval = try runGenEval(
+            records: records, workbench: workbench, imagesPerPrompt: imagesPerPrompt, settings: settings,
+            seed: UInt64(config.int("run.seed")), comm: comm, keepImages: true, progress: progress)
         console.print("eval \(name.rawValue): captions of \(images.count) images and POPE-mini")
         let understanding = try runUnderstandingEval(images: images, probes: probes, workbench: workbench, comm: comm)
         let seconds = elapsedSeconds(since: started)
-        console.print("eval \(name.rawValue): " + String(format: "GenEval-mini %.4f, captions %.4f (%.0f s)",
-                                                          genEval?.summary.overall ?? .nan, understanding?.captionAccuracy ?? .nan, seconds))
+        console.print(
+            "eval \(name.rawValue): "
+                + String(
+                    format: "GenEval-mini %.4f, captions %.4f (%.0f s)",
+                    genEval?.summary.overall ?? .nan, understanding?.captionAccuracy ?? .nan, seconds))
         // Rank 0 holds the gathered results and writes every file; its failures reach the
         // others through the broadcast below.
         var failure = ""
         if let genEval, let understanding {
             do {
                 let folder = evalDirectory.appendingPathComponent(name.rawValue, isDirectory: true)
-                try writeSampleFolders(genEval, records: records, lines: lines, workbench: workbench, to: folder,
-                                       sheet: evalDirectory.appendingPathComponent("\(name.rawValue)_samples.png"))
-                summary.models[name.rawValue] = ModelEvaluation(checkpoint: checkpoint.header, directory: job.stageDirectory(name.stage.rawValue),
-                                                                genEval: genEval, records: records, understanding: understanding, seconds: seconds)
+                try writeSampleFolders(
+                    genEval, records: records, lines: lines, workbench: workbench, to: folder,
+                    sheet: evalDirectory.appendingPathComponent("\(name.rawValue)_samples.png"))
+                summary.models[name.rawValue] = ModelEvaluation(
+                    checkpoint: checkpoint.header, directory: job.stageDirectory(name.stage.rawValue),
+                    genEval: genEval, records: records, understanding: understanding, seconds: seconds)
                 perRecord[name] = genEval.correctPerRecord
             } catch {
                 failure = "eval \(name.rawValue): \(error)"
@@ -78,9 +87,11 @@ func runEvalStage(_ job: JobContext) throws {
     var failure = ""
     if comm.isRoot {
         if let base = perRecord[.base], let suder = perRecord[.suder] {
-            summary.delta = EvalComparison(base: summary.models[EvaluatedModel.base.rawValue]!, suder: summary.models[EvaluatedModel.suder.rawValue]!,
-                                           bootstrap: pairedBootstrap(categories: records.map(\.tag), base: base, suder: suder,
-                                                                      imagesPerPrompt: imagesPerPrompt))
+            summary.delta = EvalComparison(
+                base: summary.models[EvaluatedModel.base.rawValue]!, suder: summary.models[EvaluatedModel.suder.rawValue]!,
+                bootstrap: pairedBootstrap(
+                    categories: records.map(\.tag), base: base, suder: suder,
+                    imagesPerPrompt: imagesPerPrompt))
         }
         do {
             try writeFileAtomically(try summary.encoded(), to: evalDirectory.appendingPathComponent(EvalSummary.fileName))
@@ -92,9 +103,10 @@ func runEvalStage(_ job: JobContext) throws {
     let message = String(decoding: comm.broadcast(bytes: Array(failure.utf8)), as: UTF8.self)
     if !message.isEmpty { throw AgreedError(message, exitCode: 1) }
     try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0)
-    console.print("eval: summary in \(evalDirectory.appendingPathComponent(EvalSummary.fileName).path); "
-        + "rescore with `suder eval geneval --metadata \(job.stageDirectory(StageName.data.rawValue).appendingPathComponent(DatasetFile.evalMetadata).path) "
-        + "--images \(evalDirectory.appendingPathComponent(EvaluatedModel.base.rawValue).path)`")
+    console.print(
+        "eval: summary in \(evalDirectory.appendingPathComponent(EvalSummary.fileName).path); "
+            + "rescore with `suder eval geneval --metadata \(job.stageDirectory(StageName.data.rawValue).appendingPathComponent(DatasetFile.evalMetadata).path) "
+            + "--images \(evalDirectory.appendingPathComponent(EvaluatedModel.base.rawValue).path)`")
 }
 
 /// The models the eval stage compares, named as in the summary and the sample folders.
@@ -123,8 +135,10 @@ func selectEvalRecords(_ tags: [Category], maxPrompts: Int) -> [Int] {
 /// Rank 0: the samples in GenEval's folder layout (`<folder>/<metadata line:05d>/samples/<k:04d>.png`),
 /// checked by rescoring the folder from disk, and a sheet of the first sample of 48 prompts from
 /// all categories (one category a row of 8 for the eval set's per-category blocks).
-func writeSampleFolders(_ run: GenEvalRun, records: [MetadataRecord], lines: [Int], workbench: ModelWorkbench, to folder: URL,
-                        sheet: URL) throws {
+func writeSampleFolders(
+    _ run: GenEvalRun, records: [MetadataRecord], lines: [Int], workbench: ModelWorkbench, to folder: URL,
+    sheet: URL
+) throws {
     // A previous eval of this run may have scored other lines; its folders must not mix in.
     try? FileManager.default.removeItem(at: folder)
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
@@ -156,7 +170,8 @@ struct BootstrapResult: Equatable {
     var categories: [Category: DeltaInterval]
 }
 
-let bootstrapMethod = "paired bootstrap over prompts: resample prompt records with replacement within each category "
+let bootstrapMethod =
+    "paired bootstrap over prompts: resample prompt records with replacement within each category "
     + "(the same records for both models, whose images share sampling seeds), recompute each category's mean and the overall "
     + "as the unweighted mean of the category means; percentile interval (2.5%, 97.5%)"
 let bootstrapResamples = 2000
@@ -164,8 +179,10 @@ let bootstrapSeed: UInt64 = 20_250_607
 
 /// Paired bootstrap of the GenEval-mini deltas. `base[i]` and `suder[i]` are the correct images
 /// (of `imagesPerPrompt`) of record i for the two models, `categories[i]` its category.
-func pairedBootstrap(categories: [Category], base: [Int], suder: [Int], imagesPerPrompt: Int,
-                     resamples: Int = bootstrapResamples, seed: UInt64 = bootstrapSeed) -> BootstrapResult {
+func pairedBootstrap(
+    categories: [Category], base: [Int], suder: [Int], imagesPerPrompt: Int,
+    resamples: Int = bootstrapResamples, seed: UInt64 = bootstrapSeed
+) -> BootstrapResult {
     precondition(categories.count == base.count && base.count == suder.count, "pairedBootstrap: ragged inputs")
     // Per-record score differences, grouped by category.
     let present = Category.allCases.filter { c in categories.contains(c) }
@@ -321,25 +338,30 @@ struct ModelEvaluation: Codable, Equatable {
     var pope: [String: PopeScores]
     var seconds: Double
 
-    init(checkpoint: CheckpointHeader, directory: URL, genEval run: GenEvalRun, records: [MetadataRecord],
-         understanding: UnderstandingRun, seconds: Double) {
+    init(
+        checkpoint: CheckpointHeader, directory: URL, genEval run: GenEvalRun, records: [MetadataRecord],
+        understanding: UnderstandingRun, seconds: Double
+    ) {
         self.checkpoint = directory.appendingPathComponent(CheckpointStore.directoryName(step: checkpoint.step)).path
         step = checkpoint.step
         var categories: [String: CategoryScore] = [:]
         for category in Category.allCases {
             guard let score = run.summary.score(category) else { continue }
-            categories[category.rawValue] = CategoryScore(score: score, correct: run.summary.correctImages[category] ?? 0,
-                                                          images: run.summary.totalImages[category] ?? 0,
-                                                          prompts: records.filter { $0.tag == category }.count)
+            categories[category.rawValue] = CategoryScore(
+                score: score, correct: run.summary.correctImages[category] ?? 0,
+                images: run.summary.totalImages[category] ?? 0,
+                prompts: records.filter { $0.tag == category }.count)
         }
-        geneval = GenEvalScores(overall: run.summary.overall, images: run.summary.imageCount, prompts: records.count,
-                                categories: categories, correctPerPrompt: run.correctPerRecord)
+        geneval = GenEvalScores(
+            overall: run.summary.overall, images: run.summary.imageCount, prompts: records.count,
+            categories: categories, correctPerPrompt: run.correctPerRecord)
         captionAccuracy = understanding.captionAccuracy
         captionImages = understanding.captionCount
         var pope: [String: PopeScores] = [:]
         for (split, metrics) in understanding.pope {
-            pope[split.rawValue] = PopeScores(probes: metrics.count, accuracy: metrics.accuracy, precision: metrics.precision,
-                                              recall: metrics.recall, f1: metrics.f1, yesRatio: metrics.yesRatio)
+            pope[split.rawValue] = PopeScores(
+                probes: metrics.count, accuracy: metrics.accuracy, precision: metrics.precision,
+                recall: metrics.recall, f1: metrics.f1, yesRatio: metrics.yesRatio)
         }
         self.pope = pope
         self.seconds = seconds

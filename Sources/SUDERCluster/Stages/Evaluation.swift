@@ -1,6 +1,6 @@
 import Foundation
-import Model
 import GenEvalMini
+import Model
 import World
 
 /// Sampling settings for drawing images from the model.
@@ -38,12 +38,14 @@ final class ModelWorkbench {
         for start in stride(from: 0, to: prompts.count, by: samplingChunk) {
             let end = min(start + samplingChunk, prompts.count)
             let prefixes = prompts[start..<end].map { vocabulary.generationPrefix(prompt: $0) }
-            let guidance = settings.guidanceWeight > 0
+            let guidance =
+                settings.guidanceWeight > 0
                 ? Guidance(weight: settings.guidanceWeight, nullPrompts: prompts[start..<end].map { vocabulary.nullGenerationPrefix(promptLength: $0.count) })
                 : nil
-            images += sampler.sample(prompts: prefixes, maxNewTokens: imageTokenCount, allowedRange: vocabulary.imageRange,
-                                     temperature: settings.temperature, topK: settings.topK, guidance: guidance,
-                                     seeds: Array(seeds[start..<end]))
+            images += sampler.sample(
+                prompts: prefixes, maxNewTokens: imageTokenCount, allowedRange: vocabulary.imageRange,
+                temperature: settings.temperature, topK: settings.topK, guidance: guidance,
+                seeds: Array(seeds[start..<end]))
         }
         return images
     }
@@ -59,8 +61,9 @@ final class ModelWorkbench {
         for start in stride(from: 0, to: images.count, by: samplingChunk) {
             let end = min(start + samplingChunk, images.count)
             let prefixes = images[start..<end].map { vocabulary.understandingPrefix(image: $0, task: .caption) }
-            captions += sampler.sample(prompts: prefixes, maxNewTokens: maxCaptionTokens + 1, allowedRange: textAndEOS,
-                                       stopToken: Vocabulary.eos, temperature: temperature, topK: topK, seeds: Array(seeds[start..<end]))
+            captions += sampler.sample(
+                prompts: prefixes, maxNewTokens: maxCaptionTokens + 1, allowedRange: textAndEOS,
+                stopToken: Vocabulary.eos, temperature: temperature, topK: topK, seeds: Array(seeds[start..<end]))
         }
         return captions
     }
@@ -103,8 +106,10 @@ struct GenEvalRun {
     var images: [[[Int32]]] = []
 }
 
-func runGenEval(records: [MetadataRecord], workbench: ModelWorkbench, imagesPerPrompt: Int, settings: ImageSampling,
-                seed: UInt64, comm: Communicator, keepImages: Bool = false, progress: Progress? = nil) throws -> GenEvalRun? {
+func runGenEval(
+    records: [MetadataRecord], workbench: ModelWorkbench, imagesPerPrompt: Int, settings: ImageSampling,
+    seed: UInt64, comm: Communicator, keepImages: Bool = false, progress: Progress? = nil
+) throws -> GenEvalRun? {
     let mine = shardIndices(count: records.count, rank: comm.rank, size: comm.size)
     var prompts: [[Int32]] = [], seeds: [UInt64] = []
     for i in mine {
@@ -161,8 +166,10 @@ struct UnderstandingRun {
     var pope: [PopeSplit: PopeMetrics]
 }
 
-func runUnderstandingEval(images: [EvalImage], probes: [PopeSplit: [ProbeExample]], workbench: ModelWorkbench,
-                          comm: Communicator) throws -> UnderstandingRun? {
+func runUnderstandingEval(
+    images: [EvalImage], probes: [PopeSplit: [ProbeExample]], workbench: ModelWorkbench,
+    comm: Communicator
+) throws -> UnderstandingRun? {
     var sums = MetricSums()
     let mine = shardIndices(count: images.count, rank: comm.rank, size: comm.size)
     // Greedy captions: the model's best description, no sampling noise in the metric.

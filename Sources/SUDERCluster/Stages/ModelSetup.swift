@@ -8,9 +8,10 @@ func modelConfig(_ config: ResolvedConfig, vocabulary: Vocabulary) -> ModelConfi
     let requestedHidden = config.int("model.ffn_hidden")
     // SwiGLU's usual 8/3 ratio keeps the MLP's parameter count equal to a 4x GELU MLP's.
     let hidden = requestedHidden > 0 ? requestedHidden : max(32, (dModel * 8 / 3 + 31) / 32 * 32)
-    return ModelConfig(vocabSize: vocabulary.size, dModel: dModel, nLayers: config.int("model.n_layers"),
-                       nHeads: config.int("model.n_heads"), ffnHidden: hidden, maxSeq: config.int("model.max_seq"),
-                       tiedHead: config.bool("model.tied_head"), ropeTheta: config.double("model.rope_theta"))
+    return ModelConfig(
+        vocabSize: vocabulary.size, dModel: dModel, nLayers: config.int("model.n_layers"),
+        nHeads: config.int("model.n_heads"), ffnHidden: hidden, maxSeq: config.int("model.max_seq"),
+        tiedHead: config.bool("model.tied_head"), ropeTheta: config.double("model.rope_theta"))
 }
 
 /// The world config the `data.*` keys describe.
@@ -69,8 +70,10 @@ func tensorEntries(_ model: Transformer) -> [TensorEntry] {
 }
 
 /// A checkpoint of the model and optimizer at `step`; `extra` holds stage-specific sections.
-func makeCheckpoint(stage: StageName, step: Int, round: Int = 0, job: JobContext, model: Transformer, optimizer: AdamW,
-                    extra: [String: [UInt8]] = [:]) -> Checkpoint {
+func makeCheckpoint(
+    stage: StageName, step: Int, round: Int = 0, job: JobContext, model: Transformer, optimizer: AdamW,
+    extra: [String: [UInt8]] = [:]
+) -> Checkpoint {
     let header = CheckpointHeader(stage: stage.rawValue, step: step, round: round, configYAML: job.config.yaml(), tensors: tensorEntries(model))
     var sections = extra
     sections["weights"] = floatsToBytes(UnsafeBufferPointer(model.parameters))
@@ -101,8 +104,9 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
     guard checkpoint.header.tensors == expected else {
         let theirs = checkpoint.header.tensors.map { "\($0.name)\($0.shape)" }.prefix(3).joined(separator: ", ")
         let ours = expected.map { "\($0.name)\($0.shape)" }.prefix(3).joined(separator: ", ")
-        throw AgreedError("checkpoint (stage \(checkpoint.header.stage), step \(checkpoint.header.step)) holds a different model "
-            + "(\(checkpoint.header.tensors.count) tensors: \(theirs), ...) than the config describes (\(expected.count) tensors: \(ours), ...)")
+        throw AgreedError(
+            "checkpoint (stage \(checkpoint.header.stage), step \(checkpoint.header.step)) holds a different model "
+                + "(\(checkpoint.header.tensors.count) tensors: \(theirs), ...) than the config describes (\(expected.count) tensors: \(ours), ...)")
     }
 }
 

@@ -37,23 +37,28 @@ struct PretrainData {
         do {
             imperfect = imperfectShare > 0 ? try dataset.trainImperfect() : []
         } catch WorldError.missingFile(let path) {
-            throw AgreedError("missing file \(path): the dataset was written before imperfect renders; run the data stage again "
-                              + "into a new run directory, or set pretrain.imperfect_prompts=0")
+            throw AgreedError(
+                "missing file \(path): the dataset was written before imperfect renders; run the data stage again "
+                    + "into a new run directory, or set pretrain.imperfect_prompts=0")
         }
         seed = UInt64(config.int("run.seed"))
         promptDropout = config.double("pretrain.prompt_dropout")
         let generation = config.double("pretrain.mix_generation"), understanding = config.double("pretrain.mix_understanding")
         let fromCaption = config.double("pretrain.caption_conditioned"), promptStyle = config.double("pretrain.prompt_style_captions")
-        var weights = [generation * (1 - fromCaption), generation * fromCaption, understanding * (1 - promptStyle),
-                       understanding * promptStyle * (1 - imperfectShare), understanding * promptStyle * imperfectShare,
-                       config.double("pretrain.mix_probes")]
+        var weights = [
+            generation * (1 - fromCaption), generation * fromCaption, understanding * (1 - promptStyle),
+            understanding * promptStyle * (1 - imperfectShare), understanding * promptStyle * imperfectShare,
+            config.double("pretrain.mix_probes"),
+        ]
         // A kind without data gets no share.
         let available = [!pairs.isEmpty, !captions.isEmpty, !captions.isEmpty, !pairs.isEmpty, !imperfect.isEmpty, !probes.isEmpty]
         for i in weights.indices where !available[i] { weights[i] = 0 }
         let total = weights.reduce(0, +)
         guard total > 0 else { throw AgreedError("pretraining has no data: the dataset's training splits are empty or the mix gives them no share") }
         var running = 0.0
-        cumulative = weights.map { running += $0 / total; return running }
+        cumulative = weights.map {
+            running += $0 / total; return running
+        }
     }
 
     /// Item `item` of global batch `step`: its kind and its token sequence with the target span.
@@ -101,10 +106,12 @@ func runPretrainStage(_ job: JobContext) throws {
     let modelConfig = modelConfig(config, vocabulary: dataset.vocabulary)
     try checkModelFitsWorld(modelConfig, job: job)
     let microBatch = config.int("pretrain.micro_batch")
-    let model = Transformer(config: modelConfig, seed: streamSeed(UInt64(config.int("run.seed")), StreamPurpose.initialisation),
-                            batchCapacity: microBatch)
-    let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount,
-                          weightDecay: Float(config.double("pretrain.weight_decay")))
+    let model = Transformer(
+        config: modelConfig, seed: streamSeed(UInt64(config.int("run.seed")), StreamPurpose.initialisation),
+        batchCapacity: microBatch)
+    let optimizer = AdamW(
+        parameterTable: model.parameterTable, parameterCount: model.parameterCount,
+        weightDecay: Float(config.double("pretrain.weight_decay")))
     // Every rank initialises from the same seed; the session then broadcasts rank 0's parameters
     // and verifies them, so a rank with a different BLAS or build cannot drift silently.
     let session = try TrainingSession(job: job, stage: .pretrain, model: model, optimizer: optimizer) {}
@@ -112,13 +119,15 @@ func runPretrainStage(_ job: JobContext) throws {
     let validation = try ValidationSet(dataset: dataset, config: config)
 
     let steps = config.int("pretrain.steps"), batchSize = config.int("pretrain.batch_size")
-    let schedule = LearningRateSchedule(peak: Float(config.double("pretrain.lr")), warmupSteps: config.int("pretrain.warmup_steps"),
-                                        totalSteps: steps, minRatio: Float(config.double("pretrain.min_lr_ratio")))
+    let schedule = LearningRateSchedule(
+        peak: Float(config.double("pretrain.lr")), warmupSteps: config.int("pretrain.warmup_steps"),
+        totalSteps: steps, minRatio: Float(config.double("pretrain.min_lr_ratio")))
     let clip = Float(config.double("pretrain.grad_clip"))
     let logEvery = config.int("pretrain.log_every"), evalEvery = config.int("pretrain.eval_every")
     let checkpointEvery = config.int("pretrain.checkpoint_every")
-    console.print("pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
-        + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
+    console.print(
+        "pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
+            + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
 
     let progress = console.progress("pretrain", total: steps, unit: "steps")
     progress.advance(by: session.step)
@@ -174,7 +183,9 @@ func runPretrainStage(_ job: JobContext) throws {
             record.set("communication_s", windowCommunication)
             record.set("peak_memory_mb", peakResidentMegabytes())
             session.metrics.append(record)
-            let losses = ["generation", "understanding", "probes"].compactMap { d in window.mean("loss/" + d).map { "\(d.prefix(3)) \(String(format: "%.3f", $0))" } }
+            let losses = ["generation", "understanding", "probes"].compactMap { d in
+                window.mean("loss/" + d).map { "\(d.prefix(3)) \(String(format: "%.3f", $0))" }
+            }
             progressDetail = losses.joined(separator: " ") + String(format: "  %.0f tok/s", (window.sum("tokens") ?? 0) / seconds)
             window = PretrainMetrics.empty()
             windowStart = DispatchTime.now().uptimeNanoseconds
@@ -235,8 +246,9 @@ func checkModelFitsWorld(_ modelConfig: ModelConfig, job: JobContext) throws {
     let imageTokens = (job.config.int("data.canvas") / job.config.int("data.patch")) * (job.config.int("data.canvas") / job.config.int("data.patch"))
     let longest = 4 + imageTokens + maxCaptionTokens + 1
     guard modelConfig.maxSeq >= longest else {
-        throw AgreedError("model.max_seq (\(modelConfig.maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
-            + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)")
+        throw AgreedError(
+            "model.max_seq (\(modelConfig.maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
+                + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)")
     }
     do { try modelConfig.validate() } catch { throw AgreedError("\(error)") }
 }
@@ -274,10 +286,12 @@ func quickEvaluation(step: Int, workbench: ModelWorkbench, validation: Validatio
     sums.add("generation", 0, count: 0)
     sums.allreduce(comm)
 
-    let settings = ImageSampling(temperature: Float(config.double("eval.temperature")), topK: config.int("eval.top_k"),
-                                 guidanceWeight: Float(config.double("eval.cfg_weight")))
-    let genEval = try runGenEval(records: validation.records, workbench: workbench, imagesPerPrompt: config.int("eval.images_per_prompt"),
-                                 settings: settings, seed: UInt64(config.int("run.seed")), comm: comm)
+    let settings = ImageSampling(
+        temperature: Float(config.double("eval.temperature")), topK: config.int("eval.top_k"),
+        guidanceWeight: Float(config.double("eval.cfg_weight")))
+    let genEval = try runGenEval(
+        records: validation.records, workbench: workbench, imagesPerPrompt: config.int("eval.images_per_prompt"),
+        settings: settings, seed: UInt64(config.int("run.seed")), comm: comm)
     let understanding = try runUnderstandingEval(images: validation.images, probes: validation.probes, workbench: workbench, comm: comm)
     guard comm.isRoot, let genEval, let understanding else { return }
     var record = MetricsRecord()
@@ -292,9 +306,10 @@ func quickEvaluation(step: Int, workbench: ModelWorkbench, validation: Validatio
     for split in PopeSplit.allCases { record.set("eval/pope_f1/\(split.rawValue)", understanding.pope[split]?.f1 ?? .nan) }
     record.set("eval/seconds", elapsedSeconds(since: started))
     session.metrics.append(record)
-    let line = String(format: "eval at step %d: val loss gen %.3f und %.3f, GenEval-mini (%d prompts) %.3f, captions %.3f, POPE F1 %.3f (%.0f s)",
-                      step, sums.mean("generation") ?? .nan, sums.mean("understanding") ?? .nan, validation.records.count,
-                      genEval.summary.overall, understanding.captionAccuracy, understanding.pope[.adversarial]?.f1 ?? .nan,
-                      elapsedSeconds(since: started))
+    let line = String(
+        format: "eval at step %d: val loss gen %.3f und %.3f, GenEval-mini (%d prompts) %.3f, captions %.3f, POPE F1 %.3f (%.0f s)",
+        step, sums.mean("generation") ?? .nan, sums.mean("understanding") ?? .nan, validation.records.count,
+        genEval.summary.overall, understanding.captionAccuracy, understanding.pope[.adversarial]?.f1 ?? .nan,
+        elapsedSeconds(since: started))
     job.console.print(line)
 }

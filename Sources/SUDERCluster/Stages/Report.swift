@@ -26,8 +26,9 @@ public func makeReport(runDirectories: [URL]) throws -> String {
     let runs = runDirectories.map(RunRecord.init)
     let labels = runLabels(runDirectories)
     var out = "# SUDER report\n\n"
-    out += table(header: ["run", "directory"] + StageName.allCases.map(\.rawValue),
-                 rows: zip(labels, runs).map { label, run in [label, run.directory.path] + StageName.allCases.map(run.stageStatus) })
+    out += table(
+        header: ["run", "directory"] + StageName.allCases.map(\.rawValue),
+        rows: zip(labels, runs).map { label, run in [label, run.directory.path] + StageName.allCases.map(run.stageStatus) })
     out += configSection(runs, labels: labels)
     out += pretrainSection(runs, labels: labels)
     out += suderSection(runs, labels: labels)
@@ -47,7 +48,8 @@ struct RunRecord {
     init(_ directory: URL) {
         self.directory = directory
         let configFile = directory.appendingPathComponent("config.yaml")
-        config = FileManager.default.fileExists(atPath: configFile.path)
+        config =
+            FileManager.default.fileExists(atPath: configFile.path)
             ? Result { try ResolvedConfig.resolve(file: configFile, overrides: []) }.mapError { ReportGap("\(configFile.path): \($0)") }
             : .failure(ReportGap("no \(configFile.path)"))
         pretrainMetrics = readMetricsLines(directory.appendingPathComponent(StageName.pretrain.rawValue).appendingPathComponent("metrics.jsonl"))
@@ -152,15 +154,21 @@ func configSection(_ runs: [RunRecord], labels: [String]) -> String {
     if configs.count > 1 {
         let differing = relevant.filter { key in Set(configs.map { $0.1.values[key]?.description ?? "-" }).count > 1 }
         out += "Settings that differ between runs:\n\n"
-        out += differing.isEmpty ? "none\n\n"
+        out +=
+            differing.isEmpty
+            ? "none\n\n"
             : table(header: ["key"] + configs.map(\.0), rows: differing.map { key in [key] + configs.map { $0.1.values[key]?.description ?? "-" } })
     }
     let shared = relevant.filter { key in
         Set(configs.map { $0.1.values[key]?.description ?? "-" }).count == 1 && configs[0].1.values[key] != defaults?.values[key]
     }
     out += (configs.count > 1 ? "Shared settings" : "Settings") + " that differ from the defaults:\n\n"
-    out += shared.isEmpty ? "none\n\n"
-        : table(header: ["key", "value", "default"], rows: shared.map { [$0, configs[0].1.values[$0]?.description ?? "-", defaults?.values[$0]?.description ?? "-"] })
+    out +=
+        shared.isEmpty
+        ? "none\n\n"
+        : table(
+            header: ["key", "value", "default"],
+            rows: shared.map { [$0, configs[0].1.values[$0]?.description ?? "-", defaults?.values[$0]?.description ?? "-"] })
     return out
 }
 
@@ -179,8 +187,9 @@ func pretrainSection(_ runs: [RunRecord], labels: [String]) -> String {
         let picked = present.map { $0.lines.last { $0.isEvaluation == evaluation } }
         out += "\(title):\n\n"
         guard picked.contains(where: { $0 != nil }) else { out += "missing in every run\n\n"; continue }
-        out += table(header: ["metric"] + present.map(\.label),
-                     rows: orderedKeys(picked.compactMap { $0 }).map { key in [key] + picked.map { $0.map { $0.cells[key] ?? "-" } ?? "missing" } })
+        out += table(
+            header: ["metric"] + present.map(\.label),
+            rows: orderedKeys(picked.compactMap { $0 }).map { key in [key] + picked.map { $0.map { $0.cells[key] ?? "-" } ?? "missing" } })
     }
     return out
 }
@@ -208,20 +217,28 @@ private struct EvalRow {
     let delta: (EvalComparison) -> DeltaInterval?
 }
 
-private let evalRows: [EvalRow] = Category.allCases.map { category in
-    EvalRow(name: "geneval/\(category.rawValue)", model: { $0.geneval.categories[category.rawValue]?.score },
+private let evalRows: [EvalRow] =
+    Category.allCases.map { category in
+        EvalRow(
+            name: "geneval/\(category.rawValue)", model: { $0.geneval.categories[category.rawValue]?.score },
             delta: { $0.genevalCategories[category.rawValue] })
-} + [
-    EvalRow(name: "geneval/overall", model: { $0.geneval.overall }, delta: { $0.genevalOverall }),
-    EvalRow(name: "caption_accuracy", model: { $0.captionAccuracy },
+    } + [
+        EvalRow(name: "geneval/overall", model: { $0.geneval.overall }, delta: { $0.genevalOverall }),
+        EvalRow(
+            name: "caption_accuracy", model: { $0.captionAccuracy },
             delta: { DeltaInterval(delta: $0.captionAccuracy, low: .nan, high: .nan) }),
-] + PopeSplit.allCases.flatMap { split in [
-    EvalRow(name: "pope/\(split.rawValue)/accuracy", model: { $0.pope[split.rawValue]?.accuracy },
-            delta: { $0.popeAccuracy[split.rawValue].map { DeltaInterval(delta: $0, low: .nan, high: .nan) } }),
-    EvalRow(name: "pope/\(split.rawValue)/f1", model: { $0.pope[split.rawValue]?.f1 },
-            delta: { $0.popeF1[split.rawValue].map { DeltaInterval(delta: $0, low: .nan, high: .nan) } }),
-    EvalRow(name: "pope/\(split.rawValue)/yes_ratio", model: { $0.pope[split.rawValue]?.yesRatio }, delta: { _ in nil }),
-] }
+    ]
+    + PopeSplit.allCases.flatMap { split in
+        [
+            EvalRow(
+                name: "pope/\(split.rawValue)/accuracy", model: { $0.pope[split.rawValue]?.accuracy },
+                delta: { $0.popeAccuracy[split.rawValue].map { DeltaInterval(delta: $0, low: .nan, high: .nan) } }),
+            EvalRow(
+                name: "pope/\(split.rawValue)/f1", model: { $0.pope[split.rawValue]?.f1 },
+                delta: { $0.popeF1[split.rawValue].map { DeltaInterval(delta: $0, low: .nan, high: .nan) } }),
+            EvalRow(name: "pope/\(split.rawValue)/yes_ratio", model: { $0.pope[split.rawValue]?.yesRatio }, delta: { _ in nil }),
+        ]
+    }
 
 func formatDelta(_ interval: DeltaInterval) -> String {
     let value = String(format: "%+.4f", interval.delta)
@@ -242,7 +259,8 @@ func evalSection(_ runs: [RunRecord], labels: [String]) -> String {
     for (label, summary) in present {
         let settings = summary.settings
         let base = summary.models[EvaluatedModel.base.rawValue], suder = summary.models[EvaluatedModel.suder.rawValue]
-        out += "- \(label): \(settings.promptLines.count) GenEval-mini prompts x \(settings.imagesPerPrompt) images "
+        out +=
+            "- \(label): \(settings.promptLines.count) GenEval-mini prompts x \(settings.imagesPerPrompt) images "
             + "(temperature \(settings.temperature), top-k \(settings.topK), guidance \(settings.cfgWeight), seed \(settings.seed)); "
             + "base \(base.map { "step \($0.step)" } ?? "missing"), suder \(suder.map { "round \($0.step)" } ?? "missing")\n"
     }
@@ -255,9 +273,11 @@ func evalSection(_ runs: [RunRecord], labels: [String]) -> String {
         header += ["\(label) base", "\(label) suder", "\(label) delta"]
         let base = summary.models[EvaluatedModel.base.rawValue], suder = summary.models[EvaluatedModel.suder.rawValue]
         for (r, row) in evalRows.enumerated() {
-            rows[r] += [base.flatMap(row.model).map { String(format: "%.4f", $0) } ?? "missing",
-                        suder.flatMap(row.model).map { String(format: "%.4f", $0) } ?? "missing",
-                        summary.delta.flatMap(row.delta).map(formatDelta) ?? "-"]
+            rows[r] += [
+                base.flatMap(row.model).map { String(format: "%.4f", $0) } ?? "missing",
+                suder.flatMap(row.model).map { String(format: "%.4f", $0) } ?? "missing",
+                summary.delta.flatMap(row.delta).map(formatDelta) ?? "-",
+            ]
         }
     }
     return out + table(header: header, rows: rows)
@@ -279,9 +299,11 @@ func spreadSection(_ runs: [RunRecord], labels: [String]) -> String {
         let mean = values.reduce(0, +) / Double(values.count)
         let std = values.count > 1 ? (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count - 1)).squareRoot() : .nan
         let excludingZero = deltas.compactMap { row.delta($0.1) }.filter { $0.low.isFinite && ($0.low > 0 || $0.high < 0) }.count
-        rows.append([row.name, "\(values.count)", String(format: "%+.4f", mean), String(format: "%.4f", std),
-                     String(format: "%+.4f", values.min()!), String(format: "%+.4f", values.max()!),
-                     row.name.hasPrefix("geneval/") ? "\(excludingZero)" : "-"])
+        rows.append([
+            row.name, "\(values.count)", String(format: "%+.4f", mean), String(format: "%.4f", std),
+            String(format: "%+.4f", values.min()!), String(format: "%+.4f", values.max()!),
+            row.name.hasPrefix("geneval/") ? "\(excludingZero)" : "-",
+        ])
     }
     return out + table(header: ["delta", "runs", "mean", "std", "min", "max", "runs whose 95% CI excludes 0"], rows: rows)
 }

@@ -1,6 +1,6 @@
 import Foundation
-import Model
 import GenEvalMini
+import Model
 import World
 
 /// Which directions train in a round.
@@ -64,8 +64,10 @@ struct SuderSettings {
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
         oracleReward = config.string("suder.reward") == "oracle"
         logSamples = config.bool("suder.log_samples")
-        minimumRewardGap = [.generation: config.double("suder.min_reward_gap_generation"),
-                            .understanding: config.double("suder.min_reward_gap_understanding")]
+        minimumRewardGap = [
+            .generation: config.double("suder.min_reward_gap_generation"),
+            .understanding: config.double("suder.min_reward_gap_understanding"),
+        ]
         lossWeight = [.generation: 1, .understanding: config.double("suder.loss_weight_understanding")]
         learningRate = Float(config.double("suder.lr"))
         gradClip = Float(config.double("suder.grad_clip"))
@@ -98,8 +100,9 @@ func runSuderStage(_ job: JobContext) throws {
     let prompts = try dataset.unpairedPrompts()
     let images = try dataset.unpairedImages()
     guard settings.promptsPerRound <= prompts.count, settings.imagesPerRound <= images.count else {
-        throw AgreedError("suder.prompts_per_round (\(settings.promptsPerRound)) and suder.images_per_round (\(settings.imagesPerRound)) "
-            + "must not exceed the unpaired prompts (\(prompts.count)) and images (\(images.count)) of the dataset")
+        throw AgreedError(
+            "suder.prompts_per_round (\(settings.promptsPerRound)) and suder.images_per_round (\(settings.imagesPerRound)) "
+                + "must not exceed the unpaired prompts (\(prompts.count)) and images (\(images.count)) of the dataset")
     }
     let initial = job.suderInit ?? job.stageDirectory(StageName.pretrain.rawValue)
     if job.suderInit == nil && !job.isFinished(StageName.pretrain.rawValue) {
@@ -109,8 +112,9 @@ func runSuderStage(_ job: JobContext) throws {
     try checkModelFitsWorld(modelConfig, job: job)
     let microBatch = config.int("pretrain.micro_batch")
     let model = Transformer(config: modelConfig, seed: 0, batchCapacity: microBatch)
-    let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount,
-                          weightDecay: Float(config.double("suder.weight_decay")))
+    let optimizer = AdamW(
+        parameterTable: model.parameterTable, parameterCount: model.parameterCount,
+        weightDecay: Float(config.double("suder.weight_decay")))
     let session = try TrainingSession(job: job, stage: .suder, model: model, optimizer: optimizer) {
         let source = try loadWeights(from: initial, into: model, job: job)
         console.print("suder: starting from \(initial.path) (stage \(source.header.stage), step \(source.header.step))")
@@ -126,16 +130,19 @@ func runSuderStage(_ job: JobContext) throws {
     // Labels: the oracle ablation needs them on every rank; diagnostics only on rank 0.
     let labels: SuderLabels? = settings.oracleReward || comm.isRoot ? try SuderLabels(dataset: dataset) : nil
     let validation = try ValidationSet(dataset: dataset, config: config)
-    let sampleLog = settings.logSamples
-        ? try MetricsLog(url: job.stageDirectory(StageName.suder.rawValue).appendingPathComponent("samples.jsonl"), comm: comm,
-                         resumeAfterStep: session.step)
+    let sampleLog =
+        settings.logSamples
+        ? try MetricsLog(
+            url: job.stageDirectory(StageName.suder.rawValue).appendingPathComponent("samples.jsonl"), comm: comm,
+            resumeAfterStep: session.step)
         : nil
     if settings.oracleReward {
         console.print("suder: reward = ORACLE (detector verdicts and caption labels): an upper-bound ablation that reads labels, not SUDER")
     }
-    console.print("suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
-        + "\(settings.objective) (beta \(settings.objective == "dpo" ? settings.dpoBeta : settings.beta)\(settings.objective == "simpo" ? ", gamma \(settings.gamma)" : "")), "
-        + "directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
+    console.print(
+        "suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
+            + "\(settings.objective) (beta \(settings.objective == "dpo" ? settings.dpoBeta : settings.beta)\(settings.objective == "simpo" ? ", gamma \(settings.gamma)" : "")), "
+            + "directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
 
     let progress = console.progress("suder", total: settings.rounds, unit: "rounds")
     progress.advance(by: session.step)
@@ -145,8 +152,9 @@ func runSuderStage(_ job: JobContext) throws {
         record.set("step", round)
         record.set("round", round)
         record.set("reward_source", settings.oracleReward ? "oracle" : "self")
-        let outcome = try runRound(round: round, settings: settings, prompts: prompts, images: images, labels: labels,
-                                   workbench: workbench, reference: reference, session: session, sampleLog: sampleLog, record: &record)
+        let outcome = try runRound(
+            round: round, settings: settings, prompts: prompts, images: images, labels: labels,
+            workbench: workbench, reference: reference, session: session, sampleLog: sampleLog, record: &record)
         session.advance()
         if settings.evalEvery > 0 && round % settings.evalEvery == 0 && round < settings.rounds {
             try quickEvaluation(step: round, workbench: workbench, validation: validation, session: session)
@@ -177,8 +185,9 @@ func roundItems(total: Int, count: Int, seed: UInt64, round: Int, direction: Dir
 /// `minimumGap` (with 0: when every reward ties).
 func bestAndWorst(_ rewards: [Double], minimumGap: Double = 0) -> (best: Int, worst: Int)? {
     guard let best = rewards.indices.max(by: { rewards[$0] < rewards[$1] }),
-          let worst = rewards.indices.min(by: { rewards[$0] < rewards[$1] }),
-          rewards[best] - rewards[worst] > minimumGap else { return nil }
+        let worst = rewards.indices.min(by: { rewards[$0] < rewards[$1] }),
+        rewards[best] - rewards[worst] > minimumGap
+    else { return nil }
     return (best, worst)
 }
 
@@ -198,9 +207,11 @@ private struct RoundDirection {
 }
 
 /// One round: sample, reward, pair, update. Returns a short progress line.
-private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], images: [[Int32]], labels: SuderLabels?,
-                      workbench: ModelWorkbench, reference: Transformer?, session: TrainingSession, sampleLog: MetricsLog?,
-                      record: inout MetricsRecord) throws -> String {
+private func runRound(
+    round: Int, settings: SuderSettings, prompts: [[Int32]], images: [[Int32]], labels: SuderLabels?,
+    workbench: ModelWorkbench, reference: Transformer?, session: TrainingSession, sampleLog: MetricsLog?,
+    record: inout MetricsRecord
+) throws -> String {
     let comm = session.job.comm, vocabulary = workbench.vocabulary, K = settings.k
     var sums = MetricSums()
     var times = (sampling: 0.0, scoring: 0.0, update: 0.0, communication: 0.0)
@@ -211,21 +222,26 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
     // One direction at a time: draw K samples per item, reward each, keep each group's best and
     // worst. The directions differ only in what is drawn, how it is rewarded and the context.
     let directions = [
-        RoundDirection(direction: .generation, purpose: StreamPurpose.suderImage, items: prompts, perRound: settings.promptsPerRound,
-                       context: { vocabulary.generationPrefix(prompt: prompts[$0]) },
-                       draw: { items, seeds in workbench.sampleImages(prompts: items.map { prompts[$0] }, seeds: seeds, settings: settings.imageSampling) },
-                       // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
-                       selfReward: { items, drawn in
-                           workbench.textGivenImage(texts: items.map { prompts[$0] }, images: drawn, task: .prompt).map(\.mean) },
-                       oracleReward: { item, tokens in Double(workbench.oracle.imageReward(imageTokens: tokens, record: labels!.promptRecords[item])) }),
-        RoundDirection(direction: .understanding, purpose: StreamPurpose.suderCaption, items: images, perRound: settings.imagesPerRound,
-                       context: { vocabulary.understandingPrefix(image: images[$0], task: .caption) },
-                       draw: { items, seeds in
-                           workbench.sampleCaptions(images: items.map { images[$0] }, seeds: seeds, temperature: settings.temperature, topK: settings.topK) },
-                       // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.
-                       selfReward: { items, drawn in
-                           workbench.imageGivenText(images: items.map { images[$0] }, texts: drawn.map(workbench.captionText)).map(\.mean) },
-                       oracleReward: { item, tokens in Double(workbench.oracle.captionReward(captionTokens: tokens, scene: labels!.imageScenes[item])) }),
+        RoundDirection(
+            direction: .generation, purpose: StreamPurpose.suderImage, items: prompts, perRound: settings.promptsPerRound,
+            context: { vocabulary.generationPrefix(prompt: prompts[$0]) },
+            draw: { items, seeds in workbench.sampleImages(prompts: items.map { prompts[$0] }, seeds: seeds, settings: settings.imageSampling) },
+            // R_gen = (1/|X_T|) log p(X_T | Y_V): the prompt (and its EOS) given the drawn image.
+            selfReward: { items, drawn in
+                workbench.textGivenImage(texts: items.map { prompts[$0] }, images: drawn, task: .prompt).map(\.mean)
+            },
+            oracleReward: { item, tokens in Double(workbench.oracle.imageReward(imageTokens: tokens, record: labels!.promptRecords[item])) }),
+        RoundDirection(
+            direction: .understanding, purpose: StreamPurpose.suderCaption, items: images, perRound: settings.imagesPerRound,
+            context: { vocabulary.understandingPrefix(image: images[$0], task: .caption) },
+            draw: { items, seeds in
+                workbench.sampleCaptions(images: items.map { images[$0] }, seeds: seeds, temperature: settings.temperature, topK: settings.topK)
+            },
+            // R_und = (1/|X_V|) log p(X_V | Y_T): the image tokens given the drawn caption.
+            selfReward: { items, drawn in
+                workbench.imageGivenText(images: items.map { images[$0] }, texts: drawn.map(workbench.captionText)).map(\.mean)
+            },
+            oracleReward: { item, tokens in Double(workbench.oracle.captionReward(captionTokens: tokens, scene: labels!.imageScenes[item])) }),
     ]
     for part in directions where settings.mode.trains(part.direction, round: round) {
         let name = part.direction.rawValue
@@ -249,8 +265,10 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
             guard let (best, worst) = bestAndWorst(group, minimumGap: settings.minimumRewardGap[part.direction]!) else {
                 sums.add("\(name)/ties", 1); continue
             }
-            pairs.append(PreferencePair(direction: part.direction, context: part.context(i), chosen: drawn[n * K + best],
-                                        rejected: drawn[n * K + worst]))
+            pairs.append(
+                PreferencePair(
+                    direction: part.direction, context: part.context(i), chosen: drawn[n * K + best],
+                    rejected: drawn[n * K + worst]))
         }
     }
 
@@ -259,8 +277,9 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
     comm.allreduce(&pairCounts, op: .sum)
     for _ in 0..<settings.stepsPerRound {
         let start = DispatchTime.now().uptimeNanoseconds
-        let update = try preferenceUpdate(pairs: pairs, globalCounts: pairCounts, settings: settings, reference: reference,
-                                          session: session, sums: &sums)
+        let update = try preferenceUpdate(
+            pairs: pairs, globalCounts: pairCounts, settings: settings, reference: reference,
+            session: session, sums: &sums)
         times.communication += update.communication
         times.update += elapsedSeconds(since: start) - update.communication
         // Every rank holds the same global norm: count it once.
@@ -286,8 +305,9 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
     record.set("time/scoring_s", timeSums[1])
     record.set("time/update_s", timeSums[2])
     record.set("time/communication_s", timeSums[3])
-    try recordFidelity(round: round, samples: samples, minimumRewardGap: settings.minimumRewardGap, labels: labels,
-                       workbench: workbench, comm: comm, sampleLog: sampleLog, record: &record)
+    try recordFidelity(
+        round: round, samples: samples, minimumRewardGap: settings.minimumRewardGap, labels: labels,
+        workbench: workbench, comm: comm, sampleLog: sampleLog, record: &record)
 
     let parts = Direction.allCases.compactMap { d -> String? in
         guard let margin = sums.mean("\(d.rawValue)/rewards/margins") else { return nil }
@@ -298,8 +318,10 @@ private func runRound(round: Int, settings: SuderSettings, prompts: [[Int32]], i
 
 /// Gradient of the preference loss over this rank's pairs, one direction at a time so each
 /// direction's global gradient norm can be logged, then one AdamW step.
-private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], settings: SuderSettings, reference: Transformer?,
-                              session: TrainingSession, sums: inout MetricSums) throws -> (communication: Double, gradNorms: [(Direction, Double)]) {
+private func preferenceUpdate(
+    pairs: [PreferencePair], globalCounts: [Int], settings: SuderSettings, reference: Transformer?,
+    session: TrainingSession, sums: inout MetricSums
+) throws -> (communication: Double, gradNorms: [(Direction, Double)]) {
     let model = session.model
     let chunkPairs = max(1, model.batchCapacity / 2)
     var communication = 0.0
@@ -321,13 +343,15 @@ private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], sett
             let rejectedLengths = stride(from: 1, to: lengths.count, by: 2).map { lengths[$0] }
             let losses: PreferenceLosses
             if let referenceSums {
-                losses = dpoLoss(chosenLogProbs: chosen, rejectedLogProbs: rejected,
-                                 referenceChosenLogProbs: stride(from: 0, to: referenceSums.count, by: 2).map { referenceSums[$0] },
-                                 referenceRejectedLogProbs: stride(from: 1, to: referenceSums.count, by: 2).map { referenceSums[$0] },
-                                 beta: settings.dpoBeta)
+                losses = dpoLoss(
+                    chosenLogProbs: chosen, rejectedLogProbs: rejected,
+                    referenceChosenLogProbs: stride(from: 0, to: referenceSums.count, by: 2).map { referenceSums[$0] },
+                    referenceRejectedLogProbs: stride(from: 1, to: referenceSums.count, by: 2).map { referenceSums[$0] },
+                    beta: settings.dpoBeta)
             } else {
-                losses = simpoLoss(chosenLogProbs: chosen, chosenLengths: chosenLengths, rejectedLogProbs: rejected,
-                                   rejectedLengths: rejectedLengths, beta: settings.beta, gamma: settings.gamma)
+                losses = simpoLoss(
+                    chosenLogProbs: chosen, chosenLengths: chosenLengths, rejectedLogProbs: rejected,
+                    rejectedLengths: rejectedLengths, beta: settings.beta, gamma: settings.gamma)
             }
             let scale = settings.lossWeight[direction]! / Double(globalCounts[d])
             // d/d logp_w of chosenNLL * (-logp_w / |y_w|).
@@ -365,9 +389,11 @@ private func preferenceUpdate(pairs: [PreferencePair], globalCounts: [Int], sett
 /// (`fidelity_auc`); and the oracle's score of all samples. Each group's pair is re-derived from
 /// its gathered rewards by the same `bestAndWorst`, so only the samples travel. With
 /// `suder.log_samples` every sample goes to `samples.jsonl` with its reward and the oracle's verdict.
-private func recordFidelity(round: Int, samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)],
-                            minimumRewardGap: [Direction: Double], labels: SuderLabels?, workbench: ModelWorkbench,
-                            comm: Communicator, sampleLog: MetricsLog?, record: inout MetricsRecord) throws {
+private func recordFidelity(
+    round: Int, samples: [(direction: Direction, item: Int, tokens: [Int32], reward: Double)],
+    minimumRewardGap: [Direction: Double], labels: SuderLabels?, workbench: ModelWorkbench,
+    comm: Communicator, sampleLog: MetricsLog?, record: inout MetricsRecord
+) throws {
     var writer = ByteWriter()
     writer.u32(UInt32(samples.count))
     for sample in samples {
@@ -390,13 +416,16 @@ private func recordFidelity(round: Int, samples: [(direction: Direction, item: I
             guard count <= reader.remaining / 4 else { throw AgreedError("malformed gathered samples", exitCode: 1) }
             let tokens = try (0..<count).map { _ in Int32(bitPattern: try reader.u32("token")) }
             let found = direction == .generation ? workbench.oracle.imageVerdict(imageTokens: tokens, record: labels.promptRecords[item]) : nil
-            let score = direction == .generation
+            let score =
+                direction == .generation
                 ? (found?.verdict.correct == true ? 1 : 0)
                 : workbench.oracle.captionReward(captionTokens: tokens, scene: labels.imageScenes[item])
             groups[direction, default: [:]][item, default: []].append((reward, score))
             if let sampleLog {
-                sampleLog.append(sampleRecord(round: round, direction: direction, item: item, tokens: tokens, reward: reward,
-                                              oracle: score, found: found, labels: labels, workbench: workbench))
+                sampleLog.append(
+                    sampleRecord(
+                        round: round, direction: direction, item: item, tokens: tokens, reward: reward,
+                        oracle: score, found: found, labels: labels, workbench: workbench))
             }
         }
     }
@@ -447,9 +476,11 @@ func withinGroupRanking(_ group: [(reward: Double, oracle: Float)]) -> (wins: Do
 }
 
 /// One line of `samples.jsonl`: what was drawn, its self-reward, the oracle's verdict and why.
-private func sampleRecord(round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
-                          found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
-                          workbench: ModelWorkbench) -> MetricsRecord {
+private func sampleRecord(
+    round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
+    found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
+    workbench: ModelWorkbench
+) -> MetricsRecord {
     var line = MetricsRecord()
     line.set("step", round)
     line.set("direction", direction.rawValue)

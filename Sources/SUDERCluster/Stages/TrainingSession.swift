@@ -25,9 +25,10 @@ final class TrainingSession {
         self.model = model
         self.optimizer = optimizer
         let directory = job.stageDirectory(stage.rawValue)
-        store = CheckpointStore(directory: directory, keepLast: job.config.int("checkpoint.keep_last"),
-                                compressionLevel: job.config.int("checkpoint.zstd_level"),
-                                threads: job.config.int("checkpoint.zstd_threads"), comm: job.comm)
+        store = CheckpointStore(
+            directory: directory, keepLast: job.config.int("checkpoint.keep_last"),
+            compressionLevel: job.config.int("checkpoint.zstd_level"),
+            threads: job.config.int("checkpoint.zstd_threads"), comm: job.comm)
         store.exitIfDone(stage: stage.rawValue)
         StopSignals.install(graceSeconds: 0)
         let loaded: LoadedCheckpoint?
@@ -47,8 +48,9 @@ final class TrainingSession {
             try initialise()
         }
         try synchronizeParameters(model, comm: job.comm)
-        metrics = try MetricsLog(url: directory.appendingPathComponent("metrics.jsonl"), comm: job.comm,
-                                 resumeAfterStep: loaded == nil ? nil : step)
+        metrics = try MetricsLog(
+            url: directory.appendingPathComponent("metrics.jsonl"), comm: job.comm,
+            resumeAfterStep: loaded == nil ? nil : step)
     }
 
     func advance() { step += 1 }
@@ -60,8 +62,9 @@ final class TrainingSession {
         job.comm.allreduce(model.gradients, op: .sum, file: #fileID, line: #line)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         if let index = firstNonFiniteIndex(UnsafeBufferPointer(model.gradients)) {
-            throw AgreedError("\(stage.rawValue) step \(step + 1): \(what) gradient element \(index) is \(model.gradients[index]); "
-                + "stopping before it reaches the weights or a checkpoint (lower the learning rate?)", exitCode: 1)
+            throw AgreedError(
+                "\(stage.rawValue) step \(step + 1): \(what) gradient element \(index) is \(model.gradients[index]); "
+                    + "stopping before it reaches the weights or a checkpoint (lower the learning rate?)", exitCode: 1)
         }
         return seconds
     }
@@ -71,8 +74,10 @@ final class TrainingSession {
         guard savedStep != step else { return }
         let started = Date()
         do {
-            try store.save(makeCheckpoint(stage: stage, step: step, round: stage == .suder ? step : 0, job: job, model: model,
-                                          optimizer: optimizer, extra: extra), rankState: [])
+            try store.save(
+                makeCheckpoint(
+                    stage: stage, step: step, round: stage == .suder ? step : 0, job: job, model: model,
+                    optimizer: optimizer, extra: extra), rankState: [])
         } catch let error as CheckpointError {
             // The store throws the same error on every rank: end together with rank 0's message
             // instead of an MPI abort.

@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "suder", targets: ["suder"]),
         .library(name: "SUDERCluster", targets: ["SUDERCluster"]),
+        .library(name: "ClusterRuntime", targets: ["ClusterRuntime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,25 +39,39 @@ let package = Package(
         .target(name: "World", dependencies: ["CZlib"], swiftSettings: numericSettings),
         // The judge: the detector, the GenEval-mini scorer and the oracle, built on the world.
         .target(name: "GenEvalMini", dependencies: ["World"], swiftSettings: numericSettings),
-        // Distributed runtime, config, stages and checkpoints: composes the two above.
+        // How ranks cooperate, whatever the job: the communicator (MPI or one process), the job
+        // context and config resolution, the checkpoint store (zstd, xxhash), stop signals,
+        // metric reduction and logs, sharding and stream seeds. Knows nothing of the model or the
+        // world. COpenBLAS only to set the BLAS threads per rank; Yams parses the YAML configs.
+        .target(
+            name: "ClusterRuntime",
+            dependencies: ["CMPI", "CZstd", "COpenBLAS", "Yams"],
+            swiftSettings: numericSettings
+        ),
+        // What SUDER does: the config schema, the data, pretrain, suder and eval stages, report,
+        // export and doctor, composing the runtime with the model, the world and the judge. No MPI here;
+        // CZstd and COpenBLAS only for doctor's version report and zstd round trip.
         .target(
             name: "SUDERCluster",
-            dependencies: ["CMPI", "CZstd", "COpenBLAS", "Model", "World", "GenEvalMini", "Yams"],
+            dependencies: ["ClusterRuntime", "CZstd", "COpenBLAS", "Model", "World", "GenEvalMini"],
             swiftSettings: numericSettings
         ),
         // Thin command line over SUDERCluster.
         .executableTarget(
             name: "suder",
-            dependencies: ["SUDERCluster", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SUDERCluster", "ClusterRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Multi-rank checks run under a real `mpirun` by scripts/test; each rank verifies its own
         // result and the process exit code carries the verdict.
-        .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster", "Model"]),
+        .executableTarget(name: "suder-mpitests", dependencies: ["SUDERCluster", "ClusterRuntime", "Model"]),
 
+        // Unit tests, one target per library under test; ModelTests' fixtures come from
+        // tools/torch_reference.py. SUDERClusterTests also covers the runtime's checkpoint store,
+        // config resolution and metrics (they share its test checkpoints).
         .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
         .testTarget(name: "WorldTests", dependencies: ["World", "GenEvalMini"]),
         .testTarget(name: "GenEvalMiniTests", dependencies: ["GenEvalMini"]),
-        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster", "GenEvalMini"]),
+        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster", "ClusterRuntime", "GenEvalMini"]),
     ],
     // Swift 5 language mode: the kernels share unsafe buffers between OpenBLAS and Swift loops,
     // which Swift 6's strict Sendable checking cannot express without copies.

@@ -1,18 +1,9 @@
 import Foundation
 
-/// A small, fast, seedable generator (xoshiro256**, seeded through SplitMix64) whose whole state
-/// is four words, so a checkpoint can save and restore it exactly. Used for initialisation,
-/// sampling, data order and anything else that must be reproducible from a seed.
-public struct SeededRNG: RandomNumberGenerator, Equatable {
-    /// The four state words; assign a saved value to resume the exact stream.
-    public var state: [UInt64] {
-        get { [s0, s1, s2, s3] }
-        set {
-            precondition(newValue.count == 4, "SeededRNG state has four words")
-            (s0, s1, s2, s3) = (newValue[0], newValue[1], newValue[2], newValue[3])
-        }
-    }
-
+/// xoshiro256**, seeded through SplitMix64: the model's generator for initialisation, sampling,
+/// data order and anything else that must be reproducible from a seed (the world has its own,
+/// `SplitMix64RNG`, so the two packages stay independent).
+public struct Xoshiro256RNG: RandomNumberGenerator, Equatable {
     private var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
 
     public init(seed: UInt64) {

@@ -57,7 +57,7 @@ public final class Sampler {
 
         var outputs = [[Int32]](repeating: [], count: P)
         for i in 0..<P { outputs[i].reserveCapacity(maxNewTokens) }
-        var rngs = seeds.map { SeededRNG(seed: $0) }
+        var rngs = seeds.map { Xoshiro256RNG(seed: $0) }
         var lengths = streamPrompts.map(\.count)
         // Prefill: every prompt token of every stream in one pass; logits at each stream's last token.
         var rows = 0
@@ -192,7 +192,7 @@ public final class Sampler {
     /// Picks one token from [range) of the (guided) logits.
     private func chooseToken(
         conditional: UnsafePointer<Float>, unconditional: UnsafePointer<Float>?, guidanceWeight: Float,
-        range: Range<Int32>, temperature: Float, topK: Int, rng: inout SeededRNG, scratch b: SamplerBuffers
+        range: Range<Int32>, temperature: Float, topK: Int, rng: inout Xoshiro256RNG, scratch b: SamplerBuffers
     ) -> Int32 {
         let lo = Int(range.lowerBound), n = range.count
         let x = b.candidates

@@ -84,7 +84,7 @@ public final class Transformer {
     /// Norm gains 1; matrices N(0, initStd), the residual output projections (wo, w2) scaled by
     /// 1/sqrt(2 nLayers) so the residual stream's variance does not grow with depth.
     private func initialiseParameters(seed: UInt64) {
-        var rng = SeededRNG(seed: seed)
+        var rng = Xoshiro256RNG(seed: seed)
         let residualScale = 1 / Double(2 * config.nLayers).squareRoot()
         for entry in parameterTable {
             let p = parameters.baseAddress! + entry.offset
@@ -104,18 +104,6 @@ public final class Transformer {
 
     public func entry(named name: String) -> ParameterEntry? {
         parameterTable.first { $0.name == name }
-    }
-
-    /// The slice of `parameters` holding one named tensor.
-    public func parameter(_ name: String) -> UnsafeMutableBufferPointer<Float> {
-        guard let e = entry(named: name) else { preconditionFailure("no parameter \(name)") }
-        return UnsafeMutableBufferPointer(rebasing: parameters[e.offset..<(e.offset + e.count)])
-    }
-
-    /// The slice of `gradients` for one named tensor.
-    public func gradient(_ name: String) -> UnsafeMutableBufferPointer<Float> {
-        guard let e = entry(named: name) else { preconditionFailure("no parameter \(name)") }
-        return UnsafeMutableBufferPointer(rebasing: gradients[e.offset..<(e.offset + e.count)])
     }
 
     // MARK: - Forward

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import Model
 import World
@@ -92,7 +93,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
     // Everything is allocated here, before the timed loops.
     let model = Transformer(config: config, seed: 0, batchCapacity: B)
     let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount)
-    var rng = SeededRNG(seed: 1)
+    var rng = Xoshiro256RNG(seed: 1)
     var trainBatch = TokenBatch(batchSize: B, seqLen: T)
     for i in trainBatch.tokens.indices { trainBatch.tokens[i] = Int32.random(in: 0..<Int32(config.vocabSize), using: &rng) }
     var scoreBatch = trainBatch, preferenceBatch = trainBatch
@@ -265,7 +266,8 @@ private func printBenchTable(_ r: ModelBenchReport) {
 public func benchModelConfig(file: URL?, overrides: [String], vocabularySize: Int, sequenceLength: Int) throws -> ModelConfig {
     let config = try ResolvedConfig.resolve(file: file, overrides: overrides)
     try checkConsistency(config)
-    var model = modelConfig(config, vocabulary: Vocabulary(codebookSize: vocabularySize - Vocabulary.specialNames.count - Vocabulary.worldWords.count))
+    var model = ModelSettings(config).modelConfig(
+        vocabulary: Vocabulary(codebookSize: vocabularySize - Vocabulary.specialNames.count - Vocabulary.worldWords.count))
     model.maxSeq = max(model.maxSeq, sequenceLength)
     return model
 }

@@ -60,7 +60,7 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
     }
     func url(_ name: String) -> URL { outDir.appendingPathComponent(name) }
     let generator = config.sceneGenerator
-    func stream(_ id: UInt64) -> SeededGenerator { SeededGenerator(seed: config.seed, stream: id) }
+    func stream(_ id: UInt64) -> SplitMix64RNG { SplitMix64RNG(seed: config.seed, stream: id) }
 
     // Prompts: train, dev and test by equivalence class.
     var splitRandom = stream(1)
@@ -75,7 +75,7 @@ public func writeDataset(config: WorldConfig, outDir: URL, judge: GroundTruthJud
     let trainAllowed = splits.allowedCombinations(.train)
     // Every scene any training item shows, so no eval image repeats one.
     var trainingScenes = Set<[String]>()
-    func trainingScene(_ index: Int, _ random: inout SeededGenerator) -> (record: MetadataRecord, scene: Scene) {
+    func trainingScene(_ index: Int, _ random: inout SplitMix64RNG) -> (record: MetadataRecord, scene: Scene) {
         let record = splits.prompts(.train, Category.allCases[index % Category.allCases.count]).randomElement(using: &random)!
         let scene = generator.scene(for: record, allowed: trainAllowed, using: &random)
         trainingScenes.insert(scene.identity)

@@ -31,7 +31,7 @@ public struct ImperfectRenderMaker: Sendable {
     /// (40%), swapped for another patch of the same image (a wrong outline, 50%) or for any code
     /// (another colour, 10%); a background patch beside an object gains a stray patch of the
     /// image (90%) or any code (10%).
-    public func damage(_ codes: [Int32], using random: inout SeededGenerator) -> [Int32] {
+    public func damage(_ codes: [Int32], using random: inout SplitMix64RNG) -> [Int32] {
         let side = Int(Double(codes.count).squareRoot())
         let objectCodes = codes.filter { $0 != backgroundCode }
         guard side * side == codes.count, !objectCodes.isEmpty else { return codes }
@@ -70,7 +70,7 @@ public struct ImperfectRenderMaker: Sendable {
     /// object satisfies its single_object prompt).
     public func prompt(
         intact: [SceneObject], original: MetadataRecord,
-        using random: inout SeededGenerator
+        using random: inout SplitMix64RNG
     ) -> (text: String, source: PromptSource) {
         if sceneSatisfies(original, objects: intact) { return (original.prompt, .original) }
         for category in Category.allCases.shuffled(using: &random) {

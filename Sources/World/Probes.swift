@@ -40,7 +40,7 @@ public struct ObjectKind: Hashable, Comparable, Sendable {
 /// scenes contain them (most popular first).
 public func makeProbes(
     scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
-    askable: Set<ObjectKind> = Set(ObjectKind.all), generator: inout SeededGenerator
+    askable: Set<ObjectKind> = Set(ObjectKind.all), generator: inout SplitMix64RNG
 ) -> [Probe] {
     let present = Set(scene.objects.map { ObjectKind(color: $0.color, shape: $0.shape) })
     let presentList = present.sorted().shuffled(using: &generator)

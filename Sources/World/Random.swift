@@ -1,6 +1,6 @@
-/// A small seeded generator (SplitMix64): the world must be reproducible from its seed on every
-/// platform, which `SystemRandomNumberGenerator` is not.
-public struct SeededGenerator: RandomNumberGenerator {
+/// SplitMix64: the world's seeded generator. The world must be reproducible from its seed on
+/// every platform, which `SystemRandomNumberGenerator` is not.
+public struct SplitMix64RNG: RandomNumberGenerator {
     private var state: UInt64
 
     public init(seed: UInt64) { state = seed }
@@ -8,7 +8,7 @@ public struct SeededGenerator: RandomNumberGenerator {
     /// A generator for an independent stream (one per split) derived from one seed, so adding
     /// examples to one split does not shift the others.
     public init(seed: UInt64, stream: UInt64) {
-        var mixer = SeededGenerator(seed: seed ^ (stream &* 0xD1B5_4A32_D192_ED03))
+        var mixer = SplitMix64RNG(seed: seed ^ (stream &* 0xD1B5_4A32_D192_ED03))
         state = mixer.next()
     }
 

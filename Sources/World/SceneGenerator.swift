@@ -24,7 +24,7 @@ public struct SceneGenerator: Sendable {
     /// split's held-out combinations).
     public func scene(
         for record: MetadataRecord, allowed: Set<ObjectKind> = Set(ObjectKind.all),
-        using generator: inout SeededGenerator
+        using generator: inout SplitMix64RNG
     ) -> Scene {
         precondition(namedCombinations(record).allSatisfy(allowed.contains), "SceneGenerator: '\(record.prompt)' names a combination this split may not show")
         var wanted: [(shape: ShapeClass, color: ObjectColor?)] = []
@@ -51,7 +51,7 @@ public struct SceneGenerator: Sendable {
 
     private func place(
         shape: ShapeClass, color: ObjectColor, among objects: [SceneObject], largest: Int,
-        using generator: inout SeededGenerator
+        using generator: inout SplitMix64RNG
     ) -> SceneObject? {
         for _ in 0..<100 {
             let size = Int.random(in: minObjectSize...largest, using: &generator)

@@ -77,7 +77,7 @@ func classesPerEvalSplit(_ classCount: Int) -> Int { max(1, (classCount + 7) / 8
 /// - two_object, counting, position: a seeded eighth of the classes each to dev and test, retried
 ///   until every word of the category still occurs in a train prompt.
 /// - single_object: every prompt in every split (`categoriesNotHeldOut`).
-public func splitPromptSpace(generator: inout SeededGenerator) -> PromptSplits {
+public func splitPromptSpace(generator: inout SplitMix64RNG) -> PromptSplits {
     let shapes = ShapeClass.allCases, colors = ObjectColor.allCases.shuffled(using: &generator)
     precondition(colors.count >= 2 * shapes.count, "splitPromptSpace: needs two colours per shape to hold out combinations")
     var heldOut: [EvalSplit: [ObjectKind]] = [:]

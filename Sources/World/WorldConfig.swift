@@ -1,5 +1,5 @@
 /// Everything that shapes a generated world and its dataset. Plain values with defaults; the
-/// cluster's YAML `world.*` keys map onto these fields one to one.
+/// config's `data.*` keys map onto these fields (`worldConfig` in the data stage).
 public struct WorldConfig: Equatable, Sendable {
     public var canvasSize = 32
     public var patchSize = 4

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import SUDERCluster
 
@@ -17,10 +18,6 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     defer { if comm.isRoot { try? FileManager.default.removeItem(at: directory) } }
     let store = CheckpointStore(directory: directory, keepLast: 2, compressionLevel: 3, threads: 1, comm: comm)
 
-    // Rank states of different lengths, so a mix-up between ranks cannot go unnoticed.
-    func rankState(_ rank: Int, step: Int) -> [UInt8] {
-        Array(repeating: Array("rng of rank \(rank) at step \(step);".utf8), count: rank + 1).flatMap { $0 }
-    }
     func checkpoint(step: Int) -> Checkpoint {
         let weights = (0..<1000).map { Float($0 % 97) * 0.01 + Float(step) }
         let header = CheckpointHeader(
@@ -29,22 +26,22 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
         return Checkpoint(header: header, sections: ["weights": floatsToBytes(weights), "data_position": [UInt8(step)]])
     }
 
-    // 1. Save, load back: same weights everywhere, and each rank its own state.
+    // 1. Save, load back: rank 0's checkpoint on every rank.
     var roundTrip = false
     do {
-        try store.save(checkpoint(step: 1), rankState: rankState(comm.rank, step: 1))
-        try store.save(checkpoint(step: 2), rankState: rankState(comm.rank, step: 2))
+        try store.save(checkpoint(step: 1))
+        try store.save(checkpoint(step: 2))
         if let loaded = try store.loadNewestValid() {
             roundTrip =
                 loaded.checkpoint.header.step == 2
                 && loaded.checkpoint.header.rankCount == comm.size
                 && loaded.checkpoint.sections["weights"] == checkpoint(step: 2).sections["weights"]
-                && loaded.rankState == rankState(comm.rank, step: 2)
+                && loaded.checkpoint.sections["data_position"] == [2]
         }
     } catch {
         printError("rank \(comm.rank): \(error)")
     }
-    record("save and load with per-rank RNG states on \(comm.size) ranks", roundTrip)
+    record("save and load on \(comm.size) ranks", roundTrip)
 
     // 2. A write that fails on rank 0 (file size limit: EFBIG mid-write) fails on every rank with
     //    rank 0's message, and the earlier checkpoint still loads.
@@ -65,7 +62,7 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
         setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limited)
     }
     do {
-        try store.save(big, rankState: rankState(comm.rank, step: 3))
+        try store.save(big)
     } catch let error as CheckpointError {
         failureSeen = error.kind == .writeFailed && error.description.contains("padding.zst")
     } catch {
@@ -87,21 +84,21 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     }
     var refused = false
     do {
-        try store.save(poisoned, rankState: [])
+        try store.save(poisoned)
     } catch let error as CheckpointError {
         refused = error.kind == .invalidInput
     } catch {}
     record("non-finite weights on one rank refused on every rank", refused)
 
     // 4. A torn newest checkpoint on rank 0's disk: every rank falls back to the previous one
-    //    and gets its own state from it.
+    //    and gets rank 0's copy of it.
     var fellBack = false
     if comm.isRoot {
         let newest = directory.appendingPathComponent(CheckpointStore.directoryName(step: 2)).appendingPathComponent("weights.zst")
         if let bytes = try? Data(contentsOf: newest) { try? bytes.prefix(bytes.count / 2).write(to: newest) }
     }
     if let loaded = try? store.loadNewestValid() {
-        fellBack = loaded.checkpoint.header.step == 1 && loaded.rankState == rankState(comm.rank, step: 1) && loaded.notes.count == 1
+        fellBack = loaded.checkpoint.header.step == 1 && loaded.checkpoint.sections["data_position"] == [1] && loaded.notes.count == 1
     }
     record("torn newest checkpoint moved aside, previous one loaded on every rank", fellBack)
 
@@ -111,10 +108,21 @@ func checkpointChecks(comm: Communicator) -> [(name: String, passed: Bool)] {
     let stop = StopSignals.shouldCheckpointAndStop(comm)
     record("stop signal on one rank stops every rank at the same step", stop && StopSignals.requested == (comm.rank == comm.size - 1))
 
-    // 6. DONE marker seen by every rank.
-    let doneBefore = store.isDone()
+    // 6. DONE marker, as rank 0 sees it, on every rank.
+    func done() -> Bool? { try? comm.rootDecides { CheckpointStore.hasDoneMarker(directory) } }
+    let doneBefore = done()
     let marked = (try? store.markDone(step: 2)) != nil
-    record("DONE marker", !doneBefore && marked && store.isDone())
+    record("DONE marker", doneBefore == false && marked && done() == true)
+
+    // 7. Rank 0 decides: its answer and its error reach every rank unchanged.
+    let answer = try? comm.rootDecides { "decided by rank \(comm.rank)" }
+    var sameError = false
+    do {
+        _ = try comm.rootDecides { () throws -> Bool in throw AllRanksError("rank \(comm.rank) refuses", exitCode: 3) }
+    } catch let error as AllRanksError {
+        sameError = error.description == "rank 0 refuses" && error.exitCode == 3
+    } catch {}
+    record("rank 0's answer and error reach every rank", answer == "decided by rank 0" && sameError)
 
     return results
 }

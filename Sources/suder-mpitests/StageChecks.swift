@@ -1,10 +1,13 @@
+import ClusterRuntime
 import Foundation
 import SUDERCluster
 
 // Comparisons of two stage runs for Tests/mpi/stages.sh, run as one process after the runs:
 //   suder-mpitests compare-checkpoints DIR_A DIR_B TOLERANCE
-//   suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE
-// TOLERANCE 0 means bitwise; otherwise the script states why its value is enough.
+//   suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE [KEY=TOLERANCE ...]
+// TOLERANCE 0 means bitwise; otherwise the script states why its value is enough, per quantity
+// where one quantity needs its own (KEY names a metric, or its family as in `grad_norm` for
+// `grad_norm/generation`).
 
 /// Metrics that measure the machine, not the training: they differ between any two runs.
 let machineDependentMetrics: Set<String> = [
@@ -68,11 +71,25 @@ func compareCheckpoints(_ arguments: [String]) -> Bool {
 }
 
 /// Two `metrics.jsonl` files: the same lines with the same keys; every value except the
-/// machine-dependent ones equal (tolerance 0) or within relative tolerance t.
+/// machine-dependent ones equal (tolerance 0) or within relative tolerance t, or within the
+/// tolerance given for its key.
 func compareMetrics(_ arguments: [String]) -> Bool {
-    guard arguments.count == 3, let tolerance = Double(arguments[2]), tolerance >= 0 else {
-        printError("usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE")
+    let usage = "usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE [KEY=TOLERANCE ...]"
+    guard arguments.count >= 3, let tolerance = Double(arguments[2]), tolerance >= 0 else {
+        printError(usage)
         return false
+    }
+    var keyTolerances: [String: Double] = [:]
+    for argument in arguments.dropFirst(3) {
+        let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, let value = Double(parts[1]), value >= 0 else {
+            printError("compare-metrics: '\(argument)' is not KEY=TOLERANCE; \(usage)")
+            return false
+        }
+        keyTolerances[parts[0]] = value
+    }
+    func toleranceFor(_ key: String) -> Double {
+        keyTolerances[key] ?? keyTolerances.first { key.hasPrefix($0.key + "/") }?.value ?? tolerance
     }
     func records(_ path: String) -> [[String: Any]]? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
@@ -86,7 +103,7 @@ func compareMetrics(_ arguments: [String]) -> Bool {
         print("metrics: \(first.count) lines vs \(second.count)")
         return false
     }
-    var compared = 0, largestRelative = 0.0, mismatches: [String] = []
+    var compared = 0, largestRelative = 0.0, largestRelativeByKey: [String: Double] = [:], mismatches: [String] = []
     for (number, (x, y)) in zip(first, second).enumerated() {
         let keys = x.keys.sorted()
         guard keys == y.keys.sorted(), !keys.isEmpty else {
@@ -98,8 +115,12 @@ func compareMetrics(_ arguments: [String]) -> Bool {
             if let p = x[key] as? NSNumber, let q = y[key] as? NSNumber {
                 // Exact comparison first: the Doubles read back from the shortest decimal are exact.
                 let relative = p.doubleValue == q.doubleValue ? 0 : abs(p.doubleValue - q.doubleValue) / max(abs(p.doubleValue), 1e-12)
-                largestRelative = max(largestRelative, relative)
-                if relative > tolerance { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
+                if let family = keyTolerances.keys.first(where: { key == $0 || key.hasPrefix($0 + "/") }) {
+                    largestRelativeByKey[family] = max(largestRelativeByKey[family] ?? 0, relative)
+                } else {
+                    largestRelative = max(largestRelative, relative)
+                }
+                if relative > toleranceFor(key) { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
             } else if "\(x[key]!)" != "\(y[key]!)" {
                 mismatches.append("line \(number + 1) \(key): \(x[key]!) vs \(y[key]!)")
             }
@@ -109,6 +130,9 @@ func compareMetrics(_ arguments: [String]) -> Bool {
         String(
             format: "metrics: %d lines, %d values compared, largest relative difference %.3g, tolerance %.3g",
             first.count, compared, largestRelative, tolerance))
+    for (family, value) in keyTolerances.sorted(by: { $0.key < $1.key }) {
+        print(String(format: "  %@: largest relative difference %.3g, tolerance %.3g", family, largestRelativeByKey[family] ?? 0, value))
+    }
     for mismatch in mismatches.prefix(10) { print("  DIFFERENT \(mismatch)") }
     return mismatches.isEmpty
 }

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import SUDERCluster
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterRuntime
 import Foundation
 import SUDERCluster
 
@@ -10,7 +11,7 @@ struct StageArguments: ParsableArguments {
     @Option(name: .customLong("run-dir"), help: "Directory for this run's outputs, checkpoints and logs.")
     var runDir: String
 
-    @Argument(help: "Config overrides, e.g. model.d_model=128 suder.beta=2.5.")
+    @Argument(help: "Config overrides, e.g. model.d_model=128 suder.simpo_beta=2.5.")
     var overrides: [String] = []
 
     var options: StageOptions {
@@ -23,7 +24,7 @@ struct StageArguments: ParsableArguments {
 /// Starts the communicator, resolves the config (all ranks exit together on a bad one) and runs
 /// `body`; never returns.
 func runJob(_ arguments: StageArguments, _ body: (JobContext) throws -> Void) -> Never {
-    let job = prepareJob(comm: makeCommunicator(), options: arguments.options)
+    let job = prepareJob(comm: makeCommunicator(), options: arguments.options, schema: configSchema)
     runReportingErrors(job) { try body(job) }
 }
 

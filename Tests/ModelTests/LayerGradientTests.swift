@@ -7,7 +7,7 @@ import XCTest
 /// Central differences with h = 1e-5 have truncation error ~h^2 and rounding ~1e-16/h, so
 /// agreement to 1e-7 (relative to the gradient scale) means the analytic gradient is right.
 final class LayerGradientTests: XCTestCase {
-    var rng = SeededRNG(seed: 7)
+    var rng = Xoshiro256RNG(seed: 7)
 
     func random(_ n: Int, scale: Double = 1) -> [Double] { (0..<n).map { _ in rng.nextGaussian() * scale } }
 

@@ -88,7 +88,7 @@ final class SamplerTests: XCTestCase {
     }
 
     func testKthLargest() {
-        var rng = SeededRNG(seed: 3)
+        var rng = Xoshiro256RNG(seed: 3)
         let values = (0..<50).map { _ in Float(rng.nextGaussian()) } + [1, 1, 1]
         let sorted = values.sorted(by: >)
         var scratch = [Float](repeating: 0, count: values.count)
@@ -104,7 +104,7 @@ final class CachedAttentionTests: XCTestCase {
     func testFastMatchesReference() {
         for (NH, HS, maxSeq) in [(3, 4, 7), (2, 20, 40), (3, 16, 9), (6, 32, 80)] {
             let C = NH * HS, streams = 2
-            var rng = SeededRNG(seed: UInt64(HS))
+            var rng = Xoshiro256RNG(seed: UInt64(HS))
             func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
             let keys = random(streams * maxSeq * C), values = random(streams * maxSeq * C)
             let rowStreams: [Int32] = [1, 0, 1], rowPositions = [Int32(maxSeq - 1), 0, Int32(maxSeq / 2)]

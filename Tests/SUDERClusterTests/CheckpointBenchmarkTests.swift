@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 /// Compression ratio and save/load time on a ~3M-parameter model. Off by default (it takes tens of
 /// seconds); run with
@@ -57,7 +57,7 @@ final class CheckpointBenchmarkTests: XCTestCase {
         let comm = SingleProcessCommunicator()
         let tensors = [TensorEntry(name: "all", shape: [parameters], byteOffset: 0)]
         let checkpoint = Checkpoint(header: CheckpointHeader(stage: "bench", step: 0, configYAML: "", tensors: tensors), sections: sections)
-        print("store (3 sections + rng, fsync included): level threads  on-disk MB  save s (median of 5)  load s (median of 5)")
+        print("store (3 sections, fsync included): level threads  on-disk MB  save s (median of 5)  load s (median of 5)")
         for (level, threads) in [(1, 0), (3, 0), (3, 2), (9, 0)] {
             let dir = temporaryDirectory("bench")
             defer { try? FileManager.default.removeItem(at: dir) }
@@ -68,7 +68,7 @@ final class CheckpointBenchmarkTests: XCTestCase {
                 var this = checkpoint
                 this.header.step = step
                 var start = Date()
-                let url = try store.save(this, rankState: Array(repeating: 1, count: 2504))
+                let url = try store.save(this)
                 saves.append(Date().timeIntervalSince(start))
                 onDisk = try FileManager.default.contentsOfDirectory(atPath: url.path).reduce(0) {
                     $0 + ((try? FileManager.default.attributesOfItem(atPath: url.appendingPathComponent($1).path)[.size] as? Int) ?? 0)

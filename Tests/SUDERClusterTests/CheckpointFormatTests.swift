@@ -1,7 +1,7 @@
 import CZstd
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 final class CheckpointFormatTests: XCTestCase {
     /// zstd's frame checksum is the low 32 bits of XXH64 (seed 0) of the content, so every zstd

@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 /// Hostile inputs for the readers: random bytes and mutations of valid files, seeded and bounded.
@@ -71,7 +72,7 @@ final class CheckpointFuzzTests: XCTestCase {
         var valid = sampleCheckpoint(step: 11).header
         valid.sections = [
             SectionEntry(name: "weights", layout: .float32Grouped, uncompressedSize: 384, compressedSize: 300, checksum: 1),
-            SectionEntry(name: "rng.0", layout: .raw, uncompressedSize: 8, compressedSize: 17, checksum: 2),
+            SectionEntry(name: "adam_step", layout: .raw, uncompressedSize: 8, compressedSize: 17, checksum: 2),
         ]
         let header = valid.encoded()
         let frame = try ZstdCodec(level: 3, threads: 0).compress(sampleCheckpoint(step: 11).sections["weights"]!, file: "w")
@@ -100,7 +101,7 @@ final class CheckpointFuzzTests: XCTestCase {
         let dir = temporaryDirectory("fuzz-ckpt")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 1, comm: SingleProcessCommunicator())
-        let source = try store.save(sampleCheckpoint(step: 1), rankState: [1, 2, 3])
+        let source = try store.save(sampleCheckpoint(step: 1))
         let files = try FileManager.default.contentsOfDirectory(atPath: source.path).sorted()
         let originals = try files.map { [UInt8](try Data(contentsOf: source.appendingPathComponent($0))) }
         var rejected = 0

@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class CheckpointSafetensorsTests: XCTestCase {
@@ -8,7 +9,7 @@ final class CheckpointSafetensorsTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: SingleProcessCommunicator())
         let checkpoint = sampleCheckpoint(step: 7)
-        try store.save(checkpoint, rankState: [])
+        try store.save(checkpoint)
         let out = dir.appendingPathComponent("model.safetensors")
         let exported = try exportSafetensors(checkpointDirectory: dir, to: out)
         XCTAssertEqual(exported.lastPathComponent, "step-000000000007")

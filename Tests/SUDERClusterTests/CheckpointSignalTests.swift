@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 /// Signal handlers are process-wide and the fallback path ends the process, so each case runs in
 /// a forked child that reports through its exit status.

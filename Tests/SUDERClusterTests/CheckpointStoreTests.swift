@@ -1,7 +1,7 @@
 import CZstd
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 /// A small model-like checkpoint: two tensors in "weights", Adam moments, a data position.
 func sampleCheckpoint(step: Int, seed: UInt64 = 1) -> Checkpoint {
@@ -11,7 +11,7 @@ func sampleCheckpoint(step: Int, seed: UInt64 = 1) -> Checkpoint {
         TensorEntry(name: "embedding", shape: [8, 8], byteOffset: 0),
         TensorEntry(name: "head", shape: [32], byteOffset: 64 * 4),
     ]
-    let header = CheckpointHeader(stage: "pretrain", step: step, round: 0, configYAML: "model:\n  dim: 8\n", tensors: tensors)
+    let header = CheckpointHeader(stage: "pretrain", step: step, configYAML: "model:\n  dim: 8\n", tensors: tensors)
     return Checkpoint(
         header: header,
         sections: [
@@ -49,16 +49,15 @@ func temporaryDirectory(_ name: String) -> URL {
 final class CheckpointStoreTests: XCTestCase {
     let comm = SingleProcessCommunicator()
 
-    func testSaveThenLoadRestoresEverySectionAndTheRankState() throws {
+    func testSaveThenLoadRestoresEverySection() throws {
         let dir = temporaryDirectory("roundtrip")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, compressionLevel: 3, threads: 0, comm: comm)
         XCTAssertNil(try store.loadNewestValid(), "an empty directory is a fresh start")
 
         let saved = sampleCheckpoint(step: 10)
-        try store.save(saved, rankState: [1, 2, 3, 4])
+        try store.save(saved)
         let loaded = try XCTUnwrap(store.loadNewestValid())
-        XCTAssertEqual(loaded.rankState, [1, 2, 3, 4])
         XCTAssertEqual(loaded.checkpoint.header.step, 10)
         XCTAssertEqual(loaded.checkpoint.header.stage, "pretrain")
         XCTAssertEqual(loaded.checkpoint.header.configYAML, saved.header.configYAML)
@@ -82,21 +81,23 @@ final class CheckpointStoreTests: XCTestCase {
         let dir = temporaryDirectory("rotation")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: comm)
-        for step in [1, 2, 3, 4] { try store.save(sampleCheckpoint(step: step), rankState: [UInt8(step)]) }
+        for step in [1, 2, 3, 4] { try store.save(sampleCheckpoint(step: step)) }
         let names = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix("step-") }.sorted()
         XCTAssertEqual(names, ["step-000000000003", "step-000000000004"])
         let loaded = try XCTUnwrap(store.loadNewestValid())
         XCTAssertEqual(loaded.checkpoint.header.step, 4)
-        XCTAssertEqual(loaded.rankState, [4])
     }
 
     func testSavingTheSameStepAgainReplacesIt() throws {
         let dir = temporaryDirectory("same-step")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: comm)
-        try store.save(sampleCheckpoint(step: 5), rankState: [1])
-        try store.save(sampleCheckpoint(step: 5), rankState: [2])
-        XCTAssertEqual(try XCTUnwrap(store.loadNewestValid()).rankState, [2])
+        var first = sampleCheckpoint(step: 5), second = sampleCheckpoint(step: 5)
+        first.sections["mark"] = [1]
+        second.sections["mark"] = [2]
+        try store.save(first)
+        try store.save(second)
+        XCTAssertEqual(try XCTUnwrap(store.loadNewestValid()).checkpoint.sections["mark"], [2])
     }
 
     /// Killed between moving the old step-N aside and renaming the new one into place.
@@ -104,36 +105,21 @@ final class CheckpointStoreTests: XCTestCase {
         let dir = temporaryDirectory("interrupted-replace")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: comm)
-        try store.save(sampleCheckpoint(step: 5), rankState: [5])
+        try store.save(sampleCheckpoint(step: 5))
         try FileManager.default.moveItem(
             at: dir.appendingPathComponent("step-000000000005"),
             to: dir.appendingPathComponent(".replaced-step-000000000005-123"))
         let loaded = try XCTUnwrap(store.loadNewestValid())
-        XCTAssertEqual(loaded.rankState, [5])
+        XCTAssertEqual(loaded.checkpoint.header.step, 5)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["latest", "step-000000000005"])
-    }
-
-    func testARankCountChangeGivesNoRankState() throws {
-        let dir = temporaryDirectory("rank-count")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        var written = sampleCheckpoint(step: 8)
-        written.header.rankCount = 2
-        written.sections["rng.0"] = [0]
-        written.sections["rng.1"] = [1]
-        let stepDirectory = dir.appendingPathComponent("step-000000000008")
-        try FileManager.default.createDirectory(at: stepDirectory, withIntermediateDirectories: true)
-        try writeCheckpointFiles(written, float32Sections: [], codec: ZstdCodec(level: 1, threads: 0), to: stepDirectory)
-        let loaded = try XCTUnwrap(CheckpointStore(directory: dir, keepLast: 2, comm: comm).loadNewestValid())
-        XCTAssertEqual(loaded.checkpoint.header.rankCount, 2)
-        XCTAssertNil(loaded.rankState, "a 1-rank job cannot take over the states of 2 ranks")
     }
 
     func testSavingAnOlderStepThanAnExistingCheckpointIsRefused() throws {
         let dir = temporaryDirectory("older")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 2, comm: comm)
-        try store.save(sampleCheckpoint(step: 9), rankState: [])
-        XCTAssertThrowsError(try store.save(sampleCheckpoint(step: 3), rankState: [])) { error in
+        try store.save(sampleCheckpoint(step: 9))
+        XCTAssertThrowsError(try store.save(sampleCheckpoint(step: 3))) { error in
             XCTAssertEqual((error as? CheckpointError)?.kind, .invalidInput)
         }
     }
@@ -147,20 +133,18 @@ final class CheckpointStoreTests: XCTestCase {
             ("truncated section", { dir in try truncate(dir.appendingPathComponent("adam_v.zst"), by: 7) }),
             ("truncated header", { dir in try truncate(dir.appendingPathComponent("header.bin"), by: 3) }),
             ("missing section", { dir in try FileManager.default.removeItem(at: dir.appendingPathComponent("adam_m.zst")) }),
-            ("missing rng", { dir in try FileManager.default.removeItem(at: dir.appendingPathComponent("rng.0.zst")) }),
             ("missing header", { dir in try FileManager.default.removeItem(at: dir.appendingPathComponent("header.bin")) }),
         ]
         for (what, damage) in damages {
             let dir = temporaryDirectory("corrupt")
             defer { try? FileManager.default.removeItem(at: dir) }
             let store = CheckpointStore(directory: dir, keepLast: 3, comm: comm)
-            try store.save(sampleCheckpoint(step: 1), rankState: [1])
-            try store.save(sampleCheckpoint(step: 2), rankState: [2])
+            try store.save(sampleCheckpoint(step: 1))
+            try store.save(sampleCheckpoint(step: 2))
             try damage(dir.appendingPathComponent("step-000000000002"))
 
             let loaded = try XCTUnwrap(store.loadNewestValid(), what)
             XCTAssertEqual(loaded.checkpoint.header.step, 1, what)
-            XCTAssertEqual(loaded.rankState, [1], what)
             XCTAssertEqual(loaded.notes.count, 1, what)
             XCTAssertTrue(loaded.notes[0].contains("step-000000000002"), "\(what): \(loaded.notes)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("step-000000000002").path), what)
@@ -174,7 +158,7 @@ final class CheckpointStoreTests: XCTestCase {
         let dir = temporaryDirectory("none-valid")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 3, comm: comm)
-        try store.save(sampleCheckpoint(step: 1), rankState: [1])
+        try store.save(sampleCheckpoint(step: 1))
         try flipByte(in: dir.appendingPathComponent("step-000000000001/weights.zst"), at: 20)
         XCTAssertThrowsError(try store.loadNewestValid()) { error in
             XCTAssertEqual((error as? CheckpointError)?.kind, .noValidCheckpoint, "\(error)")
@@ -194,7 +178,7 @@ final class CheckpointStoreTests: XCTestCase {
         var weights = try checkpoint.floats("weights")
         weights[17] = .nan
         checkpoint.sections["weights"] = floatsToBytes(weights)
-        XCTAssertThrowsError(try store.save(checkpoint, rankState: [])) { error in
+        XCTAssertThrowsError(try store.save(checkpoint)) { error in
             XCTAssertEqual((error as? CheckpointError)?.kind, .invalidInput)
         }
         XCTAssertNil(try store.loadNewestValid())
@@ -210,13 +194,11 @@ final class CheckpointStoreTests: XCTestCase {
         pastTheEnd.header.tensors[1].shape = [33]
         var pathName = sampleCheckpoint(step: 1)
         pathName.sections["../escape"] = [1]
-        var reserved = sampleCheckpoint(step: 1)
-        reserved.sections["rng.0"] = [1]
         var ragged = sampleCheckpoint(step: 1)
         ragged.sections["weights"]!.append(0)
         ragged.header.tensors = []
-        for bad in [overflowing, pastTheEnd, pathName, reserved, ragged] {
-            XCTAssertThrowsError(try store.save(bad, rankState: [])) { error in
+        for bad in [overflowing, pastTheEnd, pathName, ragged] {
+            XCTAssertThrowsError(try store.save(bad)) { error in
                 XCTAssertEqual((error as? CheckpointError)?.kind, .invalidInput, "\(error)")
             }
         }
@@ -227,12 +209,12 @@ final class CheckpointStoreTests: XCTestCase {
         let dir = temporaryDirectory("crashed")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 3, comm: comm)
-        try store.save(sampleCheckpoint(step: 1), rankState: [1])
+        try store.save(sampleCheckpoint(step: 1))
         let stale = dir.appendingPathComponent(".tmp-step-000000000002-999")
         try FileManager.default.createDirectory(at: stale, withIntermediateDirectories: true)
         try Data([1, 2, 3]).write(to: stale.appendingPathComponent("weights.zst"))
         XCTAssertEqual(try XCTUnwrap(store.loadNewestValid()).checkpoint.header.step, 1)
-        try store.save(sampleCheckpoint(step: 2), rankState: [2])
+        try store.save(sampleCheckpoint(step: 2))
         XCTAssertFalse(FileManager.default.fileExists(atPath: stale.path))
     }
 
@@ -242,13 +224,13 @@ final class CheckpointStoreTests: XCTestCase {
         let dir = temporaryDirectory("fsize")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 3, compressionLevel: 1, comm: comm)
-        try store.save(sampleCheckpoint(step: 1), rankState: [1])
+        try store.save(sampleCheckpoint(step: 1))
 
         var big = sampleCheckpoint(step: 2)
         var generator = SplitMix64(seed: 3)
         big.sections["noise"] = (0..<200_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         try withFileSizeLimit(100_000) {
-            XCTAssertThrowsError(try store.save(big, rankState: [2])) { error in
+            XCTAssertThrowsError(try store.save(big)) { error in
                 let checkpointError = error as? CheckpointError
                 XCTAssertEqual(checkpointError?.kind, .writeFailed, "\(error)")
                 XCTAssertTrue(checkpointError?.file.contains("noise.zst") ?? false, "\(error)")
@@ -270,18 +252,18 @@ final class CheckpointStoreTests: XCTestCase {
         defer { _ = runTool("/bin/umount", [mountPoint.path]) }
         let dir = mountPoint.appendingPathComponent("stage")
         let store = CheckpointStore(directory: dir, keepLast: 3, compressionLevel: 1, comm: comm)
-        try store.save(sampleCheckpoint(step: 1), rankState: [1])
+        try store.save(sampleCheckpoint(step: 1))
         var big = sampleCheckpoint(step: 2)
         var generator = SplitMix64(seed: 4)
         big.sections["noise"] = (0..<2_000_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
-        XCTAssertThrowsError(try store.save(big, rankState: [2])) { error in
+        XCTAssertThrowsError(try store.save(big)) { error in
             XCTAssertEqual((error as? CheckpointError)?.kind, .writeFailed, "\(error)")
             XCTAssertTrue("\(error)".contains("No space left"), "\(error)")
         }
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted(), ["latest", "step-000000000001"])
         XCTAssertEqual(try XCTUnwrap(store.loadNewestValid()).checkpoint.header.step, 1)
         // Space is back after the failed temporary was removed: the next save works.
-        try store.save(sampleCheckpoint(step: 3), rankState: [3])
+        try store.save(sampleCheckpoint(step: 3))
         XCTAssertEqual(try XCTUnwrap(store.loadNewestValid()).checkpoint.header.step, 3)
     }
 
@@ -289,9 +271,9 @@ final class CheckpointStoreTests: XCTestCase {
         let dir = temporaryDirectory("done")
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = CheckpointStore(directory: dir, keepLast: 1, comm: comm)
-        XCTAssertFalse(store.isDone())
+        XCTAssertFalse(CheckpointStore.hasDoneMarker(dir))
         try store.markDone(step: 42)
-        XCTAssertTrue(store.isDone())
+        XCTAssertTrue(CheckpointStore.hasDoneMarker(dir))
         XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("DONE"), encoding: .utf8), "finished at step 42\n")
     }
 }

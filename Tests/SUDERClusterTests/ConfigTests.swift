@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class ConfigTests: XCTestCase {
@@ -19,14 +20,14 @@ final class ConfigTests: XCTestCase {
     }
 
     func testDefaultsThenFileThenOverrides() throws {
-        let file = try writeYAML("model:\n  d_model: 96\n  n_heads: 4\nsuder:\n  beta: 2.5\n")
-        let config = try ResolvedConfig.resolve(file: file, overrides: ["suder.beta=3", "run.seed=7"])
+        let file = try writeYAML("model:\n  d_model: 96\n  n_heads: 4\nsuder:\n  simpo_beta: 2.5\n")
+        let config = try ResolvedConfig.resolve(file: file, overrides: ["suder.simpo_beta=3", "run.seed=7"])
         XCTAssertEqual(config.int("model.d_model"), 96)
         XCTAssertEqual(config.int("model.n_layers"), 6, "untouched keys keep their defaults")
-        XCTAssertEqual(config.double("suder.beta"), 3, "an override beats the file")
+        XCTAssertEqual(config.double("suder.simpo_beta"), 3, "an override beats the file")
         XCTAssertEqual(config.int("run.seed"), 7)
         XCTAssertEqual(config.sources["model.d_model"], file.lastPathComponent)
-        XCTAssertEqual(config.sources["suder.beta"], "override")
+        XCTAssertEqual(config.sources["suder.simpo_beta"], "override")
         XCTAssertEqual(config.sources["model.n_layers"], "default")
     }
 
@@ -68,12 +69,23 @@ final class ConfigTests: XCTestCase {
         XCTAssertNoThrow(try checkConsistency(try ResolvedConfig.resolve(file: nil, overrides: [])))
     }
 
+    func testARenamedKeyIsAnErrorNamingItsNewName() throws {
+        XCTAssertTrue(resolveError(file: nil, ["suder.beta=2"]).contains("suder.beta was renamed suder.simpo_beta"))
+        let file = try writeYAML("pretrain:\n  micro_batch: 8\n")
+        let message = resolveError(file: file, [])
+        XCTAssertTrue(message.contains("pretrain.micro_batch was renamed model.micro_batch") && message.contains("line 2"), message)
+        // A config recorded in a run directory before the rename is read under the new name.
+        let recorded = try ResolvedConfig.resolve(file: file, overrides: [], schema: configSchema, acceptRenamedKeys: true)
+        XCTAssertEqual(recorded.int("model.micro_batch"), 8)
+        XCTAssertNil(recorded.values["pretrain.micro_batch"])
+    }
+
     func testYAMLRoundTripKeepsEveryValue() throws {
-        let config = try ResolvedConfig.resolve(file: nil, overrides: ["suder.beta=2.25", "suder.reward=oracle", "model.tied_head=false"])
+        let config = try ResolvedConfig.resolve(file: nil, overrides: ["suder.simpo_beta=2.25", "suder.reward=oracle", "model.tied_head=false"])
         let reloaded = try ResolvedConfig.resolve(file: try writeYAML(config.yaml()), overrides: [])
         XCTAssertEqual(reloaded.values, config.values)
         XCTAssertEqual(config.differences(from: reloaded), [])
-        XCTAssertTrue(config.table().contains("suder.beta"))
+        XCTAssertTrue(config.table().contains("suder.simpo_beta"))
     }
 
     func testEveryShippedConfigResolves() throws {

@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 final class ConsoleTests: XCTestCase {
     /// Under Open MPI every rank's stdout is a pseudo-terminal, so only the launcher's word counts:

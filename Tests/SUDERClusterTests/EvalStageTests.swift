@@ -3,6 +3,7 @@ import Model
 import World
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class EvalStageTests: XCTestCase {
@@ -148,7 +149,7 @@ final class EvalStageTests: XCTestCase {
         let records = Category.allCases.map { MetadataRecord(tag: $0, include: [ObjectRequirement(shape: .circle, count: 1)], prompt: "a photo of a circle") }
         var config = try! ResolvedConfig.resolve(file: nil, overrides: ["run.seed=\(seed)"])
         config = try! config.setting("eval.images_per_prompt", "4")
-        var summary = EvalSummary(settings: EvalSettings(config: config, promptLines: Array(records.indices)))
+        var summary = EvalSummary(settings: EvalSummarySettings(EvalSettings(config), promptLines: Array(records.indices)))
         func evaluation(_ correct: [Int], captions: Double) -> ModelEvaluation {
             var run = GenEvalRun()
             run.correctPerRecord = correct
@@ -157,7 +158,7 @@ final class EvalStageTests: XCTestCase {
             }
             let truth = [true, true, false, false], predicted = [true, true, true, false]
             let pope = Dictionary(uniqueKeysWithValues: PopeSplit.allCases.map { ($0, PopeMetrics(truth: truth, predicted: predicted)) })
-            let header = CheckpointHeader(stage: "pretrain", step: step, round: 0, configYAML: "", tensors: [])
+            let header = CheckpointHeader(stage: "pretrain", step: step, configYAML: "", tensors: [])
             return ModelEvaluation(
                 checkpoint: header, directory: URL(fileURLWithPath: "/run/pretrain"), genEval: run, records: records,
                 understanding: UnderstandingRun(captionAccuracy: captions, captionCount: 10, pope: pope), seconds: 1)
@@ -261,24 +262,24 @@ final class EvalStageTests: XCTestCase {
             file: nil,
             overrides: [
                 "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "eval.images_per_prompt=2", "eval.max_prompts=0",
-                "runtime.progress=off", "runtime.threads=1", "pretrain.micro_batch=8",
+                "runtime.progress=off", "runtime.threads=1", "model.micro_batch=8",
             ])
         let job = JobContext(comm: comm, config: config, runDir: run)
         // The same random model as "pretrained" and "SUDER" checkpoints: the paired seeds must
         // then give identical samples and a zero delta.
         let dataset = try DatasetReader(directory: dataDirectory)
-        let model = Transformer(config: modelConfig(config, vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
+        let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         for (stage, step) in [(StageName.pretrain, 20), (.suder, 2)] {
             let store = CheckpointStore(directory: job.stageDirectory(stage.rawValue), comm: comm)
-            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer), rankState: [])
+            _ = try store.save(makeCheckpoint(stage: stage, step: step, job: job, model: model, optimizer: optimizer))
             try store.markDone(step: step)
         }
 
         try runEvalStage(job)
 
         let evalDirectory = job.stageDirectory("eval")
-        XCTAssertTrue(job.isFinished("eval"))
+        XCTAssertTrue(try job.stageFinished("eval"))
         let summary = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
         let base = try XCTUnwrap(summary.models["base"]), suder = try XCTUnwrap(summary.models["suder"])
         XCTAssertEqual(summary.settings.promptLines, Array(0..<18))

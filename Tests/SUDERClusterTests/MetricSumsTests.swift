@@ -1,6 +1,6 @@
 import XCTest
 
-@testable import SUDERCluster
+@testable import ClusterRuntime
 
 final class MetricSumsTests: XCTestCase {
     func testMeanIsOverItemsNotOverAdds() {

@@ -2,6 +2,7 @@ import GenEvalMini
 import World
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 /// How pretraining draws the prompt task: clean pairs or imperfect renders, by
@@ -17,7 +18,9 @@ final class PretrainDataTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: directory) }
 
     func data(_ overrides: [String]) throws -> PretrainData {
-        try PretrainData(dataset: try DatasetReader(directory: directory), config: try ResolvedConfig.resolve(file: nil, overrides: overrides))
+        try PretrainData(
+            dataset: try DatasetReader(directory: directory),
+            settings: PretrainSettings(try ResolvedConfig.resolve(file: nil, overrides: overrides)))
     }
 
     /// Kinds of the first 400 items of step 0, and the prompt-task sequences among them.

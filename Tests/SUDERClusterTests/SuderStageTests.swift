@@ -3,6 +3,7 @@ import Model
 import World
 import XCTest
 
+@testable import ClusterRuntime
 @testable import SUDERCluster
 
 final class SuderStageTests: XCTestCase {
@@ -66,26 +67,26 @@ final class SuderStageTests: XCTestCase {
         let model = Transformer(
             config: ModelConfig(vocabSize: vocabulary.size, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 112),
             seed: 3, batchCapacity: 4)
-        let workbench = try ModelWorkbench(model: model, dataset: dataset)
+        let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
         let prompt = try dataset.unpairedPrompts()[0], image = try dataset.unpairedImages()[0]
 
         // The prompt is scored as a prompt-style description: after the `<prompt>` marker.
-        let generationReward = workbench.textGivenImage(texts: [prompt], images: [image], task: .prompt)[0]
+        let generationReward = tasks.textGivenImage(texts: [prompt], images: [image], task: .prompt)[0]
         let direct = model.score(
             contexts: [[Vocabulary.bos, Vocabulary.boi] + image + [Vocabulary.eoi, Vocabulary.promptMarker]],
             targets: [prompt + [Vocabulary.eos]])[0]
         XCTAssertEqual(generationReward.count, Double(prompt.count + 1))
         XCTAssertEqual(generationReward.mean, direct.mean, accuracy: 1e-9)
 
-        let understandingReward = workbench.imageGivenText(images: [image], texts: [prompt])[0]
+        let understandingReward = tasks.imageGivenText(images: [image], texts: [prompt])[0]
         let directImage = model.score(contexts: [[Vocabulary.bos] + prompt + [Vocabulary.boi]], targets: [image])[0]
         XCTAssertEqual(understandingReward.count, Double(image.count), "|X_V| counts the image tokens only")
         XCTAssertEqual(understandingReward.mean, directImage.mean, accuracy: 1e-9)
 
         // Sampling is deterministic per seed and independent of the batch it runs in.
         let settings = ImageSampling(temperature: 1, topK: 0, guidanceWeight: 3)
-        let alone = workbench.sampleImages(prompts: [prompt], seeds: [11], settings: settings)
-        let batched = workbench.sampleImages(prompts: [prompt, prompt, prompt], seeds: [5, 11, 6], settings: settings)
+        let alone = tasks.sampleImages(prompts: [prompt], seeds: [11], settings: settings)
+        let batched = tasks.sampleImages(prompts: [prompt, prompt, prompt], seeds: [5, 11, 6], settings: settings)
         XCTAssertEqual(alone[0], batched[1])
         XCTAssertTrue(alone[0].allSatisfy { vocabulary.imageRange.contains($0) })
     }

@@ -1,5 +1,7 @@
 import World
 
+@testable import ClusterRuntime
+
 extension WorldConfig {
     /// A world small enough to generate in well under a second, for tests that need a dataset
     /// on disk but not a trained model.

@@ -208,7 +208,7 @@ final class DetectorNoiseTests: XCTestCase {
         try generateDataset(config: DatasetTests.smallConfig(), outDir: directory) { _ in }
         let reader = try DatasetReader(directory: directory)
         let codebook = try reader.codebook()
-        var generator = SeededGenerator(seed: 5)
+        var generator = SplitMix64RNG(seed: 5)
         var passed = 0, total = 0, confidences: [Double] = []
         for _ in 0..<100 {
             let codes = (0..<64).map { _ in Int32(Int.random(in: 0..<codebook.codeCount, using: &generator)) }

@@ -79,7 +79,7 @@ final class FileFormatTests: XCTestCase {
     }
 
     func testPNGRoundTripAndCorruption() throws {
-        var generator = SeededGenerator(seed: 1)
+        var generator = SplitMix64RNG(seed: 1)
         var image = RGBImage(width: 7, height: 5, fill: (0, 0, 0))
         for i in image.pixels.indices { image.pixels[i] = UInt8.random(in: 0...255, using: &generator) }
         let url = directory.appendingPathComponent("image.png")
@@ -110,7 +110,7 @@ final class FileFormatTests: XCTestCase {
     func testPNGDecodesEveryRowFilter() throws {
         // Hand-filtered 3x5 RGB rows, one per filter type, against the unfiltered pixels.
         let width = 3, height = 5, stride = 9
-        var generator = SeededGenerator(seed: 2)
+        var generator = SplitMix64RNG(seed: 2)
         let pixels = (0..<(width * height * 3)).map { _ in UInt8.random(in: 0...255, using: &generator) }
         var raw: [UInt8] = []
         for row in 0..<height {
@@ -144,7 +144,7 @@ final class FileFormatTests: XCTestCase {
     }
 
     func testCodebookFileAndNearestSearchAgree() throws {
-        var generator = SeededGenerator(seed: 4)
+        var generator = SplitMix64RNG(seed: 4)
         let scenes = WorldConfig().sceneGenerator
         let images = (0..<200).map { i in
             renderScene(scenes.scene(for: promptSpace(Category.allCases[i % 6]).randomElement(using: &generator)!, using: &generator), canvasSize: 32)

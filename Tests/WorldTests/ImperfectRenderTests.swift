@@ -20,7 +20,7 @@ final class ImperfectRenderTests: XCTestCase {
             2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3,
             1 * 8 + 2, 1 * 8 + 3, 4 * 8 + 2, 4 * 8 + 3, 2 * 8 + 1, 3 * 8 + 1, 2 * 8 + 4, 3 * 8 + 4,
         ])
-        var random = SeededGenerator(seed: 3)
+        var random = SplitMix64RNG(seed: 3)
         var changedAnywhere = Set<Int>()
         for _ in 0..<500 {
             let damaged = maker.damage(grid, using: &random)
@@ -32,7 +32,7 @@ final class ImperfectRenderTests: XCTestCase {
     }
 
     func testDamageIsDeterministicBySeedAndLeavesEmptyGridsAlone() {
-        var a = SeededGenerator(seed: 9), b = SeededGenerator(seed: 9), c = SeededGenerator(seed: 10)
+        var a = SplitMix64RNG(seed: 9), b = SplitMix64RNG(seed: 9), c = SplitMix64RNG(seed: 10)
         let draws = (0..<20).map { _ in maker.damage(grid, using: &a) }
         XCTAssertEqual(draws, (0..<20).map { _ in maker.damage(grid, using: &b) })
         XCTAssertNotEqual(draws, (0..<20).map { _ in maker.damage(grid, using: &c) })
@@ -68,7 +68,7 @@ final class ImperfectRenderTests: XCTestCase {
         XCTAssertEqual(intact([(16, 4, blue), (16, 8, blue), (16, 12, blue)]), [square], "a blue strip beside it is not the square")
         XCTAssertEqual(intact([(24, 24, red), (8, 8, backgroundRGB)]), [square], "damage away from the object does not count")
 
-        var random = SeededGenerator(seed: 1)
+        var random = SplitMix64RNG(seed: 1)
         let record = MetadataRecord.colors(.red, .square)
         XCTAssertEqual(maker.prompt(intact: [square], original: record, using: &random).text, record.prompt)
         XCTAssertEqual(maker.prompt(intact: [], original: record, using: &random).text, ImperfectRenderMaker.nothingPrompt)

@@ -9,7 +9,7 @@ final class SceneTests: XCTestCase {
 
     /// A few scenes of every prompt in every category.
     func sampleScenes(perPrompt: Int = 2, seed: UInt64 = 11) -> [(MetadataRecord, Scene)] {
-        var generator = SeededGenerator(seed: seed)
+        var generator = SplitMix64RNG(seed: seed)
         let scenes = config.sceneGenerator
         return Category.allCases.flatMap { category in
             promptSpace(category).prefix(60).flatMap { record in
@@ -90,7 +90,7 @@ final class SceneTests: XCTestCase {
     }
 
     func testProbesAnswerTruthfullyAndAdversarialNegativesShareAnAttribute() {
-        var generator = SeededGenerator(seed: 5)
+        var generator = SplitMix64RNG(seed: 5)
         for (_, scene) in sampleScenes(perPrompt: 1) {
             let present = Set(scene.objects.map { "\($0.color) \($0.shape)" })
             for split in PopeSplit.allCases {

@@ -8,7 +8,7 @@ import XCTest
 /// data is written without the detector or the scorer.
 final class SplitTests: XCTestCase {
     static let splits: PromptSplits = {
-        var generator = SeededGenerator(seed: WorldConfig().seed, stream: 1)
+        var generator = SplitMix64RNG(seed: WorldConfig().seed, stream: 1)
         return splitPromptSpace(generator: &generator)
     }()
 

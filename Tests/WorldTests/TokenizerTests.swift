@@ -56,7 +56,7 @@ final class TokenizerTests: XCTestCase {
                 XCTAssertLessThanOrEqual(try vocabulary.encode(record.prompt).count, maxPromptTokens, record.prompt)
             }
         }
-        var generator = SeededGenerator(seed: 3)
+        var generator = SplitMix64RNG(seed: 3)
         let scenes = WorldConfig().sceneGenerator
         for category in Category.allCases {
             for record in promptSpace(category).prefix(40) {

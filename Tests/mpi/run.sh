@@ -2,7 +2,8 @@
 # Multi-rank tests under a real mpirun. Usage: Tests/mpi/run.sh BIN_DIR
 # Each case checks an exit code, a time bound and, where it matters, that no rank is left behind.
 set -u
-bin=${1:?usage: Tests/mpi/run.sh BIN_DIR}
+# Absolute, so that the leftover check below matches this checkout's processes only.
+bin=$(cd "${1:?usage: Tests/mpi/run.sh BIN_DIR}" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1
 # OpenMPI's help messages mention the run-as-root and binding details; keep logs short.

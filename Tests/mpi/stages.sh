@@ -22,7 +22,7 @@ source "$root/Tests/mpi/lib.sh"
 config=(--config "$root/configs/tiny.yaml"
     data.train_pairs=2000 data.train_captions=1000 data.train_probes=1000 data.unpaired_prompts=200
     data.unpaired_images=200 data.eval_prompts_per_category=20 data.eval_images=60
-    pretrain.eval_prompts=12 pretrain.eval_images=12
+    eval.quick_prompts=12 eval.quick_images=12
     pretrain.steps=100 pretrain.log_every=7 pretrain.checkpoint_every=10 pretrain.eval_every=50
     runtime.progress=off)
 last=step-000000000100
@@ -90,18 +90,31 @@ if ! run "data stage for the template" zero 120 "$suder" 2 "$work/template" data
 fi
 
 # 1. One rank and two ranks train on the same global batches: same loss curve and final weights.
-#    Only the order of float sums differs (per-rank partial sums, sgemm blocking over 8 vs 4
-#    sequences). Observed after 100 steps: 1.0e-6 relative on grad_norm (a sum of squares, the
-#    most sensitive value; losses 3e-8) and 7.4e-7 absolute on the weights. The bounds are 10x
-#    that, yet a lost or doubled rank share changes losses and grad_norm by percent (a doubled
-#    grad_norm was a real bug) and moves weights by up to a learning-rate step (3e-4..3e-3) per step.
+#    Only the order of float sums differs (per-rank partial sums and an allreduce vs one rank's
+#    accumulation, sgemm blocking over 8 vs 4 sequences), so equality is not expected; the bounds
+#    are per quantity. At the same weights the runs agree closely: steps 1-20 logged one by one
+#    differed by at most 2.4e-7 relative on grad_norm and 1e-7 on losses, so the first log window
+#    must agree within 1e-5, on grad_norm too. Later the weights drift apart by rounding (5.4e-6
+#    absolute after 100 steps) and a gradient feels that drift through the curvature much more
+#    than a loss does: per step, grad_norm differed by up to 1.1e-4 relative by steps 81-100
+#    (4.3e-5 in 7-step windows) while losses stayed within 1.7e-6. Bounds: grad_norm 5e-4, other
+#    metrics 1e-5, weights 5e-5. A lost or doubled rank share changes losses and grad_norm by
+#    percent from the first step (a doubled grad_norm was a real bug) and moves weights by up to a
+#    learning-rate step (3e-4..3e-3) per step, far outside every bound.
 ref=$(new_run ref)
 one=$(new_run one)
 if run "reference run, -np 2" zero 120 "$suder" 2 "$ref" pretrain && run "same run, -np 1" zero 120 "$suder" 1 "$one" pretrain runtime.threads=1; then
-    if "$bin/suder-mpitests" compare-metrics "$one/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
-        "$bin/suder-mpitests" compare-checkpoints "$one/pretrain/$last" "$ref/pretrain/$last" 1e-5 >>"$work/out" 2>&1; then
-        pass "1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
-    else fail "1 rank vs 2 ranks: loss curves or weights differ"; fi
+    head -n 1 "$one/pretrain/metrics.jsonl" >"$work/one-first.jsonl"
+    head -n 1 "$ref/pretrain/metrics.jsonl" >"$work/ref-first.jsonl"
+    : >"$work/out"
+    if "$bin/suder-mpitests" compare-metrics "$work/one-first.jsonl" "$work/ref-first.jsonl" 1e-5 >"$work/first" 2>&1 &&
+        "$bin/suder-mpitests" compare-metrics "$one/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 grad_norm=5e-4 >"$work/out" 2>&1 &&
+        "$bin/suder-mpitests" compare-checkpoints "$one/pretrain/$last" "$ref/pretrain/$last" 5e-5 >>"$work/out" 2>&1; then
+        pass "1 rank vs 2 ranks: first window $(grep -o 'largest relative difference [^,]*' "$work/first"); all lines $(grep -o 'largest relative difference [^,]*' "$work/out" | head -1), grad_norm $(grep -o 'grad_norm: largest relative difference [^,]*' "$work/out" | sed 's/.*difference //'), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
+    else
+        cat "$work/first" "$work/out" >"$work/shown" && mv "$work/shown" "$work/out"
+        fail "1 rank vs 2 ranks: loss curves or weights differ"
+    fi
 fi
 
 # 1b. A SUDER round does not depend on the rank count: every random stream comes from (seed,

@@ -304,7 +304,7 @@ sweep_and_gather() {
     cat >"$dir/runs.sweep" <<'EOF'
 # name      overrides
 seed1       run.seed=1
-seed2-beta1 run.seed=2 suder.beta=1.0
+seed2-beta1 run.seed=2 suder.simpo_beta=1.0
 seed3       run.seed=3   # a comment
 EOF
     job=$(env SUDER_BIN="$bin" "$@" SUDER_SBATCH_ARGS="${sweep_task[*]}" \

@@ -1,23 +1,39 @@
+import ClusterRuntime
+import Foundation
+
 /// Every config key the product knows, with its type, default and meaning. A key missing here is
 /// an error in a config file or an override.
-public let configSchema: [ConfigField] =
-    runtimeFields + dataFields + modelFields + pretrainFields
-    + suderFields + evalFields + checkpointFields
+public let configSchema = ConfigSchema(
+    fields: runtimeConfigFields + runFields + dataFields + modelFields + pretrainFields + suderFields + evalFields + renamedFields,
+    // Logging every sample changes what is written, not what is learned.
+    resultNeutralPrefixes: ["suder.log_samples"],
+    checkConsistency: checkConsistency)
+
+/// Keys that were renamed: setting one is an error naming its new name.
+let renamedFields: [ConfigField] = [
+    .renamed("suder.beta", to: "suder.simpo_beta"),
+    .renamed("pretrain.micro_batch", to: "model.micro_batch"),
+    .renamed("pretrain.eval_prompts", to: "eval.quick_prompts"),
+    .renamed("pretrain.eval_images", to: "eval.quick_images"),
+]
+
+public extension ResolvedConfig {
+    /// `resolve` against the product's schema.
+    static func resolve(file: URL?, overrides: [String]) throws -> ResolvedConfig {
+        try resolve(file: file, overrides: overrides, schema: configSchema)
+    }
+
+    /// `setting` against the product's schema.
+    func setting(_ key: String, _ text: String) throws -> ResolvedConfig {
+        try setting(key, text, schema: configSchema)
+    }
+}
 
 private let positive = 1...Int.max
 private let nonNegative = 0...Int.max
 
-let runtimeFields: [ConfigField] = [
-    ConfigField("run.seed", .int(nonNegative), .int(1234), "shared seed: initialisation, data, sampling streams"),
-    ConfigField(
-        "runtime.threads", .int(nonNegative), .int(0),
-        "BLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else the cores this rank is bound to"),
-    ConfigField(
-        "runtime.progress", .choice(["auto", "bar", "lines", "off"]), .string("auto"),
-        "progress output: a live bar on a terminal, periodic lines in batch logs"),
-    ConfigField(
-        "runtime.progress_interval", .double(0.1...3600), .double(10),
-        "seconds between progress lines when not on a terminal"),
+let runFields: [ConfigField] = [
+    ConfigField("run.seed", .int(nonNegative), .int(1234), "shared seed: initialisation, data, sampling streams")
 ]
 
 let dataFields: [ConfigField] = [
@@ -34,7 +50,7 @@ let dataFields: [ConfigField] = [
     ConfigField("data.train_probes", .int(0...10_000_000), .int(12_000), "(image, yes/no question) training examples"),
     ConfigField(
         "data.train_imperfect", .int(0...10_000_000), .int(12_000),
-        "damaged renders with a prompt the detector agrees with (prompt task only)"),
+        "damaged renders with the prompt their scene and damage still satisfy (prompt task only)"),
     ConfigField("data.unpaired_prompts", .int(0...10_000_000), .int(2_000), "prompts without images for SUDER"),
     ConfigField("data.unpaired_images", .int(0...10_000_000), .int(2_000), "images without captions for SUDER"),
     ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category, in each eval split (dev and test)"),
@@ -48,6 +64,9 @@ let modelFields: [ConfigField] = [
     ConfigField("model.ffn_hidden", .int(0...65536), .int(0), "SwiGLU hidden width; 0 = 8/3 * d_model rounded to 32"),
     ConfigField("model.max_seq", .int(8...4096), .int(112), "longest sequence"),
     ConfigField("model.tied_head", .bool, .bool(true), "output head shares the token embedding"),
+    ConfigField(
+        "model.micro_batch", .int(positive), .int(32),
+        "sequences per forward/backward on one rank in every stage (bounds activation memory)"),
     ConfigField("model.rope_theta", .double(1...1e9), .double(10000), "rotary embedding base"),
 ]
 
@@ -72,10 +91,7 @@ let pretrainFields: [ConfigField] = [
     ConfigField(
         "pretrain.imperfect_prompts", .double(0...1), .double(0.25),
         "share of prompt-task sequences that read a damaged render instead of a clean one"),
-    ConfigField("pretrain.micro_batch", .int(positive), .int(32), "sequences per forward/backward on one rank (memory bound)"),
     ConfigField("pretrain.log_every", .int(positive), .int(20), "steps between metrics lines"),
-    ConfigField("pretrain.eval_prompts", .int(nonNegative), .int(60), "GenEval-mini prompts in the periodic quick evaluation"),
-    ConfigField("pretrain.eval_images", .int(nonNegative), .int(100), "held-out images for validation loss and caption accuracy"),
     ConfigField("pretrain.eval_every", .int(nonNegative), .int(500), "steps between held-out evaluations; 0 = only at the end"),
     ConfigField("pretrain.checkpoint_every", .int(nonNegative), .int(500), "steps between checkpoints; 0 = only at the end"),
 ]
@@ -89,7 +105,7 @@ let suderFields: [ConfigField] = [
     ConfigField("suder.top_k", .int(nonNegative), .int(0), "top-k sampling; 0 = off"),
     ConfigField("suder.cfg_weight", .double(0...100), .double(3.0), "classifier-free guidance weight for images"),
     ConfigField("suder.objective", .choice(["simpo", "dpo"]), .string("simpo"), "preference loss"),
-    ConfigField("suder.beta", .double(0...1000), .double(2.0), "SimPO beta"),
+    ConfigField("suder.simpo_beta", .double(0...1000), .double(2.0), "SimPO beta"),
     ConfigField("suder.gamma", .double(-100...100), .double(0.5), "SimPO target margin gamma"),
     ConfigField("suder.dpo_beta", .double(0...1000), .double(0.1), "DPO beta"),
     ConfigField(
@@ -128,12 +144,12 @@ let evalFields: [ConfigField] = [
     ConfigField("eval.top_k", .int(nonNegative), .int(0), "top-k for image sampling; 0 = off"),
     ConfigField("eval.cfg_weight", .double(0...100), .double(3.0), "guidance weight for image sampling"),
     ConfigField("eval.max_prompts", .int(nonNegative), .int(0), "prompts scored; 0 = the whole eval set"),
-]
-
-let checkpointFields: [ConfigField] = [
-    ConfigField("checkpoint.keep_last", .int(positive), .int(3), "checkpoints kept per stage"),
-    ConfigField("checkpoint.zstd_level", .int(-7...22), .int(3), "zstd compression level"),
-    ConfigField("checkpoint.zstd_threads", .int(nonNegative), .int(0), "zstd worker threads; 0 = single-threaded"),
+    ConfigField(
+        "eval.quick_prompts", .int(nonNegative), .int(60),
+        "GenEval-mini prompts in the quick evaluations during pretrain and suder"),
+    ConfigField(
+        "eval.quick_images", .int(nonNegative), .int(100),
+        "held-out images for validation loss and caption accuracy in the quick evaluations"),
 ]
 
 /// Checks that involve several keys at once.

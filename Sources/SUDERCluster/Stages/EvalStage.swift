@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import GenEvalMini
 import Model
@@ -9,32 +10,30 @@ import World
 /// interval over prompts. Writes `<run-dir>/eval/summary.json`, GenEval-layout sample folders and a
 /// sample sheet per model, and prints a table.
 func runEvalStage(_ job: JobContext) throws {
-    let config = job.config, comm = job.comm, console = job.console
+    let comm = job.comm, console = job.console
+    let settings = EvalSettings(job.config), modelSettings = ModelSettings(job.config)
     let dataset = try openDataset(job)
-    let modelConfig = modelConfig(config, vocabulary: dataset.vocabulary)
+    let modelConfig = modelSettings.modelConfig(vocabulary: dataset.vocabulary)
     try checkModelFitsWorld(modelConfig, job: job)
-    guard job.isFinished(StageName.pretrain.rawValue) else {
-        throw AgreedError(
+    guard try job.stageFinished(StageName.pretrain.rawValue) else {
+        throw AllRanksError(
             "eval: no finished pretrain stage in \(job.stageDirectory(StageName.pretrain.rawValue).path): "
                 + "run `suder pretrain` (or `suder pipeline --until pretrain`) with this --run-dir first")
     }
     var models = [EvaluatedModel.base]
-    if job.isFinished(StageName.suder.rawValue) {
+    if try job.stageFinished(StageName.suder.rawValue) {
         models.append(.suder)
     } else {
         console.print("eval: no finished suder stage in \(job.stageDirectory(StageName.suder.rawValue).path); evaluating the base model only")
     }
 
     let allRecords = try dataset.evalMetadata()
-    let lines = selectEvalRecords(allRecords.map(\.tag), maxPrompts: config.int("eval.max_prompts"))
+    let lines = selectEvalRecords(allRecords.map(\.tag), maxPrompts: settings.maxPrompts)
     let records = lines.map { allRecords[$0] }
     let images = try dataset.evalImages()
     var probes: [PopeSplit: [ProbeExample]] = [:]
     for split in PopeSplit.allCases { probes[split] = try dataset.evalProbes(split) }
-    let imagesPerPrompt = config.int("eval.images_per_prompt")
-    let settings = ImageSampling(
-        temperature: Float(config.double("eval.temperature")), topK: config.int("eval.top_k"),
-        guidanceWeight: Float(config.double("eval.cfg_weight")))
+    let imagesPerPrompt = settings.imagesPerPrompt
     console.print(
         "eval: \(models.map(\.rawValue).joined(separator: " and ")) on \(records.count) of \(allRecords.count) GenEval-mini prompts "
             + "x \(imagesPerPrompt) images, \(images.count) caption images, POPE "
@@ -42,50 +41,46 @@ func runEvalStage(_ job: JobContext) throws {
 
     // Scoring needs no optimizer; the sampler keeps its own KV cache, so the activations only
     // have to hold a scoring micro-batch.
-    let model = Transformer(config: modelConfig, seed: 0, batchCapacity: config.int("pretrain.micro_batch"))
+    let model = Transformer(config: modelConfig, seed: 0, batchCapacity: modelSettings.microBatch)
     // Each model's weights are loaded into this one transformer in turn.
-    let workbench = try ModelWorkbench(model: model, dataset: dataset)
+    let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
     let evalDirectory = job.stageDirectory(StageName.eval.rawValue)
-    var summary = EvalSummary(settings: EvalSettings(config: config, promptLines: lines))
+    var summary = EvalSummary(settings: EvalSummarySettings(settings, promptLines: lines))
     var perRecord: [EvaluatedModel: [Int]] = [:]
     for name in models {
         let started = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job)
         let progress = console.progress("eval \(name.rawValue): GenEval-mini", total: records.count, unit: "prompts")
         let genEval = try runGenEval(
-            records: records, workbench: workbench, imagesPerPrompt: imagesPerPrompt, settings: settings,
-            seed: UInt64(config.int("run.seed")), comm: comm, keepImages: true, progress: progress)
+            records: records, tasks: tasks, imagesPerPrompt: imagesPerPrompt, settings: settings.imageSampling,
+            seed: settings.seed, comm: comm, keepImages: true, progress: progress)
         console.print("eval \(name.rawValue): captions of \(images.count) images and POPE-mini")
-        let understanding = try runUnderstandingEval(images: images, probes: probes, workbench: workbench, comm: comm)
+        let understanding = try runUnderstandingEval(images: images, probes: probes, tasks: tasks, comm: comm)
         let seconds = elapsedSeconds(since: started)
         console.print(
             "eval \(name.rawValue): "
                 + String(
                     format: "GenEval-mini %.4f, captions %.4f (%.0f s)",
                     genEval?.summary.overall ?? .nan, understanding?.captionAccuracy ?? .nan, seconds))
-        // Rank 0 holds the gathered results and writes every file; its failures reach the
-        // others through the broadcast below.
-        var failure = ""
-        if let genEval, let understanding {
+        // Rank 0 holds the gathered results and writes every file.
+        try comm.rootDecides {
+            guard let genEval, let understanding else { return }
             do {
                 let folder = evalDirectory.appendingPathComponent(name.rawValue, isDirectory: true)
                 try writeSampleFolders(
-                    genEval, records: records, lines: lines, workbench: workbench, to: folder,
+                    genEval, records: records, lines: lines, tasks: tasks, to: folder,
                     sheet: evalDirectory.appendingPathComponent("\(name.rawValue)_samples.png"))
                 summary.models[name.rawValue] = ModelEvaluation(
                     checkpoint: checkpoint.header, directory: job.stageDirectory(name.stage.rawValue),
                     genEval: genEval, records: records, understanding: understanding, seconds: seconds)
                 perRecord[name] = genEval.correctPerRecord
             } catch {
-                failure = "eval \(name.rawValue): \(error)"
+                throw AllRanksError("eval \(name.rawValue): \(error)", exitCode: 1)
             }
         }
-        let message = String(decoding: comm.broadcast(bytes: Array(failure.utf8)), as: UTF8.self)
-        if !message.isEmpty { throw AgreedError(message, exitCode: 1) }
     }
 
-    var failure = ""
-    if comm.isRoot {
+    try comm.rootDecides {
         if let base = perRecord[.base], let suder = perRecord[.suder] {
             summary.delta = EvalComparison(
                 base: summary.models[EvaluatedModel.base.rawValue]!, suder: summary.models[EvaluatedModel.suder.rawValue]!,
@@ -93,15 +88,13 @@ func runEvalStage(_ job: JobContext) throws {
                     categories: records.map(\.tag), base: base, suder: suder,
                     imagesPerPrompt: imagesPerPrompt))
         }
+        defer { console.print(summary.table) }
         do {
             try writeFileAtomically(try summary.encoded(), to: evalDirectory.appendingPathComponent(EvalSummary.fileName))
         } catch {
-            failure = "eval: cannot write the summary: \(error)"
+            throw AllRanksError("eval: cannot write the summary: \(error)", exitCode: 1)
         }
-        console.print(summary.table)
     }
-    let message = String(decoding: comm.broadcast(bytes: Array(failure.utf8)), as: UTF8.self)
-    if !message.isEmpty { throw AgreedError(message, exitCode: 1) }
     try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0)
     console.print(
         "eval: summary in \(evalDirectory.appendingPathComponent(EvalSummary.fileName).path); "
@@ -136,7 +129,7 @@ func selectEvalRecords(_ tags: [Category], maxPrompts: Int) -> [Int] {
 /// checked by rescoring the folder from disk, and a sheet of the first sample of 48 prompts from
 /// all categories (one category a row of 8 for the eval set's per-category blocks).
 func writeSampleFolders(
-    _ run: GenEvalRun, records: [MetadataRecord], lines: [Int], workbench: ModelWorkbench, to folder: URL,
+    _ run: GenEvalRun, records: [MetadataRecord], lines: [Int], tasks: UnifiedModelTasks, to folder: URL,
     sheet: URL
 ) throws {
     // A previous eval of this run may have scored other lines; its folders must not mix in.
@@ -145,13 +138,13 @@ func writeSampleFolders(
     let onSheet = Set(selectEvalRecords(records.map(\.tag), maxPrompts: 48))
     var sheetImages: [RGBImage] = []
     for (i, record) in records.enumerated() {
-        let decoded = try run.images[i].map { try workbench.oracle.decodeImage(tokens: $0) }
+        let decoded = try run.images[i].map { try tasks.oracle.decodeImage(tokens: $0) }
         try writeGenEvalSamples(record: record, images: decoded, index: lines[i], outDir: folder)
         if onSheet.contains(i), let first = decoded.first { sheetImages.append(first) }
     }
     let rescored = try scoreGenEvalFolder(images: folder, metadata: nil)
     guard rescored == run.summary else {
-        throw AgreedError("rescoring \(folder.path) from its PNG files gives \(rescored.overall), the in-memory score was \(run.summary.overall)")
+        throw AllRanksError("rescoring \(folder.path) from its PNG files gives \(rescored.overall), the in-memory score was \(run.summary.overall)")
     }
     if !sheetImages.isEmpty { try writePNG(imageGrid(sheetImages, columns: 8), to: sheet) }
 }
@@ -191,7 +184,7 @@ func pairedBootstrap(
     let observed = groups.map(mean)
     var overallDraws: [Double] = [], categoryDraws = [[Double]](repeating: [], count: present.count)
     overallDraws.reserveCapacity(resamples)
-    var rng = SeededRNG(seed: seed)
+    var rng = Xoshiro256RNG(seed: seed)
     for _ in 0..<resamples {
         var sum = 0.0
         for (g, group) in groups.enumerated() {
@@ -228,13 +221,13 @@ struct EvalSummary: Codable {
     static let currentFormat = "suder-eval-summary/1"
 
     var format = EvalSummary.currentFormat
-    var settings: EvalSettings
+    var settings: EvalSummarySettings
     /// By model name (`base`, `suder`).
     var models: [String: ModelEvaluation] = [:]
     /// suder - base, when both were evaluated.
     var delta: EvalComparison?
 
-    init(settings: EvalSettings) { self.settings = settings }
+    init(settings: EvalSummarySettings) { self.settings = settings }
 
     func encoded() throws -> Data {
         let encoder = JSONEncoder()
@@ -281,7 +274,8 @@ struct EvalSummary: Codable {
     }
 }
 
-struct EvalSettings: Codable {
+/// The settings an evaluation ran with, as the summary records them.
+struct EvalSummarySettings: Codable {
     var seed: Int
     var imagesPerPrompt: Int
     var temperature: Double
@@ -291,13 +285,13 @@ struct EvalSettings: Codable {
     /// Eval metadata lines (0-based) scored, which are also the sample folder names.
     var promptLines: [Int]
 
-    init(config: ResolvedConfig, promptLines: [Int]) {
-        seed = config.int("run.seed")
-        imagesPerPrompt = config.int("eval.images_per_prompt")
-        temperature = config.double("eval.temperature")
-        topK = config.int("eval.top_k")
-        cfgWeight = config.double("eval.cfg_weight")
-        maxPrompts = config.int("eval.max_prompts")
+    init(_ settings: EvalSettings, promptLines: [Int]) {
+        seed = Int(settings.seed)
+        imagesPerPrompt = settings.imagesPerPrompt
+        temperature = settings.temperature
+        topK = settings.imageSampling.topK
+        cfgWeight = settings.cfgWeight
+        maxPrompts = settings.maxPrompts
         self.promptLines = promptLines
     }
 }

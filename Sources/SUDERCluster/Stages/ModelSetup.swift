@@ -1,50 +1,19 @@
+import ClusterRuntime
 import Foundation
 import Model
 import World
-
-/// The model the config describes, over the dataset's vocabulary.
-func modelConfig(_ config: ResolvedConfig, vocabulary: Vocabulary) -> ModelConfig {
-    let dModel = config.int("model.d_model")
-    let requestedHidden = config.int("model.ffn_hidden")
-    // SwiGLU's usual 8/3 ratio keeps the MLP's parameter count equal to a 4x GELU MLP's.
-    let hidden = requestedHidden > 0 ? requestedHidden : max(32, (dModel * 8 / 3 + 31) / 32 * 32)
-    return ModelConfig(
-        vocabSize: vocabulary.size, dModel: dModel, nLayers: config.int("model.n_layers"),
-        nHeads: config.int("model.n_heads"), ffnHidden: hidden, maxSeq: config.int("model.max_seq"),
-        tiedHead: config.bool("model.tied_head"), ropeTheta: config.double("model.rope_theta"))
-}
-
-/// The world config the `data.*` keys describe.
-func worldConfig(_ config: ResolvedConfig) -> WorldConfig {
-    var world = WorldConfig()
-    world.seed = UInt64(config.int("data.seed"))
-    world.canvasSize = config.int("data.canvas")
-    world.patchSize = config.int("data.patch")
-    world.positionStep = config.int("data.position_step")
-    world.codebookSize = config.int("data.codebook_size")
-    world.trainPairs = config.int("data.train_pairs")
-    world.trainCaptions = config.int("data.train_captions")
-    world.trainProbes = config.int("data.train_probes")
-    world.trainImperfect = config.int("data.train_imperfect")
-    world.unpairedPrompts = config.int("data.unpaired_prompts")
-    world.unpairedImages = config.int("data.unpaired_images")
-    world.evalPromptsPerCategory = config.int("data.eval_prompts_per_category")
-    world.evalImages = config.int("data.eval_images")
-    world.imagesPerEvalPrompt = config.int("eval.images_per_prompt")
-    return world
-}
 
 /// Opens the dataset the `data` stage wrote into the run directory; a missing or damaged dataset
 /// is an error every rank reaches.
 func openDataset(_ job: JobContext) throws -> DatasetReader {
     let directory = job.stageDirectory(StageName.data.rawValue)
-    guard job.isFinished(StageName.data.rawValue) else {
-        throw AgreedError("no finished dataset in \(directory.path): run `suder data` (or `suder pipeline`) with this --run-dir first")
+    guard try job.stageFinished(StageName.data.rawValue) else {
+        throw AllRanksError("no finished dataset in \(directory.path): run `suder data` (or `suder pipeline`) with this --run-dir first")
     }
     do {
         return try DatasetReader(directory: directory)
     } catch {
-        throw AgreedError("cannot open the dataset in \(directory.path): \(error)")
+        throw AllRanksError("cannot open the dataset in \(directory.path): \(error)")
     }
 }
 
@@ -55,7 +24,7 @@ func synchronizeParameters(_ model: Transformer, comm: Communicator) throws {
     let digest = Int(bitPattern: UInt(parameterDigest(model.parameters)))
     let high = comm.allreduce(digest, op: .max), low = comm.allreduce(digest, op: .min)
     guard high == low else {
-        throw AgreedError("parameters differ between ranks after the broadcast from rank 0", exitCode: 1)
+        throw AllRanksError("parameters differ between ranks after the broadcast from rank 0", exitCode: 1)
     }
 }
 
@@ -71,10 +40,10 @@ func tensorEntries(_ model: Transformer) -> [TensorEntry] {
 
 /// A checkpoint of the model and optimizer at `step`; `extra` holds stage-specific sections.
 func makeCheckpoint(
-    stage: StageName, step: Int, round: Int = 0, job: JobContext, model: Transformer, optimizer: AdamW,
+    stage: StageName, step: Int, job: JobContext, model: Transformer, optimizer: AdamW,
     extra: [String: [UInt8]] = [:]
 ) -> Checkpoint {
-    let header = CheckpointHeader(stage: stage.rawValue, step: step, round: round, configYAML: job.config.yaml(), tensors: tensorEntries(model))
+    let header = CheckpointHeader(stage: stage.rawValue, step: step, configYAML: job.config.yaml(), tensors: tensorEntries(model))
     var sections = extra
     sections["weights"] = floatsToBytes(UnsafeBufferPointer(model.parameters))
     sections["adam_m"] = floatsToBytes(UnsafeBufferPointer(optimizer.m))
@@ -92,7 +61,7 @@ func restore(_ checkpoint: Checkpoint, model: Transformer, optimizer: AdamW?) th
     try checkpoint.copyFloats("adam_m", into: optimizer.m)
     try checkpoint.copyFloats("adam_v", into: optimizer.v)
     guard let stepBytes = checkpoint.sections["adam_step"], stepBytes.count == 8 else {
-        throw AgreedError("checkpoint has no optimizer step section")
+        throw AllRanksError("checkpoint has no optimizer step section")
     }
     optimizer.step = Int(stepBytes.withUnsafeBytes { $0.loadUnaligned(as: Int64.self) })
 }
@@ -104,7 +73,7 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
     guard checkpoint.header.tensors == expected else {
         let theirs = checkpoint.header.tensors.map { "\($0.name)\($0.shape)" }.prefix(3).joined(separator: ", ")
         let ours = expected.map { "\($0.name)\($0.shape)" }.prefix(3).joined(separator: ", ")
-        throw AgreedError(
+        throw AllRanksError(
             "checkpoint (stage \(checkpoint.header.stage), step \(checkpoint.header.step)) holds a different model "
                 + "(\(checkpoint.header.tensors.count) tensors: \(theirs), ...) than the config describes (\(expected.count) tensors: \(ours), ...)")
     }
@@ -113,18 +82,17 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
 /// Weights of a checkpoint directory, or of the newest valid checkpoint in a stage directory, on
 /// every rank. For stages that start from another stage's model.
 func loadWeights(from url: URL, into model: Transformer, job: JobContext) throws -> Checkpoint {
+    let store = CheckpointStore(directory: url, comm: job.comm)
     let checkpoint: Checkpoint
-    if FileManager.default.fileExists(atPath: url.appendingPathComponent(CheckpointHeader.fileName).path) {
-        // Every rank reads the same files; they must all succeed.
-        let result = Result { try readCheckpoint(directory: url) }
-        guard job.comm.allAgree((try? result.get()) != nil) else {
-            if case .failure(let error) = result { throw AgreedError("cannot load checkpoint \(url.path): \(error)") }
-            throw AgreedError("cannot load checkpoint \(url.path) on another rank")
+    if try job.comm.rootDecides({ FileManager.default.fileExists(atPath: url.appendingPathComponent(CheckpointHeader.fileName).path) }) {
+        do {
+            checkpoint = try store.load(checkpoint: url)
+        } catch {
+            throw AllRanksError("cannot load checkpoint \(url.path): \(error)")
         }
-        checkpoint = try result.get()
     } else {
-        guard let loaded = try CheckpointStore(directory: url, comm: job.comm).loadNewestValid() else {
-            throw AgreedError("no checkpoint in \(url.path)")
+        guard let loaded = try store.loadNewestValid() else {
+            throw AllRanksError("no checkpoint in \(url.path)")
         }
         checkpoint = loaded.checkpoint
     }

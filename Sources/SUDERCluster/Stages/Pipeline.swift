@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 
 /// The job suite's stages, in pipeline order.
@@ -7,7 +8,7 @@ public enum StageName: String, CaseIterable {
 
 /// Runs one stage unless its DONE marker says it already finished in this run directory.
 public func runStage(_ stage: StageName, job: JobContext) throws {
-    if job.isFinished(stage.rawValue) {
+    if try job.stageFinished(stage.rawValue) {
         job.console.print("stage \(stage.rawValue): already finished in \(job.stageDirectory(stage.rawValue).path) (DONE marker); nothing to do")
         return
     }
@@ -27,17 +28,4 @@ public func runPipeline(job: JobContext, until: StageName = .eval) throws {
         if stage == until { break }
     }
     job.console.print("pipeline: finished through stage \(until.rawValue)")
-}
-
-/// `suder data`: rank 0 generates the world into `<run-dir>/data` while the others wait.
-func runDataStage(_ job: JobContext) throws {
-    let world = worldConfig(job.config)
-    do { try world.validate() } catch { throw AgreedError("\(error)") }
-    let directory = job.stageDirectory(StageName.data.rawValue)
-    do {
-        try runDataCommand(config: world, outDir: directory, communicator: job.comm)
-    } catch {
-        throw AgreedError("data: \(error)", exitCode: 1)
-    }
-    try CheckpointStore(directory: directory, comm: job.comm).markDone(step: 0)
 }

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import Model
 
@@ -16,7 +17,7 @@ final class TrainingSession {
     private(set) var resumedSections: [String: [UInt8]] = [:]
     private var savedStep = -1
 
-    /// Opens the stage directory: ends the job at once if the stage already finished, resumes
+    /// Opens the stage directory (the caller checked that the stage has not finished): resumes
     /// from the newest valid checkpoint if there is one, else calls `initialise` (which fills the
     /// parameters from rank 0's point of view) and makes every rank hold rank 0's parameters.
     init(job: JobContext, stage: StageName, model: Transformer, optimizer: AdamW, initialise: () throws -> Void) throws {
@@ -25,17 +26,13 @@ final class TrainingSession {
         self.model = model
         self.optimizer = optimizer
         let directory = job.stageDirectory(stage.rawValue)
-        store = CheckpointStore(
-            directory: directory, keepLast: job.config.int("checkpoint.keep_last"),
-            compressionLevel: job.config.int("checkpoint.zstd_level"),
-            threads: job.config.int("checkpoint.zstd_threads"), comm: job.comm)
-        store.exitIfDone(stage: stage.rawValue)
+        store = CheckpointStore(directory: directory, config: job.config, comm: job.comm)
         StopSignals.install(graceSeconds: 0)
         let loaded: LoadedCheckpoint?
         do {
             loaded = try store.loadNewestValid()
         } catch let error as CheckpointError {
-            throw AgreedError("\(stage.rawValue): \(error)")
+            throw AllRanksError("\(stage.rawValue): \(error)")
         }
         if let loaded {
             for note in loaded.notes { job.console.warn(note) }
@@ -62,7 +59,7 @@ final class TrainingSession {
         job.comm.allreduce(model.gradients, op: .sum, file: #fileID, line: #line)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         if let index = firstNonFiniteIndex(UnsafeBufferPointer(model.gradients)) {
-            throw AgreedError(
+            throw AllRanksError(
                 "\(stage.rawValue) step \(step + 1): \(what) gradient element \(index) is \(model.gradients[index]); "
                     + "stopping before it reaches the weights or a checkpoint (lower the learning rate?)", exitCode: 1)
         }
@@ -76,12 +73,12 @@ final class TrainingSession {
         do {
             try store.save(
                 makeCheckpoint(
-                    stage: stage, step: step, round: stage == .suder ? step : 0, job: job, model: model,
-                    optimizer: optimizer, extra: extra), rankState: [])
+                    stage: stage, step: step, job: job, model: model,
+                    optimizer: optimizer, extra: extra))
         } catch let error as CheckpointError {
             // The store throws the same error on every rank: end together with rank 0's message
             // instead of an MPI abort.
-            throw AgreedError("\(stage.rawValue): checkpoint at step \(step) not written (earlier checkpoints are intact): \(error)", exitCode: 1)
+            throw AllRanksError("\(stage.rawValue): checkpoint at step \(step) not written (earlier checkpoints are intact): \(error)", exitCode: 1)
         }
         savedStep = step
         job.console.print("\(stage.rawValue): checkpoint at step \(step) (\(String(format: "%.2f", Date().timeIntervalSince(started))) s)")

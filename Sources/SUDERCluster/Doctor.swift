@@ -1,5 +1,6 @@
 import COpenBLAS
 import CZstd
+import ClusterRuntime
 import Foundation
 import Model
 

@@ -24,40 +24,40 @@ public final class Console {
     }
 
     /// A progress reporter for `total` units of work labelled `label`.
-    public func progress(_ label: String, total: Int, unit: String = "") -> Progress {
+    public func progress(_ label: String, total: Int, unit: String = "") -> ProgressReporter {
         let live: Bool
         switch progressMode {
         case "bar": live = true
         case "lines": live = false
-        case "off": return Progress(label: label, total: total, unit: unit, output: nil, live: false, interval: 0)
+        case "off": return ProgressReporter(label: label, total: total, unit: unit, output: nil, live: false, interval: 0)
         default: live = stdoutIsTerminal()
         }
-        return Progress(label: label, total: total, unit: unit, output: isPrinter ? self : nil, live: live, interval: progressInterval)
+        return ProgressReporter(label: label, total: total, unit: unit, output: isPrinter ? self : nil, live: live, interval: progressInterval)
     }
 }
 
 /// Whether the user watches stdout on a terminal. Open MPI hands every rank a pseudo-terminal even
 /// when mpirun's own output goes to a file, so under Open MPI only the launcher knows: the
 /// `scripts/mpirun` wrapper passes SUDER_STDOUT_IS_TERMINAL; without it, a batch log is assumed.
-func stdoutIsTerminal(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+public func stdoutIsTerminal(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
     if environment["OMPI_COMM_WORLD_SIZE"] != nil { return environment["SUDER_STDOUT_IS_TERMINAL"] == "1" }
     return isatty(STDOUT_FILENO) != 0
 }
 
-/// Progress with rate and ETA: a redrawn bar on a terminal, a line every `interval` seconds in a
+/// ProgressReporter with rate and ETA: a redrawn bar on a terminal, a line every `interval` seconds in a
 /// batch log (where carriage returns would make the file unreadable).
-public final class Progress {
-    let label: String
-    let total: Int
-    let unit: String
+public final class ProgressReporter {
+    public let label: String
+    public let total: Int
+    public let unit: String
     weak var output: Console?
-    let live: Bool
-    let interval: Double
-    let start = Date()
-    var lastPrint = Date.distantPast
+    public let live: Bool
+    public let interval: Double
+    public let start = Date()
+    public var lastPrint = Date.distantPast
     public private(set) var done = 0
 
-    init(label: String, total: Int, unit: String, output: Console?, live: Bool, interval: Double) {
+    public init(label: String, total: Int, unit: String, output: Console?, live: Bool, interval: Double) {
         self.label = label
         self.total = total
         self.unit = unit
@@ -83,7 +83,7 @@ public final class Progress {
         fflush(stdout)
     }
 
-    func render(now: Date, detail: String) -> String {
+    public func render(now: Date, detail: String) -> String {
         let elapsed = now.timeIntervalSince(start)
         let fraction = total > 0 ? min(1, Double(done) / Double(total)) : 1
         let rate = elapsed > 0 ? Double(done) / elapsed : 0

@@ -18,11 +18,6 @@ public struct MetricsRecord {
         fields.append((key, jsonString(value)))
     }
 
-    /// Adds the mean of every name in `sums` as `prefix + name`.
-    public mutating func set(means sums: MetricSums, prefix: String = "") {
-        for name in sums.names { if let mean = sums.mean(name) { set(prefix + name, mean) } }
-    }
-
     public var json: String {
         "{" + fields.map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
     }
@@ -31,20 +26,22 @@ public struct MetricsRecord {
 /// Appends records to `<stage dir>/metrics.jsonl` on rank 0. On resume it drops records past the
 /// checkpoint's step, so a resumed run's file equals an uninterrupted run's.
 public final class MetricsLog {
-    let url: URL
-    let enabled: Bool
+    public let url: URL
+    public let enabled: Bool
 
+    /// Collective: rank 0 trims or creates the file, every rank learns whether that worked.
     public init(url: URL, comm: Communicator, resumeAfterStep: Int?) throws {
         self.url = url
         enabled = comm.isRoot
-        guard enabled else { return }
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let existing = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
-        let kept = existing.split(separator: "\n").filter { line in
-            guard let resumeAfterStep, let step = Self.step(of: line) else { return false }
-            return step <= resumeAfterStep
+        try comm.rootDecides {
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            let existing = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+            let kept = existing.split(separator: "\n").filter { line in
+                guard let resumeAfterStep, let step = Self.step(of: line) else { return false }
+                return step <= resumeAfterStep
+            }
+            try writeFileAtomically(Data(kept.map { $0 + "\n" }.joined().utf8), to: url)
         }
-        try writeFileAtomically(Data(kept.map { $0 + "\n" }.joined().utf8), to: url)
     }
 
     public func append(_ record: MetricsRecord) {
@@ -54,19 +51,19 @@ public final class MetricsLog {
         try? handle.write(contentsOf: Data((record.json + "\n").utf8))
     }
 
-    static func step(of line: Substring) -> Int? {
+    public static func step(of line: Substring) -> Int? {
         guard let range = line.range(of: "\"step\": ") else { return nil }
         return Int(line[range.upperBound...].prefix { $0.isNumber })
     }
 }
 
 /// Shortest decimal that reads back as the same Double (Swift's description), as JSON.
-func formatNumber(_ value: Double) -> String {
+public func formatNumber(_ value: Double) -> String {
     if value == value.rounded(), abs(value) < 1e15 { return String(Int(value)) }
     return "\(value)"
 }
 
-func jsonString(_ text: String) -> String {
+public func jsonString(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {
@@ -79,24 +76,4 @@ func jsonString(_ text: String) -> String {
         }
     }
     return out + "\""
-}
-
-/// A seed for one random stream named by its parts (e.g. seed, stage, round, item): streams
-/// depend on what is sampled, never on which rank samples it, so results do not depend on the
-/// rank count.
-public func streamSeed(_ parts: UInt64...) -> UInt64 {
-    var h: UInt64 = 0x9E37_79B9_7F4A_7C15
-    for part in parts {
-        h ^= part &+ 0x9E37_79B9_7F4A_7C15 &+ (h << 6) &+ (h >> 2)
-        // SplitMix64 finaliser: every input bit affects every output bit.
-        h = (h ^ (h >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        h = (h ^ (h >> 27)) &* 0x94D0_49BB_1331_11EB
-        h ^= h >> 31
-    }
-    return h
-}
-
-/// The items rank `rank` of `size` handles: rank, rank + size, ...
-public func shardIndices(count: Int, rank: Int, size: Int) -> [Int] {
-    Array(stride(from: rank, to: count, by: size))
 }

@@ -14,9 +14,9 @@ public struct StageOptions {
     }
 }
 
-/// An error every rank reached in the same way (bad config, missing input checked on all ranks):
-/// the job ends with `exitCode` on all ranks without an MPI abort.
-public struct AgreedError: Error, CustomStringConvertible {
+/// An error every rank reached in the same way (bad config, or rank 0's verdict broadcast by
+/// `rootDecides`): the job ends with `exitCode` on all ranks without an MPI abort.
+public struct AllRanksError: Error, CustomStringConvertible {
     public let description: String
     public let exitCode: Int32
     public init(_ description: String, exitCode: Int32 = 2) {
@@ -50,8 +50,11 @@ public final class JobContext {
         runDir.appendingPathComponent(stage, isDirectory: true)
     }
 
-    public func isFinished(_ stage: String) -> Bool {
-        FileManager.default.fileExists(atPath: stageDirectory(stage).appendingPathComponent("DONE").path)
+    /// Whether `stage` finished in this run directory (its DONE marker), as rank 0 sees it; the
+    /// same answer on every rank. Collective.
+    public func stageFinished(_ stage: String) throws -> Bool {
+        let directory = stageDirectory(stage)
+        return try comm.rootDecides { CheckpointStore.hasDoneMarker(directory) }
     }
 }
 
@@ -60,15 +63,16 @@ public func makeCommunicator() -> Communicator {
     MPICommunicator.launchedByMPI ? MPICommunicator() : SingleProcessCommunicator()
 }
 
-/// Resolves and checks the config on every rank (each reads the same file, so all reach the same
-/// verdict), prints it on rank 0 and records it in the run directory. A bad config ends every
-/// rank with exit code 2 before any heavy work.
-public func prepareJob(comm: Communicator, options: StageOptions) -> JobContext {
+/// Resolves and checks the config on every rank from the file text rank 0 read (so all reach
+/// the same verdict), prints it on rank 0 and records it in the run directory. A bad config ends
+/// every rank with exit code 2 before any heavy work.
+public func prepareJob(comm: Communicator, options: StageOptions, schema: ConfigSchema) -> JobContext {
     do {
-        let config = try ResolvedConfig.resolve(file: options.configFile, overrides: options.overrides)
-        try checkConsistency(config)
+        let file = try options.configFile.map { url in (url, try comm.rootDecides { try ResolvedConfig.readConfigFile(url) }) }
+        let config = try ResolvedConfig.resolve(fileContents: file, overrides: options.overrides, schema: schema)
+        try schema.checkConsistency(config)
         let job = JobContext(comm: comm, config: config, runDir: options.runDir)
-        try recordConfig(job)
+        try recordConfig(job, schema: schema)
         job.console.print("suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, run directory \(options.runDir.path)")
         job.console.print(config.table())
         return job
@@ -80,32 +84,28 @@ public func prepareJob(comm: Communicator, options: StageOptions) -> JobContext 
 
 /// Saves the resolved config as `<run-dir>/config.yaml`. A run directory keeps one config for
 /// its whole life: resuming or continuing it with different settings would mix two experiments.
-func recordConfig(_ job: JobContext) throws {
+/// Rank 0 compares and writes; every rank learns its verdict.
+public func recordConfig(_ job: JobContext, schema: ConfigSchema) throws {
     let file = job.runDir.appendingPathComponent("config.yaml")
-    // Settings that change how a run is carried out or logged, never its results.
-    let ignorable = ["runtime.", "checkpoint.keep_last", "suder.log_samples"]
-    if FileManager.default.fileExists(atPath: file.path) {
-        let previous = try ResolvedConfig.resolve(file: file, overrides: [])
-        let changed = job.config.differences(from: previous, ignoring: ignorable)
-        if !changed.isEmpty {
-            let detail = changed.map { "\($0): \(previous.values[$0]?.description ?? "-") -> \(job.config.values[$0]?.description ?? "-")" }
-            throw AgreedError(
-                "the run directory \(job.runDir.path) was started with a different config ("
-                    + detail.joined(separator: "; ") + "); use a new --run-dir or the original settings")
+    try job.comm.rootDecides {
+        if FileManager.default.fileExists(atPath: file.path) {
+            // Configs recorded before a key was renamed still compare under the new name.
+            let previous = try ResolvedConfig.resolve(file: file, overrides: [], schema: schema, acceptRenamedKeys: true)
+            let changed = job.config.differences(from: previous, ignoring: schema.resultNeutralPrefixes)
+            if !changed.isEmpty {
+                let detail = changed.map { "\($0): \(previous.values[$0]?.description ?? "-") -> \(job.config.values[$0]?.description ?? "-")" }
+                throw AllRanksError(
+                    "the run directory \(job.runDir.path) was started with a different config ("
+                        + detail.joined(separator: "; ") + "); use a new --run-dir or the original settings")
+            }
         }
-    }
-    // Only rank 0 writes; the others wait so nobody reads a half-written file.
-    var failure = ""
-    if job.comm.isRoot {
         do {
             try FileManager.default.createDirectory(at: job.runDir, withIntermediateDirectories: true)
             try writeFileAtomically(Data(job.config.yaml().utf8), to: file)
         } catch {
-            failure = "cannot write \(file.path): \(error.localizedDescription)"
+            throw AllRanksError("cannot write \(file.path): \(error.localizedDescription)")
         }
     }
-    let message = String(decoding: job.comm.broadcast(bytes: Array(failure.utf8)), as: UTF8.self)
-    if !message.isEmpty { throw AgreedError(message) }
 }
 
 /// Writes `data` under a temporary name beside `url`, syncs it and renames it into place, so a
@@ -113,7 +113,7 @@ func recordConfig(_ job: JobContext) throws {
 public func writeFileAtomically(_ data: Data, to url: URL) throws {
     let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
     guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-        throw AgreedError("cannot create \(temporary.path)")
+        throw AllRanksError("cannot create \(temporary.path)")
     }
     let handle = try FileHandle(forWritingTo: temporary)
     do {
@@ -128,13 +128,13 @@ public func writeFileAtomically(_ data: Data, to url: URL) throws {
     guard rename(temporary.path, url.path) == 0 else {
         let reason = String(cString: strerror(errno))
         try? FileManager.default.removeItem(at: temporary)
-        throw AgreedError("cannot rename \(temporary.path) to \(url.path): \(reason)")
+        throw AllRanksError("cannot rename \(temporary.path) to \(url.path): \(reason)")
     }
 }
 
 /// BLAS threads per rank: the config's value, else Slurm's cpus-per-task, else the cores this
 /// process may run on (one under mpirun's default core binding).
-func resolveThreads(requested: Int) -> Int {
+public func resolveThreads(requested: Int) -> Int {
     if requested > 0 { return requested }
     let environment = ProcessInfo.processInfo.environment
     if let slurm = environment["SLURM_CPUS_PER_TASK"], let n = Int(slurm), n > 0 { return n }
@@ -149,7 +149,7 @@ func resolveThreads(requested: Int) -> Int {
 }
 
 /// The CPU ids this process may run on, from the kernel's affinity list.
-func boundCores() -> [Int] {
+public func boundCores() -> [Int] {
     guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
         let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
     else { return Array(0..<ProcessInfo.processInfo.activeProcessorCount) }
@@ -161,12 +161,12 @@ func boundCores() -> [Int] {
     return cores.isEmpty ? Array(0..<ProcessInfo.processInfo.activeProcessorCount) : cores
 }
 
-/// Runs `body` as the job's work: an `AgreedError` ends all ranks with its code; any other error
+/// Runs `body` as the job's work: an `AllRanksError` ends all ranks with its code; any other error
 /// may have hit one rank only, so it aborts the whole job.
 public func runReportingErrors(_ job: JobContext, _ body: () throws -> Void) -> Never {
     do {
         try body()
-    } catch let error as AgreedError {
+    } catch let error as AllRanksError {
         if job.comm.isRoot { printError("error: \(error.description)") }
         job.comm.exitTogether(code: error.exitCode)
     } catch {

@@ -3,11 +3,11 @@ import CZstd
 /// One-shot zstd frames with the frame checksum on. `threads` > 0 asks for zstd's worker threads;
 /// a libzstd built without multithreading refuses the parameter and we compress on the calling
 /// thread instead (`effectiveThreads` says which happened).
-struct ZstdCodec {
-    let level: Int32
-    let effectiveThreads: Int
+public struct ZstdCodec {
+    public let level: Int32
+    public let effectiveThreads: Int
 
-    init(level: Int, threads: Int) {
+    public init(level: Int, threads: Int) {
         let bounds = ZSTD_cParam_getBounds(ZSTD_c_compressionLevel)
         self.level = Int32(min(max(level, Int(bounds.lowerBound)), Int(bounds.upperBound)))
         // Probe once: setting nbWorkers fails on a single-threaded libzstd.
@@ -19,7 +19,7 @@ struct ZstdCodec {
         effectiveThreads = workers
     }
 
-    func compress(_ input: [UInt8], file: String) throws -> [UInt8] {
+    public func compress(_ input: [UInt8], file: String) throws -> [UInt8] {
         guard let context = ZSTD_createCCtx() else { throw CheckpointError(.writeFailed, file, "zstd could not allocate a context") }
         defer { ZSTD_freeCCtx(context) }
         try check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level), file, .writeFailed)
@@ -41,7 +41,7 @@ struct ZstdCodec {
 
     /// Decompresses exactly one frame of exactly `expectedSize` bytes. The caller has checked
     /// `expectedSize` against `maximumExpansion` so hostile sizes never reach the allocator.
-    static func decompress(_ input: [UInt8], expectedSize: Int, file: String) throws -> [UInt8] {
+    public static func decompress(_ input: [UInt8], expectedSize: Int, file: String) throws -> [UInt8] {
         try input.withUnsafeBytes { inp in
             let frameSize = ZSTD_findFrameCompressedSize(inp.baseAddress, inp.count)
             if ZSTD_isError(frameSize) != 0 {
@@ -70,7 +70,7 @@ struct ZstdCodec {
 
     /// zstd cannot expand a frame by more than this: an RLE block of 3 header bytes and 1 byte of
     /// content stands for at most 128 KiB. Used to reject declared sizes before allocating.
-    static let maximumExpansion = 131_072 / 4 + 1
+    public static let maximumExpansion = 131_072 / 4 + 1
 
     private static func check(_ code: Int, _ file: String, _ kind: CheckpointError.Kind) throws {
         if ZSTD_isError(code) != 0 {

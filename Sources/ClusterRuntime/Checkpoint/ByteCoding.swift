@@ -1,15 +1,17 @@
 import Foundation
 
 /// Little-endian writer for the checkpoint header.
-struct ByteWriter {
-    private(set) var bytes: [UInt8] = []
+public struct ByteWriter {
+    public private(set) var bytes: [UInt8] = []
 
-    mutating func u8(_ value: UInt8) { bytes.append(value) }
-    mutating func u32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
-    mutating func u64(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
-    mutating func int(_ value: Int) { u64(UInt64(bitPattern: Int64(value))) }
-    mutating func raw(_ value: [UInt8]) { bytes.append(contentsOf: value) }
-    mutating func string(_ value: String) {
+    public init() {}
+
+    public mutating func u8(_ value: UInt8) { bytes.append(value) }
+    public mutating func u32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func u64(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+    public mutating func int(_ value: Int) { u64(UInt64(bitPattern: Int64(value))) }
+    public mutating func raw(_ value: [UInt8]) { bytes.append(contentsOf: value) }
+    public mutating func string(_ value: String) {
         let utf8 = Array(value.utf8)
         u32(UInt32(utf8.count))
         bytes.append(contentsOf: utf8)
@@ -19,49 +21,49 @@ struct ByteWriter {
 /// Little-endian reader over bytes that may be hostile: every read checks the remaining length
 /// first, and every count is checked against what the remaining bytes could possibly hold before
 /// anything is allocated for it. Errors name `file`.
-struct ByteReader {
-    let bytes: [UInt8]
-    let file: String
-    private(set) var offset = 0
+public struct ByteReader {
+    public let bytes: [UInt8]
+    public let file: String
+    public private(set) var offset = 0
 
-    init(_ bytes: [UInt8], file: String) {
+    public init(_ bytes: [UInt8], file: String) {
         self.bytes = bytes
         self.file = file
     }
 
-    var remaining: Int { bytes.count - offset }
+    public var remaining: Int { bytes.count - offset }
 
-    func fail(_ problem: String) -> CheckpointError {
+    public func fail(_ problem: String) -> CheckpointError {
         CheckpointError(.corrupt, file, "\(problem) (at byte \(offset) of \(bytes.count))")
     }
 
-    mutating func take(_ count: Int, _ what: String) throws -> ArraySlice<UInt8> {
+    public mutating func take(_ count: Int, _ what: String) throws -> ArraySlice<UInt8> {
         guard count >= 0, count <= remaining else { throw fail("\(what) needs \(count) bytes, \(remaining) left") }
         defer { offset += count }
         return bytes[offset..<offset + count]
     }
 
-    mutating func u8(_ what: String) throws -> UInt8 { try take(1, what).first! }
+    public mutating func u8(_ what: String) throws -> UInt8 { try take(1, what).first! }
 
-    mutating func u32(_ what: String) throws -> UInt32 {
+    public mutating func u32(_ what: String) throws -> UInt32 {
         let slice = try take(4, what)
         return slice.reversed().reduce(0) { $0 << 8 | UInt32($1) }
     }
 
-    mutating func u64(_ what: String) throws -> UInt64 {
+    public mutating func u64(_ what: String) throws -> UInt64 {
         let slice = try take(8, what)
         return slice.reversed().reduce(0) { $0 << 8 | UInt64($1) }
     }
 
     /// A non-negative 64-bit integer no larger than `limit`.
-    mutating func int(_ what: String, limit: Int = Int.max) throws -> Int {
+    public mutating func int(_ what: String, limit: Int = Int.max) throws -> Int {
         let value = Int64(bitPattern: try u64(what))
         guard value >= 0, value <= limit else { throw fail("\(what) is \(value), allowed 0...\(limit)") }
         return Int(value)
     }
 
     /// A count of items each at least `minimumItemBytes` long, so it cannot exceed what is left.
-    mutating func count(_ what: String, minimumItemBytes: Int) throws -> Int {
+    public mutating func count(_ what: String, minimumItemBytes: Int) throws -> Int {
         let value = Int(try u32(what))
         guard value <= remaining / max(1, minimumItemBytes) else {
             throw fail("\(what) is \(value) but only \(remaining) bytes are left")
@@ -69,7 +71,7 @@ struct ByteReader {
         return value
     }
 
-    mutating func string(_ what: String) throws -> String {
+    public mutating func string(_ what: String) throws -> String {
         let length = Int(try u32("length of \(what)"))
         let slice = try take(length, what)
         guard let value = String(validating: slice, as: UTF8.self) else { throw fail("\(what) is not UTF-8") }
@@ -106,7 +108,7 @@ public func bytesToFloats(_ bytes: [UInt8], file: String = "<memory>") throws ->
 /// Byte grouping ("shuffle" in HDF5/Blosc terms) of float32 data: all first bytes, then all second
 /// bytes, ... Exponent and high mantissa bytes of trained weights repeat a lot, so zstd finds much
 /// more to work with once they sit together. A trailing partial element is copied as is.
-func byteGroup(_ input: UnsafeRawBufferPointer, elementSize: Int, into output: UnsafeMutableRawBufferPointer) {
+public func byteGroup(_ input: UnsafeRawBufferPointer, elementSize: Int, into output: UnsafeMutableRawBufferPointer) {
     precondition(input.count == output.count)
     let n = input.count / elementSize
     guard let src = input.baseAddress, let dst = output.baseAddress else { return }
@@ -121,7 +123,7 @@ func byteGroup(_ input: UnsafeRawBufferPointer, elementSize: Int, into output: U
 }
 
 /// Inverse of `byteGroup`.
-func byteUngroup(_ input: UnsafeRawBufferPointer, elementSize: Int, into output: UnsafeMutableRawBufferPointer) {
+public func byteUngroup(_ input: UnsafeRawBufferPointer, elementSize: Int, into output: UnsafeMutableRawBufferPointer) {
     precondition(input.count == output.count)
     let n = input.count / elementSize
     guard let src = input.baseAddress, let dst = output.baseAddress else { return }
@@ -135,14 +137,14 @@ func byteUngroup(_ input: UnsafeRawBufferPointer, elementSize: Int, into output:
     }
 }
 
-func byteGrouped(_ bytes: [UInt8], elementSize: Int) -> [UInt8] {
+public func byteGrouped(_ bytes: [UInt8], elementSize: Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: bytes.count) { out, initialized in
         bytes.withUnsafeBytes { byteGroup($0, elementSize: elementSize, into: UnsafeMutableRawBufferPointer(out)) }
         initialized = bytes.count
     }
 }
 
-func byteUngrouped(_ bytes: [UInt8], elementSize: Int) -> [UInt8] {
+public func byteUngrouped(_ bytes: [UInt8], elementSize: Int) -> [UInt8] {
     [UInt8](unsafeUninitializedCapacity: bytes.count) { out, initialized in
         bytes.withUnsafeBytes { byteUngroup($0, elementSize: elementSize, into: UnsafeMutableRawBufferPointer(out)) }
         initialized = bytes.count

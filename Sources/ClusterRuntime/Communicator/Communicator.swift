@@ -42,32 +42,32 @@ public protocol Communicator: AnyObject {
 }
 
 public extension Communicator {
-    var isRoot: Bool { rank == 0 }
+    public var isRoot: Bool { rank == 0 }
 
-    func barrier(file: StaticString = #fileID, line: UInt = #line) {
+    public func barrier(file: StaticString = #fileID, line: UInt = #line) {
         barrier(file: file, line: line)
     }
 
-    func allreduce<T: ReducibleScalar>(_ values: inout [T], op: ReduceOp = .sum, file: StaticString = #fileID, line: UInt = #line) {
+    public func allreduce<T: ReducibleScalar>(_ values: inout [T], op: ReduceOp = .sum, file: StaticString = #fileID, line: UInt = #line) {
         values.withUnsafeMutableBufferPointer { allreduce($0, op: op, file: file, line: line) }
     }
 
-    func allreduce<T: ReducibleScalar>(_ value: T, op: ReduceOp = .sum, file: StaticString = #fileID, line: UInt = #line) -> T {
+    public func allreduce<T: ReducibleScalar>(_ value: T, op: ReduceOp = .sum, file: StaticString = #fileID, line: UInt = #line) -> T {
         var values = [value]
         allreduce(&values, op: op, file: file, line: line)
         return values[0]
     }
 
-    func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int = 0, file: StaticString = #fileID, line: UInt = #line) {
+    public func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int = 0, file: StaticString = #fileID, line: UInt = #line) {
         broadcast(bytes, root: root, file: file, line: line)
     }
 
-    func broadcast<T>(_ values: inout [T], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) {
+    public func broadcast<T>(_ values: inout [T], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) {
         values.withUnsafeMutableBytes { broadcast($0, root: root, file: file, line: line) }
     }
 
     /// Broadcasts a byte string whose length only `root` knows.
-    func broadcast(bytes: [UInt8], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) -> [UInt8] {
+    public func broadcast(bytes: [UInt8], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) -> [UInt8] {
         var count = [rank == root ? bytes.count : 0]
         broadcast(&count, root: root, file: file, line: line)
         var result = rank == root ? bytes : [UInt8](repeating: 0, count: count[0])
@@ -75,67 +75,16 @@ public extension Communicator {
         return result
     }
 
-    func gather(_ bytes: [UInt8], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) -> [[UInt8]]? {
+    public func gather(_ bytes: [UInt8], root: Int = 0, file: StaticString = #fileID, line: UInt = #line) -> [[UInt8]]? {
         gather(bytes, root: root, file: file, line: line)
     }
 
-    func abortJob(_ message: String, code: Int32 = 1, file: StaticString = #fileID, line: UInt = #line) -> Never {
+    public func abortJob(_ message: String, code: Int32 = 1, file: StaticString = #fileID, line: UInt = #line) -> Never {
         abortJob(message, code: code, file: file, line: line)
     }
 
     /// True on every rank iff `condition` holds on every rank.
-    func allAgree(_ condition: Bool, file: StaticString = #fileID, line: UInt = #line) -> Bool {
+    public func allAgree(_ condition: Bool, file: StaticString = #fileID, line: UInt = #line) -> Bool {
         allreduce(condition ? 1 : 0, op: .min, file: file, line: line) == 1
-    }
-}
-
-/// Sums and counts reduced together, so that means across ranks are means over items,
-/// not means of per-rank means.
-public struct MetricSums: Equatable {
-    public private(set) var names: [String] = []
-    public private(set) var sums: [Double] = []
-    public private(set) var counts: [Double] = []
-
-    public init() {}
-
-    public mutating func add(_ name: String, _ value: Double, count: Double = 1) {
-        if let i = names.firstIndex(of: name) {
-            sums[i] += value
-            counts[i] += count
-        } else {
-            names.append(name)
-            sums.append(value)
-            counts.append(count)
-        }
-    }
-
-    /// Mean of everything added under `name`; nil if nothing was.
-    public func mean(_ name: String) -> Double? {
-        guard let i = names.firstIndex(of: name), counts[i] > 0 else { return nil }
-        return sums[i] / counts[i]
-    }
-
-    public func sum(_ name: String) -> Double? {
-        names.firstIndex(of: name).map { sums[$0] }
-    }
-
-    /// Sums every (sum, count) pair across ranks. Ranks may have met different names, in any
-    /// order: the reduction runs over the union of names, sorted, so a pair never lands on
-    /// another name's slot. Afterwards every rank holds every name.
-    public mutating func allreduce(_ comm: Communicator, file: StaticString = #fileID, line: UInt = #line) {
-        var union: [String] = []
-        if let everyRank = comm.gather(Array(names.joined(separator: "\n").utf8), root: 0, file: file, line: line) {
-            union = Set(everyRank.flatMap { String(decoding: $0, as: UTF8.self).split(separator: "\n").map(String.init) }).sorted()
-        }
-        union = String(
-            decoding: comm.broadcast(bytes: Array(union.joined(separator: "\n").utf8), root: 0, file: file, line: line),
-            as: UTF8.self
-        ).split(separator: "\n").map(String.init)
-        let position = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
-        var packed = union.map { position[$0].map { sums[$0] } ?? 0 } + union.map { position[$0].map { counts[$0] } ?? 0 }
-        comm.allreduce(&packed, op: .sum, file: file, line: line)
-        names = union
-        sums = Array(packed[..<union.count])
-        counts = Array(packed[union.count...])
     }
 }

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import World
 
@@ -16,11 +17,11 @@ public func runReportCommand(runDirectories: [URL], out: URL?) throws {
 
 /// The report of one or more runs (e.g. seeds of one experiment), as Markdown.
 public func makeReport(runDirectories: [URL]) throws -> String {
-    guard !runDirectories.isEmpty else { throw AgreedError("report: give at least one --run-dir") }
+    guard !runDirectories.isEmpty else { throw AllRanksError("report: give at least one --run-dir") }
     for directory in runDirectories {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw AgreedError("report: run directory \(directory.path) does not exist")
+            throw AllRanksError("report: run directory \(directory.path) does not exist")
         }
     }
     let runs = runDirectories.map(RunRecord.init)
@@ -50,7 +51,9 @@ struct RunRecord {
         let configFile = directory.appendingPathComponent("config.yaml")
         config =
             FileManager.default.fileExists(atPath: configFile.path)
-            ? Result { try ResolvedConfig.resolve(file: configFile, overrides: []) }.mapError { ReportGap("\(configFile.path): \($0)") }
+            // Run directories recorded before a key was renamed are read under the new names.
+            ? Result { try ResolvedConfig.resolve(file: configFile, overrides: [], schema: configSchema, acceptRenamedKeys: true) }
+                .mapError { ReportGap("\(configFile.path): \($0)") }
             : .failure(ReportGap("no \(configFile.path)"))
         pretrainMetrics = readMetricsLines(directory.appendingPathComponent(StageName.pretrain.rawValue).appendingPathComponent("metrics.jsonl"))
         suderMetrics = readMetricsLines(directory.appendingPathComponent(StageName.suder.rawValue).appendingPathComponent("metrics.jsonl"))
@@ -64,7 +67,7 @@ struct RunRecord {
 
     func stageStatus(_ stage: StageName) -> String {
         let folder = directory.appendingPathComponent(stage.rawValue)
-        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("DONE").path) { return "done" }
+        if CheckpointStore.hasDoneMarker(folder) { return "done" }
         return FileManager.default.fileExists(atPath: folder.path) ? "unfinished" : "missing"
     }
 }

@@ -5,6 +5,12 @@ public struct CheckResult {
     public let name: String
     public let passed: Bool
     public let detail: String
+
+    public init(name: String, passed: Bool, detail: String) {
+        self.name = name
+        self.passed = passed
+        self.detail = detail
+    }
 }
 
 /// Collectives checked against answers every rank can compute alone. A check passes only if it

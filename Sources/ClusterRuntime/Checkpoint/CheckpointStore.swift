@@ -9,9 +9,6 @@ public struct LoadedCheckpoint {
     public let checkpoint: Checkpoint
     /// The checkpoint directory it came from.
     public let directory: URL
-    /// This rank's saved state ("rng.<rank>"); nil when the job now runs with a different number
-    /// of ranks than the one that wrote it, so the stage must reseed (and say so).
-    public let rankState: [UInt8]?
     /// Newer checkpoints that were invalid and moved aside, one message each.
     public let notes: [String]
 }
@@ -53,17 +50,23 @@ public final class CheckpointStore {
         self.codec = ZstdCodec(level: compressionLevel, threads: threads)
     }
 
+    /// A store with the `checkpoint.*` settings of a job's config.
+    public convenience init(directory: URL, config: ResolvedConfig, comm: Communicator) {
+        self.init(
+            directory: directory, keepLast: config.int("checkpoint.keep_last"), compressionLevel: config.int("checkpoint.zstd_level"),
+            threads: config.int("checkpoint.zstd_threads"), comm: comm)
+    }
+
     public static func directoryName(step: Int) -> String { String(format: "step-%012d", step) }
 
     // MARK: - Save
 
-    /// Writes `checkpoint` (rank 0's copy; other ranks may pass theirs or an empty one) plus every
-    /// rank's `rankState` (its RNG state, gathered to rank 0) as checkpoint `step-<step>`, then
-    /// points `latest` at it and deletes all but the newest `keepLast`. Refuses non-finite weights
+    /// Writes `checkpoint` (rank 0's copy; other ranks may pass theirs or an empty one) as
+    /// checkpoint `step-<step>`, then points `latest` at it and deletes all but the newest `keepLast`. Refuses non-finite weights
     /// on any rank. On failure every rank throws the same `.writeFailed`/`.invalidInput` error and
     /// all earlier checkpoints are untouched.
     @discardableResult
-    public func save(_ checkpoint: Checkpoint, rankState: [UInt8]) throws -> URL {
+    public func save(_ checkpoint: Checkpoint) throws -> URL {
         // Each rank checks its own weights: they should be identical, and a NaN anywhere must stop
         // everyone before it is written.
         let localFinite =
@@ -79,35 +82,26 @@ public final class CheckpointStore {
                 .invalidInput, target.path,
                 "weights hold NaN or infinity on \(localFinite ? "another rank" : "rank \(comm.rank)"); not writing a poisoned checkpoint")
         }
-        let states = comm.gather(rankState, root: 0)
-        var failure: [UInt8] = []
-        if let states {
+        try comm.rootDecides {
             do {
-                try writeOnRoot(checkpoint, rankStates: states, to: target)
+                try writeOnRoot(checkpoint, to: target)
             } catch let error as CheckpointError {
-                failure = encodeError(error)
+                throw error
             } catch {
-                failure = encodeError(CheckpointError(.writeFailed, target.path, "\(error)"))
+                throw CheckpointError(.writeFailed, target.path, "\(error)")
             }
         }
-        failure = comm.broadcast(bytes: failure, root: 0)
-        if !failure.isEmpty { throw decodeError(failure) }
         return target
     }
 
-    private func writeOnRoot(_ checkpoint: Checkpoint, rankStates: [[UInt8]], to target: URL) throws {
+    private func writeOnRoot(_ checkpoint: Checkpoint, to target: URL) throws {
         let fileManager = FileManager.default
         do {
             try fileManager.createDirectory(at: directory, withIntermediateDirectories: true)
         } catch {
             throw CheckpointError(.writeFailed, directory.path, "cannot create the checkpoint directory: \(error.localizedDescription)")
         }
-        for name in checkpoint.sections.keys {
-            try validateSectionName(name, file: target.path)
-            guard !name.hasPrefix("rng.") else {
-                throw CheckpointError(.invalidInput, target.path, "section name \(name): the rng.<rank> names are reserved for rankState")
-            }
-        }
+        for name in checkpoint.sections.keys { try validateSectionName(name, file: target.path) }
         let weights = checkpoint.sections["weights"] ?? []
         if !checkpoint.header.tensors.isEmpty {
             guard checkpoint.sections["weights"] != nil else {
@@ -127,8 +121,7 @@ public final class CheckpointStore {
         }
 
         var full = checkpoint
-        full.header.rankCount = rankStates.count
-        for (rank, state) in rankStates.enumerated() { full.sections["rng.\(rank)"] = state }
+        full.header.rankCount = comm.size
 
         let temporary = directory.appendingPathComponent(".tmp-\(target.lastPathComponent)-\(getpid())")
         guard mkdir(temporary.path, 0o755) == 0 else {
@@ -185,45 +178,39 @@ public final class CheckpointStore {
     /// the previous one is used. Throws `.noValidCheckpoint` when checkpoints exist (or were moved
     /// aside before) but none is valid: a run must never silently start over.
     public func loadNewestValid() throws -> LoadedCheckpoint? {
-        var message: [UInt8] = []
-        if comm.isRoot {
+        let message = try comm.rootDecides { () throws -> [UInt8] in
             var writer = ByteWriter()
             do {
-                if let (loaded, notes) = try loadOnRoot() {
-                    writer.u8(1)
-                    writer.string(loaded.url.lastPathComponent)
-                    writer.u32(UInt32(notes.count))
-                    for note in notes { writer.string(note) }
-                    encodeCheckpoint(loaded.checkpoint, into: &writer)
-                } else {
-                    writer.u8(0)
-                }
+                guard let (loaded, notes) = try loadOnRoot() else { return [] }
+                writer.string(loaded.url.lastPathComponent)
+                writer.u32(UInt32(notes.count))
+                for note in notes { writer.string(note) }
+                encodeCheckpoint(loaded.checkpoint, into: &writer)
             } catch let error as CheckpointError {
-                writer.u8(2)
-                writer.raw(encodeError(error))
+                throw error
             } catch {
-                writer.u8(2)
-                writer.raw(encodeError(CheckpointError(.corrupt, directory.path, "\(error)")))
+                throw CheckpointError(.corrupt, directory.path, "\(error)")
             }
-            message = writer.bytes
+            return writer.bytes
         }
-        message = comm.broadcast(bytes: message, root: 0)
+        guard !message.isEmpty else { return nil }
+        var reader = ByteReader(message, file: "checkpoint broadcast from rank 0")
+        let name = try reader.string("directory")
+        var notes: [String] = []
+        for _ in 0..<(try reader.count("notes", minimumItemBytes: 4)) { notes.append(try reader.string("note")) }
+        let checkpoint = try decodeCheckpoint(&reader)
+        return LoadedCheckpoint(checkpoint: checkpoint, directory: directory.appendingPathComponent(name), notes: notes)
+    }
 
-        let file = "checkpoint broadcast from rank 0"
-        var reader = ByteReader(message, file: file)
-        switch try reader.u8("status") {
-        case 0:
-            return nil
-        case 1:
-            let name = try reader.string("directory")
-            var notes: [String] = []
-            for _ in 0..<(try reader.count("notes", minimumItemBytes: 4)) { notes.append(try reader.string("note")) }
-            let checkpoint = try decodeCheckpoint(&reader)
-            let rankState = checkpoint.header.rankCount == comm.size ? checkpoint.sections["rng.\(comm.rank)"] : nil
-            return LoadedCheckpoint(checkpoint: checkpoint, directory: directory.appendingPathComponent(name), rankState: rankState, notes: notes)
-        default:
-            throw decodeError(Array(message.dropFirst()))
+    /// One checkpoint directory (holding header.bin), read by rank 0 and sent to every rank.
+    public func load(checkpoint checkpointDirectory: URL) throws -> Checkpoint {
+        let message = try comm.rootDecides { () throws -> [UInt8] in
+            var writer = ByteWriter()
+            encodeCheckpoint(try readCheckpoint(directory: checkpointDirectory), into: &writer)
+            return writer.bytes
         }
+        var reader = ByteReader(message, file: "checkpoint broadcast from rank 0")
+        return try decodeCheckpoint(&reader)
     }
 
     private func loadOnRoot() throws -> ((url: URL, checkpoint: Checkpoint), [String])? {
@@ -237,9 +224,6 @@ public final class CheckpointStore {
         for candidate in candidates {
             do {
                 let checkpoint = try readCheckpoint(directory: candidate.url)
-                for rank in 0..<checkpoint.header.rankCount where checkpoint.sections["rng.\(rank)"] == nil {
-                    throw CheckpointError(.corrupt, candidate.url.path, "no rng.\(rank) section for rank \(rank) of \(checkpoint.header.rankCount)")
-                }
                 return ((candidate.url, checkpoint), notes)
             } catch {
                 let note = "invalid checkpoint \(error); \(moveAside(candidate.url, into: aside))"
@@ -271,56 +255,26 @@ public final class CheckpointStore {
 
     /// Records that the stage finished (collective; rank 0 writes the marker atomically).
     public func markDone(step: Int) throws {
-        var failure: [UInt8] = []
-        if comm.isRoot {
-            let url = directory.appendingPathComponent(Self.doneFileName)
+        let url = directory.appendingPathComponent(Self.doneFileName)
+        try comm.rootDecides {
             do {
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
                 try replaceFileDurably(url, Array("finished at step \(step)\n".utf8))
             } catch let error as CheckpointError {
-                failure = encodeError(error)
+                throw error
             } catch {
-                failure = encodeError(CheckpointError(.writeFailed, url.path, "\(error)"))
+                throw CheckpointError(.writeFailed, url.path, "\(error)")
             }
         }
-        failure = comm.broadcast(bytes: failure, root: 0)
-        if !failure.isEmpty { throw decodeError(failure) }
     }
 
-    /// True on every rank when the stage already finished (collective).
-    public func isDone() -> Bool {
-        let done = comm.isRoot && FileManager.default.fileExists(atPath: directory.appendingPathComponent(Self.doneFileName).path)
-        var flag = [done ? 1 : 0]
-        comm.broadcast(&flag, root: 0)
-        return flag[0] == 1
-    }
-
-    /// For a stage's start: if it already finished, says so on rank 0 and ends the job with 0.
-    public func exitIfDone(stage: String) {
-        guard isDone() else { return }
-        if comm.isRoot { print("\(stage): already finished (\(directory.appendingPathComponent(Self.doneFileName).path) exists); nothing to do") }
-        comm.exitTogether(code: 0)
+    /// Whether `directory` holds a DONE marker, as this process sees it. Not collective: jobs ask
+    /// `JobContext.stageFinished`, which asks rank 0; offline tools (report) ask directly.
+    public static func hasDoneMarker(_ directory: URL) -> Bool {
+        FileManager.default.fileExists(atPath: directory.appendingPathComponent(doneFileName).path)
     }
 
     // MARK: - Wire encoding for broadcasts
-
-    private func encodeError(_ error: CheckpointError) -> [UInt8] {
-        var writer = ByteWriter()
-        let kinds: [CheckpointError.Kind] = [.corrupt, .writeFailed, .noValidCheckpoint, .invalidInput]
-        writer.u8(UInt8(kinds.firstIndex(of: error.kind)!))
-        writer.string(error.file)
-        writer.string(error.problem)
-        return writer.bytes
-    }
-
-    private func decodeError(_ bytes: [UInt8]) -> CheckpointError {
-        var reader = ByteReader(bytes, file: "error broadcast from rank 0")
-        let kinds: [CheckpointError.Kind] = [.corrupt, .writeFailed, .noValidCheckpoint, .invalidInput]
-        guard let kind = try? reader.u8("kind"), Int(kind) < kinds.count,
-            let file = try? reader.string("file"), let problem = try? reader.string("problem")
-        else { return CheckpointError(.corrupt, directory.path, "undecodable error message from rank 0") }
-        return CheckpointError(kinds[Int(kind)], file, problem)
-    }
 
     private func encodeCheckpoint(_ checkpoint: Checkpoint, into writer: inout ByteWriter) {
         let header = checkpoint.header.encoded()
@@ -348,7 +302,7 @@ public final class CheckpointStore {
 }
 
 /// The checkpoint directories (`step-<12 digits>`) of a stage directory, newest first.
-func listCheckpointDirectories(in directory: URL) throws -> [(step: Int, url: URL)] {
+public func listCheckpointDirectories(in directory: URL) throws -> [(step: Int, url: URL)] {
     guard FileManager.default.fileExists(atPath: directory.path) else { return [] }
     let names: [String]
     do {

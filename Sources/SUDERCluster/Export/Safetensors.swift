@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 
 // safetensors (https://github.com/huggingface/safetensors): an 8-byte little-endian header length
@@ -70,7 +71,7 @@ public func writeSafetensors(tensors: [(name: String, shape: [Int], values: Arra
 }
 
 /// Writes the "weights" section of `checkpoint` as safetensors, one tensor per entry of its
-/// tensor table, with the stage, step, round and config as metadata.
+/// tensor table, with the stage, step and config as metadata.
 public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL) throws {
     let weights = try checkpoint.floats("weights")
     guard !checkpoint.header.tensors.isEmpty else {
@@ -84,7 +85,6 @@ public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL) throws {
         "format": "pt",
         "suder.stage": checkpoint.header.stage,
         "suder.step": String(checkpoint.header.step),
-        "suder.round": String(checkpoint.header.round),
         "suder.config": checkpoint.header.configYAML,
     ]
     try writeSafetensors(tensors: tensors, metadata: metadata, to: url)

@@ -13,7 +13,7 @@ private func posixError(_ kind: CheckpointError.Kind, _ url: URL, _ what: String
 }
 
 /// Creates `url` (which must not exist), writes all of `bytes` and fsyncs it.
-func writeFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
+public func writeFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
     let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw posixError(.writeFailed, url, "cannot create") }
     var closed = false
@@ -35,7 +35,7 @@ func writeFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
 }
 
 /// fsync on a directory makes the names created or renamed inside it durable.
-func syncDirectory(_ url: URL) throws {
+public func syncDirectory(_ url: URL) throws {
     let fd = open(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard fd >= 0 else { throw posixError(.writeFailed, url, "cannot open directory to fsync") }
     defer { close(fd) }
@@ -43,7 +43,7 @@ func syncDirectory(_ url: URL) throws {
 }
 
 /// rename(2), then fsync of the parent so the new name survives a crash.
-func renameDurably(_ source: URL, to destination: URL) throws {
+public func renameDurably(_ source: URL, to destination: URL) throws {
     guard rename(source.path, destination.path) == 0 else {
         throw posixError(.writeFailed, destination, "cannot rename \(source.lastPathComponent) to it")
     }
@@ -51,7 +51,7 @@ func renameDurably(_ source: URL, to destination: URL) throws {
 }
 
 /// Replaces a small file atomically: write a temporary sibling, fsync, rename over, fsync parent.
-func replaceFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
+public func replaceFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
     let temporary = url.deletingLastPathComponent().appendingPathComponent(".tmp-\(url.lastPathComponent)-\(getpid())")
     unlink(temporary.path)
     do {
@@ -65,7 +65,7 @@ func replaceFileDurably(_ url: URL, _ bytes: [UInt8]) throws {
 
 /// The whole file, after checking its size against `limit` (and, if given, `expectedSize`)
 /// before allocating anything.
-func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [UInt8] {
+public func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [UInt8] {
     let fd = open(url.path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { throw posixError(.corrupt, url, "cannot open") }
     defer { close(fd) }
@@ -93,7 +93,7 @@ func readWholeFile(_ url: URL, limit: Int, expectedSize: Int? = nil) throws -> [
 
 /// Encodes and writes `checkpoint` into the empty directory `directory`, fsyncing every file and
 /// the directory. The header goes last, so a directory without one is visibly incomplete.
-func writeCheckpointFiles(_ checkpoint: Checkpoint, float32Sections: Set<String>, codec: ZstdCodec, to directory: URL) throws {
+public func writeCheckpointFiles(_ checkpoint: Checkpoint, float32Sections: Set<String>, codec: ZstdCodec, to directory: URL) throws {
     var header = checkpoint.header
     header.sections = []
     for name in checkpoint.sections.keys.sorted() {

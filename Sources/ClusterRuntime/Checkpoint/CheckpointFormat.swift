@@ -5,20 +5,21 @@ import Foundation
 //   step-000000001200/
 //     header.bin            layout below
 //     weights.zst           one zstd frame per section, frame checksum on
-//     adam_m.zst, adam_v.zst, data_position.zst, rng.0.zst, rng.1.zst, ...
+//     adam_m.zst, adam_v.zst, adam_step.zst, ... (any section a stage adds)
 //
 // header.bin, little-endian:
 //   "SUDERCKP"  u32 formatVersion  u64 bodyLength  body[bodyLength]  u64 xxh64(everything before)
 // body:
-//   string stage, i64 step, i64 round, u32 rankCount, string configYAML,
+//   string stage, i64 step, u32 rankCount, string configYAML,
 //   u32 tensorCount  { string name, u32 rank, u64 dims[rank], u64 byteOffset into "weights" } (float32)
 //   u32 sectionCount { string name, u8 layout, u64 uncompressedSize, u64 compressedSize,
 //                      u64 xxh64 of the uncompressed (un-grouped) bytes }
 // string = u32 byte count + UTF-8. layout 0 = bytes as given, 1 = float32 byte-grouped before zstd.
+// Format version 1 had an i64 round after step (always equal to step or 0); it is still read.
 
 /// An error that names the file and what is wrong with it.
 public struct CheckpointError: Error, CustomStringConvertible, Equatable {
-    public enum Kind: Equatable {
+    public enum Kind: Equatable, CaseIterable {
         /// A file is missing, torn, fails a checksum or holds impossible values.
         case corrupt
         /// Writing failed (disk full, permission, file size limit); earlier checkpoints are intact.
@@ -72,13 +73,13 @@ public struct SectionEntry: Equatable {
 
 public struct CheckpointHeader: Equatable {
     public static let magic: [UInt8] = Array("SUDERCKP".utf8)
-    public static let formatVersion: UInt32 = 1
+    public static let formatVersion: UInt32 = 2
     public static let fileName = "header.bin"
 
     public var stage: String
+    /// Optimizer steps (pretrain) or rounds (SUDER) completed.
     public var step: Int
-    public var round: Int
-    /// Ranks of the job that wrote it; one "rng.<rank>" section each.
+    /// Ranks of the job that wrote it.
     public var rankCount: Int
     /// The resolved config the run used, as YAML.
     public var configYAML: String
@@ -87,10 +88,9 @@ public struct CheckpointHeader: Equatable {
     /// Filled in by the writer.
     public internal(set) var sections: [SectionEntry]
 
-    public init(stage: String, step: Int, round: Int = 0, configYAML: String, tensors: [TensorEntry]) {
+    public init(stage: String, step: Int, configYAML: String, tensors: [TensorEntry]) {
         self.stage = stage
         self.step = step
-        self.round = round
         self.rankCount = 1
         self.configYAML = configYAML
         self.tensors = tensors
@@ -99,7 +99,7 @@ public struct CheckpointHeader: Equatable {
 }
 
 /// A checkpoint in memory: header plus named byte blobs ("weights", "adam_m", "adam_v",
-/// "data_position", "rng.<rank>", anything a stage needs).
+/// "adam_step", anything a stage needs).
 public struct Checkpoint {
     public var header: CheckpointHeader
     public var sections: [String: [UInt8]]
@@ -133,7 +133,7 @@ public struct Checkpoint {
 }
 
 /// Section names become file names: keep them to a safe alphabet, no path tricks.
-func validateSectionName(_ name: String, file: String, kind: CheckpointError.Kind = .invalidInput) throws {
+public func validateSectionName(_ name: String, file: String, kind: CheckpointError.Kind = .invalidInput) throws {
     let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
     guard !name.isEmpty, name.count <= 64, name.first != ".", name.allSatisfy(allowed.contains) else {
         throw CheckpointError(kind, file, "section name \"\(name)\" must be 1-64 characters of [A-Za-z0-9_.-] not starting with '.'")
@@ -144,14 +144,13 @@ func validateSectionName(_ name: String, file: String, kind: CheckpointError.Kin
 
 extension CheckpointHeader {
     /// Largest header.bin we read: a config and a tensor table are kilobytes, not gigabytes.
-    static let maximumFileSize = 64 << 20
-    static let maximumTensorRank = 8
+    public static let maximumFileSize = 64 << 20
+    public static let maximumTensorRank = 8
 
-    func encoded() -> [UInt8] {
+    public func encoded() -> [UInt8] {
         var body = ByteWriter()
         body.string(stage)
         body.int(step)
-        body.int(round)
         body.u32(UInt32(rankCount))
         body.string(configYAML)
         body.u32(UInt32(tensors.count))
@@ -179,14 +178,14 @@ extension CheckpointHeader {
     }
 
     /// Parses and validates header.bin. Every length, count and offset is checked before use.
-    static func decode(_ bytes: [UInt8], file: String) throws -> CheckpointHeader {
+    public static func decode(_ bytes: [UInt8], file: String) throws -> CheckpointHeader {
         var reader = ByteReader(bytes, file: file)
         guard Array(try reader.take(magic.count, "magic")) == magic else {
             throw reader.fail("not a suder checkpoint header (magic is not SUDERCKP)")
         }
         let version = try reader.u32("format version")
-        guard version == formatVersion else {
-            throw reader.fail("format version \(version); this build reads version \(formatVersion)")
+        guard version == formatVersion || version == 1 else {
+            throw reader.fail("format version \(version); this build reads versions 1 and \(formatVersion)")
         }
         let bodyLength = try reader.int("body length", limit: reader.remaining)
         guard reader.remaining == bodyLength + 8 else {
@@ -200,11 +199,11 @@ extension CheckpointHeader {
 
         let stage = try reader.string("stage")
         let step = try reader.int("step")
-        let round = try reader.int("round")
+        if version == 1 { _ = try reader.int("round") }
         let rankCount = Int(try reader.u32("rank count"))
         guard rankCount >= 1 else { throw reader.fail("rank count is 0") }
         let config = try reader.string("config")
-        var header = CheckpointHeader(stage: stage, step: step, round: round, configYAML: config, tensors: [])
+        var header = CheckpointHeader(stage: stage, step: step, configYAML: config, tensors: [])
         header.rankCount = rankCount
 
         // A tensor entry is at least 4 (name) + 4 (rank) + 8 (offset) bytes.
@@ -256,7 +255,7 @@ extension CheckpointHeader {
     }
 
     /// Tensors must lie inside "weights", with unique names and without overlapping.
-    func validateTensorTable(weightsSize: Int, file: String, kind: CheckpointError.Kind = .corrupt) throws {
+    public func validateTensorTable(weightsSize: Int, file: String, kind: CheckpointError.Kind = .corrupt) throws {
         var names = Set<String>()
         var end = 0
         for tensor in tensors.sorted(by: { $0.byteOffset < $1.byteOffset }) {

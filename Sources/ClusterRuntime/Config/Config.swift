@@ -8,14 +8,17 @@ public enum ConfigKind: Equatable {
     case bool
     case choice([String])
     case string
+    /// A key that no longer exists under this name: setting it is an error naming the new one.
+    case renamed(to: String)
 
-    var typeName: String {
+    public var typeName: String {
         switch self {
         case .int(let r): return "integer in \(r.lowerBound)...\(r.upperBound == Int.max ? "" : String(r.upperBound))"
         case .double(let r): return "number in \(r.lowerBound)...\(r.upperBound == .infinity ? "" : String(r.upperBound))"
         case .bool: return "true or false"
         case .choice(let options): return "one of " + options.joined(separator: ", ")
         case .string: return "string"
+        case .renamed(let newKey): return "renamed \(newKey)"
         }
     }
 }
@@ -46,11 +49,33 @@ public struct ConfigField {
         self.defaultValue = defaultValue
         self.help = help
     }
+
+    /// `old` was renamed `new`: an old config or override gets an error naming the new key.
+    public static func renamed(_ old: String, to new: String) -> ConfigField {
+        ConfigField(old, .renamed(to: new), .string(""), "renamed \(new)")
+    }
+}
+
+/// The keys a job accepts, and the rules over them. The runtime owns `runtime.*` and
+/// `checkpoint.*` (`runtimeConfigFields`); the job adds its own.
+public struct ConfigSchema {
+    public let fields: [ConfigField]
+    /// Checks that involve several keys at once.
+    public let checkConsistency: (ResolvedConfig) throws -> Void
+    /// Keys (or key prefixes) that change how a run is carried out or logged, never its results:
+    /// a run directory may be continued with other values for them.
+    public let resultNeutralPrefixes: [String]
+
+    public init(fields: [ConfigField], resultNeutralPrefixes: [String] = [], checkConsistency: @escaping (ResolvedConfig) throws -> Void = { _ in }) {
+        self.fields = fields
+        self.resultNeutralPrefixes = ["runtime.", "checkpoint.keep_last"] + resultNeutralPrefixes
+        self.checkConsistency = checkConsistency
+    }
 }
 
 public struct ConfigError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }
 
 /// A fully resolved config: defaults < YAML file < `key.sub=value` overrides, every value checked
@@ -60,25 +85,48 @@ public struct ResolvedConfig: Equatable {
     /// Where each value came from: "default", the file name, or "override".
     public private(set) var sources: [String: String]
 
-    public static func resolve(file: URL?, overrides: [String], schema: [ConfigField] = configSchema) throws -> ResolvedConfig {
+    /// `acceptRenamedKeys` reads a renamed key under its new name (for configs recorded in a run
+    /// directory before the rename); otherwise a renamed key is an error naming the new one.
+    public static func resolve(file: URL?, overrides: [String], schema: ConfigSchema, acceptRenamedKeys: Bool = false) throws -> ResolvedConfig {
+        try resolve(fileContents: file.map { ($0, try readConfigFile($0)) }, overrides: overrides, schema: schema, acceptRenamedKeys: acceptRenamedKeys)
+    }
+
+    /// The text of a config file.
+    public static func readConfigFile(_ file: URL) throws -> String {
+        do {
+            return try String(contentsOf: file, encoding: .utf8)
+        } catch {
+            throw ConfigError("cannot read config file \(file.path): \(error.localizedDescription)")
+        }
+    }
+
+    /// `resolve` over a config file's text read elsewhere (by rank 0, for every rank).
+    public static func resolve(
+        fileContents file: (url: URL, text: String)?, overrides: [String], schema: ConfigSchema,
+        acceptRenamedKeys: Bool = false
+    ) throws -> ResolvedConfig {
         var config = ResolvedConfig(values: [:], sources: [:])
-        for field in schema {
+        for field in schema.fields {
+            if case .renamed = field.kind { continue }
             config.values[field.key] = field.defaultValue
             config.sources[field.key] = "default"
         }
-        let fields = Dictionary(uniqueKeysWithValues: schema.map { ($0.key, $0) })
-        if let file {
-            let text: String
-            do {
-                text = try String(contentsOf: file, encoding: .utf8)
-            } catch {
-                throw ConfigError("cannot read config file \(file.path): \(error.localizedDescription)")
+        let fields = Dictionary(uniqueKeysWithValues: schema.fields.map { ($0.key, $0) })
+        /// The field a key sets: a renamed key's new field when accepted, else an error.
+        func fieldSetBy(_ key: String, place: String) throws -> ConfigField {
+            guard let field = fields[key] else { throw unknownKey(key, place: place, schema: schema) }
+            guard case .renamed(let newKey) = field.kind else { return field }
+            guard acceptRenamedKeys, let renamed = fields[newKey] else {
+                throw ConfigError("\(place): \(key) was renamed \(newKey)")
             }
+            return renamed
+        }
+        if let (file, text) = file {
             for (key, node) in try flattenYAML(text, file: file.path) {
                 let place = "\(file.lastPathComponent)\(node.mark.map { " line \($0.line)" } ?? "")"
-                guard let field = fields[key] else { throw unknownKey(key, place: place, schema: schema) }
-                config.values[key] = try parse(node: node, field: field, place: place)
-                config.sources[key] = file.lastPathComponent
+                let field = try fieldSetBy(key, place: place)
+                config.values[field.key] = try parse(node: node, field: field, place: place)
+                config.sources[field.key] = file.lastPathComponent
             }
         }
         for override in overrides {
@@ -87,9 +135,9 @@ public struct ResolvedConfig: Equatable {
             }
             let key = String(override[..<eq])
             let raw = String(override[override.index(after: eq)...])
-            guard let field = fields[key] else { throw unknownKey(key, place: "command line", schema: schema) }
-            config.values[key] = try parse(text: raw, field: field, place: "command line")
-            config.sources[key] = "override"
+            let field = try fieldSetBy(key, place: "command line")
+            config.values[field.key] = try parse(text: raw, field: field, place: "command line")
+            config.sources[field.key] = "override"
         }
         return config
     }
@@ -123,8 +171,8 @@ public struct ResolvedConfig: Equatable {
     }
 
     /// Returns a copy with `key` set, checked against the schema (used by tests and the pipeline).
-    public func setting(_ key: String, _ text: String, schema: [ConfigField] = configSchema) throws -> ResolvedConfig {
-        guard let field = schema.first(where: { $0.key == key }) else { throw Self.unknownKey(key, place: "setting", schema: schema) }
+    public func setting(_ key: String, _ text: String, schema: ConfigSchema) throws -> ResolvedConfig {
+        guard let field = schema.fields.first(where: { $0.key == key }) else { throw Self.unknownKey(key, place: "setting", schema: schema) }
         var copy = self
         copy.values[key] = try Self.parse(text: text, field: field, place: "setting")
         copy.sources[key] = "override"
@@ -211,7 +259,7 @@ public struct ResolvedConfig: Equatable {
         return try parse(text: scalar.string, field: field, place: place)
     }
 
-    static func parse(text: String, field: ConfigField, place: String) throws -> ConfigValue {
+    public static func parse(text: String, field: ConfigField, place: String) throws -> ConfigValue {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         switch field.kind {
         case .int(let range):
@@ -238,6 +286,8 @@ public struct ResolvedConfig: Equatable {
             return .string(trimmed)
         case .string:
             return .string(trimmed)
+        case .renamed(let newKey):
+            throw ConfigError("\(place): \(field.key) was renamed \(newKey)")
         }
     }
 
@@ -249,20 +299,20 @@ public struct ResolvedConfig: Equatable {
         ConfigError("\(place): \(field.key) expects \(field.kind.typeName); received \(received), which is out of range")
     }
 
-    private static func unknownKey(_ key: String, place: String, schema: [ConfigField]) -> ConfigError {
-        let hint = closestMatch(to: key, among: schema.map(\.key)).map { " (did you mean '\($0)'?)" } ?? ""
+    private static func unknownKey(_ key: String, place: String, schema: ConfigSchema) -> ConfigError {
+        let hint = closestMatch(to: key, among: schema.fields.map(\.key)).map { " (did you mean '\($0)'?)" } ?? ""
         return ConfigError("\(place): unknown config key '\(key)'\(hint)")
     }
 }
 
 /// The candidate within a small edit distance of `word`, if any: typos, not different words.
-func closestMatch(to word: String, among candidates: [String]) -> String? {
+public func closestMatch(to word: String, among candidates: [String]) -> String? {
     let scored = candidates.map { ($0, editDistance(word, $0)) }
     guard let best = scored.min(by: { $0.1 < $1.1 }) else { return nil }
     return best.1 <= max(2, word.count / 4) ? best.0 : nil
 }
 
-func editDistance(_ a: String, _ b: String) -> Int {
+public func editDistance(_ a: String, _ b: String) -> Int {
     let a = Array(a), b = Array(b)
     var previous = Array(0...b.count)
     for i in 1...max(a.count, 1) where !a.isEmpty {

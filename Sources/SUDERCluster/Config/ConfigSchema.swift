@@ -119,8 +119,10 @@ let suderFields: [ConfigField] = [
         "suder.loss_weight_understanding", .double(0...100), .double(1),
         "weight of the understanding direction's preference loss in the joint loss (generation's is 1)"),
     ConfigField(
-        "suder.reward", .choice(["self", "oracle"]), .string("self"),
-        "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
+        "suder.reward", .choice(RewardSource.allCases.map(\.rawValue)), .string("self"),
+        "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels; "
+            + "random = controls: chosen and rejected drawn at random within each group; shuffled = each group's self-rewards "
+            + "permuted before pairing (both keep the self-reward run's samples and update size)"),
     ConfigField("suder.lr", .double(0...10), .double(1e-4), "learning rate"),
     ConfigField("suder.steps_per_round", .int(positive), .int(1), "optimizer steps over each round's pairs"),
     ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),

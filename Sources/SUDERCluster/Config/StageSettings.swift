@@ -95,7 +95,7 @@ struct SuderSettings {
     let objective: PreferenceObjective
     let simpoBeta, simpoGamma, dpoBeta, chosenNLL: Double
     let mode: DirectionMode
-    let oracleReward: Bool
+    let reward: RewardSource
     let logSamples: Bool
     /// Groups whose best and worst rewards differ by no more than this give no pair.
     let minimumRewardGap: [Direction: Double]
@@ -118,7 +118,7 @@ struct SuderSettings {
         dpoBeta = config.double("suder.dpo_beta")
         chosenNLL = config.double("suder.chosen_nll")
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
-        oracleReward = config.string("suder.reward") == "oracle"
+        reward = RewardSource(rawValue: config.string("suder.reward"))!
         logSamples = config.bool("suder.log_samples")
         minimumRewardGap = [
             .generation: config.double("suder.min_reward_gap_generation"),

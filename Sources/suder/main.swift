@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterRuntime
 import Foundation
 import SUDERCluster
+import World
 
 /// Options every stage takes: a config file, the run directory, and trailing key=value overrides.
 struct StageArguments: ParsableArguments {
@@ -72,9 +73,23 @@ extension Suder {
             subcommands: [Run.self, GenEval.self], defaultSubcommand: Run.self)
 
         struct Run: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Evaluate the run's models (the eval stage).")
+            static let configuration = CommandConfiguration(
+                abstract: "Evaluate the run's models (the eval stage).",
+                discussion:
+                    "dev (the default) is the split every decision is made on; its results go to <run-dir>/eval/. "
+                    + "test is for frozen runs only: its results go to <run-dir>/eval/test/, and each evaluation is recorded "
+                    + "in <run-dir>/eval/test-evaluations.jsonl, which `suder report` counts.")
             @OptionGroup var stage: StageArguments
-            func run() throws { runJob(stage) { try runStage(.eval, job: $0) } }
+            @Option(help: "Eval split: dev or test.")
+            var split: String = EvalSplit.dev.rawValue
+
+            func validate() throws {
+                guard EvalSplit(rawValue: split) != nil else {
+                    throw ValidationError("--split must be one of \(EvalSplit.allCases.map(\.rawValue).joined(separator: ", ")); received '\(split)'")
+                }
+            }
+
+            func run() throws { runJob(stage) { try runEvalCommand(job: $0, split: EvalSplit(rawValue: split)!) } }
         }
 
         struct GenEval: ParsableCommand {
@@ -82,7 +97,7 @@ extension Suder {
                 commandName: "geneval",
                 abstract: "Score a folder of images laid out as GenEval's generator writes them.",
                 discussion: "<images>/<index:05d>/metadata.jsonl and <images>/<index:05d>/samples/<k:04d>.png")
-            @Option(help: "GenEval metadata file (one JSON object a line), e.g. <run-dir>/data/eval/metadata.jsonl.")
+            @Option(help: "GenEval metadata file (one JSON object a line), e.g. <run-dir>/data/eval/dev/metadata.jsonl.")
             var metadata: String
             @Option(help: "Folder of samples in GenEval's layout.")
             var images: String

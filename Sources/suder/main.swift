@@ -177,7 +177,8 @@ extension Suder {
         static let configuration = CommandConfiguration(
             abstract: "Summarise a run directory's results.",
             discussion: "Give --run-dir once per run (e.g. one per seed): config differences, pretrain and SUDER metrics, "
-                + "eval summaries side by side and the spread of the deltas. Reads files only; no MPI.")
+                + "eval summaries side by side (dev, and test where evaluated, with how often), the spread of the deltas per "
+                + "reward source and their mean over pretrained bases. Reads files only; no MPI.")
         @Option(name: .customLong("run-dir"), help: "A run directory; repeat for several runs.")
         var runDirs: [String] = []
         @Option(help: "Write the Markdown report here instead of standard output.")

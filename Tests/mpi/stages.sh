@@ -147,8 +147,8 @@ else
     skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"
 fi
 
-# 1e. The controls (suder.reward=random, shuffled) keep the self-reward run's samples and change
-#    only the pairs: in round 1, from the same model, every sample with its reward and verdict is
+# 1c. The controls (suder.reward=random, shuffled) keep the self-reward run's samples and change
+#    only the pairs: in round 1, from the same model, every sample (its tokens' xxh64), reward and verdict is
 #    the self-reward run's, as many groups give a pair, and the pairs differ. Like every SUDER run
 #    they do not depend on the rank count (bounds as in 1b).
 if [ -f "$ref/suder/DONE" ]; then
@@ -158,10 +158,10 @@ if [ -f "$ref/suder/DONE" ]; then
         two=$(new_run "$control-np2") single=$(new_run "$control-np1")
         if run "suder.reward=$control, -np 2" zero 180 "$suder" 2 "$two" suder suder.log_samples=true suder.reward=$control --init "$ref/pretrain" &&
             run "suder.reward=$control, -np 1" zero 180 "$suder" 1 "$single" suder runtime.threads=1 suder.log_samples=true suder.reward=$control --init "$ref/pretrain"; then
-            if grep -q '"reward_source": "'$control'"' "$two/suder/metrics.jsonl" && [ "$(round1 "$two/suder/samples.jsonl")" = "$(round1 "$ref/suder/samples.jsonl")" ] &&
+            if grep -q '"reward_source": "'$control'"' "$two/suder/metrics.jsonl" && grep -q '"tokens_xxh64"' "$two/suder/samples.jsonl" && [ "$(round1 "$two/suder/samples.jsonl")" = "$(round1 "$ref/suder/samples.jsonl")" ] &&
                 [ "$(paired1 "$two/suder/samples.jsonl" | wc -l)" -eq "$(paired1 "$ref/suder/samples.jsonl" | wc -l)" ] &&
                 [ "$(paired1 "$two/suder/samples.jsonl")" != "$(paired1 "$ref/suder/samples.jsonl")" ]; then
-                pass "suder.reward=$control: round 1 draws the self-reward run's $(round1 "$two/suder/samples.jsonl" | wc -l) samples with the same rewards, $(($(paired1 "$two/suder/samples.jsonl" | wc -l) / 2)) pairs as self, not the same pairs"
+                pass "suder.reward=$control: round 1 draws the self-reward run's $(round1 "$two/suder/samples.jsonl" | wc -l) samples (same tokens and rewards), $(($(paired1 "$two/suder/samples.jsonl" | wc -l) / 2)) pairs as self, not the same pairs"
             else
                 diff <(paired1 "$two/suder/samples.jsonl") <(paired1 "$ref/suder/samples.jsonl") >"$work/out" 2>&1
                 fail "suder.reward=$control: other samples than the self-reward run, another pair count, or the same pairs"
@@ -175,7 +175,30 @@ if [ -f "$ref/suder/DONE" ]; then
     done
 fi
 
-# 1c. The understanding loss weight scales that direction's share of each update: at 0 a joint
+# 1d. The eval stage evaluates dev; the test split only when asked, also after dev finished (the
+#    DONE marker is dev's), into eval/test/, each time recorded and counted by the report.
+if [ -f "$ref/suder/DONE" ]; then
+    if run "eval --split train" nonzero 15 "$suder" 2 "$ref" eval --split train &&
+        grep -q -- "--split must be one of dev, test" "$work/out"; then
+        pass "eval --split train: refused, naming dev and test"
+    else fail "eval --split train: not refused with the splits named"; fi
+    if run "eval, dev split" zero 120 "$suder" 2 "$ref" eval && run "eval, dev again" zero 60 "$suder" 2 "$ref" eval &&
+        grep -q "already finished" "$work/out" && run "eval --split test" zero 120 "$suder" 2 "$ref" eval --split test &&
+        run "eval --split test again" zero 120 "$suder" 2 "$ref" eval --split test; then
+        "$bin/suder" report --run-dir "$ref" >"$work/report" 2>&1
+        if [ -f "$ref/eval/DONE" ] && grep -Eq '"split" ?: ?"dev"' "$ref/eval/summary.json" &&
+            grep -Eq '"split" ?: ?"test"' "$ref/eval/test/summary.json" && [ -d "$ref/eval/test/base" ] && [ ! -e "$ref/eval/test/DONE" ] &&
+            [ "$(grep -c '"config_hash"' "$ref/eval/test-evaluations.jsonl")" -eq 2 ] &&
+            grep -q "test split evaluated 2 times" "$work/report" && grep -q "## Evaluation (test split)" "$work/report"; then
+            pass "eval: dev by default and skipped once done; --split test twice after it: eval/test/, 2 lines in test-evaluations.jsonl, counted by the report"
+        else
+            cat "$work/report" >>"$work/out"
+            fail "eval splits: dev or test results misplaced, or the test evaluations not recorded or counted"
+        fi
+    fi
+fi
+
+# 1e. The understanding loss weight scales that direction's share of each update: at 0 a joint
 #    run (which still samples and scores captions) ends bitwise equal, weights and Adam state, to
 #    a generation-only run from the same checkpoint.
 if [ -f "$ref/pretrain/DONE" ]; then
@@ -190,7 +213,7 @@ if [ -f "$ref/pretrain/DONE" ]; then
     fi
 fi
 
-# 1d. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
+# 1f. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
 #    where PyTorch is installed, tools/torch_reference.py gives the same logits as our model.
 #    Tolerance 1e-4: float32 sums in another order (seen: 8e-6 on logits of magnitude 15).
 if [ -f "$ref/pretrain/DONE" ] && run "suder export" zero 60 "$bin/suder" export --checkpoint "$ref/pretrain" --out "$work/export.safetensors"; then

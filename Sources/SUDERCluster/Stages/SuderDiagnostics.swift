@@ -129,7 +129,8 @@ func withinGroupRanking(_ group: [(reward: Double, oracle: Float)]) -> (wins: Do
     return (wins, pairs)
 }
 
-/// One line of `samples.jsonl`: what was drawn, its self-reward, the oracle's verdict and why.
+/// One line of `samples.jsonl`: what was drawn (and its tokens' xxh64), its self-reward, the
+/// oracle's verdict and why.
 private func sampleRecord(
     round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
     found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
@@ -157,5 +158,7 @@ private func sampleRecord(
         line.set("caption", (try? tasks.vocabulary.decodeUntilEOS(tokens)) ?? tasks.vocabulary.describe(tokens))
         line.set("truth", canonicalCaption(labels.imageScenes[item]))
     }
+    // The sample itself, so runs can be checked to have drawn the same tokens.
+    line.set("tokens_xxh64", String(format: "%016llx", tokens.withUnsafeBytes { xxhash64($0) }))
     return line
 }

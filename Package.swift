@@ -35,8 +35,11 @@ let package = Package(
         .target(name: "CKernels"),
         // The transformer: no MPI, no world, so it can be tested and benchmarked alone.
         .target(name: "Model", dependencies: ["CKernels", "COpenBLAS"], swiftSettings: numericSettings),
-        // The synthetic world, tokenizers, detector and GenEval-mini scorers: no MPI.
+        // The synthetic world, tokenizers and every dataset file: no MPI. It does not depend on the
+        // detector or the scorer, so no training label can come from the judge.
         .target(name: "World", dependencies: ["CZlib"], swiftSettings: numericSettings),
+        // The judge: the detector, the GenEval-mini scorer and the oracle, built on the world.
+        .target(name: "GenEvalMini", dependencies: ["World"], swiftSettings: numericSettings),
         // How ranks cooperate, whatever the job: the communicator (MPI or one process), the job
         // context and config resolution, the checkpoint store (zstd, xxhash), stop signals,
         // metric reduction and logs, sharding and stream seeds. Knows nothing of the model or the
@@ -50,17 +53,17 @@ let package = Package(
             swiftSettings: numericSettings
         ),
         // What SUDER does: the config schema, the data, pretrain, suder and eval stages, report,
-        // export and doctor, composing the runtime with the model and the world. No MPI here;
+        // export and doctor, composing the runtime with the model, the world and the judge. No MPI here;
         // CZstd and COpenBLAS only for doctor's version report and zstd round trip.
         .target(
             name: "SUDERCluster",
-            dependencies: ["ClusterRuntime", "CZstd", "COpenBLAS", "Model", "World"],
+            dependencies: ["ClusterRuntime", "CZstd", "COpenBLAS", "Model", "World", "GenEvalMini"],
             swiftSettings: numericSettings
         ),
         // Thin command line over SUDERCluster.
         .executableTarget(
             name: "suder",
-            dependencies: ["SUDERCluster", "ClusterRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SUDERCluster", "ClusterRuntime", "World", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Multi-rank checks run under a real `mpirun` by scripts/test; each rank verifies its own
         // result and the process exit code carries the verdict.
@@ -70,8 +73,9 @@ let package = Package(
         // tools/torch_reference.py. SUDERClusterTests also covers the runtime's checkpoint store,
         // config resolution and metrics (they share its test checkpoints).
         .testTarget(name: "ModelTests", dependencies: ["Model"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "WorldTests", dependencies: ["World"]),
-        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster", "ClusterRuntime"]),
+        .testTarget(name: "WorldTests", dependencies: ["World", "GenEvalMini"]),
+        .testTarget(name: "GenEvalMiniTests", dependencies: ["GenEvalMini"]),
+        .testTarget(name: "SUDERClusterTests", dependencies: ["SUDERCluster", "ClusterRuntime", "GenEvalMini"]),
     ],
     // Swift 5 language mode: the kernels share unsafe buffers between OpenBLAS and Swift loops,
     // which Swift 6's strict Sendable checking cannot express without copies.

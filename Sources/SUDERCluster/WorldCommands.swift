@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import GenEvalMini
 import World
 
 /// `suder eval geneval --metadata <file> --images <folder> [--summary <file>] [--allow-missing]`:

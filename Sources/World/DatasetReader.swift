@@ -33,6 +33,13 @@ public struct DatasetReader {
     public init(directory: URL) throws {
         self.directory = directory
         vocabulary = try readVocabulary(directory.appendingPathComponent(DatasetFile.vocabulary))
+        let trainPrompts = directory.appendingPathComponent(DatasetFile.prompts(.train))
+        guard FileManager.default.fileExists(atPath: trainPrompts.path) else {
+            throw WorldError.malformedFile(
+                path: directory.path,
+                reason: "no \(DatasetFile.prompts(.train)): the dataset was written before the "
+                    + "train/dev/test splits; run the data stage again into a new run directory")
+        }
     }
 
     private func url(_ name: String) -> URL { directory.appendingPathComponent(name) }
@@ -88,7 +95,7 @@ public struct DatasetReader {
         try promptImagePairs(DatasetFile.trainPairs, kind: "train_pairs")
     }
 
-    /// Damaged renders, each with a prompt the detector agrees with (`ImperfectRenderMaker`).
+    /// Damaged renders, each described from its scene and damage (`ImperfectRenderMaker`).
     public func trainImperfect() throws -> [PromptImagePair] {
         try promptImagePairs(DatasetFile.trainImperfect, kind: "train_imperfect")
     }
@@ -135,21 +142,37 @@ public struct DatasetReader {
     /// Scenes of the unpaired images, line i for image i. Oracle and diagnostics only.
     public func unpairedImageScenes() throws -> [Scene] { try readScenes(url(DatasetFile.unpairedImageLabels)) }
 
-    /// GenEval-mini's prompts (`eval/metadata.jsonl`).
-    public func evalMetadata() throws -> [MetadataRecord] { try readMetadataFile(url(DatasetFile.evalMetadata)) }
+    /// Every prompt of a split (`prompts/<split>.jsonl`).
+    public func prompts(split: DataSplit) throws -> [MetadataRecord] { try readMetadataFile(url(DatasetFile.prompts(split))) }
 
-    /// Held-out images with their scenes, for caption scoring.
-    public func evalImages() throws -> [EvalImage] {
-        let name = DatasetFile.evalImages
+    /// GenEval-mini's prompts of the dev split, the default eval set.
+    public func evalMetadata() throws -> [MetadataRecord] { try evalMetadata(split: .dev) }
+
+    /// GenEval-mini's prompts of an eval split (`eval/<split>/metadata.jsonl`).
+    public func evalMetadata(split: EvalSplit) throws -> [MetadataRecord] { try readMetadataFile(url(DatasetFile.evalMetadata(split))) }
+
+    /// The dev split's images for understanding, with their scenes, for caption scoring.
+    public func evalImages() throws -> [EvalImage] { try evalImages(split: .dev) }
+
+    /// An eval split's images for understanding, with their scenes.
+    public func evalImages(split: EvalSplit) throws -> [EvalImage] {
+        let name = DatasetFile.evalImages(split), scenesName = DatasetFile.evalScenes(split)
         let shard = try shard(name, kind: "eval_images", fields: 1)
-        let scenes = try readScenes(url(DatasetFile.evalScenes))
+        let scenes = try readScenes(url(scenesName))
         guard scenes.count == shard.recordCount else {
-            throw WorldError.malformedFile(path: url(DatasetFile.evalScenes).path, reason: "\(scenes.count) scenes for \(shard.recordCount) images")
+            throw WorldError.malformedFile(path: url(scenesName).path, reason: "\(scenes.count) scenes for \(shard.recordCount) images")
         }
         return try (0..<shard.recordCount).map { EvalImage(image: try checked(shard, $0, 0, .image, name), scene: scenes[$0]) }
     }
 
-    public func evalProbes(_ split: PopeSplit) throws -> [ProbeExample] {
-        try probes(DatasetFile.evalProbes(split), kind: "pope_\(split.rawValue)")
+    /// The dev split's POPE probes.
+    public func evalProbes(_ pope: PopeSplit) throws -> [ProbeExample] { try evalProbes(pope, split: .dev) }
+
+    /// An eval split's POPE probes.
+    public func evalProbes(_ pope: PopeSplit, split: EvalSplit) throws -> [ProbeExample] {
+        try probes(DatasetFile.evalProbes(pope, split: split), kind: "pope_\(pope.rawValue)")
     }
+
+    /// An eval split's ground truth in GenEval's folder layout (`eval/<split>/groundtruth`).
+    public func evalGroundTruthDirectory(split: EvalSplit) -> URL { url(DatasetFile.evalGroundTruth(split)) }
 }

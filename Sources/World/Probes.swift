@@ -23,24 +23,28 @@ public struct Probe: Equatable, Codable, Sendable {
     public var question: String { "is there \(itemText(color, shape)) ?" }
 }
 
-struct ObjectKind: Hashable, Comparable {
-    var color: ObjectColor
-    var shape: ShapeClass
-    static let all = ObjectColor.allCases.flatMap { color in ShapeClass.allCases.map { ObjectKind(color: color, shape: $0) } }
+/// A (colour, shape) combination.
+public struct ObjectKind: Hashable, Comparable, Sendable {
+    public var color: ObjectColor
+    public var shape: ShapeClass
+    public init(color: ObjectColor, shape: ShapeClass) { self.color = color; self.shape = shape }
+    public static let all = ObjectColor.allCases.flatMap { color in ShapeClass.allCases.map { ObjectKind(color: color, shape: $0) } }
     var index: Int { ObjectKind.all.firstIndex(of: self)! }
-    static func < (a: ObjectKind, b: ObjectKind) -> Bool { a.index < b.index }
+    public var text: String { "\(color.rawValue) \(shape.rawValue)" }
+    public static func < (a: ObjectKind, b: ObjectKind) -> Bool { a.index < b.index }
 }
 
 /// Builds the probes of one image: `yesCount` questions about objects present (repeating when the
-/// image has fewer kinds) and as many "no" questions chosen by `split`. `popularity` ranks kinds
-/// by how often training scenes contain them (most popular first).
+/// image has fewer kinds) and as many "no" questions chosen by `split` among `askable` (the
+/// combinations the data split may mention). `popularity` ranks kinds by how often training
+/// scenes contain them (most popular first).
 public func makeProbes(
     scene: Scene, split: PopeSplit, yesCount: Int, popularity: [ObjectColor: [ShapeClass: Int]],
-    generator: inout SplitMix64RNG
+    askable: Set<ObjectKind> = Set(ObjectKind.all), generator: inout SplitMix64RNG
 ) -> [Probe] {
     let present = Set(scene.objects.map { ObjectKind(color: $0.color, shape: $0.shape) })
     let presentList = present.sorted().shuffled(using: &generator)
-    let absent = ObjectKind.all.filter { !present.contains($0) }
+    let absent = ObjectKind.all.filter { !present.contains($0) && askable.contains($0) }
     var probes: [Probe] = []
     for i in 0..<yesCount {
         let kind = presentList[i % presentList.count]

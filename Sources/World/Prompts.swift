@@ -1,5 +1,5 @@
 /// GenEval's six prompt templates over the world's classes and colours, the full prompt space of
-/// each category, and the seeded split of that space into training and held-out (eval) prompts.
+/// each category (`Splits.swift` divides it into train, dev and test).
 
 let numberWords = [2: "two", 3: "three", 4: "four"]
 
@@ -80,35 +80,4 @@ public func promptSpace(_ category: Category) -> [MetadataRecord] {
             }
         }
     }
-}
-
-/// The training and held-out prompts of one category.
-public struct PromptSplit: Sendable {
-    public var training: [MetadataRecord]
-    public var heldOut: [MetadataRecord]
-}
-
-/// How many prompts of a category are held out for evaluation: a quarter of the space (capped at
-/// `cap`), except single_object, whose four prompts are the class names and cannot be withheld
-/// without withholding a class; its eval prompts are training prompts on new images.
-public func heldOutCount(_ category: Category, cap: Int) -> Int {
-    category == .singleObject ? 0 : min(cap, promptSpace(category).count / 4)
-}
-
-/// Splits a category's prompts with `generator`, retrying until every word of the category's
-/// prompts still appears in a training prompt (so eval tests composition, not unseen words).
-public func splitPrompts(_ category: Category, heldOutCap: Int, generator: inout SplitMix64RNG) -> PromptSplit {
-    let space = promptSpace(category)
-    let count = heldOutCount(category, cap: heldOutCap)
-    if count == 0 { return PromptSplit(training: space, heldOut: space) }
-    let allWords = Set(space.flatMap { $0.prompt.split(separator: " ") })
-    for _ in 0..<10_000 {
-        let order = Array(space.indices).shuffled(using: &generator)
-        let heldOutIndices = Set(order.prefix(count))
-        let training = space.indices.filter { !heldOutIndices.contains($0) }.map { space[$0] }
-        if Set(training.flatMap { $0.prompt.split(separator: " ") }) == allWords {
-            return PromptSplit(training: training, heldOut: order.prefix(count).sorted().map { space[$0] })
-        }
-    }
-    preconditionFailure("splitPrompts: no split of \(category.rawValue) keeps every word in training")
 }

@@ -75,12 +75,18 @@ public struct SceneObject: Equatable, Codable, Sendable {
 public struct Scene: Equatable, Codable, Sendable {
     public var objects: [SceneObject]
     public init(objects: [SceneObject]) { self.objects = objects }
+
+    /// What makes two scenes the same scene, whatever the objects' order: each object's shape,
+    /// colour, size and place.
+    public var identity: [String] {
+        objects.map { "\($0.shape.rawValue) \($0.color.rawValue) \($0.size) \($0.x) \($0.y)" }.sorted()
+    }
 }
 
 /// Whether pixel (column, row) of a `width x height` box is inside `shape`. The same function
 /// renders scenes and builds the detector's templates, so clean renders match a template exactly.
 @inline(__always)
-func shapeContains(_ shape: ShapeClass, column: Int, row: Int, width: Int, height: Int) -> Bool {
+package func shapeContains(_ shape: ShapeClass, column: Int, row: Int, width: Int, height: Int) -> Bool {
     let w = Double(width), h = Double(height)
     let px = Double(column) + 0.5, py = Double(row) + 0.5
     switch shape {
@@ -103,7 +109,7 @@ func shapeContains(_ shape: ShapeClass, column: Int, row: Int, width: Int, heigh
 
 /// Arm thickness close to a third of the extent, with the extent's parity so the arm is centred.
 @inline(__always)
-func crossArm(_ extent: Int) -> Int {
+package func crossArm(_ extent: Int) -> Int {
     let third = Double(extent) / 3
     var best = extent % 2 == 0 ? 2 : 1
     var candidate = best

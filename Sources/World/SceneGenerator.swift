@@ -19,8 +19,14 @@ public struct SceneGenerator: Sendable {
         self.maxObjectSize = maxObjectSize; self.minimumGap = minimumGap
     }
 
-    /// A scene satisfying `record` exactly: the included objects and nothing else.
-    public func scene(for record: MetadataRecord, using generator: inout SplitMix64RNG) -> Scene {
+    /// A scene satisfying `record` exactly: the included objects and nothing else, each unspecified
+    /// colour drawn among those `allowed` for its shape (a split's scenes never show another
+    /// split's held-out combinations).
+    public func scene(
+        for record: MetadataRecord, allowed: Set<ObjectKind> = Set(ObjectKind.all),
+        using generator: inout SplitMix64RNG
+    ) -> Scene {
+        precondition(namedCombinations(record).allSatisfy(allowed.contains), "SceneGenerator: '\(record.prompt)' names a combination this split may not show")
         var wanted: [(shape: ShapeClass, color: ObjectColor?)] = []
         for requirement in record.include {
             for _ in 0..<requirement.count { wanted.append((requirement.shape, requirement.color)) }
@@ -31,7 +37,9 @@ public struct SceneGenerator: Sendable {
         for _ in 0..<100_000 {
             var objects: [SceneObject] = []
             for item in wanted {
-                let color = item.color ?? ObjectColor.allCases.randomElement(using: &generator)!
+                let color =
+                    item.color ?? ObjectColor.allCases.filter { allowed.contains(ObjectKind(color: $0, shape: item.shape)) }
+                    .randomElement(using: &generator)!
                 guard let placed = place(shape: item.shape, color: color, among: objects, largest: largest, using: &generator) else { break }
                 objects.append(placed)
             }

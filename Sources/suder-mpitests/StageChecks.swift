@@ -4,8 +4,10 @@ import SUDERCluster
 
 // Comparisons of two stage runs for Tests/mpi/stages.sh, run as one process after the runs:
 //   suder-mpitests compare-checkpoints DIR_A DIR_B TOLERANCE
-//   suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE
-// TOLERANCE 0 means bitwise; otherwise the script states why its value is enough.
+//   suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE [KEY=TOLERANCE ...]
+// TOLERANCE 0 means bitwise; otherwise the script states why its value is enough, per quantity
+// where one quantity needs its own (KEY names a metric, or its family as in `grad_norm` for
+// `grad_norm/generation`).
 
 /// Metrics that measure the machine, not the training: they differ between any two runs.
 let machineDependentMetrics: Set<String> = [
@@ -70,15 +72,30 @@ func compareCheckpoints(_ arguments: [String]) -> Bool {
 
 /// Two `metrics.jsonl` files: the same lines with the same keys; every value except the
 /// machine-dependent ones equal (tolerance 0) or within relative tolerance t, or within the
-/// optional absolute tolerance: a mean of terms that cancel (GRPO's loss, whose advantages sum to
-/// zero in every group) is near 0 while its float noise stays the size of the terms'.
+/// tolerance given for its key (`KEY=TOLERANCE`, for the key and its `KEY/...` family), or within
+/// the optional absolute tolerance (a plain number): a mean of terms that cancel (GRPO's loss,
+/// whose advantages sum to zero in every group) is near 0 while its float noise stays the size of
+/// the terms'.
 func compareMetrics(_ arguments: [String]) -> Bool {
-    guard (3...4).contains(arguments.count), let tolerance = Double(arguments[2]), tolerance >= 0,
-        let absoluteTolerance = arguments.count == 4 ? Double(arguments[3]) : 0, absoluteTolerance >= 0
-    else {
-        printError("usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE [ABSOLUTE_TOLERANCE]")
+    let usage = "usage: suder-mpitests compare-metrics FILE_A FILE_B TOLERANCE [ABSOLUTE_TOLERANCE] [KEY=TOLERANCE ...]"
+    guard arguments.count >= 3, let tolerance = Double(arguments[2]), tolerance >= 0 else {
+        printError(usage)
         return false
     }
+    var keyTolerances: [String: Double] = [:], absoluteTolerance = 0.0
+    for argument in arguments.dropFirst(3) {
+        if let value = Double(argument), value >= 0 {
+            absoluteTolerance = value
+            continue
+        }
+        let parts = argument.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, let value = Double(parts[1]), value >= 0 else {
+            printError("compare-metrics: '\(argument)' is neither an absolute tolerance nor KEY=TOLERANCE; \(usage)")
+            return false
+        }
+        keyTolerances[parts[0]] = value
+    }
+    func family(_ key: String) -> String? { keyTolerances.keys.first { key == $0 || key.hasPrefix($0 + "/") } }
     func records(_ path: String) -> [[String: Any]]? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         return text.split(separator: "\n").map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:] }
@@ -91,7 +108,8 @@ func compareMetrics(_ arguments: [String]) -> Bool {
         print("metrics: \(first.count) lines vs \(second.count)")
         return false
     }
-    var compared = 0, largestRelative = 0.0, largestAbsolute = 0.0, mismatches: [String] = [], largestAt = "-"
+    var compared = 0, largestRelative = 0.0, largestAt = "-", largestAbsolute = 0.0
+    var largestRelativeByKey: [String: Double] = [:], mismatches: [String] = []
     for (number, (x, y)) in zip(first, second).enumerated() {
         let keys = x.keys.sorted()
         guard keys == y.keys.sorted(), !keys.isEmpty else {
@@ -106,9 +124,15 @@ func compareMetrics(_ arguments: [String]) -> Bool {
                 let relative = p.doubleValue == q.doubleValue ? 0 : difference / max(abs(p.doubleValue), 1e-12)
                 if difference <= absoluteTolerance {
                     largestAbsolute = max(largestAbsolute, difference)
-                } else {
-                    if relative > largestRelative { (largestRelative, largestAt) = (relative, "line \(number + 1) \(key)") }
-                    if relative > tolerance { mismatches.append("line \(number + 1) \(key): \(p) vs \(q)") }
+                    continue
+                }
+                if let family = family(key) {
+                    largestRelativeByKey[family] = max(largestRelativeByKey[family] ?? 0, relative)
+                } else if relative > largestRelative {
+                    (largestRelative, largestAt) = (relative, "line \(number + 1) \(key)")
+                }
+                if relative > family(key).map({ keyTolerances[$0]! }) ?? tolerance {
+                    mismatches.append("line \(number + 1) \(key): \(p) vs \(q)")
                 }
             } else if "\(x[key]!)" != "\(y[key]!)" {
                 mismatches.append("line \(number + 1) \(key): \(x[key]!) vs \(y[key]!)")
@@ -123,6 +147,9 @@ func compareMetrics(_ arguments: [String]) -> Bool {
             String(
                 format: "  values within the absolute tolerance (not held to the relative one): largest |a-b| %.3g, tolerance %.3g",
                 largestAbsolute, absoluteTolerance))
+    }
+    for (family, value) in keyTolerances.sorted(by: { $0.key < $1.key }) {
+        print(String(format: "  %@: largest relative difference %.3g, tolerance %.3g", family, largestRelativeByKey[family] ?? 0, value))
     }
     for mismatch in mismatches.prefix(10) { print("  DIFFERENT \(mismatch)") }
     return mismatches.isEmpty

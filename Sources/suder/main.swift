@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterRuntime
 import Foundation
 import SUDERCluster
+import World
 
 /// Options every stage takes: a config file, the run directory, and trailing key=value overrides.
 struct StageArguments: ParsableArguments {
@@ -76,9 +77,23 @@ extension Suder {
             subcommands: [Run.self, GenEval.self], defaultSubcommand: Run.self)
 
         struct Run: ParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Evaluate the run's models (the eval stage).")
+            static let configuration = CommandConfiguration(
+                abstract: "Evaluate the run's models (the eval stage).",
+                discussion:
+                    "dev (the default) is the split every decision is made on; its results go to <run-dir>/eval/. "
+                    + "test is for frozen runs only: its results go to <run-dir>/eval/test/, and each evaluation is recorded "
+                    + "in <run-dir>/eval/test-evaluations.jsonl, which `suder report` counts.")
             @OptionGroup var stage: StageArguments
-            func run() throws { runJob(stage) { try runStage(.eval, job: $0) } }
+            @Option(help: "Eval split: dev or test.")
+            var split: String = EvalSplit.dev.rawValue
+
+            func validate() throws {
+                guard EvalSplit(rawValue: split) != nil else {
+                    throw ValidationError("--split must be one of \(EvalSplit.allCases.map(\.rawValue).joined(separator: ", ")); received '\(split)'")
+                }
+            }
+
+            func run() throws { runJob(stage) { try runEvalCommand(job: $0, split: EvalSplit(rawValue: split)!) } }
         }
 
         struct GenEval: ParsableCommand {
@@ -86,7 +101,7 @@ extension Suder {
                 commandName: "geneval",
                 abstract: "Score a folder of images laid out as GenEval's generator writes them.",
                 discussion: "<images>/<index:05d>/metadata.jsonl and <images>/<index:05d>/samples/<k:04d>.png")
-            @Option(help: "GenEval metadata file (one JSON object a line), e.g. <run-dir>/data/eval/metadata.jsonl.")
+            @Option(help: "GenEval metadata file (one JSON object a line), e.g. <run-dir>/data/eval/dev/metadata.jsonl.")
             var metadata: String
             @Option(help: "Folder of samples in GenEval's layout.")
             var images: String
@@ -173,7 +188,8 @@ extension Suder {
         static let configuration = CommandConfiguration(
             abstract: "Summarise a run directory's results.",
             discussion: "Give --run-dir once per run (e.g. one per seed): config differences, pretrain and SUDER metrics, "
-                + "eval summaries side by side and the spread of the deltas. Reads files only; no MPI.")
+                + "eval summaries side by side (dev, and test where evaluated, with how often), the spread of the deltas per "
+                + "reward source and their mean over pretrained bases. Reads files only; no MPI.")
         @Option(name: .customLong("run-dir"), help: "A run directory; repeat for several runs.")
         var runDirs: [String] = []
         @Option(help: "Write the Markdown report here instead of standard output.")

@@ -67,6 +67,13 @@ final class ConfigTests: XCTestCase {
         let config = try ResolvedConfig.resolve(file: nil, overrides: ["model.d_model=100", "model.n_heads=3"])
         XCTAssertThrowsError(try checkConsistency(config))
         XCTAssertNoThrow(try checkConsistency(try ResolvedConfig.resolve(file: nil, overrides: [])))
+        // The pairing controls have no meaning for GRPO, which trains every sample on its reward.
+        for reward in ["random", "shuffled"] {
+            let grpo = try ResolvedConfig.resolve(file: nil, overrides: ["suder.objective=grpo", "suder.reward=\(reward)"])
+            XCTAssertThrowsError(try checkConsistency(grpo)) { XCTAssertTrue("\($0)".contains("suder.reward=\(reward) is a pairing control"), "\($0)") }
+            XCTAssertNoThrow(try checkConsistency(try ResolvedConfig.resolve(file: nil, overrides: ["suder.objective=dpo", "suder.reward=\(reward)"])))
+        }
+        XCTAssertNoThrow(try checkConsistency(try ResolvedConfig.resolve(file: nil, overrides: ["suder.objective=grpo", "suder.reward=oracle"])))
     }
 
     func testARenamedKeyIsAnErrorNamingItsNewName() throws {

@@ -1,3 +1,4 @@
+import GenEvalMini
 import Model
 import World
 import XCTest
@@ -28,10 +29,42 @@ final class EvalStageTests: XCTestCase {
         Category.allCases.flatMap { Array(repeating: $0, count: perCategory) }
     }
 
+    /// A prompt of its own for every line.
+    func distinctPrompts(_ tags: [Category]) -> [String] { tags.indices.map { "prompt \($0)" } }
+
+    /// Two counting prompts of ten lines each, one gaining an image on every line and one losing
+    /// one: a bootstrap over lines would give about +-0.11; over prompts the interval reaches
+    /// each prompt's own delta, because a resample may draw the same prompt twice.
+    func testBootstrapResamplesPromptsWithAllTheirLines() {
+        let tags = [Category](repeating: .counting, count: 20)
+        let prompts = (0..<20).map { $0 % 2 == 0 ? "a photo of two circles" : "a photo of three squares" }
+        let base = tags.map { _ in 2 }, suder = (0..<20).map { $0 % 2 == 0 ? 3 : 1 }
+        let result = pairedBootstrap(categories: tags, prompts: prompts, base: base, suder: suder, imagesPerPrompt: 4)
+        XCTAssertEqual(result.categories[.counting]?.delta ?? .nan, 0, accuracy: 1e-12)
+        XCTAssertEqual(result.categories[.counting]?.low ?? .nan, -0.25, accuracy: 1e-12)
+        XCTAssertEqual(result.categories[.counting]?.high ?? .nan, 0.25, accuracy: 1e-12)
+        XCTAssertEqual(result.distinctPrompts[.counting], 2)
+    }
+
+    /// Two prompts with the same mean still show their lines' sampling noise: the second stage
+    /// resamples each drawn prompt's lines.
+    func testBootstrapOfTwoAgreeingPromptsKeepsTheLinesNoise() {
+        let tags = [Category](repeating: .twoObject, count: 40)
+        let prompts = (0..<40).map { $0 < 20 ? "a photo of a circle and a square" : "a photo of a cross and a triangle" }
+        let base = tags.map { _ in 2 }, suder = (0..<40).map { $0 % 2 == 0 ? 3 : 1 }
+        let result = pairedBootstrap(categories: tags, prompts: prompts, base: base, suder: suder, imagesPerPrompt: 4)
+        let interval = try! XCTUnwrap(result.categories[.twoObject])
+        XCTAssertEqual(interval.delta, 0, accuracy: 1e-12)
+        // Lines of sd 0.25: the mean of 40 has sd 0.04; the prompts agree, so little more.
+        XCTAssertLessThan(interval.low, -0.04)
+        XCTAssertGreaterThan(interval.high, 0.04)
+        XCTAssertLessThan(interval.high, 0.15)
+    }
+
     func testBootstrapOfIdenticalModelsIsExactlyZero() {
         let tags = categories(10)
         let base = tags.indices.map { $0 * 7 % 5 }  // 0...4 correct of 4 images
-        let result = pairedBootstrap(categories: tags, base: base, suder: base, imagesPerPrompt: 4)
+        let result = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: base, imagesPerPrompt: 4)
         XCTAssertEqual(result.overall, DeltaInterval(delta: 0, low: 0, high: 0))
         for category in Category.allCases { XCTAssertEqual(result.categories[category], DeltaInterval(delta: 0, low: 0, high: 0)) }
     }
@@ -42,7 +75,7 @@ final class EvalStageTests: XCTestCase {
         let tags = categories(20)
         let base = tags.map { _ in 2 }
         let suder = tags.indices.map { $0 % 2 == 0 ? 3 : 1 }
-        let result = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        let result = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: suder, imagesPerPrompt: 4)
         XCTAssertEqual(result.overall.delta, 0, accuracy: 1e-12)
         XCTAssertLessThan(result.overall.low, -0.01)
         XCTAssertGreaterThan(result.overall.high, 0.01)
@@ -55,7 +88,7 @@ final class EvalStageTests: XCTestCase {
         let tags = categories(8)
         let base = tags.indices.map { $0 % 3 }
         let suder = tags.indices.map { $0 % 3 + 1 + ($0 % 2) }
-        let result = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        let result = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: suder, imagesPerPrompt: 4)
         XCTAssertGreaterThan(result.overall.low, 0)
         XCTAssertLessThanOrEqual(result.overall.low, result.overall.delta)
         XCTAssertGreaterThanOrEqual(result.overall.high, result.overall.delta)
@@ -68,7 +101,7 @@ final class EvalStageTests: XCTestCase {
         let tags = [Category](repeating: .counting, count: 2) + [Category](repeating: .colors, count: 10)
         let base = tags.map { _ in 1 }
         let suder = tags.map { $0 == .counting ? 2 : 1 }
-        let result = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
+        let result = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: suder, imagesPerPrompt: 4)
         XCTAssertEqual(result.overall, DeltaInterval(delta: 0.125, low: 0.125, high: 0.125))
         XCTAssertEqual(result.categories[.counting], DeltaInterval(delta: 0.25, low: 0.25, high: 0.25))
         XCTAssertNil(result.categories[.position])
@@ -77,12 +110,12 @@ final class EvalStageTests: XCTestCase {
     func testBootstrapIsReproducibleAndDependsOnItsSeed() {
         let tags = categories(12)
         let base = tags.indices.map { $0 * 5 % 5 }, suder = tags.indices.map { $0 * 3 % 5 }
-        let a = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
-        let b = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4)
-        let c = pairedBootstrap(categories: tags, base: base, suder: suder, imagesPerPrompt: 4, seed: 99)
+        let a = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: suder, imagesPerPrompt: 4)
+        let b = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: suder, imagesPerPrompt: 4)
+        let c = pairedBootstrap(categories: tags, prompts: distinctPrompts(tags), base: base, suder: suder, imagesPerPrompt: 4, seed: 99)
         XCTAssertEqual(a, b)
         XCTAssertEqual(a.overall.delta, c.overall.delta)
-        XCTAssertNotEqual(a.overall.low, c.overall.low)
+        XCTAssertNotEqual(a.categories, c.categories, "another seed draws other resamples")
     }
 
     func testPercentileInterpolatesBetweenRanks() {
@@ -167,19 +200,23 @@ final class EvalStageTests: XCTestCase {
         summary.models["suder"] = suder
         summary.delta = EvalComparison(
             base: base, suder: suder,
-            bootstrap: pairedBootstrap(categories: records.map(\.tag), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
+            bootstrap: pairedBootstrap(
+                categories: records.map(\.tag), prompts: records.map(\.prompt), base: baseCorrect, suder: suderCorrect, imagesPerPrompt: 4))
         return summary
     }
 
     // MARK: - Report
 
     /// A run directory with a config, pretrain and SUDER metrics written by hand, and an eval summary.
-    func fabricatedRun(_ name: String, seed: Int, suderCorrect: [Int], withSuderMetrics: Bool = true) throws -> URL {
+    func fabricatedRun(
+        _ name: String, seed: Int, suderCorrect: [Int], withSuderMetrics: Bool = true, baseWeights: String? = nil, reward: String = "self"
+    ) throws -> URL {
         let run = directory.appendingPathComponent(name)
         for stage in ["pretrain", "suder", "eval"] {
             try FileManager.default.createDirectory(at: run.appendingPathComponent(stage), withIntermediateDirectories: true)
         }
-        let config = try ResolvedConfig.resolve(file: nil, overrides: ["run.seed=\(seed)", "model.d_model=32", "runtime.threads=\(seed)"])
+        let config = try ResolvedConfig.resolve(
+            file: nil, overrides: ["run.seed=\(seed)", "model.d_model=32", "runtime.threads=\(seed)", "suder.reward=\(reward)"])
         try config.yaml().write(to: run.appendingPathComponent("config.yaml"), atomically: true, encoding: .utf8)
         try """
         {"step": 10, "loss/generation": 5.5, "lr": 0.001}
@@ -195,9 +232,48 @@ final class EvalStageTests: XCTestCase {
 
             """.write(to: run.appendingPathComponent("suder/metrics.jsonl"), atomically: true, encoding: .utf8)
         }
-        let summary = fabricatedSummary(baseCorrect: [2, 2, 2, 2, 2, 2], suderCorrect: suderCorrect, step: 20, seed: seed)
+        var summary = fabricatedSummary(baseCorrect: [2, 2, 2, 2, 2, 2], suderCorrect: suderCorrect, step: 20, seed: seed)
+        summary.models["base"]!.weightsChecksum = baseWeights
+        summary.rewardSource = reward
         try summary.encoded().write(to: run.appendingPathComponent("eval/summary.json"))
         return run
+    }
+
+    /// Two bases with two SUDER seeds each, a random-pair control and one run evaluated on test
+    /// twice: base means +0.125 and +0.25, a t-interval over the two base means (t = 12.706 with one
+    /// degree of freedom), the control in its own labelled rows, and the test count.
+    func testReportAveragesOverBasesAndLabelsControlsAndCountsTestEvaluations() throws {
+        let a1 = try fabricatedRun("a-seed1", seed: 1, suderCorrect: [3, 3, 3, 3, 3, 3], baseWeights: "aaaa")
+        let a2 = try fabricatedRun("a-seed2", seed: 2, suderCorrect: [2, 2, 2, 2, 2, 2], baseWeights: "aaaa")
+        let b1 = try fabricatedRun("b-seed1", seed: 1, suderCorrect: [3, 3, 3, 3, 3, 3], baseWeights: "bbbb")
+        let b2 = try fabricatedRun("b-seed2", seed: 2, suderCorrect: [3, 3, 3, 3, 3, 3], baseWeights: "bbbb")
+        let random = try fabricatedRun("a-random", seed: 1, suderCorrect: [2, 2, 2, 3, 2, 2], baseWeights: "aaaa", reward: "random")
+        let randomB = try fabricatedRun("b-random", seed: 1, suderCorrect: [2, 2, 2, 2, 2, 2], baseWeights: "bbbb", reward: "random")
+        let testDirectory = a1.appendingPathComponent("eval/test")
+        try FileManager.default.createDirectory(at: testDirectory, withIntermediateDirectories: true)
+        var test = fabricatedSummary(baseCorrect: [2, 2, 2, 2, 2, 2], suderCorrect: [2, 3, 2, 2, 2, 2], step: 20)
+        test.split = "test"
+        try test.encoded().write(to: testDirectory.appendingPathComponent("summary.json"))
+        try "{\"split\": \"test\"}\n{\"split\": \"test\"}\n".write(
+            to: a1.appendingPathComponent("eval/test-evaluations.jsonl"), atomically: true, encoding: .utf8)
+
+        let report = try makeReport(runDirectories: [a1, a2, b1, b2, random, randomB])
+        XCTAssertTrue(report.contains("## Across bases (dev split)"), report)
+        XCTAssertTrue(report.contains("| base 1 | weights xxh64 aaaa | a-seed1, a-seed2, a-random |"), report)
+        let half = 12.706 * 0.0625  // sd of (0.125, 0.25) over sqrt(2)
+        XCTAssertTrue(
+            report.contains(
+                "| geneval/overall | 2 | 4 | +0.1875 | " + String(format: "[%+.4f, %+.4f]", 0.1875 - half, 0.1875 + half)
+                    + " | base 1 +0.1250, base 2 +0.2500 |"), report)
+        XCTAssertTrue(report.contains("### reward: random pairs (control)"), report)
+        XCTAssertTrue(report.contains("| a-random (random) base |"), report)
+        // The control's geneval/overall: base 1 gains one image of four in one category of six.
+        XCTAssertTrue(report.contains("| geneval/overall | 2 | 2 | +0.0208 |"), report)
+        XCTAssertTrue(report.contains("reward random pairs (control); test split evaluated 0 times"), report)
+        XCTAssertTrue(report.contains("## Evaluation (test split)"), report)
+        XCTAssertTrue(report.contains("| a-seed1 | 2 |"), report)
+        XCTAssertTrue(report.contains("a-seed1: 6 GenEval-mini prompts"), report)
+        XCTAssertTrue(report.contains("a-seed2: missing (no \(a2.path)/eval/test/summary.json)"), report)
     }
 
     func testReportOfOneRunShowsEveryPartAndSaysWhatIsMissing() throws {
@@ -328,11 +404,39 @@ final class EvalStageTests: XCTestCase {
             XCTAssertGreaterThan(sheet.width, 32)
         }
 
+        // The test split after dev finished: the DONE marker does not stop it, its results go to
+        // eval/test/, dev's stay as they were, and each evaluation adds a line to the log.
+        let devSummary = try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json"))
+        try runEvalCommand(job: job, split: .test)
+        try runEvalCommand(job: job, split: .test)
+        let test = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("test/summary.json")))
+        XCTAssertEqual(test.split, "test")
+        XCTAssertEqual(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")), devSummary)
+        let testMetadata = try readMetadataFile(dataDirectory.appendingPathComponent(DatasetFile.evalMetadata(.test)))
+        XCTAssertEqual(test.models["base"]?.geneval.prompts, testMetadata.count)
+        XCTAssertNotEqual(testMetadata.map(\.prompt), metadata.map(\.prompt), "test scores its own prompts")
+        let rescoredTest = try scoreGenEvalFolder(images: evalDirectory.appendingPathComponent("test/base"), metadata: testMetadata)
+        XCTAssertEqual(rescoredTest.overall, test.models["base"]!.geneval.overall, accuracy: 1e-12)
+        let log = try String(contentsOf: evalDirectory.appendingPathComponent("test-evaluations.jsonl"), encoding: .utf8)
+        let entries = try log.split(separator: "\n").map { try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        XCTAssertEqual(entries.count, 2)
+        XCTAssertEqual(entries[0]["config_hash"] as? String, resultConfigHash(job.config))
+        XCTAssertEqual(try XCTUnwrap(entries[0]["config_hash"] as? String).count, 16)
+        XCTAssertNotNil(entries[1]["time"] as? String)
+        let checkpoints = try XCTUnwrap(entries[1]["checkpoints"] as? [String: String])
+        XCTAssertTrue(checkpoints["base"]?.contains("pretrain/step-000000000020 (step 20, weights xxh64 ") == true, "\(checkpoints)")
+        XCTAssertTrue(checkpoints["suder"]?.contains("suder/step-000000000002") == true, "\(checkpoints)")
+        // A runtime setting does not change the hash; a result setting does.
+        XCTAssertEqual(resultConfigHash(try job.config.setting("runtime.threads", "2")), resultConfigHash(job.config))
+        XCTAssertNotEqual(resultConfigHash(try job.config.setting("eval.temperature", "0.5")), resultConfigHash(job.config))
+
         let report = try makeReport(runDirectories: [job.runDir])
         XCTAssertTrue(
             report.contains(
                 "| geneval/overall | \(String(format: "%.4f", base.geneval.overall)) | \(String(format: "%.4f", base.geneval.overall)) | +0.0000 [+0.0000, +0.0000] |"
             ), report)
+        XCTAssertTrue(report.contains("## Evaluation (test split)"), report)
+        XCTAssertTrue(report.contains("| run | 2 |"), report)
     }
 
     func testAStoppedEvalContinuesAfterItsKeptPartsOfTheSameCheckpoint() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import GenEvalMini
 import Model
 import World
 import XCTest

@@ -1,3 +1,4 @@
+import GenEvalMini
 import World
 import XCTest
 

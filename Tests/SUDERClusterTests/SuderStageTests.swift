@@ -1,3 +1,4 @@
+import GenEvalMini
 import Model
 import World
 import XCTest
@@ -15,6 +16,31 @@ final class SuderStageTests: XCTestCase {
         let twoBest = bestAndWorst([0.5, 0.9, 0.9, 0.1])!
         XCTAssertEqual(twoBest.worst, 3)
         XCTAssertTrue([1, 2].contains(twoBest.best))
+    }
+
+    /// self and oracle pair the best and worst; the controls pair other samples of the same groups,
+    /// drop the same tied groups, and draw only from the pairing seed.
+    func testControlsPairOtherSamplesOfTheSameGroups() {
+        let rewards = [-1.0, -0.2, -0.7, -1.5]
+        XCTAssertEqual(pairGroup(rewards, source: .selfReward, minimumGap: 0, pairingSeed: 1)?.chosen, 1)
+        XCTAssertEqual(pairGroup(rewards, source: .oracle, minimumGap: 0, pairingSeed: 9)?.rejected, 3)
+        for source in [RewardSource.random, .shuffled] {
+            var pairs = Set<[Int]>()
+            for seed in 0..<200 as Range<UInt64> {
+                let pair = pairGroup(rewards, source: source, minimumGap: 0, pairingSeed: seed)!
+                XCTAssertNotEqual(pair.chosen, pair.rejected, "\(source)")
+                let again = pairGroup(rewards, source: source, minimumGap: 0, pairingSeed: seed)!
+                XCTAssertEqual([pair.chosen, pair.rejected], [again.chosen, again.rejected], "\(source): the seed alone decides")
+                pairs.insert([pair.chosen, pair.rejected])
+            }
+            XCTAssertEqual(pairs.count, 12, "\(source): every ordered pair of 4 samples occurs over 200 seeds")
+            XCTAssertNil(pairGroup([-2, -2, -2], source: source, minimumGap: 0, pairingSeed: 3), "\(source): ties give no pair")
+            XCTAssertNil(pairGroup([-1.0, -1.2], source: source, minimumGap: 0.2, pairingSeed: 3), "\(source): the gap rule holds")
+        }
+        // shuffled: the chosen sample is where the permuted rewards peak, so with a group of two it
+        // is the better sample about half the time.
+        let better = (0..<400 as Range<UInt64>).filter { pairGroup([-1, -2], source: .shuffled, minimumGap: 0, pairingSeed: $0)!.chosen == 0 }.count
+        XCTAssertTrue((150...250).contains(better), "shuffled chose the better of two \(better) times in 400")
     }
 
     func testWithinGroupRankingCountsRightAboveWrongWithHalfTies() {

@@ -1,3 +1,4 @@
+import GenEvalMini
 import XCTest
 
 @testable import World

@@ -41,6 +41,12 @@ suder=$work/suder.sh
 chmod +x "$suder"
 
 
+# A SUDER sample log as sorted "round direction item verdict pair" lines: what must not depend on
+# the rank count (rewards may differ in the last digits; ranks' lines arrive in rank order).
+verdicts() {
+    sed -E 's/^\{"step": ([0-9]+), "direction": "([a-z]+)", "item": ([0-9]+), "reward": [^,]*, "oracle": ([01]).*"pair": "([a-z]+)"\}$/\1 \2 \3 \4 \5/' "$1" | sort
+}
+
 # A run directory holding a copy of the dataset made once by `suder data`.
 new_run() {
     mkdir -p "$work/$1"
@@ -80,24 +86,38 @@ if ! run "data stage for the template" zero 120 "$suder" 2 "$work/template" data
 fi
 
 # 1. One rank and two ranks train on the same global batches: same loss curve and final weights.
-#    Only the order of float sums differs (per-rank partial sums, sgemm blocking over 8 vs 4
-#    sequences). Observed after 100 steps: 1.0e-6 relative on grad_norm (a sum of squares, the
-#    most sensitive value; losses 3e-8) and 7.4e-7 absolute on the weights. The bounds are 10x
-#    that, yet a lost or doubled rank share changes losses and grad_norm by percent (a doubled
-#    grad_norm was a real bug) and moves weights by up to a learning-rate step (3e-4..3e-3) per step.
+#    Only the order of float sums differs (per-rank partial sums and an allreduce vs one rank's
+#    accumulation, sgemm blocking over 8 vs 4 sequences), so equality is not expected; the bounds
+#    are per quantity. At the same weights the runs agree closely: steps 1-20 logged one by one
+#    differed by at most 2.4e-7 relative on grad_norm and 1e-7 on losses, so the first log window
+#    must agree within 1e-5, on grad_norm too. Later the weights drift apart by rounding (5.4e-6
+#    absolute after 100 steps) and a gradient feels that drift through the curvature much more
+#    than a loss does: per step, grad_norm differed by up to 1.1e-4 relative by steps 81-100
+#    (4.3e-5 in 7-step windows) while losses stayed within 1.7e-6. Bounds: grad_norm 5e-4, other
+#    metrics 1e-5, weights 5e-5. A lost or doubled rank share changes losses and grad_norm by
+#    percent from the first step (a doubled grad_norm was a real bug) and moves weights by up to a
+#    learning-rate step (3e-4..3e-3) per step, far outside every bound.
 ref=$(new_run ref)
 one=$(new_run one)
 if run "reference run, -np 2" zero 120 "$suder" 2 "$ref" pretrain && run "same run, -np 1" zero 120 "$suder" 1 "$one" pretrain runtime.threads=1; then
-    if "$bin/suder-mpitests" compare-metrics "$one/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
-        "$bin/suder-mpitests" compare-checkpoints "$one/pretrain/$last" "$ref/pretrain/$last" 1e-5 >>"$work/out" 2>&1; then
-        pass "1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
-    else fail "1 rank vs 2 ranks: loss curves or weights differ"; fi
+    head -n 1 "$one/pretrain/metrics.jsonl" >"$work/one-first.jsonl"
+    head -n 1 "$ref/pretrain/metrics.jsonl" >"$work/ref-first.jsonl"
+    : >"$work/out"
+    if "$bin/suder-mpitests" compare-metrics "$work/one-first.jsonl" "$work/ref-first.jsonl" 1e-5 >"$work/first" 2>&1 &&
+        "$bin/suder-mpitests" compare-metrics "$one/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 grad_norm=5e-4 >"$work/out" 2>&1 &&
+        "$bin/suder-mpitests" compare-checkpoints "$one/pretrain/$last" "$ref/pretrain/$last" 5e-5 >>"$work/out" 2>&1; then
+        pass "1 rank vs 2 ranks: first window $(grep -o 'largest relative difference [^,]*' "$work/first"); all lines $(grep -o 'largest relative difference [^,]*' "$work/out" | head -1), grad_norm $(grep -o 'grad_norm: largest relative difference [^,]*' "$work/out" | sed 's/.*difference //'), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
+    else
+        cat "$work/first" "$work/out" >"$work/shown" && mv "$work/shown" "$work/out"
+        fail "1 rank vs 2 ranks: loss curves or weights differ"
+    fi
 fi
 
 # 1b. A SUDER round does not depend on the rank count: every random stream comes from (seed,
 #    round, item), and a sequence's samples do not depend on its batch. Both runs start from the
-#    same checkpoint; rewards, pairs and updates must agree within float summation order (1e-5,
-#    as above), and a sampled token that flipped would change losses by far more than that.
+#    same checkpoint and take two updates, too few for the weights to drift apart, so every
+#    metric (grad norms too) and the weights must agree within 1e-5 (seen: 5e-7 and 6e-8), and a
+#    sampled token that flipped would change losses by far more than that.
 if [ -f "$ref/pretrain/DONE" ] && [ -f "$one/pretrain/DONE" ]; then
     if run "suder stage, -np 2" zero 180 "$suder" 2 "$ref" suder suder.log_samples=true &&
         run "suder stage, -np 1" zero 180 "$suder" 1 "$one" suder runtime.threads=1 suder.log_samples=true --init "$ref/pretrain"; then
@@ -108,17 +128,67 @@ if [ -f "$ref/pretrain/DONE" ] && [ -f "$one/pretrain/DONE" ]; then
         else fail "SUDER rounds, 1 rank vs 2 ranks: metrics or weights differ"; fi
         # The sample log gathers every rank's samples: 2 rounds x (4 prompts + 4 images) x K 4 lines,
         # the same samples and verdicts whatever the rank count (ranks' lines arrive in rank order).
-        verdicts() { sed -E 's/^\{"step": ([0-9]+), "direction": "([a-z]+)", "item": ([0-9]+), "reward": [^,]*, "oracle": ([01]).*/\1 \2 \3 \4/' "$1" | sort; }
         if [ "$(wc -l <"$ref/suder/samples.jsonl")" -eq 64 ] && [ "$(verdicts "$ref/suder/samples.jsonl")" = "$(verdicts "$one/suder/samples.jsonl")" ] &&
-            verdicts "$ref/suder/samples.jsonl" | grep -q "understanding"; then
-            pass "SUDER sample log: 64 samples with rewards and verdicts, the same on 1 and 2 ranks"
+            verdicts "$ref/suder/samples.jsonl" | grep -Eq "understanding [0-9]+ [01] chosen"; then
+            pass "SUDER sample log: 64 samples with rewards, verdicts and pairs, the same on 1 and 2 ranks"
         else fail "SUDER sample log: wrong count or differs between 1 and 2 ranks"; fi
     fi
 else
     skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"
 fi
 
-# 1c. The understanding loss weight scales that direction's share of each update: at 0 a joint
+# 1c. The controls (suder.reward=random, shuffled) keep the self-reward run's samples and change
+#    only the pairs: in round 1, from the same model, every sample (its tokens' xxh64), reward and verdict is
+#    the self-reward run's, as many groups give a pair, and the pairs differ. Like every SUDER run
+#    they do not depend on the rank count (bounds as in 1b).
+if [ -f "$ref/suder/DONE" ]; then
+    round1() { grep '^{"step": 1,' "$1" | sed -E 's/, "pair": "[a-z]+"\}$/}/' | sort; }
+    paired1() { grep '^{"step": 1,' "$1" | grep -E '"pair": "(chosen|rejected)"' | sort; }
+    for control in random shuffled; do
+        two=$(new_run "$control-np2") single=$(new_run "$control-np1")
+        if run "suder.reward=$control, -np 2" zero 180 "$suder" 2 "$two" suder suder.log_samples=true suder.reward=$control --init "$ref/pretrain" &&
+            run "suder.reward=$control, -np 1" zero 180 "$suder" 1 "$single" suder runtime.threads=1 suder.log_samples=true suder.reward=$control --init "$ref/pretrain"; then
+            if grep -q '"reward_source": "'$control'"' "$two/suder/metrics.jsonl" && grep -q '"tokens_xxh64"' "$two/suder/samples.jsonl" && [ "$(round1 "$two/suder/samples.jsonl")" = "$(round1 "$ref/suder/samples.jsonl")" ] &&
+                [ "$(paired1 "$two/suder/samples.jsonl" | wc -l)" -eq "$(paired1 "$ref/suder/samples.jsonl" | wc -l)" ] &&
+                [ "$(paired1 "$two/suder/samples.jsonl")" != "$(paired1 "$ref/suder/samples.jsonl")" ]; then
+                pass "suder.reward=$control: round 1 draws the self-reward run's $(round1 "$two/suder/samples.jsonl" | wc -l) samples (same tokens and rewards), $(($(paired1 "$two/suder/samples.jsonl" | wc -l) / 2)) pairs as self, not the same pairs"
+            else
+                diff <(paired1 "$two/suder/samples.jsonl") <(paired1 "$ref/suder/samples.jsonl") >"$work/out" 2>&1
+                fail "suder.reward=$control: other samples than the self-reward run, another pair count, or the same pairs"
+            fi
+            if "$bin/suder-mpitests" compare-metrics "$single/suder/metrics.jsonl" "$two/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
+                "$bin/suder-mpitests" compare-checkpoints "$single/suder/$rounds" "$two/suder/$rounds" 1e-5 >>"$work/out" 2>&1 &&
+                [ "$(verdicts "$single/suder/samples.jsonl")" = "$(verdicts "$two/suder/samples.jsonl")" ]; then
+                pass "suder.reward=$control, 1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out"), the same pairs"
+            else fail "suder.reward=$control, 1 rank vs 2 ranks: metrics, weights or pairs differ"; fi
+        fi
+    done
+fi
+
+# 1d. The eval stage evaluates dev; the test split only when asked, also after dev finished (the
+#    DONE marker is dev's), into eval/test/, each time recorded and counted by the report.
+if [ -f "$ref/suder/DONE" ]; then
+    if run "eval --split train" nonzero 15 "$suder" 2 "$ref" eval --split train &&
+        grep -q -- "--split must be one of dev, test" "$work/out"; then
+        pass "eval --split train: refused, naming dev and test"
+    else fail "eval --split train: not refused with the splits named"; fi
+    if run "eval, dev split" zero 120 "$suder" 2 "$ref" eval && run "eval, dev again" zero 60 "$suder" 2 "$ref" eval &&
+        grep -q "already finished" "$work/out" && run "eval --split test" zero 120 "$suder" 2 "$ref" eval --split test &&
+        run "eval --split test again" zero 120 "$suder" 2 "$ref" eval --split test; then
+        "$bin/suder" report --run-dir "$ref" >"$work/report" 2>&1
+        if [ -f "$ref/eval/DONE" ] && grep -Eq '"split" ?: ?"dev"' "$ref/eval/summary.json" &&
+            grep -Eq '"split" ?: ?"test"' "$ref/eval/test/summary.json" && [ -d "$ref/eval/test/base" ] && [ ! -e "$ref/eval/test/DONE" ] &&
+            [ "$(grep -c '"config_hash"' "$ref/eval/test-evaluations.jsonl")" -eq 2 ] &&
+            grep -q "test split evaluated 2 times" "$work/report" && grep -q "## Evaluation (test split)" "$work/report"; then
+            pass "eval: dev by default and skipped once done; --split test twice after it: eval/test/, 2 lines in test-evaluations.jsonl, counted by the report"
+        else
+            cat "$work/report" >>"$work/out"
+            fail "eval splits: dev or test results misplaced, or the test evaluations not recorded or counted"
+        fi
+    fi
+fi
+
+# 1e. The understanding loss weight scales that direction's share of each update: at 0 a joint
 #    run (which still samples and scores captions) ends bitwise equal, weights and Adam state, to
 #    a generation-only run from the same checkpoint.
 if [ -f "$ref/pretrain/DONE" ]; then
@@ -133,7 +203,7 @@ if [ -f "$ref/pretrain/DONE" ]; then
     fi
 fi
 
-# 1e. GRPO rounds on the tiny config, with a KL penalty to the starting model and 2 steps a round
+# 1f. GRPO rounds on the tiny config, with a KL penalty to the starting model and 2 steps a round
 #    (so the second step's ratios leave 1 and the clip can act): the same 1-rank vs 2-rank check
 #    and tolerance as 1b, and the run logs GRPO's metrics for both directions. GRPO's loss is a
 #    mean of terms -ratio * A of size |A| ~ 1 that cancel to ~1e-4, so its float noise is
@@ -156,7 +226,7 @@ if [ -f "$ref/pretrain/DONE" ]; then
     fi
 fi
 
-# 1f. The local sweep runner reads the ablation sweep's rows, refuses a row that would change the
+# 1g. The local sweep runner reads the ablation sweep's rows, refuses a row that would change the
 #    base model its runs share before any work, and runs one row (GRPO) through suder and eval
 #    from a base holding this suite's data and pretrain stages; gather and report list that run.
 ablations=$root/slurm/sweeps/paper-ablations.sweep
@@ -184,7 +254,7 @@ if [ -f "$ref/pretrain/DONE" ]; then
     fi
 fi
 
-# 1d. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
+# 1h. The exported safetensors file: numpy reads every tensor with the checkpoint's shapes, and
 #    where PyTorch is installed, tools/torch_reference.py gives the same logits as our model.
 #    Tolerance 1e-4: float32 sums in another order (seen: 8e-6 on logits of magnitude 15).
 if [ -f "$ref/pretrain/DONE" ] && run "suder export" zero 60 "$bin/suder" export --checkpoint "$ref/pretrain" --out "$work/export.safetensors"; then
@@ -255,8 +325,8 @@ else
     # The same checkpoint resumed on 1 rank (a requeue onto fewer nodes): the tolerances of case 1.
     if run "SIGUSR1 rerun on 1 rank" zero 120 "$suder" 1 "$work/usr1-np1" pretrain runtime.threads=1; then
         if grep -q "resuming from .*$stopped" "$work/out" &&
-            "$bin/suder-mpitests" compare-metrics "$work/usr1-np1/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 >>"$work/out" 2>&1 &&
-            "$bin/suder-mpitests" compare-checkpoints "$work/usr1-np1/pretrain/$last" "$ref/pretrain/$last" 1e-5 >>"$work/out" 2>&1; then
+            "$bin/suder-mpitests" compare-metrics "$work/usr1-np1/pretrain/metrics.jsonl" "$ref/pretrain/metrics.jsonl" 1e-5 grad_norm=5e-4 >>"$work/out" 2>&1 &&
+            "$bin/suder-mpitests" compare-checkpoints "$work/usr1-np1/pretrain/$last" "$ref/pretrain/$last" 5e-5 >>"$work/out" 2>&1; then
             pass "2-rank checkpoint resumed on 1 rank: weights $(grep -o 'max |a-b| = [^ ]*' "$work/out") from the uninterrupted 2-rank run"
         else fail "2-rank checkpoint resumed on 1 rank: differs from the uninterrupted run"; fi
     fi

@@ -60,11 +60,11 @@ let dataFields: [ConfigField] = [
     ConfigField("data.train_probes", .int(0...10_000_000), .int(12_000), "(image, yes/no question) training examples"),
     ConfigField(
         "data.train_imperfect", .int(0...10_000_000), .int(12_000),
-        "damaged renders with a prompt the detector agrees with (prompt task only)"),
+        "damaged renders with the prompt their scene and damage still satisfy (prompt task only)"),
     ConfigField("data.unpaired_prompts", .int(0...10_000_000), .int(2_000), "prompts without images for SUDER"),
     ConfigField("data.unpaired_images", .int(0...10_000_000), .int(2_000), "images without captions for SUDER"),
-    ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category"),
-    ConfigField("data.eval_images", .int(0...10_000_000), .int(600), "held-out images for caption and POPE scoring"),
+    ConfigField("data.eval_prompts_per_category", .int(1...10_000), .int(100), "GenEval-mini prompts per category, in each eval split (dev and test)"),
+    ConfigField("data.eval_images", .int(0...10_000_000), .int(600), "images of unseen scenes for caption and POPE scoring, in each eval split (dev and test)"),
 ]
 
 let modelFields: [ConfigField] = [
@@ -152,8 +152,10 @@ let suderFields: [ConfigField] = [
         "suder.loss_weight_understanding", .double(0...100), .double(1),
         "weight of the understanding direction's preference loss in the joint loss (generation's is 1)"),
     ConfigField(
-        "suder.reward", .choice(["self", "oracle"]), .string("self"),
-        "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels"),
+        "suder.reward", .choice(RewardSource.allCases.map(\.rawValue)), .string("self"),
+        "self = dual self-rewards (SUDER); oracle = detector/labels, an upper-bound ablation that reads labels; "
+            + "random = controls: chosen and rejected drawn at random within each group; shuffled = each group's self-rewards "
+            + "permuted before pairing (both keep the self-reward run's samples and update size)"),
     ConfigField("suder.lr", .double(0...10), .double(1e-4), "learning rate"),
     ConfigField("suder.steps_per_round", .int(positive), .int(1), "optimizer steps over each round's pairs (or GRPO groups)"),
     ConfigField("suder.weight_decay", .double(0...10), .double(0.0), "AdamW decoupled weight decay"),
@@ -198,5 +200,13 @@ func checkConsistency(_ config: ResolvedConfig) throws {
     let mix = config.double("pretrain.mix_generation") + config.double("pretrain.mix_understanding") + config.double("pretrain.mix_probes")
     guard mix > 0 else {
         throw ConfigError("pretrain.mix_generation + pretrain.mix_understanding + pretrain.mix_probes must be > 0")
+    }
+    // The controls replace how a group's pair is chosen; GRPO trains every sample on the rewards
+    // themselves, so a control would not change its update.
+    let reward = config.string("suder.reward")
+    guard config.string("suder.objective") != "grpo" || ["self", "oracle"].contains(reward) else {
+        throw ConfigError(
+            "suder.reward=\(reward) is a pairing control for suder.objective=simpo or dpo; with grpo every sample trains on its reward, "
+                + "so use suder.reward=self or oracle")
     }
 }

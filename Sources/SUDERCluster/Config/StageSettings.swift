@@ -101,7 +101,7 @@ struct SuderSettings {
     let guardRounds: Int
     let guardFactor: Double
     let mode: DirectionMode
-    let oracleReward: Bool
+    let reward: RewardSource
     let logSamples: Bool
     /// Groups whose best and worst rewards differ by no more than this give no pair.
     let minimumRewardGap: [Direction: Double]
@@ -128,7 +128,7 @@ struct SuderSettings {
         guardRounds = config.int("suder.guard_rounds")
         guardFactor = config.double("suder.guard_factor")
         mode = DirectionMode(rawValue: config.string("suder.direction"))!
-        oracleReward = config.string("suder.reward") == "oracle"
+        reward = RewardSource(rawValue: config.string("suder.reward"))!
         logSamples = config.bool("suder.log_samples")
         minimumRewardGap = [
             .generation: config.double("suder.min_reward_gap_generation"),

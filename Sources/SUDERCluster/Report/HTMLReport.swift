@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import GenEvalMini
 import World
 
 /// `suder report --html FILE`: one self-contained page (inline SVG charts, PNG samples as data
@@ -138,16 +139,18 @@ func evaluationSection(_ runs: [RunRecord], labels: [String]) -> String {
     let understandingNames = ["captions"] + PopeSplit.allCases.map { "POPE \($0.rawValue) F1" }
     for (label, run, summary) in present {
         let prefix = present.count > 1 ? "\(label) " : ""
-        let tags = (try? DatasetReader(directory: run.directory.appendingPathComponent(StageName.data.rawValue)).evalMetadata())
-            .map { all in summary.settings.promptLines.compactMap { $0 < all.count ? all[$0].tag : nil } }
+        let split = summary.split.flatMap(EvalSplit.init(rawValue:)) ?? .dev
+        let records = (try? DatasetReader(directory: run.directory.appendingPathComponent(StageName.data.rawValue)).evalMetadata(split: split))
+            .map { all in summary.settings.promptLines.compactMap { $0 < all.count ? all[$0] : nil } }
         for model in EvaluatedModel.allCases {
             guard let evaluation = summary.models[model.rawValue] else { continue }
             let values = categories.map { $0 == "overall" ? evaluation.geneval.overall : evaluation.geneval.categories[$0]?.score }
             var intervals: [(low: Double, high: Double)?] = categories.map { _ in nil }
-            if let tags, tags.count == evaluation.geneval.correctPerPrompt.count {
+            if let records, records.count == evaluation.geneval.correctPerPrompt.count {
+                let tags = records.map(\.tag)
                 // The bootstrap of a model against a model that gets nothing right: the interval of its own score.
                 let bootstrap = pairedBootstrap(
-                    categories: tags, base: tags.map { _ in 0 }, suder: evaluation.geneval.correctPerPrompt,
+                    categories: tags, prompts: records.map(\.prompt), base: tags.map { _ in 0 }, suder: evaluation.geneval.correctPerPrompt,
                     imagesPerPrompt: summary.settings.imagesPerPrompt)
                 intervals = categories.map { name in
                     let interval = name == "overall" ? bootstrap.overall : Category(rawValue: name).flatMap { bootstrap.categories[$0] }

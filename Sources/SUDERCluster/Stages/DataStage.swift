@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import GenEvalMini
 import World
 
 /// `suder data`: rank 0 generates the world while the others wait; every rank learns whether it

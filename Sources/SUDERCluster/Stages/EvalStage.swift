@@ -1,14 +1,36 @@
 import ClusterRuntime
 import Foundation
+import GenEvalMini
 import Model
 import World
 
-/// `suder eval`: GenEval-mini, caption accuracy and POPE-mini of the base model (pretrain) and,
-/// when the SUDER stage finished, of the SUDER model, on the full eval set. Both models draw their
-/// images with the same seeds, so the comparison is paired; the deltas carry a paired bootstrap
-/// interval over prompts. Writes `<run-dir>/eval/summary.json`, GenEval-layout sample folders and a
-/// sample sheet per model, and prints a table.
-func runEvalStage(_ job: JobContext) throws {
+/// `suder eval [--split dev|test]`: the dev split through the eval stage (skipped once its DONE
+/// marker is written, as every stage), the test split evaluated whenever it is asked for, and each
+/// time recorded in `<run-dir>/eval/test-evaluations.jsonl` so a report can say how often it was
+/// looked at.
+public func runEvalCommand(job: JobContext, split: EvalSplit) throws {
+    switch split {
+    case .dev: try runStage(.eval, job: job)
+    case .test: try runEvalStage(job, split: .test)
+    }
+}
+
+/// Where an eval split's results go: dev in `<run-dir>/eval/` (the eval stage's own folder, with
+/// its DONE marker), test in `<run-dir>/eval/test/`, so neither overwrites the other.
+func evalResultsDirectory(_ job: JobContext, split: EvalSplit) -> URL {
+    let stage = job.stageDirectory(StageName.eval.rawValue)
+    return split == .dev ? stage : stage.appendingPathComponent(split.rawValue, isDirectory: true)
+}
+
+/// One line per evaluation of the test split: `<run-dir>/eval/test-evaluations.jsonl`.
+let testEvaluationsFileName = "test-evaluations.jsonl"
+
+/// GenEval-mini, caption accuracy and POPE-mini of the base model (pretrain) and, when the SUDER
+/// stage finished, of the SUDER model, on one eval split. Both models draw their images with the
+/// same seeds, so the comparison is paired; the deltas carry a paired bootstrap interval over
+/// prompts. Writes `summary.json`, GenEval-layout sample folders and a sample sheet per model in
+/// the split's results folder, and prints a table. Only dev marks the stage done.
+func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
     let comm = job.comm, console = job.console
     let settings = EvalSettings(job.config), modelSettings = ModelSettings(job.config)
     let dataset = try openDataset(job)
@@ -26,15 +48,20 @@ func runEvalStage(_ job: JobContext) throws {
         console.print("eval: no finished suder stage in \(job.stageDirectory(StageName.suder.rawValue).path); evaluating the base model only")
     }
 
-    let allRecords = try dataset.evalMetadata()
+    let allRecords = try dataset.evalMetadata(split: split)
     let lines = selectEvalRecords(allRecords.map(\.tag), maxPrompts: settings.maxPrompts)
     let records = lines.map { allRecords[$0] }
-    let images = try dataset.evalImages()
+    let images = try dataset.evalImages(split: split)
     var probes: [PopeSplit: [ProbeExample]] = [:]
-    for split in PopeSplit.allCases { probes[split] = try dataset.evalProbes(split) }
+    for pope in PopeSplit.allCases { probes[pope] = try dataset.evalProbes(pope, split: split) }
     let imagesPerPrompt = settings.imagesPerPrompt
+    if split == .test {
+        console.print(
+            "eval: the TEST split; this evaluation is recorded in \(evalResultsDirectory(job, split: .dev).appendingPathComponent(testEvaluationsFileName).path)"
+        )
+    }
     console.print(
-        "eval: \(models.map(\.rawValue).joined(separator: " and ")) on \(records.count) of \(allRecords.count) GenEval-mini prompts "
+        "eval (\(split.rawValue) split): \(models.map(\.rawValue).joined(separator: " and ")) on \(records.count) of \(allRecords.count) GenEval-mini prompts "
             + "x \(imagesPerPrompt) images, \(images.count) caption images, POPE "
             + PopeSplit.allCases.map { "\($0.rawValue) \(probes[$0]?.count ?? 0)" }.joined(separator: ", ") + " probes, over \(comm.size) rank(s)")
 
@@ -43,10 +70,13 @@ func runEvalStage(_ job: JobContext) throws {
     let model = Transformer(config: modelConfig, seed: 0, batchCapacity: modelSettings.microBatch)
     // Each model's weights are loaded into this one transformer in turn.
     let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
-    let evalDirectory = job.stageDirectory(StageName.eval.rawValue)
+    let evalDirectory = evalResultsDirectory(job, split: split)
     var summary = EvalSummary(settings: EvalSummarySettings(settings, promptLines: lines))
+    summary.split = split.rawValue
+    summary.rewardSource = job.config.string("suder.reward")
     var perRecord: [EvaluatedModel: [Int]] = [:]
     let parts = EvalParts(directory: evalDirectory.appendingPathComponent(EvalParts.directoryName, isDirectory: true), comm: comm)
+    var checkpoints: [String: String] = [:]
     for name in models {
         var started = DispatchTime.now().uptimeNanoseconds
         let checkpoint = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job)
@@ -103,6 +133,7 @@ func runEvalStage(_ job: JobContext) throws {
                 + String(format: "GenEval-mini %.4f, captions %.4f (%.0f s)", evaluation.geneval.overall, evaluation.captionAccuracy, part.seconds))
         summary.models[name.rawValue] = evaluation
         perRecord[name] = correct
+        checkpoints[name.rawValue] = evaluation.checkpointIdentity
     }
 
     try comm.rootDecides {
@@ -110,7 +141,7 @@ func runEvalStage(_ job: JobContext) throws {
             summary.delta = EvalComparison(
                 base: summary.models[EvaluatedModel.base.rawValue]!, suder: summary.models[EvaluatedModel.suder.rawValue]!,
                 bootstrap: pairedBootstrap(
-                    categories: records.map(\.tag), base: base, suder: suder,
+                    categories: records.map(\.tag), prompts: records.map(\.prompt), base: base, suder: suder,
                     imagesPerPrompt: imagesPerPrompt))
         }
         defer { console.print(summary.table) }
@@ -119,13 +150,43 @@ func runEvalStage(_ job: JobContext) throws {
         } catch {
             throw AllRanksError("eval: cannot write the summary: \(error)", exitCode: 1)
         }
+        if split == .test {
+            try recordTestEvaluation(job, checkpoints: checkpoints, prompts: records.count)
+        }
     }
-    try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0)
+    if split == .dev { try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0) }
     try parts.remove()
     console.print(
         "eval: summary in \(evalDirectory.appendingPathComponent(EvalSummary.fileName).path); "
-            + "rescore with `suder eval geneval --metadata \(job.stageDirectory(StageName.data.rawValue).appendingPathComponent(DatasetFile.evalMetadata).path) "
+            + "rescore with `suder eval geneval --metadata \(job.stageDirectory(StageName.data.rawValue).appendingPathComponent(DatasetFile.evalMetadata(split)).path) "
             + "--images \(evalDirectory.appendingPathComponent(EvaluatedModel.base.rawValue).path)`")
+}
+
+/// Rank 0: appends this test evaluation (time, config hash, the checkpoints evaluated) to
+/// `<run-dir>/eval/test-evaluations.jsonl`, rewriting the file atomically so a crash keeps the
+/// earlier lines.
+func recordTestEvaluation(_ job: JobContext, checkpoints: [String: String], prompts: Int) throws {
+    let url = evalResultsDirectory(job, split: .dev).appendingPathComponent(testEvaluationsFileName)
+    let entry: [String: Any] = [
+        "time": ISO8601DateFormatter().string(from: Date()), "split": EvalSplit.test.rawValue,
+        "config_hash": resultConfigHash(job.config), "checkpoints": checkpoints, "prompts": prompts,
+    ]
+    do {
+        var data = FileManager.default.contents(atPath: url.path) ?? Data()
+        data.append(try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys, .withoutEscapingSlashes]))
+        data.append(0x0A)
+        try writeFileAtomically(data, to: url)
+    } catch {
+        throw AllRanksError("eval: cannot record the test evaluation in \(url.path): \(error)", exitCode: 1)
+    }
+}
+
+/// xxh64 of the settings that change results (every key but the result-neutral ones such as
+/// `runtime.*`), so two test evaluations under one hash evaluated one frozen config.
+func resultConfigHash(_ config: ResolvedConfig) -> String {
+    let keys = config.values.keys.sorted().filter { key in !configSchema.resultNeutralPrefixes.contains { key.hasPrefix($0) } }
+    let text = keys.map { "\($0): \(config.values[$0]!)" }.joined(separator: "\n")
+    return String(format: "%016llx", xxhash64(Array(text.utf8)))
 }
 
 /// The models the eval stage compares, named as in the summary and the sample folders.
@@ -187,36 +248,61 @@ struct DeltaInterval: Codable, Equatable {
 struct BootstrapResult: Equatable {
     var overall: DeltaInterval
     var categories: [Category: DeltaInterval]
+    /// Distinct prompts behind each category's interval.
+    var distinctPrompts: [Category: Int]
 }
 
+/// Below this many distinct prompts a category's interval says little about prompt-to-prompt
+/// variance (a bootstrap over n units shrinks their variance by (n - 1) / n and can only mix those
+/// n); the summary and the report mark such categories.
+let fewPromptsForAnInterval = 5
+
 let bootstrapMethod =
-    "paired bootstrap over prompts: resample prompt records with replacement within each category "
-    + "(the same records for both models, whose images share sampling seeds), recompute each category's mean and the overall "
-    + "as the unweighted mean of the category means; percentile interval (2.5%, 97.5%)"
+    "paired two-stage bootstrap over prompts: within each category, resample its distinct prompts with replacement "
+    + "(a prompt with all of its metadata lines and their images), then resample the lines of each drawn prompt "
+    + "with replacement, so the interval covers prompt-to-prompt variance and sampling noise; both models use the same "
+    + "draws (their images share sampling seeds); each category's mean is recomputed and the overall is the unweighted "
+    + "mean of the category means; percentile interval (2.5%, 97.5%). A category with fewer than \(fewPromptsForAnInterval) "
+    + "distinct prompts (two_object and counting have 2 per eval split) is marked: its interval mixes those few prompts "
+    + "and their lines, and understates how much another set of prompts could differ"
 let bootstrapResamples = 2000
 let bootstrapSeed: UInt64 = 20_250_607
 
 /// Paired bootstrap of the GenEval-mini deltas. `base[i]` and `suder[i]` are the correct images
-/// (of `imagesPerPrompt`) of record i for the two models, `categories[i]` its category.
+/// (of `imagesPerPrompt`) of metadata line i for the two models, `categories[i]` its category and
+/// `prompts[i]` its prompt (lines with the same prompt are one unit of the first stage).
 func pairedBootstrap(
-    categories: [Category], base: [Int], suder: [Int], imagesPerPrompt: Int,
+    categories: [Category], prompts: [String], base: [Int], suder: [Int], imagesPerPrompt: Int,
     resamples: Int = bootstrapResamples, seed: UInt64 = bootstrapSeed
 ) -> BootstrapResult {
-    precondition(categories.count == base.count && base.count == suder.count, "pairedBootstrap: ragged inputs")
-    // Per-record score differences, grouped by category.
+    precondition(
+        categories.count == prompts.count && categories.count == base.count && base.count == suder.count, "pairedBootstrap: ragged inputs")
+    // Per-line score differences, grouped by category, then by prompt in order of first line.
     let present = Category.allCases.filter { c in categories.contains(c) }
-    let groups = present.map { c in categories.indices.filter { categories[$0] == c }.map { Double(suder[$0] - base[$0]) / Double(imagesPerPrompt) } }
+    let groups: [[[Double]]] = present.map { c in
+        var order: [String] = [], byPrompt: [String: [Double]] = [:]
+        for i in categories.indices where categories[i] == c {
+            if byPrompt[prompts[i]] == nil { order.append(prompts[i]) }
+            byPrompt[prompts[i], default: []].append(Double(suder[i] - base[i]) / Double(imagesPerPrompt))
+        }
+        return order.map { byPrompt[$0]! }
+    }
     func mean(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count) }
-    let observed = groups.map(mean)
+    let observed = groups.map { mean($0.flatMap { $0 }) }
     var overallDraws: [Double] = [], categoryDraws = [[Double]](repeating: [], count: present.count)
     overallDraws.reserveCapacity(resamples)
     var rng = Xoshiro256RNG(seed: seed)
     for _ in 0..<resamples {
         var sum = 0.0
-        for (g, group) in groups.enumerated() {
-            var total = 0.0
-            for _ in group.indices { total += group[Int(rng.next() % UInt64(group.count))] }
-            let categoryMean = total / Double(group.count)
+        for (g, promptLines) in groups.enumerated() {
+            // Mean over the lines of the drawn prompts, as the observed mean is over lines.
+            var total = 0.0, lineCount = 0
+            for _ in promptLines.indices {
+                let lines = promptLines[Int(rng.next() % UInt64(promptLines.count))]
+                for _ in lines.indices { total += lines[Int(rng.next() % UInt64(lines.count))] }
+                lineCount += lines.count
+            }
+            let categoryMean = total / Double(lineCount)
             categoryDraws[g].append(categoryMean)
             sum += categoryMean
         }
@@ -226,9 +312,12 @@ func pairedBootstrap(
         let sorted = draws.sorted()
         return DeltaInterval(delta: delta, low: percentile(sorted, 0.025), high: percentile(sorted, 0.975))
     }
-    var byCategory: [Category: DeltaInterval] = [:]
-    for (g, category) in present.enumerated() { byCategory[category] = interval(observed[g], categoryDraws[g]) }
-    return BootstrapResult(overall: interval(mean(observed), overallDraws), categories: byCategory)
+    var byCategory: [Category: DeltaInterval] = [:], distinct: [Category: Int] = [:]
+    for (g, category) in present.enumerated() {
+        byCategory[category] = interval(observed[g], categoryDraws[g])
+        distinct[category] = groups[g].count
+    }
+    return BootstrapResult(overall: interval(mean(observed), overallDraws), categories: byCategory, distinctPrompts: distinct)
 }
 
 /// Linear interpolation between the closest ranks of sorted values.
@@ -247,6 +336,10 @@ struct EvalSummary: Codable {
     static let currentFormat = "suder-eval-summary/1"
 
     var format = EvalSummary.currentFormat
+    /// The eval split (`dev` or `test`); nil in summaries written before the splits, which were dev.
+    var split: String?
+    /// `suder.reward` of the run (`self`, `oracle`, `random`, `shuffled`); nil in older summaries.
+    var rewardSource: String?
     var settings: EvalSummarySettings
     /// By model name (`base`, `suder`).
     var models: [String: ModelEvaluation] = [:]
@@ -287,7 +380,8 @@ struct EvalSummary: Codable {
         for category in Category.allCases {
             let key = category.rawValue
             guard base?.geneval.categories[key] != nil || suder?.geneval.categories[key] != nil else { continue }
-            row("geneval/" + key, base?.geneval.categories[key]?.score, suder?.geneval.categories[key]?.score, delta?.genevalCategories[key])
+            let few = (delta?.distinctPrompts?[key] ?? fewPromptsForAnInterval) < fewPromptsForAnInterval
+            row("geneval/" + key + (few ? "*" : ""), base?.geneval.categories[key]?.score, suder?.geneval.categories[key]?.score, delta?.genevalCategories[key])
         }
         row("geneval/overall", base?.geneval.overall, suder?.geneval.overall, delta?.genevalOverall)
         row("caption_accuracy", base?.captionAccuracy, suder?.captionAccuracy, nil)
@@ -296,6 +390,10 @@ struct EvalSummary: Codable {
             row("pope/\(split.rawValue)/f1", base?.pope[split.rawValue]?.f1, suder?.pope[split.rawValue]?.f1, nil)
             row("pope/\(split.rawValue)/yes_ratio", base?.pope[split.rawValue]?.yesRatio, suder?.pope[split.rawValue]?.yesRatio, nil)
         }
+        if lines.contains(where: { $0.hasPrefix("geneval/") && $0.contains("* ") }) {
+            lines.append("* fewer than \(fewPromptsForAnInterval) distinct prompts: the interval understates prompt-to-prompt variance")
+        }
+        lines.insert("eval split: \(split ?? EvalSplit.dev.rawValue)", at: 0)
         return lines.joined(separator: "\n")
     }
 }
@@ -351,6 +449,9 @@ struct PopeScores: Codable, Equatable {
 struct ModelEvaluation: Codable, Equatable {
     var checkpoint: String
     var step: Int
+    /// xxh64 of the checkpoint's weights (hex): the same model wherever its directory was copied,
+    /// which is how the report finds the runs that share a base. Nil in older summaries.
+    var weightsChecksum: String?
     var geneval: GenEvalScores
     var captionAccuracy: Double
     var captionImages: Int
@@ -364,6 +465,7 @@ struct ModelEvaluation: Codable, Equatable {
     ) {
         self.checkpoint = directory.appendingPathComponent(CheckpointStore.directoryName(step: checkpoint.step)).path
         step = checkpoint.step
+        weightsChecksum = checkpoint.sections.first { $0.name == "weights" }.map { String(format: "%016llx", $0.checksum) }
         var categories: [String: CategoryScore] = [:]
         for category in Category.allCases {
             guard let score = summary.score(category) else { continue }
@@ -380,6 +482,9 @@ struct ModelEvaluation: Codable, Equatable {
         pope = understanding.pope
         self.seconds = seconds
     }
+
+    /// The checkpoint and its weights, as the test-evaluation log records them.
+    var checkpointIdentity: String { checkpoint + " (step \(step), weights xxh64 \(weightsChecksum ?? "unknown"))" }
 }
 
 /// suder - base: GenEval-mini with paired bootstrap intervals, understanding as plain differences.
@@ -389,6 +494,9 @@ struct EvalComparison: Codable, Equatable {
     var seed: UInt64
     var genevalOverall: DeltaInterval
     var genevalCategories: [String: DeltaInterval]
+    /// Distinct prompts per category behind the intervals; nil in summaries written before the
+    /// bootstrap resampled prompts.
+    var distinctPrompts: [String: Int]?
     var captionAccuracy: Double
     /// F1 difference per POPE split.
     var popeF1: [String: Double]
@@ -400,6 +508,7 @@ struct EvalComparison: Codable, Equatable {
         seed = bootstrapSeed
         genevalOverall = bootstrap.overall
         genevalCategories = Dictionary(uniqueKeysWithValues: bootstrap.categories.map { ($0.key.rawValue, $0.value) })
+        distinctPrompts = Dictionary(uniqueKeysWithValues: bootstrap.distinctPrompts.map { ($0.key.rawValue, $0.value) })
         captionAccuracy = suder.captionAccuracy - base.captionAccuracy
         var f1: [String: Double] = [:], accuracy: [String: Double] = [:]
         for (split, scores) in suder.pope {

@@ -7,4 +7,5 @@ enum StreamPurpose {
     static let suderImage: UInt64 = 5
     static let suderCaption: UInt64 = 6
     static let evalCaption: UInt64 = 7
+    static let suderPairing: UInt64 = 8
 }

@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import GenEvalMini
 import Model
 import World
 
@@ -7,23 +8,24 @@ import World
 /// gathers every sample and logs reward fidelity: the share of pairs the oracle orders as the
 /// self-reward did (among pairs the oracle tells apart), per direction and per GenEval category;
 /// the within-group ranking accuracy over all samples (`fidelity_auc`); and the oracle's score of
-/// all samples. Each group's pair is re-derived from its gathered rewards by the same
-/// `bestAndWorst`, so only the samples travel. With `suder.log_samples` every sample goes to
-/// `samples.jsonl` with its reward and the oracle's verdict.
+/// all samples. Each group's pair is re-derived from its gathered rewards by the round's own
+/// `GroupPairing`, so only the samples travel, and under a control (`suder.reward=random` or
+/// `shuffled`) fidelity measures the pairs that were trained on. With `suder.log_samples` every
+/// sample goes to `samples.jsonl` with its reward, the oracle's verdict and its part in the pair.
 final class SuderDiagnostics {
     /// Rank 0's labels (nil elsewhere, unless the oracle ablation loaded them everywhere).
     let labels: SuderLabels?
     let tasks: UnifiedModelTasks
     let comm: Communicator
     let sampleLog: MetricsLog?
-    let minimumRewardGap: [Direction: Double]
+    let pairing: GroupPairing
 
-    init(labels: SuderLabels?, tasks: UnifiedModelTasks, comm: Communicator, sampleLog: MetricsLog?, minimumRewardGap: [Direction: Double]) {
+    init(labels: SuderLabels?, tasks: UnifiedModelTasks, comm: Communicator, sampleLog: MetricsLog?, pairing: GroupPairing) {
         self.labels = labels
         self.tasks = tasks
         self.comm = comm
         self.sampleLog = sampleLog
-        self.minimumRewardGap = minimumRewardGap
+        self.pairing = pairing
     }
 
     /// Collective: every rank sends its samples; rank 0 adds the fidelity metrics to `record`.
@@ -40,6 +42,7 @@ final class SuderDiagnostics {
         guard let gathered = comm.gather(writer.bytes, root: 0), let labels else { return }
         // A group's samples arrive together and in draw order: items are split between ranks whole.
         var groups: [Direction: [Int: [(reward: Double, oracle: Float)]]] = [:]
+        var logLines: [(direction: Direction, item: Int, member: Int, line: MetricsRecord)] = []
         for bytes in gathered {
             var reader = ByteReader(bytes, file: "gathered SUDER samples")
             for _ in 0..<(try reader.u32("samples")) {
@@ -54,13 +57,29 @@ final class SuderDiagnostics {
                     direction == .generation
                     ? (found?.verdict.correct == true ? 1 : 0)
                     : tasks.oracle.captionReward(captionTokens: tokens, scene: labels.imageScenes[item])
-                groups[direction, default: [:]][item, default: []].append((reward, score))
-                if let sampleLog {
-                    sampleLog.append(
-                        sampleRecord(
-                            round: round, direction: direction, item: item, tokens: tokens, reward: reward,
-                            oracle: score, found: found, labels: labels, tasks: tasks))
+                if sampleLog != nil {
+                    logLines.append(
+                        (
+                            direction, item, groups[direction]?[item]?.count ?? 0,
+                            sampleRecord(
+                                round: round, direction: direction, item: item, tokens: tokens, reward: reward,
+                                oracle: score, found: found, labels: labels, tasks: tasks)
+                        ))
                 }
+                groups[direction, default: [:]][item, default: []].append((reward, score))
+            }
+        }
+        var pairs: [Direction: [Int: (chosen: Int, rejected: Int)]] = [:]
+        for (direction, byItem) in groups {
+            for (item, group) in byItem {
+                pairs[direction, default: [:]][item] = pairing.pair(group.map(\.reward), direction: direction, round: round, item: item)
+            }
+        }
+        if let sampleLog {
+            for var entry in logLines {
+                let pair = pairs[entry.direction]?[entry.item]
+                entry.line.set("pair", pair?.chosen == entry.member ? "chosen" : pair?.rejected == entry.member ? "rejected" : "none")
+                sampleLog.append(entry.line)
             }
         }
         var agree: [String: Int] = [:], disagree: [String: Int] = [:], oracleTies: [String: Int] = [:]
@@ -74,7 +93,7 @@ final class SuderDiagnostics {
                 sampleScore[direction, default: (0, 0)].count += group.count
                 let (wins, count) = withinGroupRanking(group)
                 for key in keys { ranking[key, default: (0, 0)].wins += wins; ranking[key, default: (0, 0)].pairs += count }
-                guard let (best, worst) = bestAndWorst(group.map(\.reward), minimumGap: minimumRewardGap[direction]!) else { continue }
+                guard let (best, worst) = pairs[direction]?[item] else { continue }
                 let (w, l) = (group[best].oracle, group[worst].oracle)
                 for key in keys {
                     if w > l { agree[key, default: 0] += 1 } else if w < l { disagree[key, default: 0] += 1 } else { oracleTies[key, default: 0] += 1 }
@@ -110,7 +129,8 @@ func withinGroupRanking(_ group: [(reward: Double, oracle: Float)]) -> (wins: Do
     return (wins, pairs)
 }
 
-/// One line of `samples.jsonl`: what was drawn, its self-reward, the oracle's verdict and why.
+/// One line of `samples.jsonl`: what was drawn (and its tokens' xxh64), its self-reward, the
+/// oracle's verdict and why.
 private func sampleRecord(
     round: Int, direction: Direction, item: Int, tokens: [Int32], reward: Double, oracle: Float,
     found: (detections: [DetectedObject], verdict: GenEvalVerdict)?, labels: SuderLabels,
@@ -138,5 +158,7 @@ private func sampleRecord(
         line.set("caption", (try? tasks.vocabulary.decodeUntilEOS(tokens)) ?? tasks.vocabulary.describe(tokens))
         line.set("truth", canonicalCaption(labels.imageScenes[item]))
     }
+    // The sample itself, so runs can be checked to have drawn the same tokens.
+    line.set("tokens_xxh64", String(format: "%016llx", tokens.withUnsafeBytes { xxhash64($0) }))
     return line
 }

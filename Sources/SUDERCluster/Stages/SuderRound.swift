@@ -109,6 +109,7 @@ final class SuderRound {
     let trainer: PreferenceTrainer
     let diagnostics: SuderDiagnostics
     var likelihoodGuard: LikelihoodGuard
+    let pairing: GroupPairing
     var comm: Communicator { trainer.session.job.comm }
 
     init(
@@ -119,6 +120,7 @@ final class SuderRound {
         self.trainer = trainer
         self.diagnostics = diagnostics
         likelihoodGuard = LikelihoodGuard(rounds: settings.guardRounds, factor: settings.guardFactor)
+        pairing = GroupPairing(settings)
         let vocabulary = tasks.vocabulary, sampling = settings.imageSampling
         directions = [
             RoundDirection(
@@ -161,7 +163,7 @@ final class SuderRound {
             let groupItems = mine.flatMap { Array(repeating: $0, count: K) }
             let drawn = timed(&times.sampling) { part.draw(groupItems, sampleSeeds(part, round: round, items: mine)) }
             let rewards = timed(&times.scoring) {
-                settings.oracleReward ? zip(groupItems, drawn).map { part.oracleReward($0, $1) } : part.selfReward(groupItems, drawn)
+                settings.reward == .oracle ? zip(groupItems, drawn).map { part.oracleReward($0, $1) } : part.selfReward(groupItems, drawn)
             }
             for (n, item) in mine.enumerated() {
                 let group = (n * K)..<((n + 1) * K)
@@ -170,11 +172,11 @@ final class SuderRound {
                     sums.add(.reward, part.direction, rewards[k])
                     sums.add(.rewardSquared, part.direction, rewards[k] * rewards[k])
                 }
-                if let pair = bestAndWorst(Array(rewards[group]), minimumGap: settings.minimumRewardGap[part.direction]!) {
+                if let pair = pairing.pair(Array(rewards[group]), direction: part.direction, round: round, item: item) {
                     pairs.append(
                         PreferencePair(
                             direction: part.direction, context: part.context(item),
-                            chosen: drawn[group.lowerBound + pair.best], rejected: drawn[group.lowerBound + pair.worst]))
+                            chosen: drawn[group.lowerBound + pair.chosen], rejected: drawn[group.lowerBound + pair.rejected]))
                 } else {
                     sums.add(.ties, part.direction, 1)
                 }

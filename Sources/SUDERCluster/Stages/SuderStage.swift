@@ -69,7 +69,7 @@ func runSuderStage(_ job: JobContext) throws {
     }
     let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
     // Labels: the oracle ablation needs them on every rank; diagnostics only on rank 0.
-    let labels: SuderLabels? = settings.oracleReward || comm.isRoot ? try SuderLabels(dataset: dataset) : nil
+    let labels: SuderLabels? = settings.reward == .oracle || comm.isRoot ? try SuderLabels(dataset: dataset) : nil
     let validation = try ValidationSet(dataset: dataset, settings: evalSettings)
     let sampleLog =
         settings.logSamples
@@ -82,9 +82,16 @@ func runSuderStage(_ job: JobContext) throws {
         trainer: PreferenceTrainer(session: session, settings: settings, reference: reference),
         diagnostics: SuderDiagnostics(
             labels: labels, tasks: tasks, comm: comm, sampleLog: sampleLog,
-            minimumRewardGap: settings.minimumRewardGap))
-    if settings.oracleReward {
+            pairing: GroupPairing(settings)))
+    switch settings.reward {
+    case .selfReward: break
+    case .oracle:
         console.print("suder: reward = ORACLE (detector verdicts and caption labels): an upper-bound ablation that reads labels, not SUDER")
+    case .random, .shuffled:
+        console.print(
+            "suder: reward = \(settings.reward.rawValue.uppercased()), \(settings.reward.label): the self-reward run's samples and update size, "
+                + "\(settings.reward == .random ? "chosen and rejected drawn at random in each group" : "each group's self-rewards permuted before pairing"); "
+                + "a control, not SUDER")
     }
     if let state = session.resumedSections[LikelihoodGuard.checkpointSection] { try round.likelihoodGuard.restore(state) }
     let objective: String
@@ -103,7 +110,7 @@ func runSuderStage(_ job: JobContext) throws {
         var record = MetricsRecord()
         record.set("step", number)
         record.set("round", number)
-        record.set("reward_source", settings.oracleReward ? "oracle" : "self")
+        record.set("reward_source", settings.reward.rawValue)
         let outcome = try round.run(number, record: &record)
         session.advance()
         if settings.evalEvery > 0 && number % settings.evalEvery == 0 && number < settings.rounds {

@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import GenEvalMini
 import Model
 import World
 

@@ -1,3 +1,5 @@
+import World
+
 /// Oracle rewards for diagnosis (never used inside a SUDER run): the detector's GenEval verdict
 /// for generated images and caption correctness for generated captions, both 1 or 0. They bound
 /// what a perfect reward could do and measure how often the self-reward orders pairs the same way.

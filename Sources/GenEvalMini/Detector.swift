@@ -1,3 +1,5 @@
+import World
+
 /// An object found in an image: GenEval's detector output (class, box, confidence) plus the
 /// colour GenEval would ask CLIP for.
 public struct DetectedObject: Equatable, Sendable {
@@ -35,6 +37,7 @@ public struct DetectorSettings: Sendable {
 /// stay apart. An object's class is the shape template, drawn into its box by the renderer's own
 /// function, with the highest IoU, which is also the confidence.
 public func detectObjects(in image: RGBImage, settings: DetectorSettings = DetectorSettings()) -> [DetectedObject] {
+    JudgeCalls.record()
     let width = image.width, height = image.height, pixelCount = width * height
     let palette = ObjectColor.allCases
     let background = (Double(backgroundRGB.r), Double(backgroundRGB.g), Double(backgroundRGB.b))

@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import GenEvalMini
 @testable import World
 
 /// The GenEval sample-folder reader: a folder that lacks prompts or images must not score better

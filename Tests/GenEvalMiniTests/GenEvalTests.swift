@@ -1,5 +1,6 @@
 import XCTest
 
+@testable import GenEvalMini
 @testable import World
 
 /// GenEval's rules: geometry, counting with exclusions, colour attribution, metadata parsing.
@@ -120,17 +121,6 @@ final class GenEvalTests: XCTestCase {
             XCTAssertThrowsError(try parseMetadataLines(good + "\n\n" + bad + "\n" + good)) { error in
                 XCTAssertEqual("\(error)", message)
             }
-        }
-    }
-
-    func testPromptSplitHoldsOutDisjointPromptsAndKeepsEveryWord() {
-        var generator = SplitMix64RNG(seed: 7)
-        for category in Category.allCases where category != .singleObject {
-            let split = splitPrompts(category, heldOutCap: 100, generator: &generator)
-            let training = Set(split.training.map(\.prompt))
-            XCTAssertTrue(split.heldOut.allSatisfy { !training.contains($0.prompt) }, "\(category)")
-            XCTAssertEqual(split.training.count + split.heldOut.count, promptSpace(category).count)
-            XCTAssertGreaterThan(split.heldOut.count, 0)
         }
     }
 }

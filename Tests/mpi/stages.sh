@@ -504,10 +504,13 @@ fi
 if [ -f "$ref/suder/DONE" ]; then
     evalref=$work/evalref
     cp -a "$ref" "$evalref"
+    # Case 1d evaluated $ref already; these runs start from its SUDER stage, before any eval.
+    rm -rf "$evalref/eval"
     if run "eval, uninterrupted" zero 180 "$suder" 2 "$evalref" eval; then
         for attempt in 1 2 3; do
             rm -rf "$work/evalstop"
             cp -a "$ref" "$work/evalstop"
+            rm -rf "$work/evalstop/eval"
             background_stop "eval" "$work/evalstop" "eval base: captions of" eval
             [ "$status" = 0 ] || break
         done

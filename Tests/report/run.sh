@@ -39,7 +39,7 @@ if run "tiny pipeline (2 ranks)" zero 600 "$mpi" 2 pipeline --run-dir "$dir" --c
 else
     finish
 fi
-metadata=$dir/data/eval/metadata.jsonl
+metadata=$dir/data/eval/dev/metadata.jsonl
 
 # 1. generate --prompt: PNGs and an enlarged grid; the same images on 2 ranks.
 if run "generate --prompt" zero 60 "$suder" generate --checkpoint "$dir/suder" --prompt "a photo of two red circles" --n 6 \
@@ -117,7 +117,7 @@ if run "generate: --prompt and --metadata" nonzero 10 "$suder" generate --checkp
 fi
 
 # 4. caption: ground-truth images of eval prompts; captions with their self-reward, and a probe.
-images=("$dir"/data/eval/groundtruth/0000[0-2]/samples/0000.png)
+images=("$dir"/data/eval/dev/groundtruth/0000[0-2]/samples/0000.png)
 if run "caption" zero 60 "$suder" caption --checkpoint "$dir/suder" --n 2 --temperature 1 --ask "is there a red circle ?" "${images[@]}"; then
     if [ "$(grep -c '  caption: ".*"    self-reward -[0-9.]*' "$work/out")" -eq 6 ] \
         && [ "$(grep -cE '  ask "is there a red circle \?": (yes|no) \(yes 0\.[0-9]+, no 0\.[0-9]+' "$work/out")" -eq 3 ]; then

@@ -17,7 +17,8 @@
 #     sweep); the others are skipped, naming the stage that is missing;
 #   - on two nodes: doctor under srun and under mpirun across the namespaces (no Slurm), srun
 #     without an MPI plugin refused, a sweep task requeued alone, the pipeline through submit equal
-#     to mpirun -np 2, a signalled pretrain resuming exactly, the static build without the toolchain.
+#     to mpirun -np 2, a signalled pretrain resuming exactly, a second job on a run directory in use
+#     refused from the other node, the static build without the toolchain.
 # Each cluster is started if it is not running, and then stopped again at the end.
 # Ends with "N passed, N failed, N skipped"; exits non-zero if any test failed.
 set -uo pipefail
@@ -679,6 +680,29 @@ test_two_node_signalled_stage_resumes_exactly() {
     signalled_pretrain_resumes_exactly "$work/two-node-signal" 2 "${two_nodes[*]}"
 }
 
+# Two jobs on one run directory from two nodes: the second (on n2) is refused at once, naming the
+# holder on n1 (its host, pid and Slurm job), so the lock does not rely on seeing the holder's pid;
+# the first, stopped with the warning signal, checkpoints, exits 85 and leaves no lock behind.
+test_two_node_second_job_on_a_run_directory_refused() {
+    needs data || return 2
+    local dir=$work/two-node-lock out=$work/two-node-lock/second.out first rc first_rc
+    mkdir -p "$dir/run" && cp -a "$work/mpirun/run/data" "$dir/run/" || return 1
+    local pretrain=("$suder" pretrain --config "$tiny" --run-dir "$dir/run" pretrain.steps=1000000 pretrain.checkpoint_every=1000000 runtime.progress=off)
+    srun --nodes=1 --ntasks=1 --nodelist=n1 --cpus-per-task=1 --time=10 --mpi=pmix "${pretrain[@]}" >"$dir/first.out" 2>&1 &
+    first=$!
+    wait_until 120 grep -q "pretrain: " "$dir/first.out" || { cat "$dir/first.out"; kill $first; return 1; }
+    cat "$dir/run/LOCK"
+    srun --nodes=1 --ntasks=1 --nodelist=n2 --cpus-per-task=1 --time=5 --mpi=pmix "${pretrain[@]}" >"$out" 2>&1
+    rc=$?
+    cat "$out"
+    kill -USR1 $first
+    wait $first
+    first_rc=$?
+    echo "second job exit $rc; first job exit $first_rc after SIGUSR1"
+    ((rc == 2)) && grep -q "is in use by another job (host n1, pid [0-9]*, Slurm job [0-9]*" "$out" || return 1
+    ((first_rc == 85)) && [[ ! -e $dir/run/LOCK ]] || { echo "the first job did not stop cleanly or left its lock"; return 1; }
+}
+
 # The static build (scripts/build-static) on both nodes with the Swift toolchain's runtime
 # directory hidden by an empty mount: doctor still passes, and ldd finds no Swift library.
 test_static_build_without_toolchain() {
@@ -749,6 +773,7 @@ if ((failed == failed_one_node)); then
     run_test test_two_node_sweep_task_requeues_alone
     run_test test_two_node_pipeline_matches_mpirun
     run_test test_two_node_signalled_stage_resumes_exactly
+    run_test test_two_node_second_job_on_a_run_directory_refused
     run_test test_static_build_without_toolchain
 fi
 if ((started_two_nodes)); then

@@ -158,6 +158,8 @@ final class SuderRound {
         let K = settings.k
         var sums = MetricSums(), times = RoundTimes()
         var samples: [DrawnSample] = [], pairs: [PreferencePair] = []
+        // Where each group that gave a pair starts in `samples`: the groups GRPO trains.
+        var pairedGroupStarts: [Int] = []
         for part in directions where settings.mode.trains(part.direction, round: round) {
             let mine = myItems(part, round: round)
             let groupItems = mine.flatMap { Array(repeating: $0, count: K) }
@@ -173,6 +175,7 @@ final class SuderRound {
                     sums.add(.rewardSquared, part.direction, rewards[k] * rewards[k])
                 }
                 if let pair = pairing.pair(Array(rewards[group]), direction: part.direction, round: round, item: item) {
+                    pairedGroupStarts.append(samples.count - K)
                     pairs.append(
                         PreferencePair(
                             direction: part.direction, context: part.context(item),
@@ -183,7 +186,7 @@ final class SuderRound {
             }
         }
         // GRPO trains every sample of the groups that gave a pair; SimPO and DPO train the pairs.
-        let examples: RoundExamples = settings.objective == .grpo ? .groups(advantageGroups(samples)) : .pairs(pairs)
+        let examples: RoundExamples = settings.objective == .grpo ? .groups(advantageGroups(samples, starts: pairedGroupStarts)) : .pairs(pairs)
         // Each direction's loss is its mean over all ranks' examples.
         var counts = Direction.allCases.map(examples.count), pairCounts = Direction.allCases.map { d in pairs.filter { $0.direction == d }.count }
         comm.allreduce(&counts, op: .sum)
@@ -204,15 +207,12 @@ final class SuderRound {
         }.joined(separator: "  ")
     }
 
-    /// The round's groups (K consecutive samples of one item) with group-relative advantages,
-    /// for those that gave a pair: a group whose rewards tie (within the minimum gap) was
-    /// counted as such and teaches nothing.
-    private func advantageGroups(_ samples: [DrawnSample]) -> [SampleGroup] {
-        stride(from: 0, to: samples.count, by: settings.k).compactMap { start in
+    /// The groups that gave a pair (K consecutive samples of one item, from `starts`) with
+    /// group-relative advantages; a group whose rewards tie was counted as such and teaches nothing.
+    private func advantageGroups(_ samples: [DrawnSample], starts: [Int]) -> [SampleGroup] {
+        starts.compactMap { start in
             let group = samples[start..<start + settings.k], first = group[start]
-            let rewards = group.map(\.reward)
-            guard bestAndWorst(rewards, minimumGap: settings.minimumRewardGap[first.direction]!) != nil,
-                let advantages = groupAdvantages(rewards),
+            guard let advantages = groupAdvantages(group.map(\.reward)),
                 let part = directions.first(where: { $0.direction == first.direction })
             else { return nil }
             return SampleGroup(direction: first.direction, context: part.context(first.item), completions: group.map(\.tokens), advantages: advantages)

@@ -141,14 +141,21 @@ test_cluster_start() {
     "$cluster" status && "$cluster" check
 }
 
+# none_alive PID...: none of these processes runs. A zombie has exited; only its parent (here,
+# whatever adopted the daemon) can reap it.
+none_alive() {
+    for pid; do
+        grep -qs '^State:.[^Z]' "/proc/$pid/status" && { echo "pid $pid is still alive: $(cat "/proc/$pid/comm")"; return 1; }
+    done
+    return 0
+}
+
 test_cluster_stop() {
     local pids
     pids=$(cat "${SUDER_SLURM_DIR:-/tmp/suder-slurm}"/{munged,slurmctld,slurmd}.pid 2>/dev/null)
     "$cluster" stop || return 1
     ! "$cluster" status || { echo "status still reports daemons"; return 1; }
-    for pid in $pids; do
-        kill -0 "$pid" 2>/dev/null && { echo "pid $pid is still alive"; return 1; }
-    done
+    none_alive $pids || return 1
     [[ -n $pids ]] || { echo "no pid files were found before stop"; return 1; }
     echo "stopped pids: $(echo $pids)"
 }
@@ -545,9 +552,7 @@ test_two_node_cluster_stop() {
     [[ -s $state/created ]] || { echo "nothing recorded in $state/created"; return 1; }
     pids=$(awk '$1 == "daemon" {print $3}' "$state/created" | xargs cat 2>/dev/null)
     "${two_node_cluster[@]}" stop && nothing_left_of_two_nodes || return 1
-    for pid in $pids; do
-        grep -qs '^State:.[^Z]' "/proc/$pid/status" && { echo "pid $pid is still alive: $(cat "/proc/$pid/comm")"; return 1; }
-    done
+    none_alive $pids || return 1
     echo "stopped pids $(echo $pids); namespaces, veths and bridge removed"
 }
 

@@ -57,14 +57,35 @@ die() { log "$*"; exit 1; }
 
 pid_file() { echo "$STATE_DIR/$1.pid"; }
 
-# Prints the pid of a daemon this script started, if it is still alive.
-running_pid() {
-    local file pid
-    file=$(pid_file "$1")
-    [[ -s $file ]] || return 1
-    pid=$(<"$file")
-    kill -0 "$pid" 2>/dev/null || return 1
+# runs NAME PID: process PID runs and is NAME (not a reused pid, not a zombie waiting for its parent).
+runs() {
+    [[ $(awk '/^Name:/ {name = $2} /^State:/ {state = $2} END {print name, state}' "/proc/$2/status" 2>/dev/null) =~ ^$1\ [^Z] ]]
+}
+
+# daemon_pid NAME PID_FILE: the pid in PID_FILE if that process runs and is NAME.
+daemon_pid() {
+    local pid
+    # The daemon removes its pid file as it exits, so the file can vanish between test and read.
+    pid=$(cat "$2" 2>/dev/null) && [[ -n $pid ]] && runs "$1" "$pid" || return 1
     echo "$pid"
+}
+
+# Prints the pid of a daemon this script started, if it is still alive.
+running_pid() { daemon_pid "$1" "$(pid_file "$1")"; }
+
+# stop_daemon NAME PID_FILE: SIGTERM, then SIGKILL after 10 s; a daemon already gone is stopped too.
+stop_daemon() {
+    local pid
+    pid=$(daemon_pid "$1" "$2") || return 0
+    # It may exit on its own between the check and the signal.
+    kill -TERM "$pid" 2>/dev/null || true
+    # Wait on the process, not its pid file: some daemons remove the file before they exit.
+    for ((i = 0; i < 40; i++)); do runs "$1" "$pid" || break; sleep 0.25; done
+    if runs "$1" "$pid"; then
+        log "$1 ($pid) ignored SIGTERM for 10 s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $1 ($pid)"
 }
 
 install_packages() {
@@ -177,18 +198,11 @@ start() {
 
 # Stops the daemons named in our pid files, newest first, and nothing else.
 stop_daemons() {
-    local name pid
+    local name
     for ((d = ${#DAEMONS[@]} - 1; d >= 0; d--)); do
         name=${DAEMONS[d]}
-        pid=$(running_pid "$name") || { rm -f "$(pid_file "$name")"; continue; }
-        kill -TERM "$pid"
-        for ((i = 0; i < 40 && $(kill -0 "$pid" 2>/dev/null && echo 1 || echo 0); i++)); do sleep 0.25; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name ($pid) ignored SIGTERM for 10 s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
+        stop_daemon "$name" "$(pid_file "$name")"
         rm -f "$(pid_file "$name")"
-        log "stopped $name ($pid)"
     done
 }
 
@@ -264,15 +278,6 @@ node_dir() { echo "$STATE_DIR/nodes/n$1"; }
 # Everything start makes is written here before it is made, so stop can remove it after any failure.
 record() { echo "$*" >>"$CREATED"; }
 
-# daemon_pid NAME PID_FILE: the pid in PID_FILE if that process runs and is NAME (not a reused pid,
-# not a zombie waiting for its parent).
-daemon_pid() {
-    local pid
-    [[ -s $2 ]] || return 1
-    pid=$(<"$2")
-    [[ $(awk '/^Name:/ {name = $2} /^State:/ {state = $2} END {print name, state}' "/proc/$pid/status" 2>/dev/null) =~ ^$1\ [^Z] ]] || return 1
-    echo "$pid"
-}
 
 nodes_write_config() {
     mkdir -p "$STATE_DIR"/{ctld,log,munge,spool,tmp}
@@ -412,20 +417,11 @@ nodes_start() {
 # Removes what start recorded, newest first: daemons, then links and namespaces.
 nodes_stop() {
     [[ -e $CREATED ]] || return 0
-    local kind name file pid
+    local kind name file
     daemon_pid slurmctld "$STATE_DIR/slurmctld.pid" >/dev/null && cancel_jobs
     while read -r kind name file; do
         case $kind in
-        daemon)
-            pid=$(daemon_pid "$name" "$file") || continue
-            kill -TERM "$pid"
-            for ((i = 0; i < 40; i++)); do daemon_pid "$name" "$file" >/dev/null || break; sleep 0.25; done
-            if daemon_pid "$name" "$file" >/dev/null; then
-                log "$name ($pid) ignored SIGTERM for 10 s; sending SIGKILL"
-                kill -KILL "$pid" 2>/dev/null || true
-            fi
-            log "stopped $name ($pid)"
-            ;;
+        daemon) stop_daemon "$name" "$file" ;;
         link) ! ip link show "$name" >/dev/null 2>&1 || { ip link del "$name" && log "deleted link $name"; } ;;
         netns) [[ ! -e /run/netns/$name ]] || { ip netns del "$name" && log "deleted network namespace $name"; } ;;
         esac

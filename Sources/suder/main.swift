@@ -143,7 +143,38 @@ extension Suder {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Benchmarks, side by side with the PyTorch reference where it is installed.",
-            subcommands: [ModelCommand.self])
+            subcommands: [ModelCommand.self, AllreduceCommand.self])
+
+        struct AllreduceCommand: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                commandName: "allreduce",
+                abstract: "Time of the gradient allreduce every training step pays, over the ranks it runs on.",
+                discussion:
+                    "Run under mpirun or srun with the ranks and hosts to measure, e.g. scripts/mpirun -np 2 suder bench allreduce --config configs/cluster.yaml. docs/SCALING.md builds its model from these times."
+            )
+            @Option(help: "YAML config whose model.* keys and data.codebook_size set the gradient buffer's size.")
+            var config: String?
+            @Option(help: "Timed allreduces (after one warm-up); medians of the slowest rank are reported.")
+            var repeats: Int = 20
+            @Flag(help: "Print one JSON object.")
+            var json = false
+            @Argument(help: "Config overrides, e.g. model.d_model=256.")
+            var overrides: [String] = []
+
+            func run() throws {
+                let comm = makeCommunicator()
+                do {
+                    guard repeats > 0 else { throw ValidationError("--repeats must be at least 1, not \(repeats)") }
+                    let model = try allreduceBenchModel(file: config.map { URL(fileURLWithPath: $0) }, overrides: overrides)
+                    runAllreduceBench(comm: comm, config: model, repeats: repeats, json: json)
+                } catch {
+                    // Every rank reads the same arguments and file, so all reach this together.
+                    if comm.isRoot { printError("error: \(error)") }
+                    comm.exitTogether(code: 2)
+                }
+                comm.exitTogether(code: 0)
+            }
+        }
 
         struct ModelCommand: ParsableCommand {
             static let configuration = CommandConfiguration(

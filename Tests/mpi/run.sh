@@ -46,6 +46,22 @@ if run "doctor on the blas path, -np 2" zero 60 env SUDER_KERNELS=blas mpirun -n
     else fail "doctor on the blas path: rows or checks"; fi
 fi
 
+# The allreduce benchmark behind docs/SCALING.md: every rank takes part, the size is the config's.
+if run "bench allreduce, -np 3 --oversubscribe" zero 60 mpirun -np 3 --oversubscribe "$bin/suder" bench allreduce --config "$root/configs/tiny.yaml" --repeats 3 --json; then
+    if tail -1 "$work/out" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+assert r["ranks"] == 3 and r["hosts"] == 1, r
+assert r["parameters"] > 10000 and r["bytes"] == 4 * r["parameters"], r
+assert 0 < r["seconds_min"] <= r["seconds"] and r["latency_s"] > 0, r
+'; then pass "bench allreduce: 3 ranks, the tiny config's gradient buffer, times measured"
+    else fail "bench allreduce: JSON fields"; fi
+fi
+if run "bench allreduce, bad --repeats" nonzero 10 mpirun -np 2 "$bin/suder" bench allreduce --repeats 0; then
+    if [ "$(grep -c "repeats must be at least 1" "$work/out")" = 1 ] && no_leftovers "$bin/suder"; then pass "bench allreduce: bad --repeats named once, every rank gone"
+    else fail "bench allreduce: bad --repeats message or leftovers"; fi
+fi
+
 for check in kill-rank abort-rank; do
     if run "$check" nonzero 15 mpirun -np 2 "$bin/suder-mpitests" $check; then
         if no_leftovers "$bin/suder"; then pass "$check: job ended non-zero in ${elapsed}s, no rank left"

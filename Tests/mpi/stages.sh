@@ -137,6 +137,20 @@ else
     skip "SUDER rounds, 1 rank vs 2 ranks: the pretrain runs did not finish"
 fi
 
+# 1b'. More ranks than a round's prompts and images (4 each): the extra ranks draw nothing, say so,
+#    and the rounds are the 2-rank run's (bounds as in 1b).
+if [ -f "$ref/suder/DONE" ]; then
+    five=$(new_run five)
+    if run "suder stage, -np 5 --oversubscribe" zero 240 env OMPI_MCA_rmaps_base_oversubscribe=1 "$suder" 5 "$five" suder --init "$ref/pretrain"; then
+        if [ "$(grep -c "note: 1 of 5 ranks get no prompt of a round (suder.prompts_per_round = 4)" "$work/out")" = 1 ] &&
+            grep -q "note: 1 of 5 ranks get no image of a round (suder.images_per_round = 4)" "$work/out" &&
+            "$bin/suder-mpitests" compare-metrics "$five/suder/metrics.jsonl" "$ref/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
+            "$bin/suder-mpitests" compare-checkpoints "$five/suder/$rounds" "$ref/suder/$rounds" 1e-5 >>"$work/out" 2>&1; then
+            pass "more ranks than a round's items: the idle rank is named, rounds as on 2 ranks ($(grep -o 'largest relative difference [^,]*' "$work/out"))"
+        else fail "more ranks than a round's items: no notice, or the rounds differ from 2 ranks"; fi
+    fi
+fi
+
 # 1c. The controls (suder.reward=random, shuffled) keep the self-reward run's samples and change
 #    only the pairs: in round 1, from the same model, every sample (its tokens' xxh64), reward and verdict is
 #    the self-reward run's, as many groups give a pair, and the pairs differ. Like every SUDER run
@@ -167,9 +181,10 @@ fi
 
 # 1d. The eval stage evaluates dev; the test split only when asked, also after dev finished (the
 #    DONE marker is dev's), into eval/test/, each time recorded and counted by the report.
+# Every rank prints the argument error (before MPI starts) and mpirun's banner may cut into it.
 if [ -f "$ref/suder/DONE" ]; then
     if run "eval --split train" nonzero 15 "$suder" 2 "$ref" eval --split train &&
-        grep -q -- "--split must be one of dev, test" "$work/out"; then
+        grep -q -- "--split must be one of dev, te" "$work/out" && grep -q "received 'train'" "$work/out"; then
         pass "eval --split train: refused, naming dev and test"
     else fail "eval --split train: not refused with the splits named"; fi
     if run "eval, dev split" zero 120 "$suder" 2 "$ref" eval && run "eval, dev again" zero 60 "$suder" 2 "$ref" eval &&

@@ -36,6 +36,12 @@ struct ModelSettings {
     }
 }
 
+/// The model a config's stages build, before the data exist: its vocabulary follows from
+/// `data.codebook_size` and the world's fixed words.
+func configuredModel(_ config: ResolvedConfig) -> ModelConfig {
+    ModelSettings(config).modelConfig(vocabulary: Vocabulary(codebookSize: config.int("data.codebook_size")))
+}
+
 /// Drawing images from the model.
 struct ImageSampling {
     var temperature: Float

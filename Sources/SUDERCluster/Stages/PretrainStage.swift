@@ -133,6 +133,9 @@ func runPretrainStage(_ job: JobContext) throws {
     console.print(
         "pretrain: \(model.parameterCount) parameters, \(steps) steps of \(batchSize) sequences over \(comm.size) rank(s), "
             + "\(data.pairs.count) pairs, \(data.captions.count) captions, \(data.imperfect.count) imperfect renders, \(data.probes.count) probes")
+    if let notice = idleRanksNotice(items: batchSize, ranks: comm.size, of: "sequence of a step", setBy: "pretrain.batch_size") {
+        console.print(notice)
+    }
 
     let progress = console.progress("pretrain", total: steps, unit: "steps", resumedFrom: session.step)
     // Metrics since the last log line, the same on every rank (each step's sums are reduced), so

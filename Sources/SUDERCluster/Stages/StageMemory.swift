@@ -1,7 +1,6 @@
 import ClusterRuntime
 import Foundation
 import Model
-import World
 
 /// The memory each model stage needs on one rank (`MemoryEstimate`): the model at the
 /// micro-batch (parameters, gradients, activations), AdamW's state when it trains, the sampler's
@@ -9,7 +8,7 @@ import World
 /// config alone, so the job checks it before the data exists (`prepareJob`).
 public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
     let settings = ModelSettings(config)
-    let model = settings.modelConfig(vocabulary: Vocabulary(codebookSize: config.int("data.codebook_size")))
+    let model = configuredModel(config)
     let side = config.int("data.canvas") / config.int("data.patch")
     // Image sampling runs a chunk's prompts plus as many guidance streams; caption sampling a
     // chunk of image prefixes. Rows: every stream's prompt in one prefill pass.

@@ -103,6 +103,13 @@ func runSuderStage(_ job: JobContext) throws {
     console.print(
         "suder: \(settings.rounds) rounds of \(settings.promptsPerRound) prompts and \(settings.imagesPerRound) images, K = \(settings.k), "
             + "\(objective), directions \(settings.mode.rawValue), over \(comm.size) rank(s)")
+    let roundWork = [
+        (settings.mode != .understanding, settings.promptsPerRound, "prompt of a round", "suder.prompts_per_round"),
+        (settings.mode != .generation, settings.imagesPerRound, "image of a round", "suder.images_per_round"),
+    ]
+    for (trained, items, work, key) in roundWork where trained {
+        if let notice = idleRanksNotice(items: items, ranks: comm.size, of: work, setBy: key) { console.print(notice) }
+    }
 
     let progress = console.progress("suder", total: settings.rounds, unit: "rounds", resumedFrom: session.step)
     while session.step < settings.rounds {

@@ -32,6 +32,7 @@ let package = Package(
         // instruction set is enabled per function, not by global -m flags, so the binary runs on any
         // x86-64; the CPU is read at load time, the entry points run the active path
         // (SUDER_KERNELS, else the best the CPU has), and on the BLAS path OpenBLAS / libm do the work.
+        // A persistent pthread pool splits the large ones over the rank's threads (pool.c).
         .target(name: "CKernels"),
         // The transformer: no MPI, no world, so it can be tested and benchmarked alone.
         .target(name: "Model", dependencies: ["CKernels", "COpenBLAS"], swiftSettings: numericSettings),
@@ -43,10 +44,10 @@ let package = Package(
         // How ranks cooperate, whatever the job: the communicator (MPI or one process), the job
         // context and config resolution, the checkpoint store (zstd, xxhash), stop signals,
         // metric reduction and logs, sharding and stream seeds. Knows nothing of the model or the
-        // world. COpenBLAS only to set the BLAS threads per rank; Yams parses the YAML configs, and its
-        // bundled libyaml (module CYaml, which comes with the Yams product) gives the config reader the
-        // parser's events, to bound alias expansion before Yams expands anything
-        // (Config/YAMLExpansion.swift).
+        // world. COpenBLAS only to set the threads per rank (the model's kernels read the count
+        // back); Yams parses the YAML configs, and its bundled libyaml (module CYaml, which comes with
+        // the Yams product) gives the config reader the parser's events, to bound alias expansion
+        // before Yams expands anything (Config/YAMLExpansion.swift).
         .target(
             name: "ClusterRuntime",
             dependencies: ["CMPI", "CZstd", "COpenBLAS", "Yams"],

@@ -116,23 +116,45 @@ static AVX2 void attendRow8(float *out, const float *q, const float *keys, const
     if (c0 < channels) weightedValues8(1, out, values, scores, inv, c0, count, channels, hs, maxSeq);
 }
 
+// The rows of one call; items are rows, each with its own thread's scores.
+typedef struct {
+    float *out;
+    const float *qkv, *keys, *values;
+    const int *streams, *positions;
+    long channels, heads, maxSeq;
+    float scale;
+} CachedAttention;
+
+static bool reserveScores(void *context) {
+    const CachedAttention *p = context;
+    return suder_packingBuffer(SCORES, p->heads * p->maxSeq);
+}
+
+static void attendItem(void *context, long r) {
+    const CachedAttention *p = context;
+    const long base = (long)p->streams[r] * p->maxSeq * p->channels;
+    // Reserved by reserveScores on this thread: this only looks the buffer up.
+    float *scores = suder_packingBuffer(SCORES, p->heads * p->maxSeq);
+    (suder_activeKernels == SUDER_KERNELS_AVX512 ? attendRow16 : attendRow8)(
+        p->out + r * p->channels, p->qkv + r * 3 * p->channels, p->keys + base, p->values + base, p->positions[r] + 1L,
+        p->channels, p->heads, p->maxSeq, p->scale, scores);
+}
+
 #endif
 
 bool suder_cached_attention(float *out, const float *qkv, const float *keys, const float *values,
-                            const int *streams, const int *positions, float *scores,
-                            long rows, long channels, long heads, long maxSeq) {
+                            const int *streams, const int *positions, long rows, long channels, long heads,
+                            long maxSeq, int threads) {
 #if defined(__x86_64__)
     const long hs = channels / heads;
     const bool wide = suder_activeKernels == SUDER_KERNELS_AVX512;
     // Whole vectors per head keep the loops mask-free; other shapes take the caller's path.
     if (suder_activeKernels == SUDER_KERNELS_BLAS || hs % (wide ? 16 : 8) != 0 || heads > MAX_HEADS) return false;
-    const float scale = 1 / sqrtf((float)hs);
-    for (long r = 0; r < rows; r++) {
-        const long base = (long)streams[r] * maxSeq * channels;
-        (wide ? attendRow16 : attendRow8)(out + r * channels, qkv + r * 3 * channels, keys + base, values + base,
-                                          positions[r] + 1L, channels, heads, maxSeq, scale, scores);
-    }
-    return true;
+    CachedAttention attention = {out, qkv, keys, values, streams, positions, channels, heads, maxSeq, 1 / sqrtf((float)hs)};
+    // Two multiply-adds per cached position and channel (scores, weighted values).
+    double work = 0;
+    for (long r = 0; r < rows; r++) work += 2.0 * (positions[r] + 1) * channels;
+    return suder_parallel(work < suder_parallel_min_work ? 1 : threads, rows, reserveScores, attendItem, &attention);
 #else
     return false;
 #endif

@@ -70,20 +70,53 @@ static void packBPanels(long nr, bool trans, const float *b, long ldb, long kc, 
     }
 }
 
-bool suder_packedGemm(const PackedKernel *kernel, bool transA, bool transB, long m, long n, long k, float alpha,
-                      const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
-    const long MR = kernel->mr, NR = kernel->nr, MC = kernel->mc;
-    // Equal-depth blocks, so K = 512 with kc 256 runs as 2 x 256 rather than 256 + 256 + a sliver.
-    const long blocks = (k + kernel->kc - 1) / kernel->kc, kcMax = (k + blocks - 1) / blocks;
-    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
-    float *bp = suder_packingBuffer(PACKED_B, kcMax * ((minLong(n, NC) + NR - 1) / NR * NR));
-    if (!ap || !bp) return false;
+// A product split into items, ranges of whole panels of C's columns (splitColumns) or rows; each
+// item runs the block loops on its range with the whole product's depth blocks, so every element
+// sums the same terms in the same order whichever item (and thread) computes it.
+typedef struct {
+    const PackedKernel *kernel;
+    bool transA, transB, splitColumns;
+    long m, n, k, kcMax, items;
+    float alpha, beta;
+    const float *a, *b;
+    long lda, ldb, ldc;
+    float *c;
+} PackedProduct;
+
+// The most columns of B an item packs at once: its panels (the widest item has the most), at
+// most a block of NC.
+static long packedWidth(const PackedProduct *p) {
+    const long nr = p->kernel->nr, panels = (p->n + nr - 1) / nr;
+    const long widest = p->splitColumns ? (panels + p->items - 1) / p->items : panels;
+    return minLong(widest * nr, NC);
+}
+
+static bool reservePackingBuffers(void *context) {
+    const PackedProduct *p = context;
+    return suder_packingBuffer(PACKED_A, p->kcMax * p->kernel->mr) && suder_packingBuffer(PACKED_B, p->kcMax * packedWidth(p));
+}
+
+static void packedItem(void *context, long item) {
+    const PackedProduct *p = context;
+    const PackedKernel *kernel = p->kernel;
+    const long MR = kernel->mr, NR = kernel->nr, MC = kernel->mc, kcMax = p->kcMax;
+    const bool transA = p->transA, transB = p->transB;
+    const long lda = p->lda, ldb = p->ldb, ldc = p->ldc, k = p->k;
+    // This item's share of C, and the rows of op(A) / columns of op(B) it reads.
+    const ItemRange range = itemRange(item, p->items, p->splitColumns ? p->n : p->m, p->splitColumns ? NR : MR);
+    const long m = p->splitColumns ? p->m : range.count, n = p->splitColumns ? range.count : p->n;
+    const long rowStart = p->splitColumns ? 0 : range.start, columnStart = p->splitColumns ? range.start : 0;
+    const float *a = transA ? p->a + rowStart : p->a + rowStart * lda;
+    const float *b = transB ? p->b + columnStart * ldb : p->b + columnStart;
+    float *c = p->c + rowStart * ldc + columnStart;
+    // Reserved by reservePackingBuffers on this thread: these calls only look the buffers up.
+    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR), *bp = suder_packingBuffer(PACKED_B, kcMax * packedWidth(p));
     float tile[MAX_TILE] __attribute__((aligned(64)));
     for (long jc = 0; jc < n; jc += NC) {
         long nc = minLong(NC, n - jc);
         for (long pc = 0; pc < k; pc += kcMax) {
             long kc = minLong(kcMax, k - pc);
-            float blockBeta = pc == 0 ? beta : 1;  // later depth blocks add to the first
+            float blockBeta = pc == 0 ? p->beta : 1;  // later depth blocks add to the first
             packBPanels(NR, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
             for (long ic = 0; ic < m; ic += MC) {
                 long mc = minLong(MC, m - ic);
@@ -99,13 +132,25 @@ bool suder_packedGemm(const PackedKernel *kernel, bool transA, bool transB, long
                             kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kc, tile);
                         else
                             kernel->tilePacked(kc, ap, bp + jr * kc, tile);
-                        kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), alpha, blockBeta,
+                        kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), p->alpha, blockBeta,
                                       c + (ic + ir) * ldc + jc + jr, ldc);
                     }
             }
         }
     }
-    return true;
+}
+
+bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool transB, long m, long n, long k,
+                      float alpha, const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+    // Equal-depth blocks, so K = 512 with kc 256 runs as 2 x 256 rather than 256 + 256 + a sliver.
+    const long blocks = (k + kernel->kc - 1) / kernel->kc;
+    // Threads split the larger of m and n (whole micro-panels per item): each item re-reads or
+    // re-packs the operand of the other, smaller, dimension.
+    const bool splitColumns = n > m;
+    const long panels = splitColumns ? (n + kernel->nr - 1) / kernel->nr : (m + kernel->mr - 1) / kernel->mr;
+    PackedProduct product = {kernel, transA, transB, splitColumns, m, n, k, (k + blocks - 1) / blocks,
+                             parallelItems(threads, panels, (double)m * n * k), alpha, beta, a, b, lda, ldb, ldc, c};
+    return suder_parallel(threads, product.items, reservePackingBuffers, packedItem, &product);
 }
 
 #endif

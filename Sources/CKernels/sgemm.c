@@ -155,8 +155,42 @@ static AVX512 void storeTransposedTile(const float *tile, int width, long firstR
     }
 }
 
-// C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major).
-static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const float *a, long lda,
+// C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major); items are
+// ranges of W's rows (whole tiles), all reading the one packed A^T.
+typedef struct {
+    long m, n, k, ldw, ldc, items;
+    float alpha, beta;
+    const float *w, *at;
+    float *c;
+} WeightRows;
+
+static AVX512 void weightRowsItem(void *context, long item) {
+    const WeightRows *p = context;
+    const int nv = p->m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
+    const ItemRange range = itemRange(item, p->items, p->n, rows);
+    const long k = p->k, ldw = p->ldw, m = p->m, end = range.start + range.count;
+    const float *w = p->w;
+    float *c = p->c;
+    float tile[24 * 16] __attribute__((aligned(64)));
+    long n0 = range.start;
+    for (; n0 + rows <= end; n0 += rows) {
+        weightRowsTile(nv, rows, k, w + n0 * ldw, ldw, p->at, tile);
+        storeTransposedTile(tile, width, 0, rows, m, p->alpha, p->beta, c + n0, p->ldc);
+    }
+    if (n0 < end && range.count >= rows) {
+        // Last partial tile: recompute the full tile ending here, store only the rows not yet stored.
+        long start = end - rows;
+        weightRowsTile(nv, rows, k, w + start * ldw, ldw, p->at, tile);
+        storeTransposedTile(tile, width, n0 - start, rows, m, p->alpha, p->beta, c + start, p->ldc);
+    } else {
+        for (; n0 < end; n0++) {
+            weightRowsTile(nv, 1, k, w + n0 * ldw, ldw, p->at, tile);
+            storeTransposedTile(tile, width, 0, 1, m, p->alpha, p->beta, c + n0, p->ldc);
+        }
+    }
+}
+
+static AVX512 bool smallRowsGemm(int threads, long m, long n, long k, float alpha, const float *a, long lda,
                                  const float *w, long ldw, float beta, float *c, long ldc) {
     const int nv = m <= 16 ? 1 : 2, width = 16 * nv, rows = nv == 1 ? 24 : 12;
     float *at = suder_packingBuffer(SMALL_AT, k * width);
@@ -171,24 +205,9 @@ static AVX512 bool smallRowsGemm(long m, long n, long k, float alpha, const floa
             transpose16(r);
             for (long e = 0; e < 16 && p0 + e < k; e++) _mm512_store_ps(at + (p0 + e) * width + 16 * v, r[e]);
         }
-    float tile[24 * 16] __attribute__((aligned(64)));
-    long n0 = 0;
-    for (; n0 + rows <= n; n0 += rows) {
-        weightRowsTile(nv, rows, k, w + n0 * ldw, ldw, at, tile);
-        storeTransposedTile(tile, width, 0, rows, m, alpha, beta, c + n0, ldc);
-    }
-    if (n0 < n && n >= rows) {
-        // Last partial tile: recompute the full tile ending at n, store only the rows not yet stored.
-        long start = n - rows;
-        weightRowsTile(nv, rows, k, w + start * ldw, ldw, at, tile);
-        storeTransposedTile(tile, width, n0 - start, rows, m, alpha, beta, c + start, ldc);
-    } else {
-        for (; n0 < n; n0++) {
-            weightRowsTile(nv, 1, k, w + n0 * ldw, ldw, at, tile);
-            storeTransposedTile(tile, width, 0, 1, m, alpha, beta, c + n0, ldc);
-        }
-    }
-    return true;
+    WeightRows product = {m, n, k, ldw, ldc, parallelItems(threads, (n + rows - 1) / rows, (double)m * n * k),
+                          alpha, beta, w, at, c};
+    return suder_parallel(threads, product.items, NULL, weightRowsItem, &product);
 }
 
 bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
@@ -197,11 +216,10 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
     if (suder_activeKernels == SUDER_KERNELS_AVX2)
         return suder_sgemmAVX2(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
     if (suder_activeKernels != SUDER_KERNELS_AVX512 || m <= 0 || n <= 0 || k <= 0) return false;
-    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    if (threads > 1) return false;  // our packed path is single-threaded; OpenBLAS splits the work
+    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     const PackedKernel kernel = {MR, NR, suder_blocking.kc512, suder_blocking.mc512,
                                  tileRowMajor, tileTransposed, tilePacked, storePackedTile};
-    return suder_packedGemm(&kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 #else  // other architectures: OpenBLAS does every product

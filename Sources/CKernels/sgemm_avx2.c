@@ -96,8 +96,43 @@ static void storeTransposedTile(const float *tile, long width, long firstRow, lo
         }
 }
 
-// C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major).
-static AVX2 bool smallRowsGemm(long m, long n, long k, float alpha, const float *a, long lda,
+// C = alpha A W^T + beta C for m <= SMALL_M rows of A (W = B, n x k, row-major); items are
+// ranges of W's rows (whole tiles), all reading the one packed A^T.
+typedef struct {
+    long m, n, k, ldw, ldc, items;
+    float alpha, beta;
+    const float *w, *at;
+    float *c;
+} WeightRows;
+
+static AVX2 void weightRowsItem(void *context, long item) {
+    const WeightRows *p = context;
+    const int nv = p->m <= 8 ? 1 : p->m <= 16 ? 2 : 4;
+    const long width = 8 * nv, rows = 12 / nv;
+    const ItemRange range = itemRange(item, p->items, p->n, rows);
+    const long k = p->k, ldw = p->ldw, m = p->m, end = range.start + range.count;
+    const float *w = p->w;
+    float *c = p->c;
+    float tile[12 * 8] __attribute__((aligned(32)));
+    long n0 = range.start;
+    for (; n0 + rows <= end; n0 += rows) {
+        weightRowsTile(nv, true, k, w + n0 * ldw, ldw, p->at, tile);
+        storeTransposedTile(tile, width, 0, rows, m, p->alpha, p->beta, c + n0, p->ldc);
+    }
+    if (n0 < end && range.count >= rows) {
+        // Last partial tile: recompute the full tile ending here, store only the rows not yet stored.
+        long start = end - rows;
+        weightRowsTile(nv, true, k, w + start * ldw, ldw, p->at, tile);
+        storeTransposedTile(tile, width, n0 - start, rows, m, p->alpha, p->beta, c + start, p->ldc);
+    } else {
+        for (; n0 < end; n0++) {
+            weightRowsTile(nv, false, k, w + n0 * ldw, ldw, p->at, tile);
+            storeTransposedTile(tile, width, 0, 1, m, p->alpha, p->beta, c + n0, p->ldc);
+        }
+    }
+}
+
+static AVX2 bool smallRowsGemm(int threads, long m, long n, long k, float alpha, const float *a, long lda,
                                const float *w, long ldw, float beta, float *c, long ldc) {
     const int nv = m <= 8 ? 1 : m <= 16 ? 2 : 4;
     const long width = 8 * nv, rows = 12 / nv;
@@ -105,34 +140,18 @@ static AVX2 bool smallRowsGemm(long m, long n, long k, float alpha, const float 
     if (!at) return false;
     for (long p = 0; p < k; p++)
         for (long j = 0; j < width; j++) at[p * width + j] = j < m ? a[j * lda + p] : 0;
-    float tile[12 * 8] __attribute__((aligned(32)));
-    long n0 = 0;
-    for (; n0 + rows <= n; n0 += rows) {
-        weightRowsTile(nv, true, k, w + n0 * ldw, ldw, at, tile);
-        storeTransposedTile(tile, width, 0, rows, m, alpha, beta, c + n0, ldc);
-    }
-    if (n0 < n && n >= rows) {
-        // Last partial tile: recompute the full tile ending at n, store only the rows not yet stored.
-        long start = n - rows;
-        weightRowsTile(nv, true, k, w + start * ldw, ldw, at, tile);
-        storeTransposedTile(tile, width, n0 - start, rows, m, alpha, beta, c + start, ldc);
-    } else {
-        for (; n0 < n; n0++) {
-            weightRowsTile(nv, false, k, w + n0 * ldw, ldw, at, tile);
-            storeTransposedTile(tile, width, 0, 1, m, alpha, beta, c + n0, ldc);
-        }
-    }
-    return true;
+    WeightRows product = {m, n, k, ldw, ldc, parallelItems(threads, (n + rows - 1) / rows, (double)m * n * k),
+                          alpha, beta, w, at, c};
+    return suder_parallel(threads, product.items, NULL, weightRowsItem, &product);
 }
 
 bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alpha, const float *a, long lda,
                      const float *b, long ldb, float beta, float *c, long ldc, int threads) {
     if (m <= 0 || n <= 0 || k <= 0) return false;
-    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    if (threads > 1) return false;  // single-threaded, as in sgemm.c
+    if (!transA && transB && m <= SMALL_M) return smallRowsGemm(threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     const PackedKernel kernel = {MR, NR, suder_blocking.kc256, suder_blocking.mc256,
                                  tileRowMajor, tileTransposed, tilePacked, storeTile};
-    return suder_packedGemm(&kernel, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 #endif

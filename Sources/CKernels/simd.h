@@ -5,6 +5,26 @@
 #include <stdbool.h>
 #include "CKernels.h"
 
+// Items per thread of a split job: small enough that a thread slowed by other load on its core
+// leaves its share to the others, large enough that items amortise their packing.
+enum { ITEMS_PER_THREAD = 4 };
+
+// How many items a job of `work` multiply-adds over `panels` panels splits into for `threads`
+// threads: one (the whole job, on the calling thread) below suder_parallel_min_work.
+static inline long parallelItems(int threads, long panels, double work) {
+    if (threads <= 1 || work < suder_parallel_min_work) return 1;
+    return panels < ITEMS_PER_THREAD * threads ? panels : ITEMS_PER_THREAD * threads;
+}
+
+// Item `item` of `items` over [0, extent): whole panels of `panel`, as many per item as can be,
+// so item boundaries fall on the tile boundaries of the unsplit job.
+typedef struct { long start, count; } ItemRange;
+static inline ItemRange itemRange(long item, long items, long extent, long panel) {
+    long panels = (extent + panel - 1) / panel, start = item * panels / items * panel;
+    long end = (item + 1) * panels / items * panel;
+    return (ItemRange){start, (end < extent ? end : extent) - start};
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -25,9 +45,9 @@ INLINE __mmask16 tailMask(long left) { return left >= 16 ? 0xFFFF : (__mmask16)(
 
 static inline long minLong(long x, long y) { return x < y ? x : y; }
 
-// This thread's packing buffer `which` (packed.c), 64-byte aligned, at least `count` floats; NULL
-// if out of memory.
-enum { PACKED_B, PACKED_A, SMALL_AT, BUFFERS };
+// This thread's scratch buffer `which` (packed.c: packed panels, the small-M path's A^T, the
+// attention scores), 64-byte aligned, at least `count` floats; NULL if out of memory.
+enum { PACKED_B, PACKED_A, SMALL_AT, SCORES, BUFFERS };
 float *suder_packingBuffer(int which, long count);
 
 // One path's micro-kernel for the packed path's block loops, which both paths share (packed.c).
@@ -44,9 +64,10 @@ typedef struct {
     void (*store)(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc);
 } PackedKernel;
 
-// C = alpha op(A) op(B) + beta C through `kernel`'s micro-tiles; false if out of memory.
-bool suder_packedGemm(const PackedKernel *kernel, bool transA, bool transB, long m, long n, long k, float alpha,
-                      const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc);
+// C = alpha op(A) op(B) + beta C through `kernel`'s micro-tiles, split over up to `threads`
+// threads (parallelItems); false (C untouched) if out of memory.
+bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool transB, long m, long n, long k,
+                      float alpha, const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc);
 
 // The AVX2 path (sgemm_avx2.c, exp.c, attention.c).
 bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alpha, const float *a, long lda,

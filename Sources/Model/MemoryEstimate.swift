@@ -41,14 +41,15 @@ public enum MemoryEstimate {
         3 * buffer(parameterCount(config))
     }
 
-    /// `SamplerBuffers` for `streams` sequences and up to `rows` tokens per pass: the KV cache
-    /// (keys and values of every layer for every stream's `maxSeq` positions) and the per-row buffers.
-    public static func samplerBytes(_ config: ModelConfig, streams: Int, rows: Int) -> Double {
+    /// `SamplerBuffers` for `streams` sequences and up to `rows` tokens per pass on `threads`
+    /// threads: the KV cache (keys and values of every layer for every stream's `maxSeq`
+    /// positions), the per-row buffers and each thread's token-choice scratch.
+    public static func samplerBytes(_ config: ModelConfig, streams: Int, rows: Int, threads: Int) -> Double {
         let S = Double(streams), R = Double(rows)
         let C = Double(config.dModel), H = Double(config.ffnHidden), V = Double(config.vocabSize)
-        let ints = 3 * buffer(R) + buffer(max(R, S))
+        let ints = 3 * buffer(R) + buffer(max(R, S)) + buffer(S)
         let perRow = buffer(R * C) * 3 + buffer(R) + buffer(R * 3 * C) + buffer(R * 2 * H) + buffer(R * H)
-        let vocabulary = buffer(max(R, S) * V) + 2 * buffer(V) + buffer(V, 8)
+        let vocabulary = buffer(max(R, S) * V) + Double(max(1, threads)) * (2 * buffer(V) + buffer(V, 8))
         let kvCache = 2 * Double(config.nLayers) * buffer(S * Double(config.maxSeq) * C)
         return ints + perRow + vocabulary + buffer(Double(config.nHeads * config.maxSeq)) + kvCache
     }

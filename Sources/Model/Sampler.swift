@@ -53,7 +53,8 @@ public final class Sampler {
                 "prompt of \(prompt.count) + \(maxNewTokens) new tokens exceeds maxSeq \(config.maxSeq)")
         }
         guard P > 0, maxNewTokens > 0 else { return Array(repeating: [], count: P) }
-        let buffers = reserve(streams: S, rows: max(S, streamPrompts.reduce(0) { $0 + $1.count }))
+        let threads = computeThreads
+        let buffers = reserve(streams: S, rows: max(S, streamPrompts.reduce(0) { $0 + $1.count }), threads: threads)
 
         var outputs = [[Int32]](repeating: [], count: P)
         for i in 0..<P { outputs[i].reserveCapacity(maxNewTokens) }
@@ -76,14 +77,26 @@ public final class Sampler {
         var active = Array(0..<P), activeCount = P
         let streamPasses = guidance == nil ? 1 : 2
         while true {
+            // Every sequence's token comes from its own logits and RNG, so groups of sequences may
+            // run on any threads (each with its own scratch) and give the same tokens.
+            let work = activeCount * allowedRange.count
+            let groups = work >= Self.parallelTokenWork ? min(activeCount, threads) : 1
+            rngs.withUnsafeMutableBufferPointer { rngs in
+                parallelFor(groups, threads: threads) { group in
+                    for a in (group * activeCount / groups)..<((group + 1) * activeCount / groups) {
+                        let i = active[a]
+                        let conditional = buffers.logits + logitsRow[i] * config.vocabSize
+                        let unconditional = guidance.map { _ in UnsafePointer(buffers.logits + logitsRow[P + i] * config.vocabSize) }
+                        buffers.chosenTokens[a] = chooseToken(
+                            conditional: conditional, unconditional: unconditional, guidanceWeight: guidance?.weight ?? 0,
+                            range: allowedRange, temperature: temperature, topK: topK, rng: &rngs[i],
+                            scratch: buffers.tokenScratch[group])
+                    }
+                }
+            }
             var kept = 0
             for a in 0..<activeCount {
-                let i = active[a]
-                let conditional = buffers.logits + logitsRow[i] * config.vocabSize
-                let unconditional = guidance.map { _ in UnsafePointer(buffers.logits + logitsRow[P + i] * config.vocabSize) }
-                let token = chooseToken(
-                    conditional: conditional, unconditional: unconditional, guidanceWeight: guidance?.weight ?? 0,
-                    range: allowedRange, temperature: temperature, topK: topK, rng: &rngs[i], scratch: buffers)
+                let i = active[a], token = buffers.chosenTokens[a]
                 outputs[i].append(token)
                 if token != stopToken && outputs[i].count < maxNewTokens {
                     active[kept] = i
@@ -117,7 +130,7 @@ public final class Sampler {
     /// full forward pass.
     func cachedLogits(sequences: [[Int32]], promptLength: Int) -> [[[Float]]] {
         let V = model.config.vocabSize, S = sequences.count
-        let buffers = reserve(streams: S, rows: S * promptLength)
+        let buffers = reserve(streams: S, rows: S * promptLength, threads: 1)
         var result = [[[Float]]](repeating: [], count: S)
         var row = 0
         for s in 0..<S {
@@ -144,12 +157,14 @@ public final class Sampler {
         return result
     }
 
-    private func reserve(streams: Int, rows: Int) -> SamplerBuffers {
-        if let buffers, buffers.streamCapacity >= streams, buffers.rowCapacity >= rows { return buffers }
+    private func reserve(streams: Int, rows: Int, threads: Int) -> SamplerBuffers {
+        if let buffers, buffers.streamCapacity >= streams, buffers.rowCapacity >= rows, buffers.tokenScratch.count >= threads {
+            return buffers
+        }
         buffers?.deallocate()
         let grown = SamplerBuffers(
             config: model.config, streams: max(streams, buffers?.streamCapacity ?? 0),
-            rows: max(rows, buffers?.rowCapacity ?? 0))
+            rows: max(rows, buffers?.rowCapacity ?? 0), threads: max(threads, buffers?.tokenScratch.count ?? 0))
         buffers = grown
         return grown
     }
@@ -175,7 +190,7 @@ public final class Sampler {
             }
             cachedAttentionForward(
                 b.attention, qkv: b.qkv, keys: keys, values: values, streams: b.rowStreams,
-                positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+                positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq, threads: computeThreads)
             matmulForward(b.residual, inp: b.attention, weight: p + o.wo, N: N, inDim: C, outDim: C, accumulate: true)
             rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.ffnNorm, N: N, C: C, eps: config.normEps)
             matmulForward(b.gateUp, inp: b.normed, weight: p + o.w13, N: N, inDim: C, outDim: 2 * H)
@@ -189,10 +204,15 @@ public final class Sampler {
         matmulForward(b.logits, inp: b.normed, weight: p + model.outputOffset, N: headRows, inDim: C, outDim: V)
     }
 
+    /// Candidates per step (sequences x allowed range) from which choosing the tokens is split over
+    /// threads: at 5-10 ns a candidate, 100 microseconds or more on one thread, several wake-ups of
+    /// the pool's workers. Tests lower it to split small batches.
+    static var parallelTokenWork = 1 << 14
+
     /// Picks one token from [range) of the (guided) logits.
     private func chooseToken(
         conditional: UnsafePointer<Float>, unconditional: UnsafePointer<Float>?, guidanceWeight: Float,
-        range: Range<Int32>, temperature: Float, topK: Int, rng: inout Xoshiro256RNG, scratch b: SamplerBuffers
+        range: Range<Int32>, temperature: Float, topK: Int, rng: inout Xoshiro256RNG, scratch b: TokenScratch
     ) -> Int32 {
         let lo = Int(range.lowerBound), n = range.count
         let x = b.candidates
@@ -250,13 +270,14 @@ extension UnsafeMutablePointer {
 /// Attention of N new rows over their own stream's cached keys and values (positions
 /// 0...position, all already written): the kernel path's kernel where it applies, else per
 /// (row, head) one sgemv for the scores and one for the weighted sum of values (the plain
-/// dot-product loops are latency-bound: ~10x slower). scores: scratch of NH x maxSeq.
+/// dot-product loops are latency-bound: ~10x slower). scores: scratch of NH x maxSeq for the
+/// sgemv path (the kernel keeps its own per thread); the kernel splits the rows over `threads`.
 func cachedAttentionForward(
     _ out: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
     streams: UnsafePointer<Int32>, positions: UnsafePointer<Int32>, scores: UnsafeMutablePointer<Float>,
-    N: Int, C: Int, NH: Int, HS: Int, maxSeq: Int
+    N: Int, C: Int, NH: Int, HS: Int, maxSeq: Int, threads: Int
 ) {
-    if suder_cached_attention(out, qkv, keys, values, streams, positions, scores, N, C, NH, maxSeq) { return }
+    if suder_cached_attention(out, qkv, keys, values, streams, positions, N, C, NH, maxSeq, Int32(threads)) { return }
     let scale = 1 / Float(HS).squareRoot()
     for r in 0..<N {
         let base = Int(streams[r]) * maxSeq * C
@@ -314,34 +335,47 @@ func cachedAttentionForwardReference(
     }
 }
 
-/// KV cache and per-row buffers of a Sampler, sized for `streams` streams and `rows` tokens per pass.
+/// One thread's scratch for choosing tokens (vocabulary-sized).
+struct TokenScratch {
+    let candidates, selection: UnsafeMutablePointer<Float>
+    let probabilities: UnsafeMutablePointer<Double>
+}
+
+/// KV cache and per-row buffers of a Sampler, sized for `streams` streams and `rows` tokens per
+/// pass, and token-choice scratch for `threads` threads.
 final class SamplerBuffers {
     let streamCapacity, rowCapacity: Int
-    let rowTokens, rowStreams, rowPositions, headRows: UnsafeMutablePointer<Int32>
-    let residual, normed, rstd, qkv, attention, gateUp, hidden, logits, scores, candidates, selection: UnsafeMutablePointer<Float>
-    let probabilities: UnsafeMutablePointer<Double>
+    let rowTokens, rowStreams, rowPositions, headRows, chosenTokens: UnsafeMutablePointer<Int32>
+    let residual, normed, rstd, qkv, attention, gateUp, hidden, logits, scores: UnsafeMutablePointer<Float>
+    let tokenScratch: [TokenScratch]
     let keyCache, valueCache: [UnsafeMutablePointer<Float>]
 
-    init(config: ModelConfig, streams: Int, rows: Int) {
+    init(config: ModelConfig, streams: Int, rows: Int, threads: Int) {
         streamCapacity = streams
         rowCapacity = rows
         let C = config.dModel, H = config.ffnHidden, V = config.vocabSize
         rowTokens = allocateAligned(rows); rowStreams = allocateAligned(rows); rowPositions = allocateAligned(rows)
-        headRows = allocateAligned(max(rows, streams))
+        headRows = allocateAligned(max(rows, streams)); chosenTokens = allocateAligned(streams)
         residual = allocateAligned(rows * C); normed = allocateAligned(rows * C); rstd = allocateAligned(rows)
         qkv = allocateAligned(rows * 3 * C); attention = allocateAligned(rows * C)
         gateUp = allocateAligned(rows * 2 * H); hidden = allocateAligned(rows * H)
         logits = allocateAligned(max(rows, streams) * V)
         scores = allocateAligned(config.nHeads * config.maxSeq)
-        candidates = allocateAligned(V); selection = allocateAligned(V); probabilities = allocateAligned(V)
+        tokenScratch = (0..<max(1, threads)).map { _ in
+            TokenScratch(candidates: allocateAligned(V), selection: allocateAligned(V), probabilities: allocateAligned(V))
+        }
         keyCache = (0..<config.nLayers).map { _ in allocateAligned(streams * config.maxSeq * C) }
         valueCache = (0..<config.nLayers).map { _ in allocateAligned(streams * config.maxSeq * C) }
     }
 
     func deallocate() {
-        [rowTokens, rowStreams, rowPositions, headRows].forEach(deallocateAligned)
-        [residual, normed, rstd, qkv, attention, gateUp, hidden, logits, scores, candidates, selection].forEach(deallocateAligned)
-        deallocateAligned(probabilities)
+        [rowTokens, rowStreams, rowPositions, headRows, chosenTokens].forEach(deallocateAligned)
+        [residual, normed, rstd, qkv, attention, gateUp, hidden, logits, scores].forEach(deallocateAligned)
+        for scratch in tokenScratch {
+            deallocateAligned(scratch.candidates)
+            deallocateAligned(scratch.selection)
+            deallocateAligned(scratch.probabilities)
+        }
         keyCache.forEach(deallocateAligned)
         valueCache.forEach(deallocateAligned)
     }

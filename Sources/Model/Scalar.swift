@@ -25,7 +25,7 @@ extension Float: ModelScalar {
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
-        if suder_sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, openblas_get_num_threads()) { return }
+        if suder_sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, Int32(computeThreads)) { return }
         cblas_sgemm(
             CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
             blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
@@ -59,11 +59,6 @@ extension Double: ModelScalar {
         return sum
     }
     @inline(__always) public static func logarithm(_ x: Double) -> Double { Foundation.log(x) }
-}
-
-/// Sets the OpenBLAS thread count (the caller's share of the node's cores).
-public func setComputeThreads(_ count: Int) {
-    openblas_set_num_threads(Int32(max(1, count)))
 }
 
 /// 64-byte aligned, zero-filled buffer for kernels; freed by `deallocateAligned`.
@@ -183,8 +178,8 @@ public var openBLASCoreForThisCPU: String? {
 /// OPENBLAS_CORETYPE or its own CPU table; 0.3.21 does not know recent Intel models and falls back
 /// to Prescott (SSE3), and an environment may force an older core. Changing it then would mean
 /// re-executing the process (under mpirun or srun, before MPI starts), so we advise instead.
-/// OpenBLAS still does the Double products, the Float products on the BLAS path and large Float
-/// products with several BLAS threads. Returns the advice when its core is weaker than the CPU's.
+/// OpenBLAS still does the Double products and the Float products on the BLAS path. Returns the
+/// advice when its core is weaker than the CPU's.
 public func openBLASCoreAdvice() -> String? {
     guard let wanted = openBLASCoreForThisCPU else { return nil }
     let rank = ["Haswell": 1, "Zen": 1, "SkylakeX": 2, "Cooperlake": 2, "SapphireRapids": 2]

@@ -8,7 +8,7 @@ import Model
 /// Returns true only if every check passed on every rank.
 public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
     let threads = resolveThreads(requested: requested)
-    openblas_set_num_threads(Int32(threads))
+    setComputeThreads(threads)
     let console = Console(rank: comm.rank)
     do {
         try selectKernelPath(comm: comm)
@@ -19,14 +19,16 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
 
     let cores = boundCores()
     let row = [
-        String(comm.rank), comm.processorName, formatCoreList(cores), String(openblas_get_num_threads()),
+        String(comm.rank), comm.processorName, formatCoreList(cores), String(computeThreads),
         String(cString: openblas_get_corename()), KernelPath.active.rawValue, cpuModelName(),
         comm.libraryVersion, String(cString: ZSTD_versionString()),
     ]
     let rows = comm.gather(Array(row.joined(separator: "\t").utf8), root: 0)?
         .map { String(decoding: $0, as: UTF8.self).components(separatedBy: "\t") }
     if let rows {
-        console.print(formatTable(header: ["rank", "host", "cores", "blas threads", "OpenBLAS core", "kernels", "cpu", "mpi", "zstd"], rows: rows))
+        // One thread count per rank: the kernels' (products, sampler attention, token choice) and OpenBLAS's.
+        console.print(
+            formatTable(header: ["rank", "host", "cores", "kernel/BLAS threads", "OpenBLAS core", "kernels", "cpu", "mpi", "zstd"], rows: rows))
     }
 
     if comm.isRoot, let advice = openBLASCoreAdvice() { console.print("note: \(advice)") }
@@ -37,6 +39,14 @@ public func runDoctor(comm: Communicator, threads requested: Int) -> Bool {
         CheckResult(
             name: "the model's matmul (\(KernelPath.active.rawValue) kernels), 67x45x53, against a naive product",
             passed: comm.allAgree(gemm.passed), detail: gemm.detail))
+    // The path is agreed by all ranks, so all make this collective call or none does.
+    if KernelPath.active != .blas {
+        let split = threadedGemmCheck(threads: threads)
+        results.append(
+            CheckResult(
+                name: "the model's matmul on each rank's threads, 301x277x53, bitwise against 1 thread",
+                passed: comm.allAgree(split.passed), detail: split.detail))
+    }
     let zstd = zstdRoundTripCheck()
     results.append(CheckResult(name: "zstd round trip with frame checksum", passed: comm.allAgree(zstd.passed), detail: zstd.detail))
 
@@ -95,6 +105,23 @@ func sgemmCheck() -> (passed: Bool, detail: String) {
     }
     // Sums of 45 products of magnitude <= 1 in float32: rounding stays far below 1e-4.
     return (worst < 1e-4, String(format: "max abs error %.2e", worst))
+}
+
+/// The kernels' Float product on `threads` threads against the same product on one, bit for bit,
+/// on a product large enough to be split: results must not depend on the thread count.
+func threadedGemmCheck(threads: Int) -> (passed: Bool, detail: String) {
+    let m = 301, k = 53, n = 277
+    var rng = Xoshiro256RNG(seed: 7)
+    let a = (0..<m * k).map { _ in Float(rng.nextGaussian()) }, b = (0..<k * n).map { _ in Float(rng.nextGaussian()) }
+    func product(threads: Int) -> [Float] {
+        setComputeThreads(threads)
+        var c = [Float](repeating: 0, count: m * n)
+        Float.gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n, beta: 0, c: &c, ldc: n)
+        return c
+    }
+    let one = product(threads: 1), split = product(threads: threads)
+    let differing = zip(one, split).filter { $0.bitPattern != $1.bitPattern }.count
+    return (differing == 0, "\(threads) thread(s): \(differing) of \(m * n) elements differ")
 }
 
 /// Compresses 1 MiB of float data with the frame checksum on and checks the bytes come back.

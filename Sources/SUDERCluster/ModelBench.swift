@@ -304,12 +304,14 @@ private func printBenchTable(_ r: ModelBenchReport) {
         print("(torch sampling with one shared RNG instead of one per sequence: \(String(format: "%.1f", shared)) tokens/s)")
     }
     let path = KernelPath(rawValue: s.kernels ?? "") ?? .blas
-    print("kernels: \(path.label), blocking \(path.blocking); OpenBLAS core: \(s.blas_core ?? "?"); cpu: \(cpuModelName())")
+    print(
+        "kernels: \(path.label) on \(s.threads) thread(s), blocking \(path.blocking); OpenBLAS core: \(s.blas_core ?? "?"); "
+            + "cpu: \(cpuModelName())")
     if let t {
         let limits = pyTorchInstructionSet(path).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         print("torch: ATen capability \(t.cpu_capability ?? "?")" + (limits.isEmpty ? " (default)" : ", run with " + limits.joined(separator: " ")))
     }
-    if path == .blas || s.threads > 1, let advice = openBLASCoreAdvice() { print("note: \(advice)") }
+    if path == .blas, let advice = openBLASCoreAdvice() { print("note: \(advice)") }
     if let note = r.torchNote { print("note: \(note)") }
 }
 

@@ -184,7 +184,7 @@ extension Suder {
                     "Without --config: d_model 192, 6 layers, 6 heads, vocabulary 1,100. Run from the repository root so tools/torch_reference.py is found.")
             @Option(help: "YAML config whose model.* keys set the architecture.")
             var config: String?
-            @Option(help: "BLAS threads (and PyTorch threads).")
+            @Option(help: "Threads for the kernels and OpenBLAS (and PyTorch's threads).")
             var threads: Int = 1
             @Option(help: "Kernel path: avx512, avx2 or blas (default: SUDER_KERNELS, else the best the CPU has); PyTorch is held to the same instruction set.")
             var kernels: String?
@@ -277,7 +277,7 @@ extension Suder {
         static let configuration = CommandConfiguration(
             abstract: "Check MPI, BLAS and zstd on every rank; run this first on a new cluster.",
             discussion: "Under mpirun -np N or srun it prints one row per rank and verifies collectives, sgemm and zstd.")
-        @Option(help: "BLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else the cores the rank is bound to.")
+        @Option(help: "Threads per rank (kernels and OpenBLAS); 0 = SLURM_CPUS_PER_TASK, else the cores the rank is bound to.")
         var threads: Int = 0
 
         func run() throws {

@@ -9,7 +9,8 @@ import XCTest
 ///
 /// sgemm against a Double reference: every transpose combination,
 /// alpha and beta values, sizes with tails past the packed 12 x 32 tile and the small-M 24- and
-/// 12-row tiles, depth split into blocks, and leading dimensions wider than the matrices.
+/// 12-row tiles, depth split into blocks, and leading dimensions wider than the matrices; on one
+/// thread and on three with every product split (ThreadTests checks the split is bitwise exact).
 /// Tolerance: a float32 dot product of length k errs by at most ~k * 6e-8 of the sum of |terms|;
 /// the bound below is that (doubled) plus the rounding of the alpha / beta update, so a wrong index,
 /// missing tail or double-applied beta (errors of the size of the terms) cannot pass.
@@ -125,13 +126,19 @@ final class CKernelsTests: XCTestCase {
             (1, 1, 1), (3, 5, 7), (13, 33, 17), (12, 32, 256), (16, 50, 192), (16, 24, 5), (8, 13, 300),
             (9, 5, 16), (17, 13, 9), (20, 7, 5), (32, 25, 40), (33, 70, 300), (250, 37, 513), (40, 2100, 3),
         ]
-        try Self.onEveryPath { path in
-            for (m, n, k) in shapes {
-                for transA in [false, true] {
-                    for transB in [false, true] {
-                        for (alpha, beta) in [(Float(1), Float(0)), (0.5, 1), (-2, 0.25)] {
-                            let ran = check(transA, transB, m: m, n: n, k: k, alpha: alpha, beta: beta, pad: (m + n) % 2 == 0 ? 3 : 0)
-                            XCTAssertEqual(ran, path != .blas, "\(path): kernel took \(m)x\(n)x\(k): \(ran)")
+        for threads: Int32 in [1, 3] {
+            try withKernelThreads(Int(threads)) {
+                try Self.onEveryPath { path in
+                    for (m, n, k) in shapes {
+                        for transA in [false, true] {
+                            for transB in [false, true] {
+                                for (alpha, beta) in [(Float(1), Float(0)), (0.5, 1), (-2, 0.25)] {
+                                    let ran = check(
+                                        transA, transB, m: m, n: n, k: k, alpha: alpha, beta: beta, pad: (m + n) % 2 == 0 ? 3 : 0,
+                                        threads: threads)
+                                    XCTAssertEqual(ran, path != .blas, "\(path): kernel took \(m)x\(n)x\(k) on \(threads) threads: \(ran)")
+                                }
+                            }
                         }
                     }
                 }
@@ -140,39 +147,49 @@ final class CKernelsTests: XCTestCase {
     }
 
     func testWideLeadingDimensions() throws {
-        try Self.onEveryPath { _ in
-            for transA in [false, true] {
-                for transB in [false, true] {
-                    for (m, n, k) in [(7, 45, 19), (26, 40, 33), (61, 66, 70)] {
-                        check(transA, transB, m: m, n: n, k: k, alpha: 1, beta: 1, pad: 5)
-                        check(transA, transB, m: m, n: n, k: k, alpha: 0.75, beta: 0, pad: 17)
+        for threads: Int32 in [1, 3] {
+            try withKernelThreads(Int(threads)) {
+                try Self.onEveryPath { _ in
+                    for transA in [false, true] {
+                        for transB in [false, true] {
+                            for (m, n, k) in [(7, 45, 19), (26, 40, 33), (61, 66, 70)] {
+                                check(transA, transB, m: m, n: n, k: k, alpha: 1, beta: 1, pad: 5, threads: threads)
+                                check(transA, transB, m: m, n: n, k: k, alpha: 0.75, beta: 0, pad: 17, threads: threads)
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// With several OpenBLAS threads the single-threaded packed path declines (OpenBLAS splits the
-    /// work); the small-M path, which OpenBLAS does not beat with threads, still runs.
-    func testThreadedCallersKeepOpenBLASForLargeProducts() throws {
+    /// With several threads the kernels take every product, as on one (before, large products
+    /// went to OpenBLAS): past the default threshold (4.4 M multiply-adds here, packed and small-M
+    /// paths) they split over the threads and still match the reference.
+    func testThreadedCallersKeepTheKernels() throws {
         try Self.onEveryPath { path in
-            XCTAssertFalse(check(false, true, m: 64, n: 40, k: 24, alpha: 1, beta: 0, pad: 0, threads: 2))
-            XCTAssertEqual(check(false, true, m: 16, n: 40, k: 24, alpha: 1, beta: 1, pad: 1, threads: 2), path != .blas)
+            for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                XCTAssertEqual(check(transA, transB, m: 301, n: 277, k: 53, alpha: 1, beta: 0.5, pad: 1, threads: 2), path != .blas)
+            }
+            XCTAssertEqual(check(false, true, m: 29, n: 1531, k: 97, alpha: 1, beta: 0, pad: 0, threads: 2), path != .blas)
         }
     }
 
     /// Float.gemm, the model's one entry point, gives the reference result through every path.
     func testFloatGemmMatchesReferenceMatmul() throws {
-        try Self.onEveryPath { path in
-            var rng = Xoshiro256RNG(seed: 5)
-            for N in [5, 16, 97] {
-                let I = 40, O = 70
-                let x = (0..<(N * I)).map { _ in Float(rng.nextGaussian()) }, w = (0..<(O * I)).map { _ in Float(rng.nextGaussian()) }
-                var out = [Float](repeating: 0, count: N * O), ref = out
-                matmulForward(&out, inp: x, weight: w, N: N, inDim: I, outDim: O)
-                matmulForwardReference(&ref, inp: x, weight: w, N: N, inDim: I, outDim: O)
-                XCTAssertLessThan(maxDifference(out, ref), 1e-4, "\(path) N \(N)")
-            }
+        try withKernelThreads(3) { try Self.onEveryPath { path in checkFloatGemm(path) } }
+        try Self.onEveryPath { path in checkFloatGemm(path) }
+    }
+
+    func checkFloatGemm(_ path: KernelPath) {
+        var rng = Xoshiro256RNG(seed: 5)
+        for N in [5, 16, 97] {
+            let I = 40, O = 70
+            let x = (0..<(N * I)).map { _ in Float(rng.nextGaussian()) }, w = (0..<(O * I)).map { _ in Float(rng.nextGaussian()) }
+            var out = [Float](repeating: 0, count: N * O), ref = out
+            matmulForward(&out, inp: x, weight: w, N: N, inDim: I, outDim: O)
+            matmulForwardReference(&ref, inp: x, weight: w, N: N, inDim: I, outDim: O)
+            XCTAssertLessThan(maxDifference(out, ref), 1e-4, "\(path) N \(N)")
         }
     }
 
@@ -180,32 +197,35 @@ final class CKernelsTests: XCTestCase {
     /// references on every path: matmul and causal attention, forward and backward. Float sums of
     /// a few dozen unit-sized terms round at ~1e-6; 1e-4 leaves room and still catches a wrong index.
     func testFloatLayersMatchReferences() throws {
-        try Self.onEveryPath { path in
-            var rng = Xoshiro256RNG(seed: 11)
-            func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
-            let N = 37, I = 48, O = 40
-            let x = random(N * I), w = random(O * I), dout = random(N * O)
-            var dx = [Float](repeating: 0, count: N * I), dw = [Float](repeating: 0, count: O * I)
-            var refDx = dx, refDw = dw
-            matmulBackward(dinp: &dx, dweight: &dw, dout: dout, inp: x, weight: w, N: N, inDim: I, outDim: O)
-            matmulBackwardReference(dinp: &refDx, dweight: &refDw, dout: dout, inp: x, weight: w, N: N, inDim: I, outDim: O)
-            XCTAssertLessThan(maxDifference(dx, refDx), 1e-4, "\(path) matmul dinp")
-            XCTAssertLessThan(maxDifference(dw, refDw), 1e-4, "\(path) matmul dweight")
+        try withKernelThreads(3) { try Self.onEveryPath { path in checkFloatLayers(path) } }
+        try Self.onEveryPath { path in checkFloatLayers(path) }
+    }
 
-            let B = 2, T = 19, NH = 3, HS = 16, C = NH * HS
-            let qkv = random(B * T * 3 * C), R = random(B * T * C)
-            var out = [Float](repeating: 0, count: B * T * C), probs = [Float](repeating: 0, count: B * NH * T * T)
-            var refOut = out, refProbs = probs
-            attentionForward(&out, probs: &probs, qkv: qkv, B: B, T: T, C: C, NH: NH)
-            attentionForwardReference(&refOut, probs: &refProbs, qkv: qkv, B: B, T: T, C: C, NH: NH)
-            XCTAssertLessThan(maxDifference(out, refOut), 1e-4, "\(path) attention out")
-            XCTAssertLessThan(maxDifference(probs, refProbs), 1e-5, "\(path) attention probs")
-            var dqkv = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: T * T)
-            var refDqkv = dqkv
-            attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
-            attentionBackwardReference(dqkv: &refDqkv, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
-            XCTAssertLessThan(maxDifference(dqkv, refDqkv), 1e-4, "\(path) attention dqkv")
-        }
+    func checkFloatLayers(_ path: KernelPath) {
+        var rng = Xoshiro256RNG(seed: 11)
+        func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
+        let N = 37, I = 48, O = 40
+        let x = random(N * I), w = random(O * I), dout = random(N * O)
+        var dx = [Float](repeating: 0, count: N * I), dw = [Float](repeating: 0, count: O * I)
+        var refDx = dx, refDw = dw
+        matmulBackward(dinp: &dx, dweight: &dw, dout: dout, inp: x, weight: w, N: N, inDim: I, outDim: O)
+        matmulBackwardReference(dinp: &refDx, dweight: &refDw, dout: dout, inp: x, weight: w, N: N, inDim: I, outDim: O)
+        XCTAssertLessThan(maxDifference(dx, refDx), 1e-4, "\(path) matmul dinp")
+        XCTAssertLessThan(maxDifference(dw, refDw), 1e-4, "\(path) matmul dweight")
+
+        let B = 2, T = 19, NH = 3, HS = 16, C = NH * HS
+        let qkv = random(B * T * 3 * C), R = random(B * T * C)
+        var out = [Float](repeating: 0, count: B * T * C), probs = [Float](repeating: 0, count: B * NH * T * T)
+        var refOut = out, refProbs = probs
+        attentionForward(&out, probs: &probs, qkv: qkv, B: B, T: T, C: C, NH: NH)
+        attentionForwardReference(&refOut, probs: &refProbs, qkv: qkv, B: B, T: T, C: C, NH: NH)
+        XCTAssertLessThan(maxDifference(out, refOut), 1e-4, "\(path) attention out")
+        XCTAssertLessThan(maxDifference(probs, refProbs), 1e-5, "\(path) attention probs")
+        var dqkv = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: T * T)
+        var refDqkv = dqkv
+        attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
+        attentionBackwardReference(dqkv: &refDqkv, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
+        XCTAssertLessThan(maxDifference(dqkv, refDqkv), 1e-4, "\(path) attention dqkv")
     }
 
     /// The vectorised exponentials against Double exp: within 4 float ulps over the range a softmax

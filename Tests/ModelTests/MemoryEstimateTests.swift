@@ -24,9 +24,11 @@ final class MemoryEstimateTests: XCTestCase {
                 XCTAssertEqual(adam, Int(MemoryEstimate.adamWBytes(config)))
                 withExtendedLifetime(optimizer) {}
             }
-            for (streams, rows) in [(8, 8), (128, 1500), (64, 3)] {
-                let (buffers, sampler) = allocatedBytes { SamplerBuffers(config: config, streams: streams, rows: rows) }
-                XCTAssertEqual(sampler, Int(MemoryEstimate.samplerBytes(config, streams: streams, rows: rows)), "streams \(streams) rows \(rows)")
+            for (streams, rows, threads) in [(8, 8, 1), (128, 1500, 3), (64, 3, 2)] {
+                let (buffers, sampler) = allocatedBytes { SamplerBuffers(config: config, streams: streams, rows: rows, threads: threads) }
+                XCTAssertEqual(
+                    sampler, Int(MemoryEstimate.samplerBytes(config, streams: streams, rows: rows, threads: threads)),
+                    "streams \(streams) rows \(rows) threads \(threads)")
                 buffers.deallocate()
             }
         }
@@ -41,7 +43,7 @@ final class MemoryEstimateTests: XCTestCase {
         let (_, bytes) = allocatedBytes {
             sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: 10..<300, seeds: [1, 2, 3])
         }
-        XCTAssertEqual(bytes, Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9)))
+        XCTAssertEqual(bytes, Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9, threads: computeThreads)))
     }
 
     func testAHostileSizeGivesAHugeNumberNotAnOverflow() {

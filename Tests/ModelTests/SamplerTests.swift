@@ -118,12 +118,12 @@ final class CachedAttentionTests: XCTestCase {
             var scores = [Float](repeating: 0, count: NH * maxSeq)
             cachedAttentionForward(
                 &fast, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
-                scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
+                scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq, threads: 1)
             cachedAttentionForwardReference(
                 &reference, qkv: qkv, keys: keys, values: values, streams: rowStreams, positions: rowPositions,
                 scores: &scores, N: 3, C: C, NH: NH, HS: HS, maxSeq: maxSeq)
             XCTAssertLessThan(maxDifference(fast, reference), 1e-5, "HS \(HS)")
-            let ran = suder_cached_attention(&kernel, qkv, keys, values, rowStreams, rowPositions, &scores, 3, C, NH, maxSeq)
+            let ran = suder_cached_attention(&kernel, qkv, keys, values, rowStreams, rowPositions, 3, C, NH, maxSeq, 1)
             let vector = path == .avx512 ? 16 : 8
             XCTAssertEqual(ran, path != .blas && HS % vector == 0, "\(path): the kernel runs on the kernel paths when HS is whole vectors")
             if ran { XCTAssertEqual(kernel, fast) }

@@ -30,9 +30,9 @@ double suder_fma_peak_gflops(SuderKernels path, double seconds);
 
 /// C = alpha * op(A) * op(B) + beta * C, row-major, op = transpose when the flag is set
 /// (cblas_sgemm's meaning; with beta = 0 C is not read). Runs the active path's kernels and
-/// returns true; returns false without touching C on the BLAS path or for shapes OpenBLAS does
-/// better, and the caller then calls cblas_sgemm. `threads` is the caller's OpenBLAS thread
-/// count: the kernels are single-threaded, so with more threads large products stay with OpenBLAS.
+/// returns true; returns false without touching C on the BLAS path, and the caller then calls
+/// cblas_sgemm. Products large enough to pay for it are split over up to `threads` threads
+/// (suder_parallel) by blocks of C, so the result is the same bit for bit for any `threads`.
 bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads);
@@ -44,11 +44,26 @@ float suder_exponentials(float *out, const float *x, long count, float shift, fl
 /// The sampler's cached attention (Sampler.swift, cachedAttentionForward): each of `rows` new rows
 /// (qkv rows [q | k | v], 3 channels wide) attends over positions 0...positions[r] of its stream's
 /// keys and values (streams x maxSeq x channels), softmax(q k / sqrt(head size)) v per head, into
-/// out (rows x channels); scores is scratch of heads x maxSeq floats. Returns false (nothing
-/// written) on the BLAS path or when the head size is not a multiple of the path's vector
-/// (16 floats for AVX-512, 8 for AVX2).
+/// out (rows x channels); rows are split over up to `threads` threads when there are enough cached
+/// positions to pay for it (bitwise the same result). Returns false (nothing written) on the BLAS
+/// path, when the head size is not a multiple of the path's vector (16 floats for AVX-512, 8 for
+/// AVX2), or when out of memory for the scores.
 bool suder_cached_attention(float *out, const float *qkv, const float *keys, const float *values,
-                            const int *streams, const int *positions, float *scores,
-                            long rows, long channels, long heads, long maxSeq);
+                            const int *streams, const int *positions, long rows, long channels, long heads,
+                            long maxSeq, int threads);
+
+/// Multiply-adds below which a product or an attention call stays on the calling thread: waking
+/// the pool's workers and waiting for them costs tens of microseconds, about what one thread
+/// needs for 2^22 multiply-adds (the default). Tests lower it to split small shapes.
+extern long suder_parallel_min_work;
+
+/// Runs body(context, i) for every i < count on the calling thread and up to threads - 1 workers
+/// of the kernels' thread pool (started on first use and kept, sleeping between jobs), each thread
+/// taking the next item as it finishes one: items must be independent. `prepare` (may be NULL)
+/// runs first on each thread that takes part, e.g. to size its scratch; a worker whose prepare
+/// fails takes no items. One thread, or a pool busy with another caller's job, runs every item
+/// here. Returns false, having run nothing, when the calling thread's prepare fails.
+bool suder_parallel(int threads, long count, bool (*prepare)(void *context), void (*body)(void *context, long item),
+                    void *context);
 
 #endif

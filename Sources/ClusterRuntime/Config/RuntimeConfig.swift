@@ -2,7 +2,7 @@
 public let runtimeConfigFields: [ConfigField] = [
     ConfigField(
         "runtime.threads", .int(0...Int.max), .int(0),
-        "BLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else the cores this rank is bound to"),
+        "threads per rank (the model's kernels and OpenBLAS); 0 = SLURM_CPUS_PER_TASK, else the cores this rank is bound to"),
     ConfigField(
         "runtime.progress", .choice(["auto", "bar", "lines", "off"]), .string("auto"),
         "progress output: a live bar on a terminal, periodic lines in batch logs"),

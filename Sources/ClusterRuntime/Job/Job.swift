@@ -43,6 +43,7 @@ public final class JobContext {
             rank: comm.rank, progressMode: config.string("runtime.progress"),
             progressInterval: config.double("runtime.progress_interval"))
         threads = resolveThreads(requested: config.int("runtime.threads"))
+        // The model's kernels read their thread count back from OpenBLAS (Model's computeThreads).
         openblas_set_num_threads(Int32(threads))
     }
 
@@ -107,7 +108,7 @@ public func prepareJob(
         if !lockNote.isEmpty { job.console.warn(lockNote) }
         try recordConfig(job, schema: schema)
         job.console.print(
-            "suder: \(comm.size) rank(s), \(job.threads) BLAS thread(s) per rank, \(preparedNote)run directory \(options.runDir.path)")
+            "suder: \(comm.size) rank(s), \(job.threads) thread(s) per rank, \(preparedNote)run directory \(options.runDir.path)")
         job.console.print(config.table())
         try checkMemory(memoryNeeds(config), comm: comm, available: memoryAvailablePerRank(), print: job.console.print)
         return job
@@ -167,7 +168,7 @@ public func writeFileAtomically(_ data: Data, to url: URL) throws {
     }
 }
 
-/// BLAS threads per rank: the config's value, else Slurm's cpus-per-task, else the cores this
+/// Threads per rank: the config's value, else Slurm's cpus-per-task, else the cores this
 /// process may run on (one under mpirun's default core binding).
 public func resolveThreads(requested: Int) -> Int {
     if requested > 0 { return requested }

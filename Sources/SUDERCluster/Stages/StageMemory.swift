@@ -22,7 +22,11 @@ public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
         ("parameters", parameters), ("gradients", parameters), ("activations", transformer - 2 * parameters),
     ]
     let optimizer = ("AdamW state", MemoryEstimate.adamWBytes(model))
-    let sampler = ("sampling KV cache and buffers", MemoryEstimate.samplerBytes(model, streams: streams, rows: rows))
+    let sampler = (
+        "sampling KV cache and buffers",
+        MemoryEstimate.samplerBytes(
+            model, streams: streams, rows: rows, threads: resolveThreads(requested: config.int("runtime.threads")))
+    )
     var suder = modelParts + [optimizer, sampler]
     if SuderSettings(config).objective == .dpo { suder.append(("DPO reference model", transformer)) }
     return [

@@ -1,0 +1,114 @@
+// The kernels' thread pool: threads within a rank for the larger products, the sampler's attention
+// and its per-sequence work. Workers start on the first call that wants them (more if a later call
+// wants more) and sleep on a condition variable between jobs, so a job costs a wake-up, never a
+// thread start. Items are handed out one at a time from a shared counter: a thread slowed by other
+// load on its core takes fewer, and the result does not depend on which thread ran which item.
+#include "CKernels.h"
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+
+enum { MAX_WORKERS = 63 };
+
+long suder_parallel_min_work = 1L << 22;
+
+typedef struct {
+    long count;
+    bool (*prepare)(void *context);
+    void (*body)(void *context, long item);
+    void *context;
+    atomic_long next;
+} Job;
+
+// `lock` guards every field; `busy` is held by the one caller whose job the workers serve.
+static struct {
+    pthread_mutex_t lock, busy;
+    pthread_cond_t wake, finished;
+    int workers;       // started, never stopped
+    long generation;   // counts jobs, so a worker joins each job at most once
+    bool open;         // the current job still takes workers
+    int helpers;       // workers the current job wants
+    int joined;        // workers that joined it
+    int running;       // workers still in it
+    Job *job;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+// Runs the job's next item until none is left.
+static void takeItems(Job *job) {
+    for (long item; (item = atomic_fetch_add(&job->next, 1)) < job->count;) job->body(job->context, item);
+}
+
+static void *worker(void *unused) {
+    long seen = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (!pool.open || pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+        seen = pool.generation;
+        if (pool.joined == pool.helpers) continue;
+        pool.joined++;
+        pool.running++;
+        Job *job = pool.job;
+        pthread_mutex_unlock(&pool.lock);
+        // A worker whose scratch cannot be had (out of memory) leaves its share to the others.
+        if (!job->prepare || job->prepare(job->context)) takeItems(job);
+        pthread_mutex_lock(&pool.lock);
+        if (--pool.running == 0 && !pool.open) pthread_cond_signal(&pool.finished);
+    }
+    return unused;
+}
+
+// Starts workers up to `wanted`; returns how many there are (fewer if the system refuses threads).
+static int startWorkers(int wanted) {
+    if (wanted > MAX_WORKERS) wanted = MAX_WORKERS;
+    if (pool.workers >= wanted) return pool.workers;
+    // Workers block the asynchronous signals, so the stop signals' handlers run on the threads that
+    // called us; a fault in a worker still reaches the crash handler there.
+    sigset_t blocked, previous;
+    sigfillset(&blocked);
+    const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+    for (int i = 0; i < 4; i++) sigdelset(&blocked, faults[i]);
+    pthread_sigmask(SIG_SETMASK, &blocked, &previous);
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    for (pthread_t thread; pool.workers < wanted && pthread_create(&thread, &attributes, worker, NULL) == 0;) pool.workers++;
+    pthread_attr_destroy(&attributes);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return pool.workers;
+}
+
+bool suder_parallel(int threads, long count, bool (*prepare)(void *context), void (*body)(void *context, long item),
+                    void *context) {
+    Job job = {count, prepare, body, context, 0};
+    // One thread's share: run here. So is a job while the pool serves another caller (or this one,
+    // from inside an item).
+    if (threads <= 1 || count <= 1 || pthread_mutex_trylock(&pool.busy) != 0) {
+        if (prepare && !prepare(context)) return false;
+        for (long item = 0; item < count; item++) body(context, item);
+        return true;
+    }
+    if (prepare && !prepare(context)) {
+        pthread_mutex_unlock(&pool.busy);
+        return false;
+    }
+    pthread_mutex_lock(&pool.lock);
+    int helpers = startWorkers(threads - 1);
+    pool.helpers = helpers < count - 1 ? helpers : (int)(count - 1);
+    pool.joined = pool.running = 0;
+    pool.job = &job;
+    pool.generation++;
+    pool.open = true;
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+
+    takeItems(&job);
+
+    // Close the job to late wakers (a worker the scheduler has not run yet would only find it
+    // empty) and wait for those inside it.
+    pthread_mutex_lock(&pool.lock);
+    pool.open = false;
+    while (pool.running > 0) pthread_cond_wait(&pool.finished, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool.busy);
+    return true;
+}

@@ -30,17 +30,34 @@ public struct LearningRateSchedule: Equatable, Codable, Sendable {
 public func clipGradients(_ gradients: UnsafeMutableBufferPointer<Float>, maxNorm: Float) -> Float {
     let norm = Float(l2Norm(UnsafeBufferPointer(gradients)))
     if maxNorm > 0 && norm > maxNorm {
-        let scale = maxNorm / (norm + 1e-6)
-        for i in gradients.indices { gradients[i] *= scale }
+        let scale = maxNorm / (norm + 1e-6), g = gradients.baseAddress!
+        parallelRanges(gradients.count, work: gradients.count * elementWork) { range in
+            for i in range { g[i] *= scale }
+        }
     }
     return norm
 }
 
-/// L2 norm accumulated in Double (a sum of millions of squares loses digits in Float).
+/// L2 norm accumulated in Double (a sum of millions of squares loses digits in Float). Sums of
+/// fixed chunks (threads take whole chunks) are added in chunk order, so the norm is the same
+/// bit for bit on any thread count.
 public func l2Norm(_ values: UnsafeBufferPointer<Float>) -> Double {
-    var sum = 0.0
-    for v in values { sum += Double(v) * Double(v) }
-    return sum.squareRoot()
+    let chunk = 1 << 16
+    func sumOfSquares(_ range: Range<Int>) -> Double {
+        var sum = 0.0
+        for i in range { sum += Double(values[i]) * Double(values[i]) }
+        return sum
+    }
+    let chunks = (values.count + chunk - 1) / chunk
+    guard chunks > 1 else { return sumOfSquares(0..<values.count).squareRoot() }
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: chunks) { partials in
+        parallelRanges(chunks, work: values.count * elementWork) { range in
+            for c in range { partials[c] = sumOfSquares((c * chunk)..<min(values.count, (c + 1) * chunk)) }
+        }
+        var sum = 0.0
+        for c in 0..<chunks { sum += partials[c] }
+        return sum.squareRoot()
+    }
 }
 
 /// AdamW (Loshchilov & Hutter) over flat buffers, matching torch.optim.AdamW: decoupled weight
@@ -92,12 +109,15 @@ public final class AdamW {
         let (b1, b2, eps, decay) = (beta1, beta2, epsilon, lr * weightDecay)
         let stepSize = lr / correction1
         let invSqrtCorrection2 = 1 / correction2.squareRoot()
-        for i in 0..<parameters.count {
-            let grad = g[i]
-            m[i] = b1 * m[i] + (1 - b1) * grad
-            v[i] = b2 * v[i] + (1 - b2) * grad * grad
-            p[i] -= decay * mask[i] * p[i]
-            p[i] -= stepSize * m[i] / (v[i].squareRoot() * invSqrtCorrection2 + eps)
+        // Every parameter's update is its own: ranges of them split over the threads.
+        parallelRanges(parameters.count, work: parameters.count * elementWork) { range in
+            for i in range {
+                let grad = g[i]
+                m[i] = b1 * m[i] + (1 - b1) * grad
+                v[i] = b2 * v[i] + (1 - b2) * grad * grad
+                p[i] -= decay * mask[i] * p[i]
+                p[i] -= stepSize * m[i] / (v[i].squareRoot() * invSqrtCorrection2 + eps)
+            }
         }
     }
 }

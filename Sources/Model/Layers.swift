@@ -6,6 +6,9 @@ import Foundation
 // Generic over the scalar so the same code runs in Float (training) and Double (gradient checks).
 // Where the fast path differs from the obvious loops (matmul, attention), the plain reference
 // version sits beside it and a test compares the two.
+// With several compute threads the per-row and per-(batch, head) loops split over the kernels'
+// pool (`parallelRanges`) only where the items are independent, and sums across rows keep their
+// row order, so every result is the same bit for bit on any thread count.
 //
 // Dimension legend:
 //   B batch, T time (padded sequence length), N = B*T rows, C channels (dModel),
@@ -42,13 +45,15 @@ func rmsnormForward<S: ModelScalar>(
     _ out: UnsafeMutablePointer<S>, rstd: UnsafeMutablePointer<S>, inp: UnsafePointer<S>,
     weight: UnsafePointer<S>, N: Int, C: Int, eps: S
 ) {
-    for r in 0..<N {
-        let x = inp + r * C, y = out + r * C
-        var sumSquares: S = 0
-        for c in 0..<C { sumSquares += x[c] * x[c] }
-        let s = 1 / (sumSquares / S(C) + eps).squareRoot()
-        rstd[r] = s
-        for c in 0..<C { y[c] = x[c] * s * weight[c] }
+    parallelRanges(N, work: N * C * elementWork) { rows in
+        for r in rows {
+            let x = inp + r * C, y = out + r * C
+            var sumSquares: S = 0
+            for c in 0..<C { sumSquares += x[c] * x[c] }
+            let s = 1 / (sumSquares / S(C) + eps).squareRoot()
+            rstd[r] = s
+            for c in 0..<C { y[c] = x[c] * s * weight[c] }
+        }
     }
 }
 
@@ -59,16 +64,27 @@ func rmsnormBackward<S: ModelScalar>(
     dinp: UnsafeMutablePointer<S>, dweight: UnsafeMutablePointer<S>, dout: UnsafePointer<S>,
     inp: UnsafePointer<S>, rstd: UnsafePointer<S>, weight: UnsafePointer<S>, N: Int, C: Int
 ) {
-    for r in 0..<N {
-        let x = inp + r * C, dy = dout + r * C, dx = dinp + r * C
-        let s = rstd[r]
-        var dot: S = 0
-        for c in 0..<C {
-            dot += dy[c] * weight[c] * x[c]
-            dweight[c] += dy[c] * x[c] * s
+    // dx: each row needs only itself.
+    parallelRanges(N, work: N * C * elementWork) { rows in
+        for r in rows {
+            let x = inp + r * C, dy = dout + r * C, dx = dinp + r * C
+            let s = rstd[r]
+            var dot: S = 0
+            for c in 0..<C { dot += dy[c] * weight[c] * x[c] }
+            let k = s * s * s * dot / S(C)
+            for c in 0..<C { dx[c] += s * weight[c] * dy[c] - k * x[c] }
         }
-        let k = s * s * s * dot / S(C)
-        for c in 0..<C { dx[c] += s * weight[c] * dy[c] - k * x[c] }
+    }
+    // dweight sums over the rows: split by blocks of columns, so each column still adds its rows
+    // in row order on any thread count.
+    let block = 16
+    parallelRanges((C + block - 1) / block, work: N * C * elementWork) { blocks in
+        let columns = (blocks.lowerBound * block)..<min(C, blocks.upperBound * block)
+        for r in 0..<N {
+            let x = inp + r * C, dy = dout + r * C
+            let s = rstd[r]
+            for c in columns { dweight[c] += dy[c] * x[c] * s }
+        }
     }
 }
 
@@ -173,16 +189,18 @@ func ropeRotate<S: ModelScalar>(
     heads: Int, table: RotaryTable<S>, inverse: Bool
 ) {
     let half = table.half
-    for r in 0..<N {
-        let cosRow = table.cos + Int(positions[r]) * half
-        let sinRow = table.sin + Int(positions[r]) * half
-        for h in 0..<heads {
-            let head = x + r * rowStride + h * 2 * half
-            for i in 0..<half {
-                let c = cosRow[i], s = inverse ? -sinRow[i] : sinRow[i]
-                let x1 = head[i], x2 = head[i + half]
-                head[i] = x1 * c - x2 * s
-                head[i + half] = x2 * c + x1 * s
+    parallelRanges(N, work: N * heads * 2 * half * elementWork) { rows in
+        for r in rows {
+            let cosRow = table.cos + Int(positions[r]) * half
+            let sinRow = table.sin + Int(positions[r]) * half
+            for h in 0..<heads {
+                let head = x + r * rowStride + h * 2 * half
+                for i in 0..<half {
+                    let c = cosRow[i], s = inverse ? -sinRow[i] : sinRow[i]
+                    let x1 = head[i], x2 = head[i + half]
+                    head[i] = x1 * c - x2 * s
+                    head[i + half] = x2 * c + x1 * s
+                }
             }
         }
     }
@@ -192,17 +210,18 @@ func ropeRotate<S: ModelScalar>(
 
 /// out (N, C) = softmax(q k^T / sqrt(HS), causal) v per (batch, head); qkv rows are [q | k | v].
 /// probs (B, NH, T, T) keeps the attention weights for backward (zero above the diagonal).
-/// One gemm per (b, h) for scores and for the weighted sum.
+/// One gemm per (b, h) for scores and for the weighted sum; the (b, h) pairs split over threads.
 func attentionForward<S: ModelScalar>(
     _ out: UnsafeMutablePointer<S>, probs: UnsafeMutablePointer<S>, qkv: UnsafePointer<S>,
     B: Int, T: Int, C: Int, NH: Int
 ) {
     let HS = C / NH, C3 = 3 * C
     let scale = 1 / S(HS).squareRoot()
-    for b in 0..<B {
-        for h in 0..<NH {
+    parallelRanges(B * NH, work: B * NH * T * T * HS) { pairs in
+        for pair in pairs {
+            let b = pair / NH, h = pair % NH
             let q = qkv + b * T * C3 + h * HS, k = q + C, v = q + 2 * C
-            let p = probs + (b * NH + h) * T * T
+            let p = probs + pair * T * T
             S.gemm(
                 transA: false, transB: true, m: T, n: T, k: HS, alpha: scale,
                 a: q, lda: C3, b: k, ldb: C3, beta: 0, c: p, ldc: T)
@@ -227,7 +246,8 @@ func causalSoftmaxRows<S: ModelScalar>(_ p: UnsafeMutablePointer<S>, T: Int) {
     }
 }
 
-/// Differentiates attentionForward: dqkv = dL/dqkv (overwritten). dscratch holds one (T, T) block.
+/// Differentiates attentionForward: dqkv = dL/dqkv (overwritten). dscratch holds B*NH (T, T)
+/// blocks, one per (b, h), so the pairs split over threads as in the forward.
 /// dP = dO V^T; dV = P^T dO; dS = P .* (dP - rowsum(P .* dP)); dQ = scale dS K; dK = scale dS^T Q.
 func attentionBackward<S: ModelScalar>(
     dqkv: UnsafeMutablePointer<S>, dscratch: UnsafeMutablePointer<S>, dout: UnsafePointer<S>,
@@ -235,13 +255,14 @@ func attentionBackward<S: ModelScalar>(
 ) {
     let HS = C / NH, C3 = 3 * C
     let scale = 1 / S(HS).squareRoot()
-    for b in 0..<B {
-        for h in 0..<NH {
+    parallelRanges(B * NH, work: 4 * B * NH * T * T * HS) { pairs in
+        for pair in pairs {
+            let b = pair / NH, h = pair % NH
             let q = qkv + b * T * C3 + h * HS, k = q + C, v = q + 2 * C
             let dq = dqkv + b * T * C3 + h * HS, dk = dq + C, dv = dq + 2 * C
-            let p = probs + (b * NH + h) * T * T
+            let p = probs + pair * T * T
             let dO = dout + b * T * C + h * HS
-            let dS = dscratch
+            let dS = dscratch + pair * T * T
             S.gemm(
                 transA: false, transB: true, m: T, n: T, k: HS, alpha: 1,
                 a: dO, lda: C, b: v, ldb: C3, beta: 0, c: dS, ldc: T)
@@ -345,10 +366,12 @@ func attentionBackwardReference<S: ModelScalar>(
 
 /// h (N, H) = silu(gate) * up, where gu rows are [gate | up] (N, 2H).
 func swigluForward<S: ModelScalar>(_ h: UnsafeMutablePointer<S>, gu: UnsafePointer<S>, N: Int, H: Int) {
-    for r in 0..<N {
-        let g = gu + r * 2 * H, u = g + H, y = h + r * H
-        _ = S.exponentials(y, g, count: H, shift: 0, scale: -1)  // y = e^-g, so sig = 1 / (1 + y)
-        for i in 0..<H { y[i] = g[i] * u[i] / (1 + y[i]) }
+    parallelRanges(N, work: N * H * elementWork) { rows in
+        for r in rows {
+            let g = gu + r * 2 * H, u = g + H, y = h + r * H
+            _ = S.exponentials(y, g, count: H, shift: 0, scale: -1)  // y = e^-g, so sig = 1 / (1 + y)
+            for i in 0..<H { y[i] = g[i] * u[i] / (1 + y[i]) }
+        }
     }
 }
 
@@ -357,14 +380,16 @@ func swigluForward<S: ModelScalar>(_ h: UnsafeMutablePointer<S>, gu: UnsafePoint
 func swigluBackward<S: ModelScalar>(
     dgu: UnsafeMutablePointer<S>, dh: UnsafePointer<S>, gu: UnsafePointer<S>, N: Int, H: Int
 ) {
-    for r in 0..<N {
-        let g = gu + r * 2 * H, u = g + H, dy = dh + r * H
-        let dg = dgu + r * 2 * H, du = dg + H
-        _ = S.exponentials(dg, g, count: H, shift: 0, scale: -1)  // dg = e^-g until overwritten below
-        for i in 0..<H {
-            let sig = 1 / (1 + dg[i])
-            dg[i] = dy[i] * u[i] * sig * (1 + g[i] * (1 - sig))
-            du[i] = dy[i] * g[i] * sig
+    parallelRanges(N, work: N * H * elementWork) { rows in
+        for r in rows {
+            let g = gu + r * 2 * H, u = g + H, dy = dh + r * H
+            let dg = dgu + r * 2 * H, du = dg + H
+            _ = S.exponentials(dg, g, count: H, shift: 0, scale: -1)  // dg = e^-g until overwritten below
+            for i in 0..<H {
+                let sig = 1 / (1 + dg[i])
+                dg[i] = dy[i] * u[i] * sig * (1 + g[i] * (1 - sig))
+                du[i] = dy[i] * g[i] * sig
+            }
         }
     }
 }
@@ -378,17 +403,19 @@ func tokenLogProbForward<S: ModelScalar>(
     logp: UnsafeMutablePointer<S>, logits: UnsafeMutablePointer<S>, targets: UnsafePointer<Int32>,
     weights: UnsafePointer<S>, N: Int, V: Int
 ) {
-    for r in 0..<N {
-        guard weights[r] != 0 else { logp[r] = 0; continue }
-        let row = logits + r * V
-        var maxValue = row[0]
-        for i in 1..<V where row[i] > maxValue { maxValue = row[i] }
-        let target = row[Int(targets[r])]
-        // One exponential per logit: keep exp(x - max), then normalise.
-        let sum = S.exponentials(row, row, count: V, shift: maxValue, scale: 1)
-        logp[r] = target - maxValue - S.logarithm(sum)
-        let inv = 1 / sum
-        for i in 0..<V { row[i] *= inv }
+    parallelRanges(N, work: N * V * elementWork) { rows in
+        for r in rows {
+            guard weights[r] != 0 else { logp[r] = 0; continue }
+            let row = logits + r * V
+            var maxValue = row[0]
+            for i in 1..<V where row[i] > maxValue { maxValue = row[i] }
+            let target = row[Int(targets[r])]
+            // One exponential per logit: keep exp(x - max), then normalise.
+            let sum = S.exponentials(row, row, count: V, shift: maxValue, scale: 1)
+            logp[r] = target - maxValue - S.logarithm(sum)
+            let inv = 1 / sum
+            for i in 0..<V { row[i] *= inv }
+        }
     }
 }
 
@@ -399,12 +426,14 @@ func tokenLogProbBackward<S: ModelScalar>(
     probsToGradients rows: UnsafeMutablePointer<S>, targets: UnsafePointer<Int32>,
     coefficients: UnsafePointer<S>, N: Int, V: Int
 ) {
-    for r in 0..<N {
-        let row = rows + r * V
-        let coef = coefficients[r]
-        guard coef != 0 else { row.update(repeating: 0, count: V); continue }
-        for i in 0..<V { row[i] *= -coef }
-        row[Int(targets[r])] += coef
+    parallelRanges(N, work: N * V * elementWork) { range in
+        for r in range {
+            let row = rows + r * V
+            let coef = coefficients[r]
+            guard coef != 0 else { row.update(repeating: 0, count: V); continue }
+            for i in 0..<V { row[i] *= -coef }
+            row[Int(targets[r])] += coef
+        }
     }
 }
 

@@ -32,7 +32,9 @@ public enum MemoryEstimate {
         let tokens = 3 * buffer(N)
         let rows = 3 * buffer(N)
         let final = buffer(N * C) + buffer(N) + buffer(N * V)
-        let scratch = buffer(N * C) * 3 + buffer(N * 3 * C) + buffer(N * 2 * H) + buffer(N * H) + buffer(T * T)
+        let scratch =
+            buffer(N * C) * 3 + buffer(N * 3 * C) + buffer(N * 2 * H) + buffer(N * H)
+            + buffer(B * Double(config.nHeads) * T * T)
         return tokens + rows + (L + 1) * buffer(N * C) + L * perLayer + final + scratch
     }
 

@@ -277,7 +277,7 @@ final class Activations {
     let residual: [UnsafeMutablePointer<Float>]
     let residualMid, ln1, rstd1, qkv, probs, attention, ln2, rstd2, gateUp, hidden: [UnsafeMutablePointer<Float>]
     let lnFinal, rstdFinal, logits: UnsafeMutablePointer<Float>
-    // Backward scratch, reused by every layer.
+    // Backward scratch, reused by every layer; dProbs has one (T, T) block per (batch, head).
     let dResidual, dNormed, dAttention, dQKV, dGateUp, dHidden, dProbs: UnsafeMutablePointer<Float>
     private var owned: [UnsafeMutablePointer<Float>] = []
     private let ownedInts: [UnsafeMutablePointer<Int32>]
@@ -302,7 +302,7 @@ final class Activations {
         gateUp = perLayer(N * 2 * H); hidden = perLayer(N * H)
         lnFinal = f(N * C); rstdFinal = f(N); logits = f(N * V)
         dResidual = f(N * C); dNormed = f(N * C); dAttention = f(N * C); dQKV = f(N * 3 * C)
-        dGateUp = f(N * 2 * H); dHidden = f(N * H); dProbs = f(T * T)
+        dGateUp = f(N * 2 * H); dHidden = f(N * H); dProbs = f(batchCapacity * config.nHeads * T * T)
         self.owned = owned
     }
 

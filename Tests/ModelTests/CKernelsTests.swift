@@ -221,7 +221,7 @@ final class CKernelsTests: XCTestCase {
         attentionForwardReference(&refOut, probs: &refProbs, qkv: qkv, B: B, T: T, C: C, NH: NH)
         XCTAssertLessThan(maxDifference(out, refOut), 1e-4, "\(path) attention out")
         XCTAssertLessThan(maxDifference(probs, refProbs), 1e-5, "\(path) attention probs")
-        var dqkv = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: T * T)
+        var dqkv = [Float](repeating: 0, count: B * T * 3 * C), scratch = [Float](repeating: 0, count: B * NH * T * T)
         var refDqkv = dqkv
         attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
         attentionBackwardReference(dqkv: &refDqkv, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)

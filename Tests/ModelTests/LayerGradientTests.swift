@@ -99,7 +99,7 @@ final class LayerGradientTests: XCTestCase {
             return (out, probs)
         }
         let (out, probs) = forward(qkv)
-        var dqkv = [Double](repeating: 0, count: B * T * 3 * C), scratch = [Double](repeating: 0, count: T * T)
+        var dqkv = [Double](repeating: 0, count: B * T * 3 * C), scratch = [Double](repeating: 0, count: B * NH * T * T)
         attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
         assertGradient("attention", qkv, analytic: dqkv) { dot(forward($0).out, R) }
 

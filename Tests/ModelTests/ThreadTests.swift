@@ -148,9 +148,110 @@ final class ThreadTests: XCTestCase {
         }
     }
 
+    func testRangesCoverEveryItemOnce() {
+        for (threads, count) in [(1, 5), (2, 1), (2, 2), (3, 7), (3, 1000), (8, 31)] {
+            let hits = UnsafeMutablePointer<Int>.allocate(capacity: count)
+            defer { hits.deallocate() }
+            hits.initialize(repeating: 0, count: count)
+            for minWork in [0, Self.defaultMinWork] {
+                withKernelThreads(threads, minWork: minWork) {
+                    parallelRanges(count, work: 1000) { range in
+                        XCTAssertFalse(range.isEmpty, "threads \(threads) count \(count)")
+                        for i in range { hits[i] += 1 }
+                    }
+                }
+            }
+            XCTAssertEqual((0..<count).map { hits[$0] }, Array(repeating: 2, count: count), "threads \(threads) count \(count)")
+        }
+    }
+
+    /// Each training pass that splits its rows or (batch, head) pairs, every split forced: 2 and
+    /// 3 threads give the 1-thread bits (a wrongly split reduction or shared scratch fails here), and the norm's weight gradient is the plain row-order sum
+    /// bit for bit (its split is by columns). Odd sizes, so no range is a multiple of another.
+    func testSplitLayerPassesEqualOneThreadBitwise() throws {
+        let B = 3, T = 13, NH = 5, HS = 8, C = NH * HS, H = 37, V = 29, N = B * T
+        var rng = Xoshiro256RNG(seed: 77)
+        func random(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextGaussian()) } }
+        let x = random(N * C), dy = random(N * C), weight = random(C), dinpStart = random(N * C), dweightStart = random(C)
+        let qkv = random(N * 3 * C), dAttention = random(N * C), gu = random(N * 2 * H), dh = random(N * H)
+        let logits = random(N * V), coefficients = random(N)
+        let targets = (0..<N).map { _ in Int32(rng.next() % UInt64(V)) }
+        let positions = (0..<N).map { Int32($0 % T) }
+        let rowWeights = (0..<N).map { Float($0 % 4 == 0 ? 0 : 1) }
+        let table = RotaryTable<Float>(maxSeq: T, headSize: HS, theta: 10000)
+        defer { table.deallocate() }
+        /// Every pass's outputs, as bit patterns, one array per pass.
+        func passes() -> [String: [UInt32]] {
+            var out: [String: [UInt32]] = [:]
+            var y = [Float](repeating: .nan, count: N * C), rstd = [Float](repeating: .nan, count: N)
+            rmsnormForward(&y, rstd: &rstd, inp: x, weight: weight, N: N, C: C, eps: 1e-5)
+            out["rmsnormForward"] = (y + rstd).map(\.bitPattern)
+            var dinp = dinpStart, dweight = dweightStart
+            rmsnormBackward(dinp: &dinp, dweight: &dweight, dout: dy, inp: x, rstd: rstd, weight: weight, N: N, C: C)
+            out["rmsnormBackward"] = (dinp + dweight).map(\.bitPattern)
+            var rowOrder = dweightStart
+            for r in 0..<N { for c in 0..<C { rowOrder[c] += dy[r * C + c] * x[r * C + c] * rstd[r] } }
+            assertBitwiseEqual(dweight.map(\.bitPattern), rowOrder.map(\.bitPattern), "rmsnorm dweight against the row-order sum")
+            var rotated = qkv
+            ropeRotate(&rotated, rowStride: 3 * C, N: N, positions: positions, heads: 2 * NH, table: table, inverse: false)
+            out["ropeRotate"] = rotated.map(\.bitPattern)
+            var attention = [Float](repeating: .nan, count: N * C), probs = [Float](repeating: .nan, count: B * NH * T * T)
+            attentionForward(&attention, probs: &probs, qkv: rotated, B: B, T: T, C: C, NH: NH)
+            out["attentionForward"] = (attention + probs).map(\.bitPattern)
+            var dqkv = [Float](repeating: .nan, count: N * 3 * C), scratch = [Float](repeating: .nan, count: B * NH * T * T)
+            attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: dAttention, qkv: rotated, probs: probs, B: B, T: T, C: C, NH: NH)
+            out["attentionBackward"] = dqkv.map(\.bitPattern)
+            var hidden = [Float](repeating: .nan, count: N * H), dgu = [Float](repeating: .nan, count: N * 2 * H)
+            swigluForward(&hidden, gu: gu, N: N, H: H)
+            swigluBackward(dgu: &dgu, dh: dh, gu: gu, N: N, H: H)
+            out["swiglu"] = (hidden + dgu).map(\.bitPattern)
+            var rows = logits, logp = [Float](repeating: .nan, count: N)
+            tokenLogProbForward(logp: &logp, logits: &rows, targets: targets, weights: rowWeights, N: N, V: V)
+            out["tokenLogProbForward"] = (logp + rows).map(\.bitPattern)
+            tokenLogProbBackward(probsToGradients: &rows, targets: targets, coefficients: coefficients, N: N, V: V)
+            out["tokenLogProbBackward"] = rows.map(\.bitPattern)
+            return out
+        }
+        try CKernelsTests.onEveryPath { path in
+            guard path != .blas else { return }
+            let one = withKernelThreads(1) { passes() }
+            // Which thread takes which range varies from run to run, and the caller may take them
+            // all: the ranges also run last first, so a split that depends on their order fails.
+            defer { parallelRangesReversed = false }
+            for (threads, reversed) in [(2, false), (3, false), (2, true), (3, true)] {
+                parallelRangesReversed = reversed
+                let split = withKernelThreads(threads) { passes() }
+                for (name, bits) in one.sorted(by: { $0.key < $1.key }) {
+                    assertBitwiseEqual(split[name] ?? [], bits, "\(path) threads \(threads) reversed \(reversed): \(name)")
+                }
+            }
+        }
+    }
+
+    /// The gradient norm's chunk sums are added in chunk order: several chunks give the same bits
+    /// on 1, 2 and 3 threads, and the Double sum of the chunks' sums.
+    func testGradientNormIsBitwiseTheSameOnAnyThreadCount() {
+        var rng = Xoshiro256RNG(seed: 5)
+        let values = (0..<(5 * 65_536 + 123)).map { _ in Float(rng.nextGaussian()) }
+        var chunked = 0.0
+        for start in stride(from: 0, to: values.count, by: 65_536) {
+            var sum = 0.0
+            for v in values[start..<min(values.count, start + 65_536)] { sum += Double(v) * Double(v) }
+            chunked += sum
+        }
+        values.withUnsafeBufferPointer { values in
+            let one = withKernelThreads(1) { l2Norm(values) }
+            XCTAssertEqual(one.bitPattern, chunked.squareRoot().bitPattern)
+            for threads in [2, 3] {
+                XCTAssertEqual(withKernelThreads(threads) { l2Norm(values) }.bitPattern, one.bitPattern, "threads \(threads)")
+            }
+        }
+    }
+
     /// What the trainer and the sampler compute does not depend on the thread count: a training
     /// step's loss, gradients and updated parameters, and sampled tokens (with guidance and top-k),
-    /// with every product, attention call and token choice split.
+    /// with every product, attention call, per-row loop (norms, RoPE, SwiGLU, softmax), (batch,
+    /// head) attention pass, clipping, AdamW update and token choice split.
     func testTrainingAndSamplingAreBitwiseTheSameOnAnyThreadCount() throws {
         let config = ModelConfig(vocabSize: 67, dModel: 48, nLayers: 2, nHeads: 3, ffnHidden: 72, maxSeq: 24)
         let sequences = randomSequences(count: 5, lengths: 9...23, vocab: config.vocabSize, seed: 31)
@@ -164,6 +265,7 @@ final class ThreadTests: XCTestCase {
             let sums = model.forward(batch)
             model.backward(sequenceCoefficients: [-0.1, -0.2, 0.3, -0.4, -0.5])
             let gradients = Array(model.gradients)
+            clipGradients(model.gradients, maxNorm: 1e-3)  // below the norm, so the scaling runs too
             optimizer.update(parameters: model.parameters, gradients: model.gradients, learningRate: 1e-2)
             let tokens = Sampler(model: model).sample(
                 prompts: prompts, maxNewTokens: 12, allowedRange: 3..<67, temperature: 0.9, topK: 20, guidance: guidance,
@@ -176,12 +278,15 @@ final class ThreadTests: XCTestCase {
         try CKernelsTests.onEveryPath { path in
             guard path != .blas else { return }
             let one = withKernelThreads(1) { run() }
-            for threads in [2, 3] {
+            defer { parallelRangesReversed = false }
+            for (threads, reversed) in [(2, false), (3, false), (2, true), (3, true)] {
+                parallelRangesReversed = reversed
                 let split = withKernelThreads(threads) { run() }
-                assertBitwiseEqual(split.sums.map(\.bitPattern), one.sums.map(\.bitPattern), "\(path) threads \(threads): sums")
-                assertBitwiseEqual(split.gradients.map(\.bitPattern), one.gradients.map(\.bitPattern), "\(path) threads \(threads): gradients")
-                assertBitwiseEqual(split.parameters.map(\.bitPattern), one.parameters.map(\.bitPattern), "\(path) threads \(threads): parameters")
-                XCTAssertEqual(split.tokens, one.tokens, "\(path) threads \(threads): tokens")
+                let label = "\(path) threads \(threads) reversed \(reversed)"
+                assertBitwiseEqual(split.sums.map(\.bitPattern), one.sums.map(\.bitPattern), "\(label): sums")
+                assertBitwiseEqual(split.gradients.map(\.bitPattern), one.gradients.map(\.bitPattern), "\(label): gradients")
+                assertBitwiseEqual(split.parameters.map(\.bitPattern), one.parameters.map(\.bitPattern), "\(label): parameters")
+                XCTAssertEqual(split.tokens, one.tokens, "\(label): tokens")
             }
         }
     }

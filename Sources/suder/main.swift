@@ -220,7 +220,9 @@ extension Suder {
             abstract: "Summarise a run directory's results.",
             discussion: "Give --run-dir once per run (e.g. one per seed): config differences, pretrain and SUDER metrics, "
                 + "eval summaries side by side (dev, and test where evaluated, with how often), the spread of the deltas per "
-                + "reward source and their mean over pretrained bases. Reads files only; no MPI.")
+                + "reward source and their mean over pretrained bases, the rounds' likelihood diagnostics in brief, and each "
+                + "run's SUDER model against the first run's, paired over prompts (runs from the first run's base; put the "
+                + "reference row first). Reads files only; no MPI.")
         @Option(name: .customLong("run-dir"), help: "A run directory; repeat for several runs.")
         var runDirs: [String] = []
         @Option(help: "Write the Markdown report here instead of standard output.")

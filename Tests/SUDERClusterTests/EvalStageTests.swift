@@ -180,9 +180,14 @@ final class EvalStageTests: XCTestCase {
         XCTAssertEqual(decoded.delta, summary.delta)
     }
 
+    /// One record per category.
+    let fabricatedRecords = Category.allCases.map {
+        MetadataRecord(tag: $0, include: [ObjectRequirement(shape: .circle, count: 1)], prompt: "a photo of a circle")
+    }
+
     /// One record per category, four images each; understanding numbers fixed.
     func fabricatedSummary(baseCorrect: [Int], suderCorrect: [Int], step: Int, seed: Int = 7) -> EvalSummary {
-        let records = Category.allCases.map { MetadataRecord(tag: $0, include: [ObjectRequirement(shape: .circle, count: 1)], prompt: "a photo of a circle") }
+        let records = fabricatedRecords
         var config = try! ResolvedConfig.resolve(file: nil, overrides: ["run.seed=\(seed)"])
         config = try! config.setting("eval.images_per_prompt", "4")
         var summary = EvalSummary(settings: EvalSummarySettings(EvalSettings(config), promptLines: Array(records.indices)))
@@ -313,6 +318,50 @@ final class EvalStageTests: XCTestCase {
         // Deltas +0.25 and 0: mean 0.125, sample std 0.1768; one run's interval excludes 0.
         XCTAssertTrue(report.contains("| geneval/overall | 2 | +0.1250 | 0.1768 | +0.0000 | +0.2500 | 1 |"), report)
         XCTAssertTrue(report.contains("| caption_accuracy | 2 | +0.1000 | 0.0000 |"), report)
+    }
+
+    /// Ablation rows against a reference row from the same base: paired over the same prompts, and
+    /// runs from another base or with other eval sampling named, not compared.
+    func testReportComparesRunsOfOneBaseAgainstTheFirstRun() throws {
+        let reference = try fabricatedRun("objective-dpo", seed: 1, suderCorrect: [3, 3, 3, 3, 3, 3], baseWeights: "aaaa")
+        let row = try fabricatedRun("direction-generation", seed: 1, suderCorrect: [2, 2, 2, 2, 3, 2], baseWeights: "aaaa")
+        let otherBase = try fabricatedRun("other-base", seed: 1, suderCorrect: [2, 2, 2, 2, 2, 2], baseWeights: "bbbb")
+        let otherSeed = try fabricatedRun("other-seed", seed: 2, suderCorrect: [2, 2, 2, 2, 2, 2], baseWeights: "aaaa")
+        let runs = [reference, row, otherBase, otherSeed]
+        XCTAssertTrue(try makeReport(runDirectories: runs).contains("## Against objective-dpo (dev split)\n\nMissing: the prompts' categories"))
+
+        let metadata = reference.appendingPathComponent("data").appendingPathComponent(DatasetFile.evalMetadata(.dev))
+        try FileManager.default.createDirectory(at: metadata.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try writeMetadataFile(fabricatedRecords, to: metadata)
+        let report = try makeReport(runDirectories: runs)
+        XCTAssertTrue(
+            report.contains("Not compared: other-base (another base model), other-seed (other eval prompts or sampling settings)."), report)
+        XCTAssertTrue(report.contains("| metric | direction-generation - objective-dpo |"), report)
+        // One image of four fewer in five categories of six, one line each: degenerate intervals.
+        let category = Category.allCases[4].rawValue
+        XCTAssertTrue(report.contains("| geneval/\(category) | +0.0000 [+0.0000, +0.0000] |"), report)
+        XCTAssertTrue(report.contains("| geneval/overall | -0.2083 [-0.2083, -0.2083] |"), report)
+        XCTAssertTrue(report.contains("| caption_accuracy | +0.0000 |"), report)
+        XCTAssertFalse(report.contains("pope/random/accuracy | +"), report)
+    }
+
+    /// The first and last rounds' means of the likelihood keys, and a dash where a run lacks one.
+    func testRoundsInBriefShowTheFirstAndLastRoundsMeans() throws {
+        let falling = try fabricatedRun("simpo", seed: 1, suderCorrect: [2, 2, 2, 2, 2, 2])
+        try """
+        {"round": 1, "generation/logps/chosen": -0.5, "generation/rewards/margins": 0.1}
+        {"round": 2, "generation/logps/chosen": -1.0, "generation/rewards/margins": 0.2}
+        {"round": 3, "generation/logps/chosen": -1.5, "generation/rewards/margins": 0.4}
+
+        """.write(to: falling.appendingPathComponent("suder/metrics.jsonl"), atomically: true, encoding: .utf8)
+        let other = try fabricatedRun("dpo", seed: 1, suderCorrect: [2, 2, 2, 2, 2, 2])
+        let runs = [falling, other].map(RunRecord.init)
+        let brief = roundsInBriefSection(runs, labels: ["simpo", "dpo"], window: 2)
+        XCTAssertTrue(brief.contains("| metric | simpo | dpo |"), brief)
+        XCTAssertTrue(brief.contains("| generation/logps/chosen | -0.750 -> -1.250 | - |"), brief)
+        XCTAssertTrue(brief.contains("| generation/rewards/margins | 0.150 -> 0.300 | - |"), brief)
+        XCTAssertFalse(brief.contains("understanding/"), brief)
+        XCTAssertEqual(roundsInBriefSection([other].map(RunRecord.init), labels: ["dpo"]), "")
     }
 
     func testHTMLReportOverlaysRunsInWellFormedChartsAndSaysWhatIsMissing() throws {

@@ -33,6 +33,7 @@ public func makeReport(runDirectories: [URL]) throws -> String {
         rows: zip(labels, runs).map { label, run in [label, run.directory.path] + StageName.allCases.map(run.stageStatus) })
     out += configSection(runs, labels: labels)
     out += pretrainSection(runs, labels: labels)
+    out += roundsInBriefSection(runs, labels: labels)
     out += suderSection(runs, labels: labels)
     for split in EvalSplit.allCases {
         // The test section appears once any run has looked at test.
@@ -40,6 +41,7 @@ public func makeReport(runDirectories: [URL]) throws -> String {
         out += evalSection(runs, labels: labels, split: split)
         out += spreadSection(runs, labels: labels, split: split)
         out += basesSection(runs, labels: labels, split: split)
+        out += againstFirstSection(runs, labels: labels, split: split)
     }
     return out
 }
@@ -236,13 +238,13 @@ func suderSection(_ runs: [RunRecord], labels: [String]) -> String {
 }
 
 /// Rows of the eval tables: (name, value of a model, value of the delta).
-private struct EvalRow {
+struct EvalRow {
     let name: String
     let model: (ModelEvaluation) -> Double?
     let delta: (EvalComparison) -> DeltaInterval?
 }
 
-private let evalRows: [EvalRow] =
+let evalRows: [EvalRow] =
     Category.allCases.map { category in
         EvalRow(
             name: "geneval/\(category.rawValue)", model: { $0.geneval.categories[category.rawValue]?.score },

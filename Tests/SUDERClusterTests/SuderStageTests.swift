@@ -133,15 +133,12 @@ final class SuderStageTests: XCTestCase {
         XCTAssertGreaterThan(margin(), before)
     }
 
-    /// One GRPO step of the trainer on a hand-made group of three samples: the sample with the
-    /// highest reward becomes more likely, the lowest less, and the KL and clip metrics are logged.
-    /// Two more steps in the round reuse the first step's log-probs, so their ratios move off 1.
-    func testGRPOStepRaisesTheBetterSampleAndLowersTheWorse() throws {
-        let run = FileManager.default.temporaryDirectory.appendingPathComponent("suder-grpo-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: run) }
+    /// A trainer of a tiny model in a temporary run directory (removed by the caller), at a large
+    /// learning rate without clipping, so that one step moves the model visibly.
+    func tinyTrainer(_ overrides: [String]) throws -> (PreferenceTrainer, Transformer, URL) {
+        let run = FileManager.default.temporaryDirectory.appendingPathComponent("suder-trainer-\(UUID().uuidString)")
         let config = try ResolvedConfig.resolve(
-            file: nil,
-            overrides: ["suder.objective=grpo", "suder.grpo_kl=0.1", "suder.lr=0.01", "suder.grad_clip=0", "runtime.progress=off"])
+            file: nil, overrides: ["suder.lr=0.01", "suder.grad_clip=0", "runtime.progress=off"] + overrides)
         let settings = SuderSettings(config)
         let job = JobContext(comm: SingleProcessCommunicator(), config: config, runDir: run)
         // The session records the data's identity: stand-in vocabulary and codebook files.
@@ -152,9 +149,36 @@ final class SuderStageTests: XCTestCase {
         let model = Transformer(config: modelConfig, seed: 1, batchCapacity: 2)
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
         let session = try TrainingSession(job: job, stage: .suder, model: model, optimizer: optimizer) {}
-        let reference = Transformer(config: modelConfig, seed: 1, batchCapacity: 2)
-        XCTAssertTrue(settings.needsReference)
-        let trainer = PreferenceTrainer(session: session, settings: settings, reference: reference)
+        let reference = settings.needsReference ? Transformer(config: modelConfig, seed: 1, batchCapacity: 2) : nil
+        return (PreferenceTrainer(session: session, settings: settings, reference: reference), model, run)
+    }
+
+    /// The chosen-NLL term alone (SimPO with beta 0 has no gradient) raises the chosen
+    /// completion's likelihood, and without it nothing moves.
+    func testChosenNLLRaisesTheChosenCompletion() throws {
+        let pair = PreferencePair(direction: .understanding, context: [1, 5, 6], chosen: [7, 8, 9], rejected: [9, 8, 7])
+        let batch = TokenBatch(sequences: [pair.context + pair.chosen, pair.context + pair.rejected], targetStarts: [3, 3])
+        var moved: [Double] = []
+        for weight in [0.0, 1.0] {
+            let (trainer, model, run) = try tinyTrainer(["suder.objective=simpo", "suder.simpo_beta=0", "suder.gamma=0", "suder.chosen_nll=\(weight)"])
+            defer { try? FileManager.default.removeItem(at: run) }
+            let before = model.score(batch)[0].mean
+            var sums = MetricSums(), times = RoundTimes()
+            trainer.beginRound()
+            try trainer.step(.pairs([pair]), globalCounts: [0, 1], scales: [:], sums: &sums, times: &times)
+            moved.append(model.score(batch)[0].mean - before)
+            XCTAssertEqual(try XCTUnwrap(sums.mean(.loss, .understanding)), log(2) - weight * before, accuracy: 1e-5)
+        }
+        XCTAssertEqual(moved[0], 0, "SimPO with beta 0 and no NLL term has no gradient")
+        XCTAssertGreaterThan(moved[1], 0.01, "the NLL term raises the chosen completion's mean log-prob")
+    }
+
+    /// One GRPO step of the trainer on a hand-made group of three samples: the sample with the
+    /// highest reward becomes more likely, the lowest less, and the KL and clip metrics are logged.
+    /// Two more steps in the round reuse the first step's log-probs, so their ratios move off 1.
+    func testGRPOStepRaisesTheBetterSampleAndLowersTheWorse() throws {
+        let (trainer, model, run) = try tinyTrainer(["suder.objective=grpo", "suder.grpo_kl=0.1"])
+        defer { try? FileManager.default.removeItem(at: run) }
 
         let context: [Int32] = [1, 5, 6], completions: [[Int32]] = [[7, 8, 9], [9, 8, 7, 10], [11, 12]]
         let advantages = try XCTUnwrap(groupAdvantages([2, -1, 0.5]))

@@ -16,7 +16,9 @@ func againstFirstSection(_ runs: [RunRecord], labels: [String], split: EvalSplit
     do { records = try readMetadataFile(metadataFile) } catch {
         return out + "Missing: the prompts' categories (\(error)).\n\n"
     }
-    guard reference.settings.promptLines.allSatisfy(records.indices.contains) else { return out + "Missing: \(metadataFile.path) has fewer lines than \(labels[0])'s summary scored.\n\n" }
+    guard reference.settings.promptLines.allSatisfy(records.indices.contains) else {
+        return out + "Missing: \(metadataFile.path) has fewer lines than \(labels[0])'s summary scored.\n\n"
+    }
     let scored = reference.settings.promptLines.map { records[$0] }
 
     var compared: [(label: String, model: ModelEvaluation, bootstrap: BootstrapResult)] = [], skipped: [String] = []

@@ -24,7 +24,7 @@ func againstFirstSection(_ runs: [RunRecord], labels: [String], split: EvalSplit
     var compared: [(label: String, model: ModelEvaluation, bootstrap: BootstrapResult)] = [], skipped: [String] = []
     for (label, run) in zip(labels, runs).dropFirst() {
         guard let summary = try? run.summary(split).get(), let model = summary.models[EvaluatedModel.suder.rawValue] else {
-            skipped.append("\(label) (no SUDER evaluation)")
+            skipped.append("\(label) (no SUDER model evaluated on \(split.rawValue))")
             continue
         }
         guard sameSampling(summary.settings, reference.settings) else {

@@ -554,9 +554,13 @@ fi
 # 9. The run directory lock: a second job on a running one is refused naming the holder, the
 #    first runs on undisturbed (bitwise equal to the reference); a stale lock is taken over.
 second_job() {
+    # The first job's ranks (mpirun's children) pause while the second starts: a fast machine
+    # could otherwise finish the first job, and free its lock, before the second asks for it.
+    pkill -STOP -P "$1"
     cp "$dir/LOCK" "$work/lock.sample" 2>/dev/null
     "$suder" 2 "$dir" pretrain >"$work/second" 2>&1
     second_status=$?
+    pkill -CONT -P "$1"
 }
 dir=$(new_run locked)
 interrupt_pretrain "$dir" second_job 120

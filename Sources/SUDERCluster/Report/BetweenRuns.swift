@@ -21,7 +21,7 @@ func againstFirstSection(_ runs: [RunRecord], labels: [String], split: EvalSplit
     }
     let scored = reference.settings.promptLines.map { records[$0] }
 
-    var compared: [(label: String, model: ModelEvaluation, bootstrap: BootstrapResult)] = [], skipped: [String] = []
+    var compared: [(label: String, delta: EvalComparison)] = [], skipped: [String] = []
     for (label, run) in zip(labels, runs).dropFirst() {
         guard let summary = try? run.summary(split).get(), let model = summary.models[EvaluatedModel.suder.rawValue] else {
             skipped.append("\(label) (no SUDER model evaluated on \(split.rawValue))")
@@ -39,7 +39,7 @@ func againstFirstSection(_ runs: [RunRecord], labels: [String], split: EvalSplit
         let bootstrap = pairedBootstrap(
             categories: scored.map(\.tag), prompts: scored.map(\.prompt), base: referenceModel.geneval.correctPerPrompt,
             suder: model.geneval.correctPerPrompt, imagesPerPrompt: reference.settings.imagesPerPrompt)
-        compared.append((label, model, bootstrap))
+        compared.append((label, EvalComparison(base: referenceModel, suder: model, bootstrap: bootstrap)))
     }
     out +=
         "Each run's SUDER model minus \(labels[0])'s, on the same prompts with the same sampling seeds, from the same base. "
@@ -48,21 +48,9 @@ func againstFirstSection(_ runs: [RunRecord], labels: [String], split: EvalSplit
     if !skipped.isEmpty { out += "Not compared: \(skipped.joined(separator: ", ")).\n" }
     out += "\n"
     guard !compared.isEmpty else { return out }
-    var rows: [[String]] = []
-    for row in evalRows where !row.name.hasPrefix("pope/") || row.name.hasSuffix("/f1") {
-        var cells = [row.name]
-        for entry in compared {
-            if row.name.hasPrefix("geneval/") {
-                let name = String(row.name.dropFirst("geneval/".count))
-                let interval = name == "overall" ? entry.bootstrap.overall : Category(rawValue: name).flatMap { entry.bootstrap.categories[$0] }
-                cells.append(interval.map(formatDelta) ?? "-")
-            } else if let mine = row.model(entry.model), let theirs = row.model(referenceModel) {
-                cells.append(String(format: "%+.4f", mine - theirs))
-            } else {
-                cells.append("-")
-            }
-        }
-        rows.append(cells)
+    // The first run's SUDER model stands where the base stands in a run's own comparison.
+    let rows = evalRows.filter { !$0.name.hasPrefix("pope/") || $0.name.hasSuffix("/f1") }.map { row in
+        [row.name] + compared.map { row.delta($0.delta).map(formatDelta) ?? "-" }
     }
     return out + table(header: ["metric"] + compared.map { "\($0.label) - \(labels[0])" }, rows: rows)
 }

@@ -54,17 +54,41 @@ new_run() {
     echo "$work/$1"
 }
 
-# Starts a 2-rank pretrain in the background, waits for its step-10 checkpoint, then runs ACTION
-# (a function given mpirun's pid) and waits at most LIMIT seconds for mpirun to end. Sets $status.
+# ranks_of DIR [RANK]: the pids of the rank processes of the job on run directory DIR (every rank,
+# or RANK's): their command line names DIR and their environment carries their rank.
+ranks_of() {
+    local pid
+    for pid in $(pgrep -f "$1"); do
+        tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=${2:-[0-9]*}" && echo $pid
+    done
+}
+
+# interrupt_pretrain NAME ACTION LIMIT: starts a 2-rank pretrain on a new run directory $work/NAME
+# ($dir) in the background, waits for its step-10 checkpoint, pauses its ranks, runs ACTION (a
+# function given mpirun's pid), resumes them and waits at most LIMIT seconds for mpirun to end.
+# The pause keeps a fast machine from finishing the remaining steps before a signal, a kill or a
+# second job reaches the job; a job that ended before its ranks were found is started again (at
+# most three attempts, $attempt). Sets $status.
 interrupt_pretrain() {
-    local dir=$1 action=$2 limit=$3
-    "$suder" 2 "$dir" pretrain >"$work/out" 2>&1 &
-    local launcher=$! waited=0
-    while [ ! -d "$dir/pretrain/step-000000000010" ] && [ $waited -lt 1200 ] && kill -0 $launcher 2>/dev/null; do
-        sleep 0.05; waited=$((waited + 1))
+    local name=$1 action=$2 limit=$3 launcher waited ranks start
+    for attempt in 1 2 3; do
+        rm -rf "${work:?}/$name"
+        dir=$(new_run "$name")
+        "$suder" 2 "$dir" pretrain >"$work/out" 2>&1 &
+        launcher=$! waited=0
+        while [ ! -d "$dir/pretrain/step-000000000010" ] && [ $waited -lt 6000 ] && kill -0 $launcher 2>/dev/null; do
+            sleep 0.01; waited=$((waited + 1))
+        done
+        ranks=$(ranks_of "$dir")
+        if [ "$(echo $ranks | wc -w)" = 2 ] && kill -STOP $ranks 2>/dev/null && [ ! -e "$dir/pretrain/DONE" ]; then break; fi
+        kill -CONT $ranks 2>/dev/null
+        wait $launcher
     done
     $action $launcher
-    local start=$(date +%s%N)
+    # mpirun forwards a signal, or notices a killed rank, on its own time.
+    sleep 1
+    kill -CONT $ranks 2>/dev/null
+    start=$(date +%s%N)
     while kill -0 $launcher 2>/dev/null && [ $((($(date +%s%N) - start) / 1000000000)) -lt "$limit" ]; do sleep 0.1; done
     elapsed_ms=$((($(date +%s%N) - start) / 1000000))
     if kill -0 $launcher 2>/dev/null; then
@@ -317,14 +341,7 @@ fi
 # 2. SIGUSR1 to mpirun mid-run: exit 85 with a checkpoint, a rerun resumes and ends bitwise equal
 #    to the uninterrupted run.
 signal_usr1() { kill -USR1 "$1"; }
-# The 100 tiny steps can all finish while mpirun forwards the signal on a loaded machine: a race
-# of this harness, not of the stage, so such a run (exit 0) is tried again, at most three times.
-for attempt in 1 2 3; do
-    rm -rf "$work/usr1"
-    dir=$(new_run usr1)
-    interrupt_pretrain "$dir" signal_usr1 60
-    [ "$status" = 0 ] || break
-done
+interrupt_pretrain usr1 signal_usr1 60
 stopped=$(cat "$dir/pretrain/latest" 2>/dev/null)
 if [ "$status" != 85 ]; then fail "SIGUSR1: mpirun exit $status, expected 85"
 elif ! grep -q "stop requested; checkpointing at step" "$work/out" || [ -z "$stopped" ] || [ "$stopped" = "$last" ]; then
@@ -353,13 +370,10 @@ kill_rank_1() {
     local pid
     # The job's shared-memory segments, to check that none outlives it.
     segments=$(for pid in $(pgrep -f "$work/kill9"); do cat /proc/$pid/maps; done 2>/dev/null | grep -o '/dev/shm/[^ ]*' | sort -u)
-    for pid in $(pgrep -f "$work/kill9"); do
-        if tr '\0' '\n' </proc/$pid/environ 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then kill -9 $pid; return; fi
-    done
-    echo "rank 1 not found" >>"$work/out"
+    pid=$(ranks_of "$dir" 1)
+    if [ -n "$pid" ]; then kill -9 $pid; else echo "rank 1 not found" >>"$work/out"; fi
 }
-dir=$(new_run kill9)
-interrupt_pretrain "$dir" kill_rank_1 30
+interrupt_pretrain kill9 kill_rank_1 30
 if [ "$status" = timeout ]; then fail "kill -9 of rank 1: job still running after 30 s"
 elif [ "$status" = 0 ]; then fail "kill -9 of rank 1: job exited 0"
 elif ! no_leftovers; then fail "kill -9 of rank 1: processes left behind"
@@ -554,16 +568,11 @@ fi
 # 9. The run directory lock: a second job on a running one is refused naming the holder, the
 #    first runs on undisturbed (bitwise equal to the reference); a stale lock is taken over.
 second_job() {
-    # The first job's ranks (mpirun's children) pause while the second starts: a fast machine
-    # could otherwise finish the first job, and free its lock, before the second asks for it.
-    pkill -STOP -P "$1"
     cp "$dir/LOCK" "$work/lock.sample" 2>/dev/null
     "$suder" 2 "$dir" pretrain >"$work/second" 2>&1
     second_status=$?
-    pkill -CONT -P "$1"
 }
-dir=$(new_run locked)
-interrupt_pretrain "$dir" second_job 120
+interrupt_pretrain locked second_job 120
 if [ "$status" != 0 ]; then fail "second job on a running run directory: the first ended with $status"
 elif [ "$second_status" != 2 ] || ! grep -q "is in use by another job (host .*, pid [0-9]*, started" "$work/second"; then
     cat "$work/second" >>"$work/out"; fail "second job on a running run directory: exit $second_status, not refused naming the holder"

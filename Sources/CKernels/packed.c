@@ -126,14 +126,19 @@ static void packedItem(void *context, long item) {
                                mc - inPlace, kc, ap);
                 for (long jr = 0; jr < nc; jr += NR)
                     for (long ir = 0; ir < mc; ir += MR) {
+                        // The tile's lines of C, which it stores after kc steps: fetched now, a
+                        // cold line costs no wait at the store.
+                        float *ct = c + (ic + ir) * ldc + jc + jr;
+                        for (long i = 0; i < minLong(MR, mc - ir); i++)
+                            for (long j = 0; j < minLong(NR, nc - jr); j += 16) __builtin_prefetch(ct + i * ldc + j, 1, 3);
                         if (ir < inPlace && transA)
-                            kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, bp + jr * kc, tile);
+                            kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, bp + jr * kc, tile, jr == 0);
                         else if (ir < inPlace)
-                            kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kc, tile);
+                            kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kc, tile, jr == 0);
                         else
                             kernel->tilePacked(kc, ap, bp + jr * kc, tile);
                         kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), p->alpha, blockBeta,
-                                      c + (ic + ir) * ldc + jc + jr, ldc);
+                                      ct, ldc);
                     }
             }
         }

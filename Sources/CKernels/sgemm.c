@@ -3,7 +3,9 @@
 // Two paths, both row-major C = alpha op(A) op(B) + beta C:
 // - packed (BLIS-style, block loops in packed.c), for training and scoring: op(B) is copied into
 //   k-major panels of NR columns; a 12 x 32 register-blocked micro-kernel broadcasts op(A) from
-//   its 12-row panels in place (only a last partial panel is copied).
+//   its 12-row panels in place (only a last partial panel is copied). A block of A and the tiles
+//   of C come from memory in a training step's products (the activations outgrow L2 and L3), so
+//   the first pass over a block prefetches its A rows and each tile its C lines.
 // - small-M, B transposed (sampling decode steps, M = rows in flight <= 32): computes C^T = W A^T
 //   with W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights
 //   are read once and never copied (packing them would cost as much as the product).
@@ -18,6 +20,7 @@ enum {
     NR = 32,       // packed micro-tile columns: two zmm
     SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
+    PACKED_AHEAD = 64,  // packed path, first pass over a block of A: prefetch distance along k
 };
 
 // tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 16 nv, where A(i, p) = a[i ars + p acs] is
@@ -31,7 +34,14 @@ INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long a
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
     for (long p = 0; p < kc; p++) {
-        if (ahead && p % 16 == 0) {
+        if (ahead && ars == 1) {
+            // Transposed A: each step reads a new row of A's storage, so fetch row p + ahead
+            // (its `rows` floats may straddle two lines), running on into the next tile's rows.
+            long q = p + ahead;
+            const float *row = q < kc ? a + q * acs : a + rows + (q - kc) * acs;
+            _mm_prefetch((const char *)row, _MM_HINT_T0);
+            _mm_prefetch((const char *)(row + rows - 1), _MM_HINT_T0);
+        } else if (ahead && p % 16 == 0) {
             // Unpacked A rows come from L3 or memory: fetch `ahead` floats ahead, running on into
             // the next tile's rows near the end.
             long q = p + ahead;
@@ -71,12 +81,14 @@ INLINE AVX512 void storeTile(const float *tile, int nv, long rows, long cols, fl
 }
 
 // The packed path's micro-kernel: 12 x 32 tiles (packed.c runs the block loops).
-static AVX512 void tileRowMajor(long kc, const float *a, long lda, const float *bp, float *tile) {
-    tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, 0);
+static AVX512 void tileRowMajor(long kc, const float *a, long lda, const float *bp, float *tile, bool fetch) {
+    if (fetch) tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, PACKED_AHEAD);
+    else tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, 0);
 }
 
-static AVX512 void tileTransposed(long kc, const float *a, long lda, const float *bp, float *tile) {
-    tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, 0);
+static AVX512 void tileTransposed(long kc, const float *a, long lda, const float *bp, float *tile, bool fetch) {
+    if (fetch) tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, PACKED_AHEAD);
+    else tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, 0);
 }
 
 static AVX512 void tilePacked(long kc, const float *ap, const float *bp, float *tile) {

@@ -13,6 +13,7 @@ enum {
     NR = 16,       // packed micro-tile columns: two ymm
     SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
+    PACKED_AHEAD = 64,  // packed path, first pass over a block of A: prefetch distance along k
 };
 
 // tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 8 nv; as tileProduct in sgemm.c.
@@ -24,7 +25,14 @@ INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) acc[i][v] = _mm256_setzero_ps();
     for (long p = 0; p < kc; p++) {
-        if (ahead && p % 16 == 0) {
+        if (ahead && ars == 1) {
+            // Transposed A: each step reads a new row of A's storage, so fetch row p + ahead
+            // (its `rows` floats may straddle two lines), running on into the next tile's rows.
+            long q = p + ahead;
+            const float *row = q < kc ? a + q * acs : a + rows + (q - kc) * acs;
+            _mm_prefetch((const char *)row, _MM_HINT_T0);
+            _mm_prefetch((const char *)(row + rows - 1), _MM_HINT_T0);
+        } else if (ahead && p % 16 == 0) {
             long q = p + ahead;
 #pragma clang loop unroll(full)
             for (int i = 0; i < rows; i++)
@@ -64,12 +72,14 @@ static AVX2 void storeTile(const float *tile, long rows, long cols, float alpha,
 }
 
 // The packed path's micro-kernel: 6 x 16 tiles (packed.c runs the block loops).
-static AVX2 void tileRowMajor(long kc, const float *a, long lda, const float *bp, float *tile) {
-    tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, 0);
+static AVX2 void tileRowMajor(long kc, const float *a, long lda, const float *bp, float *tile, bool fetch) {
+    if (fetch) tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, PACKED_AHEAD);
+    else tileProduct(MR, 2, kc, a, lda, 1, bp, NR, tile, 0);
 }
 
-static AVX2 void tileTransposed(long kc, const float *a, long lda, const float *bp, float *tile) {
-    tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, 0);
+static AVX2 void tileTransposed(long kc, const float *a, long lda, const float *bp, float *tile, bool fetch) {
+    if (fetch) tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, PACKED_AHEAD);
+    else tileProduct(MR, 2, kc, a, 1, lda, bp, NR, tile, 0);
 }
 
 static AVX2 void tilePacked(long kc, const float *ap, const float *bp, float *tile) {

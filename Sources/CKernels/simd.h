@@ -56,9 +56,10 @@ typedef struct {
     long kc, mc;  // most depth and rows of A per block (suder_blocking)
     // tile (mr x nr, row-major, 64-byte aligned) = op(A) panel x packed B panel, op(A) broadcast
     // from a row-major panel in place (rows lda apart), from a transposed one in place (its rows
-    // adjacent, k lda apart), or from a packed panel (k-major, mr floats per k).
-    void (*tileRowMajor)(long kc, const float *a, long lda, const float *bp, float *tile);
-    void (*tileTransposed)(long kc, const float *a, long lda, const float *bp, float *tile);
+    // adjacent, k lda apart), or from a packed panel (k-major, mr floats per k). `fetch`: the
+    // first pass over a block of A, which comes from memory, so the tile prefetches it.
+    void (*tileRowMajor)(long kc, const float *a, long lda, const float *bp, float *tile, bool fetch);
+    void (*tileTransposed)(long kc, const float *a, long lda, const float *bp, float *tile, bool fetch);
     void (*tilePacked)(long kc, const float *ap, const float *bp, float *tile);
     // C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols; C is not read when beta = 0.
     void (*store)(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc);

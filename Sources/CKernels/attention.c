@@ -82,12 +82,6 @@ INLINE AVX2 void weightedValues8(int nb, float *out, const float *values, const 
         _mm256_storeu_ps(out + c0 + 8 * b, _mm256_mul_ps(_mm256_set1_ps(inv[(c0 + 8 * b) / hs]), acc[b]));
 }
 
-INLINE AVX2 float sum8(__m256 x) {
-    __m128 four = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
-    four = _mm_add_ps(four, _mm_movehl_ps(four, four));
-    return _mm_cvtss_f32(_mm_add_ss(four, _mm_movehdup_ps(four)));
-}
-
 // The AVX2 twin of attendRow16.
 static AVX2 void attendRow8(float *out, const float *q, const float *keys, const float *values, long count,
                             long channels, long heads, long maxSeq, float scale, float *scores) {

@@ -55,18 +55,22 @@ static void packAPanel(long mr, bool trans, const float *a, long lda, long rows,
 }
 
 // Copies op(B)(0..<kc, 0..<cols) into panels of nr columns, k-major, zero past `cols`.
-static void packBPanels(long nr, bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
+static void packBPanels(const PackedKernel *kernel, bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
+    if (trans) {
+        kernel->packTransposedB(b, ldb, kc, cols, bp);
+        return;
+    }
+    const long nr = kernel->nr;
     for (long jr = 0; jr < cols; jr += nr, bp += nr * kc) {
         long width = minLong(nr, cols - jr);
-        if (trans) {
-            for (long j = 0; j < width; j++)
-                for (long p = 0; p < kc; p++) bp[p * nr + j] = b[(jr + j) * ldb + p];
-        } else {
-            for (long p = 0; p < kc; p++)
-                for (long j = 0; j < width; j++) bp[p * nr + j] = b[p * ldb + jr + j];
-        }
-        for (long p = 0; p < kc; p++)
+        for (long p = 0; p < kc; p++) {
+            // B's rows come from memory (the weight gradients' activations): the first panel's
+            // pass fetches whole rows ahead, and later panels find them in cache.
+            if (jr == 0)
+                for (long j = 0; j < cols; j += 16) __builtin_prefetch(b + (p + 8) * ldb + j, 0, 3);
+            for (long j = 0; j < width; j++) bp[p * nr + j] = b[p * ldb + jr + j];
             for (long j = width; j < nr; j++) bp[p * nr + j] = 0;
+        }
     }
 }
 
@@ -117,7 +121,7 @@ static void packedItem(void *context, long item) {
         for (long pc = 0; pc < k; pc += kcMax) {
             long kc = minLong(kcMax, k - pc);
             float blockBeta = pc == 0 ? p->beta : 1;  // later depth blocks add to the first
-            packBPanels(NR, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+            packBPanels(kernel, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
             for (long ic = 0; ic < m; ic += MC) {
                 long mc = minLong(MC, m - ic);
                 long inPlace = mc / MR * MR;

@@ -143,6 +143,27 @@ INLINE AVX512 void transpose16(__m512 r[16]) {
     }
 }
 
+// The packed path's transposing copy of B (PackedKernel.packTransposedB): 16 x 16 blocks of B
+// (rows of B = columns of the panel) transposed in registers, masked at the depth's end.
+static AVX512 void packTransposedB(const float *b, long ldb, long kc, long cols, float *bp) {
+    for (long jr = 0; jr < cols; jr += NR, bp += NR * kc)
+        for (long j0 = 0; j0 < NR; j0 += 16)
+            for (long p0 = 0; p0 < kc; p0 += 16) {
+                const __mmask16 depth = tailMask(kc - p0);
+                __m512 r[16];
+                for (long j = 0; j < 16; j++) {
+                    if (jr + j0 + j >= cols) {
+                        r[j] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    _mm_prefetch((const char *)(b + (jr + j0 + j) * ldb + p0 + 64), _MM_HINT_T0);
+                    r[j] = _mm512_maskz_loadu_ps(depth, b + (jr + j0 + j) * ldb + p0);
+                }
+                transpose16(r);
+                for (long e = 0; e < 16 && p0 + e < kc; e++) _mm512_store_ps(bp + (p0 + e) * NR + j0, r[e]);
+            }
+}
+
 // C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols: the tile is C^T,
 // transposed back 16 x 16 at a time.
 static AVX512 void storeTransposedTile(const float *tile, int width, long firstRow, long rows, long cols,
@@ -230,7 +251,7 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
     if (suder_activeKernels != SUDER_KERNELS_AVX512 || m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     const PackedKernel kernel = {MR, NR, suder_blocking.kc512, suder_blocking.mc512,
-                                 tileRowMajor, tileTransposed, tilePacked, storePackedTile};
+                                 tileRowMajor, tileTransposed, tilePacked, storePackedTile, packTransposedB};
     return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

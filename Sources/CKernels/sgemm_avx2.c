@@ -86,6 +86,50 @@ static AVX2 void tilePacked(long kc, const float *ap, const float *bp, float *ti
     tileProduct(MR, 2, kc, ap, 1, MR, bp, NR, tile, 0);
 }
 
+// Transposes the 8 x 8 block r[0..7] in registers: interleave pairs of rows, gather fours within
+// each 128-bit half, then swap the halves.
+INLINE AVX2 void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int e = 0; e < 4; e++) {
+        r[e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x20);
+        r[4 + e] = _mm256_permute2f128_ps(u[e], u[4 + e], 0x31);
+    }
+}
+
+// The packed path's transposing copy of B (PackedKernel.packTransposedB): 8 x 8 blocks transposed
+// in registers, the depth's last few steps element by element.
+static AVX2 void packTransposedB(const float *b, long ldb, long kc, long cols, float *bp) {
+    for (long jr = 0; jr < cols; jr += NR, bp += NR * kc)
+        for (long j0 = 0; j0 < NR; j0 += 8) {
+            long p0 = 0;
+            for (; p0 + 8 <= kc; p0 += 8) {
+                __m256 r[8];
+                for (long j = 0; j < 8; j++) {
+                    if (jr + j0 + j >= cols) {
+                        r[j] = _mm256_setzero_ps();
+                        continue;
+                    }
+                    _mm_prefetch((const char *)(b + (jr + j0 + j) * ldb + p0 + 64), _MM_HINT_T0);
+                    r[j] = _mm256_loadu_ps(b + (jr + j0 + j) * ldb + p0);
+                }
+                transpose8(r);
+                for (long e = 0; e < 8; e++) _mm256_store_ps(bp + (p0 + e) * NR + j0, r[e]);
+            }
+            for (; p0 < kc; p0++)
+                for (long j = 0; j < 8; j++) bp[p0 * NR + j0 + j] = jr + j0 + j < cols ? b[(jr + j0 + j) * ldb + p0] : 0;
+        }
+}
+
 // Tile of C^T: `rows` rows of W against A^T packed 8 nv wide; full tiles are 12 x 1, 6 x 2 or 3 x 4
 // accumulators (constant shapes, as tileProduct wants), or one row.
 static AVX2 void weightRowsTile(int nv, bool full, long k, const float *w, long ldw, const float *at, float *tile) {
@@ -160,7 +204,7 @@ bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alp
     if (m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     const PackedKernel kernel = {MR, NR, suder_blocking.kc256, suder_blocking.mc256,
-                                 tileRowMajor, tileTransposed, tilePacked, storeTile};
+                                 tileRowMajor, tileTransposed, tilePacked, storeTile, packTransposedB};
     return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

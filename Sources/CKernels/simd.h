@@ -45,6 +45,13 @@ INLINE __mmask16 tailMask(long left) { return left >= 16 ? 0xFFFF : (__mmask16)(
 
 static inline long minLong(long x, long y) { return x < y ? x : y; }
 
+// The sum of x's 8 lanes.
+INLINE AVX2 float sum8(__m256 x) {
+    __m128 four = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    four = _mm_add_ps(four, _mm_movehl_ps(four, four));
+    return _mm_cvtss_f32(_mm_add_ss(four, _mm_movehdup_ps(four)));
+}
+
 // This thread's scratch buffer `which` (packed.c: packed panels, the small-M path's A^T, the
 // attention scores), 64-byte aligned, at least `count` floats; NULL if out of memory.
 enum { PACKED_B, PACKED_A, SMALL_AT, SCORES, BUFFERS };
@@ -63,6 +70,10 @@ typedef struct {
     void (*tilePacked)(long kc, const float *ap, const float *bp, float *tile);
     // C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols; C is not read when beta = 0.
     void (*store)(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc);
+    // Packs op(B) = B^T (kc x cols, B's rows ldb apart) into panels of nr columns, k-major, zero
+    // past `cols`: the transposing copy, by blocks transposed in registers, prefetching B's rows
+    // (the weights, which do not stay cached through a training step).
+    void (*packTransposedB)(const float *b, long ldb, long kc, long cols, float *bp);
 } PackedKernel;
 
 // C = alpha op(A) op(B) + beta C through `kernel`'s micro-tiles, split over up to `threads`

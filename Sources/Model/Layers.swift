@@ -48,9 +48,7 @@ func rmsnormForward<S: ModelScalar>(
     parallelRanges(N, work: N * C * elementWork) { rows in
         for r in rows {
             let x = inp + r * C, y = out + r * C
-            var sumSquares: S = 0
-            for c in 0..<C { sumSquares += x[c] * x[c] }
-            let s = 1 / (sumSquares / S(C) + eps).squareRoot()
+            let s = 1 / (S.dot(x, x, nil, count: C) / S(C) + eps).squareRoot()
             rstd[r] = s
             for c in 0..<C { y[c] = x[c] * s * weight[c] }
         }
@@ -69,9 +67,7 @@ func rmsnormBackward<S: ModelScalar>(
         for r in rows {
             let x = inp + r * C, dy = dout + r * C, dx = dinp + r * C
             let s = rstd[r]
-            var dot: S = 0
-            for c in 0..<C { dot += dy[c] * weight[c] * x[c] }
-            let k = s * s * s * dot / S(C)
+            let k = s * s * s * S.dot(dy, weight, x, count: C) / S(C)
             for c in 0..<C { dx[c] += s * weight[c] * dy[c] - k * x[c] }
         }
     }
@@ -238,9 +234,7 @@ func attentionForward<S: ModelScalar>(
 func causalSoftmaxRows<S: ModelScalar>(_ p: UnsafeMutablePointer<S>, T: Int) {
     for i in 0..<T {
         let row = p + i * T
-        var maxValue = row[0]
-        for j in 0...i where row[j] > maxValue { maxValue = row[j] }
-        let inv = 1 / S.exponentials(row, row, count: i + 1, shift: maxValue, scale: 1)
+        let inv = 1 / S.exponentials(row, row, count: i + 1, shift: S.maximum(row, count: i + 1), scale: 1)
         for j in 0...i { row[j] *= inv }
         for j in (i + 1)..<T { row[j] = 0 }
     }
@@ -271,8 +265,7 @@ func attentionBackward<S: ModelScalar>(
                 a: p, lda: T, b: dO, ldb: C, beta: 0, c: dv, ldc: C3)
             for i in 0..<T {
                 let pRow = p + i * T, dRow = dS + i * T
-                var dot: S = 0
-                for j in 0...i { dot += pRow[j] * dRow[j] }
+                let dot = S.dot(pRow, dRow, nil, count: i + 1)
                 for j in 0...i { dRow[j] = pRow[j] * (dRow[j] - dot) }
                 for j in (i + 1)..<T { dRow[j] = 0 }
             }
@@ -407,8 +400,7 @@ func tokenLogProbForward<S: ModelScalar>(
         for r in rows {
             guard weights[r] != 0 else { logp[r] = 0; continue }
             let row = logits + r * V
-            var maxValue = row[0]
-            for i in 1..<V where row[i] > maxValue { maxValue = row[i] }
+            let maxValue = S.maximum(row, count: V)
             let target = row[Int(targets[r])]
             // One exponential per logit: keep exp(x - max), then normalise.
             let sum = S.exponentials(row, row, count: V, shift: maxValue, scale: 1)

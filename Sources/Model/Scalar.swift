@@ -16,6 +16,10 @@ public protocol ModelScalar: BinaryFloatingPoint {
     /// out[i] = e^((x[i] - shift) * scale) for i < count (out may be x); returns the outputs' sum.
     static func exponentials(_ out: UnsafeMutablePointer<Self>, _ x: UnsafePointer<Self>, count: Int, shift: Self, scale: Self) -> Self
     static func logarithm(_ x: Self) -> Self
+    /// sum_i a[i] b[i] c[i] for i < count (c[i] left out when c is nil).
+    static func dot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ c: UnsafePointer<Self>?, count: Int) -> Self
+    /// The largest of x[0..<count].
+    static func maximum(_ x: UnsafePointer<Self>, count: Int) -> Self
 }
 
 extension Float: ModelScalar {
@@ -36,6 +40,11 @@ extension Float: ModelScalar {
         suder_exponentials(out, x, count, shift, scale)
     }
     @inline(__always) public static func logarithm(_ x: Float) -> Float { Foundation.logf(x) }
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafePointer<Float>?, count: Int) -> Float {
+        suder_dot(a, b, c, count)
+    }
+    @inline(__always) public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float { suder_maximum(x, count) }
 }
 
 extension Double: ModelScalar {
@@ -59,6 +68,16 @@ extension Double: ModelScalar {
         return sum
     }
     @inline(__always) public static func logarithm(_ x: Double) -> Double { Foundation.log(x) }
+    public static func dot(_ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ c: UnsafePointer<Double>?, count: Int) -> Double {
+        var sum = 0.0
+        for i in 0..<count { sum += a[i] * b[i] * (c?[i] ?? 1) }
+        return sum
+    }
+    public static func maximum(_ x: UnsafePointer<Double>, count: Int) -> Double {
+        var result = -Double.infinity
+        for i in 0..<count where x[i] > result { result = x[i] }
+        return result
+    }
 }
 
 /// 64-byte aligned, zero-filled buffer for kernels; freed by `deallocateAligned`.

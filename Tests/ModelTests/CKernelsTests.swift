@@ -263,4 +263,33 @@ final class CKernelsTests: XCTestCase {
         _ = suder_exponentials(&nan, nan, 1, 0, 1)
         XCTAssertTrue(nan[0].isNaN, "\(path)")
     }
+
+    /// The row sums and maxima against Double references: every tail length past the 4-vector
+    /// loops and the single vectors, with and without the third factor, and the maximum anywhere
+    /// in the row (a missed tail or a lane left out is off by a whole term).
+    func testDotsAndMaximaMatchReferences() throws {
+        try Self.onEveryPath { path in
+            var rng = Xoshiro256RNG(seed: 11)
+            for count in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 96, 200, 1100] {
+                let a = (0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) }
+                let b = (0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) }
+                let c = (0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) }
+                var two = 0.0, three = 0.0, magnitude = 0.0
+                for i in 0..<count {
+                    two += Double(a[i]) * Double(b[i])
+                    three += Double(a[i]) * Double(b[i]) * Double(c[i])
+                    magnitude += abs(Double(a[i]) * Double(b[i]))
+                }
+                let bound = 2 * Double(count + 2) * 6e-8 * max(magnitude, 1e-30)
+                XCTAssertEqual(Double(suder_dot(a, b, nil, count)), two, accuracy: bound, "\(path) dot of \(count)")
+                XCTAssertEqual(Double(suder_dot(a, b, c, count)), three, accuracy: bound, "\(path) three-way dot of \(count)")
+                XCTAssertEqual(suder_maximum(a, count), a.max() ?? -.infinity, "\(path) maximum of \(count)")
+                for position in [0, count / 2, count - 1] where count > 0 {
+                    var peaked = a
+                    peaked[position] = 7
+                    XCTAssertEqual(suder_maximum(peaked, count), 7, "\(path) maximum at \(position) of \(count)")
+                }
+            }
+        }
+    }
 }

@@ -41,6 +41,14 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
 /// outputs. Vectorised on the AVX-512 and AVX2 paths (error ~1 ulp), else expf.
 float suder_exponentials(float *out, const float *x, long count, float shift, float scale);
 
+/// sum_i a[i] b[i] c[i] for i < count, or sum_i a[i] b[i] when c is NULL: several vector
+/// accumulators on the AVX-512 and AVX2 paths (so the order of the additions differs from a plain
+/// loop's), a plain loop on the BLAS path.
+float suder_dot(const float *a, const float *b, const float *c, long count);
+
+/// The largest of x[0..<count] (-inf when count is 0; NaNs are not looked for).
+float suder_maximum(const float *x, long count);
+
 /// The sampler's cached attention (Sampler.swift, cachedAttentionForward): each of `rows` new rows
 /// (qkv rows [q | k | v], 3 channels wide) attends over positions 0...positions[r] of its stream's
 /// keys and values (streams x maxSeq x channels), softmax(q k / sqrt(head size)) v per head, into

@@ -360,11 +360,7 @@ func attentionBackwardReference<S: ModelScalar>(
 /// h (N, H) = silu(gate) * up, where gu rows are [gate | up] (N, 2H).
 func swigluForward<S: ModelScalar>(_ h: UnsafeMutablePointer<S>, gu: UnsafePointer<S>, N: Int, H: Int) {
     parallelRanges(N, work: N * H * elementWork) { rows in
-        for r in rows {
-            let g = gu + r * 2 * H, u = g + H, y = h + r * H
-            _ = S.exponentials(y, g, count: H, shift: 0, scale: -1)  // y = e^-g, so sig = 1 / (1 + y)
-            for i in 0..<H { y[i] = g[i] * u[i] / (1 + y[i]) }
-        }
+        S.swiglu(h + rows.lowerBound * H, gu: gu + rows.lowerBound * 2 * H, rows: rows.count, width: H)
     }
 }
 
@@ -374,16 +370,8 @@ func swigluBackward<S: ModelScalar>(
     dgu: UnsafeMutablePointer<S>, dh: UnsafePointer<S>, gu: UnsafePointer<S>, N: Int, H: Int
 ) {
     parallelRanges(N, work: N * H * elementWork) { rows in
-        for r in rows {
-            let g = gu + r * 2 * H, u = g + H, dy = dh + r * H
-            let dg = dgu + r * 2 * H, du = dg + H
-            _ = S.exponentials(dg, g, count: H, shift: 0, scale: -1)  // dg = e^-g until overwritten below
-            for i in 0..<H {
-                let sig = 1 / (1 + dg[i])
-                dg[i] = dy[i] * u[i] * sig * (1 + g[i] * (1 - sig))
-                du[i] = dy[i] * g[i] * sig
-            }
-        }
+        let first = rows.lowerBound
+        S.swigluBackward(dgu + first * 2 * H, dh: dh + first * H, gu: gu + first * 2 * H, rows: rows.count, width: H)
     }
 }
 

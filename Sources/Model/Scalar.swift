@@ -20,6 +20,10 @@ public protocol ModelScalar: BinaryFloatingPoint {
     static func dot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ c: UnsafePointer<Self>?, count: Int) -> Self
     /// The largest of x[0..<count].
     static func maximum(_ x: UnsafePointer<Self>, count: Int) -> Self
+    /// SwiGLU over `rows` rows: h[r][i] = silu(g) u, g = gu[r][i], u = gu[r][width + i].
+    static func swiglu(_ h: UnsafeMutablePointer<Self>, gu: UnsafePointer<Self>, rows: Int, width: Int)
+    /// Differentiates `swiglu`: dgu rows [d gate | d up] (overwritten).
+    static func swigluBackward(_ dgu: UnsafeMutablePointer<Self>, dh: UnsafePointer<Self>, gu: UnsafePointer<Self>, rows: Int, width: Int)
 }
 
 extension Float: ModelScalar {
@@ -45,6 +49,16 @@ extension Float: ModelScalar {
         suder_dot(a, b, c, count)
     }
     @inline(__always) public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float { suder_maximum(x, count) }
+    @inline(__always)
+    public static func swiglu(_ h: UnsafeMutablePointer<Float>, gu: UnsafePointer<Float>, rows: Int, width: Int) {
+        suder_swiglu_forward(h, gu, rows, width)
+    }
+    @inline(__always)
+    public static func swigluBackward(
+        _ dgu: UnsafeMutablePointer<Float>, dh: UnsafePointer<Float>, gu: UnsafePointer<Float>, rows: Int, width: Int
+    ) {
+        suder_swiglu_backward(dgu, dh, gu, rows, width)
+    }
 }
 
 extension Double: ModelScalar {
@@ -77,6 +91,25 @@ extension Double: ModelScalar {
         var result = -Double.infinity
         for i in 0..<count where x[i] > result { result = x[i] }
         return result
+    }
+    public static func swiglu(_ h: UnsafeMutablePointer<Double>, gu: UnsafePointer<Double>, rows: Int, width: Int) {
+        for r in 0..<rows {
+            let g = gu + r * 2 * width, u = g + width
+            for i in 0..<width { h[r * width + i] = g[i] * u[i] / (1 + Foundation.exp(-g[i])) }
+        }
+    }
+    public static func swigluBackward(
+        _ dgu: UnsafeMutablePointer<Double>, dh: UnsafePointer<Double>, gu: UnsafePointer<Double>, rows: Int, width: Int
+    ) {
+        for r in 0..<rows {
+            let g = gu + r * 2 * width, u = g + width, dy = dh + r * width
+            let dg = dgu + r * 2 * width, du = dg + width
+            for i in 0..<width {
+                let sig = 1 / (1 + Foundation.exp(-g[i]))
+                dg[i] = dy[i] * u[i] * sig * (1 + g[i] * (1 - sig))
+                du[i] = dy[i] * g[i] * sig
+            }
+        }
     }
 }
 

@@ -193,8 +193,8 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
-    /// The Float layers that run the kernels (products, softmax exponentials) against their plain
-    /// references on every path: matmul and causal attention, forward and backward. Float sums of
+    /// The Float layers that run the kernels (products, softmax exponentials, SwiGLU) against their
+    /// plain references on every path: matmul, causal attention and SwiGLU, forward and backward. Float sums of
     /// a few dozen unit-sized terms round at ~1e-6; 1e-4 leaves room and still catches a wrong index.
     func testFloatLayersMatchReferences() throws {
         try withKernelThreads(3) { try Self.onEveryPath { path in checkFloatLayers(path) } }
@@ -226,6 +226,19 @@ final class CKernelsTests: XCTestCase {
         attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
         attentionBackwardReference(dqkv: &refDqkv, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
         XCTAssertLessThan(maxDifference(dqkv, refDqkv), 1e-4, "\(path) attention dqkv")
+
+        // SwiGLU against Double, widths with and without a vector tail.
+        for H in [24, 37] {
+            let gu = random(N * 2 * H), dh = random(N * H)
+            var h = [Float](repeating: 0, count: N * H), dgu = [Float](repeating: 0, count: N * 2 * H)
+            swigluForward(&h, gu: gu, N: N, H: H)
+            swigluBackward(dgu: &dgu, dh: dh, gu: gu, N: N, H: H)
+            var refH = [Double](repeating: 0, count: N * H), refDgu = [Double](repeating: 0, count: N * 2 * H)
+            swigluForward(&refH, gu: gu.map(Double.init), N: N, H: H)
+            swigluBackward(dgu: &refDgu, dh: dh.map(Double.init), gu: gu.map(Double.init), N: N, H: H)
+            XCTAssertLessThan(maxDifference(h, refH.map(Float.init)), 1e-5, "\(path) swiglu, H \(H)")
+            XCTAssertLessThan(maxDifference(dgu, refDgu.map(Float.init)), 1e-5, "\(path) swiglu backward, H \(H)")
+        }
     }
 
     /// The vectorised exponentials against Double exp: within 4 float ulps over the range a softmax

@@ -41,6 +41,13 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
 /// outputs. Vectorised on the AVX-512 and AVX2 paths (error ~1 ulp), else expf.
 float suder_exponentials(float *out, const float *x, long count, float shift, float scale);
 
+/// SwiGLU over `rows` rows: h[r][i] = silu(g) u with g = gu[r][i], u = gu[r][width + i] (gu rows
+/// are [gate | up], 2 width floats; h rows width floats). Vectorised as suder_exponentials.
+void suder_swiglu_forward(float *h, const float *gu, long rows, long width);
+
+/// Differentiates suder_swiglu_forward: dgu rows [d gate | d up] (overwritten) from dh and gu.
+void suder_swiglu_backward(float *dgu, const float *dh, const float *gu, long rows, long width);
+
 /// sum_i a[i] b[i] c[i] for i < count, or sum_i a[i] b[i] when c is NULL: several vector
 /// accumulators on the AVX-512 and AVX2 paths (so the order of the additions differs from a plain
 /// loop's), a plain loop on the BLAS path.

@@ -184,21 +184,10 @@ func ropeRotate<S: ModelScalar>(
     _ x: UnsafeMutablePointer<S>, rowStride: Int, N: Int, positions: UnsafePointer<Int32>,
     heads: Int, table: RotaryTable<S>, inverse: Bool
 ) {
-    let half = table.half
-    parallelRanges(N, work: N * heads * 2 * half * elementWork) { rows in
-        for r in rows {
-            let cosRow = table.cos + Int(positions[r]) * half
-            let sinRow = table.sin + Int(positions[r]) * half
-            for h in 0..<heads {
-                let head = x + r * rowStride + h * 2 * half
-                for i in 0..<half {
-                    let c = cosRow[i], s = inverse ? -sinRow[i] : sinRow[i]
-                    let x1 = head[i], x2 = head[i + half]
-                    head[i] = x1 * c - x2 * s
-                    head[i + half] = x2 * c + x1 * s
-                }
-            }
-        }
+    parallelRanges(N, work: N * heads * 2 * table.half * elementWork) { rows in
+        S.rotate(
+            x + rows.lowerBound * rowStride, rowStride: rowStride, rows: rows.count, positions: positions + rows.lowerBound,
+            heads: heads, cos: table.cos, sin: table.sin, half: table.half, inverse: inverse)
     }
 }
 

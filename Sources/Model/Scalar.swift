@@ -20,6 +20,10 @@ public protocol ModelScalar: BinaryFloatingPoint {
     static func dot(_ a: UnsafePointer<Self>, _ b: UnsafePointer<Self>, _ c: UnsafePointer<Self>?, count: Int) -> Self
     /// The largest of x[0..<count].
     static func maximum(_ x: UnsafePointer<Self>, count: Int) -> Self
+    /// ropeRotate's rotation of `rows` rows (see there), by the rotary table's cos and sin rows of `half`.
+    static func rotate(
+        _ x: UnsafeMutablePointer<Self>, rowStride: Int, rows: Int, positions: UnsafePointer<Int32>, heads: Int,
+        cos: UnsafePointer<Self>, sin: UnsafePointer<Self>, half: Int, inverse: Bool)
     /// SwiGLU over `rows` rows: h[r][i] = silu(g) u, g = gu[r][i], u = gu[r][width + i].
     static func swiglu(_ h: UnsafeMutablePointer<Self>, gu: UnsafePointer<Self>, rows: Int, width: Int)
     /// Differentiates `swiglu`: dgu rows [d gate | d up] (overwritten).
@@ -49,6 +53,13 @@ extension Float: ModelScalar {
         suder_dot(a, b, c, count)
     }
     @inline(__always) public static func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float { suder_maximum(x, count) }
+    @inline(__always)
+    public static func rotate(
+        _ x: UnsafeMutablePointer<Float>, rowStride: Int, rows: Int, positions: UnsafePointer<Int32>, heads: Int,
+        cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, half: Int, inverse: Bool
+    ) {
+        suder_rope(x, rowStride, rows, positions, heads, cos, sin, half, inverse)
+    }
     @inline(__always)
     public static func swiglu(_ h: UnsafeMutablePointer<Float>, gu: UnsafePointer<Float>, rows: Int, width: Int) {
         suder_swiglu_forward(h, gu, rows, width)
@@ -91,6 +102,23 @@ extension Double: ModelScalar {
         var result = -Double.infinity
         for i in 0..<count where x[i] > result { result = x[i] }
         return result
+    }
+    public static func rotate(
+        _ x: UnsafeMutablePointer<Double>, rowStride: Int, rows: Int, positions: UnsafePointer<Int32>, heads: Int,
+        cos: UnsafePointer<Double>, sin: UnsafePointer<Double>, half: Int, inverse: Bool
+    ) {
+        for r in 0..<rows {
+            let cosRow = cos + Int(positions[r]) * half, sinRow = sin + Int(positions[r]) * half
+            for h in 0..<heads {
+                let head = x + r * rowStride + h * 2 * half
+                for i in 0..<half {
+                    let c = cosRow[i], s = inverse ? -sinRow[i] : sinRow[i]
+                    let x1 = head[i], x2 = head[i + half]
+                    head[i] = x1 * c - x2 * s
+                    head[i + half] = x2 * c + x1 * s
+                }
+            }
+        }
     }
     public static func swiglu(_ h: UnsafeMutablePointer<Double>, gu: UnsafePointer<Double>, rows: Int, width: Int) {
         for r in 0..<rows {

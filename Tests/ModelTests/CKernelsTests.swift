@@ -193,8 +193,9 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
-    /// The Float layers that run the kernels (products, softmax exponentials, SwiGLU) against their
-    /// plain references on every path: matmul, causal attention and SwiGLU, forward and backward. Float sums of
+    /// The Float layers that run the kernels (products, softmax exponentials, RoPE, SwiGLU) against
+    /// their plain references on every path: matmul, causal attention, RoPE and SwiGLU, forward and
+    /// backward. Float sums of
     /// a few dozen unit-sized terms round at ~1e-6; 1e-4 leaves room and still catches a wrong index.
     func testFloatLayersMatchReferences() throws {
         try withKernelThreads(3) { try Self.onEveryPath { path in checkFloatLayers(path) } }
@@ -226,6 +227,22 @@ final class CKernelsTests: XCTestCase {
         attentionBackward(dqkv: &dqkv, dscratch: &scratch, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
         attentionBackwardReference(dqkv: &refDqkv, dout: R, qkv: qkv, probs: probs, B: B, T: T, C: C, NH: NH)
         XCTAssertLessThan(maxDifference(dqkv, refDqkv), 1e-4, "\(path) attention dqkv")
+
+        // RoPE against Double, both ways, heads whose halves fill vectors and heads with a tail.
+        for headSize in [32, 24] {
+            let heads = 4, stride = 2 * heads * headSize + 5
+            let table = RotaryTable<Float>(maxSeq: 64, headSize: headSize, theta: 10000)
+            let doubleTable = RotaryTable<Double>(maxSeq: 64, headSize: headSize, theta: 10000)
+            defer { table.deallocate(); doubleTable.deallocate() }
+            let positions = (0..<N).map { Int32(($0 * 7) % 64) }
+            for inverse in [false, true] {
+                var x = random(N * stride)
+                var refX = x.map(Double.init)
+                ropeRotate(&x, rowStride: stride, N: N, positions: positions, heads: heads, table: table, inverse: inverse)
+                ropeRotate(&refX, rowStride: stride, N: N, positions: positions, heads: heads, table: doubleTable, inverse: inverse)
+                XCTAssertLessThan(maxDifference(x, refX.map(Float.init)), 1e-5, "\(path) rope, head size \(headSize), inverse \(inverse)")
+            }
+        }
 
         // SwiGLU against Double, widths with and without a vector tail.
         for H in [24, 37] {

@@ -41,6 +41,12 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
 /// outputs. Vectorised on the AVX-512 and AVX2 paths (error ~1 ulp), else expf.
 float suder_exponentials(float *out, const float *x, long count, float shift, float scale);
 
+/// Rotary position embedding, in place: in each of `rows` rows (rowStride apart), `heads` heads of
+/// 2 half floats each from the row's start are rotated pairwise (i, i + half) by the angles of
+/// the row's position (cosTable / sinTable rows of half floats); `inverse` rotates back.
+void suder_rope(float *x, long rowStride, long rows, const int *positions, long heads, const float *cosTable,
+                const float *sinTable, long half, bool inverse);
+
 /// SwiGLU over `rows` rows: h[r][i] = silu(g) u with g = gu[r][i], u = gu[r][width + i] (gu rows
 /// are [gate | up], 2 width floats; h rows width floats). Vectorised as suder_exponentials.
 void suder_swiglu_forward(float *h, const float *gu, long rows, long width);

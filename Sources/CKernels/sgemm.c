@@ -34,21 +34,7 @@ INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long a
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
     for (long p = 0; p < kc; p++) {
-        if (ahead && ars == 1) {
-            // Transposed A: each step reads a new row of A's storage, so fetch row p + ahead
-            // (its `rows` floats may straddle two lines), running on into the next tile's rows.
-            long q = p + ahead;
-            const float *row = q < kc ? a + q * acs : a + rows + (q - kc) * acs;
-            _mm_prefetch((const char *)row, _MM_HINT_T0);
-            _mm_prefetch((const char *)(row + rows - 1), _MM_HINT_T0);
-        } else if (ahead && p % 16 == 0) {
-            // Unpacked A rows come from L3 or memory: fetch `ahead` floats ahead, running on into
-            // the next tile's rows near the end.
-            long q = p + ahead;
-#pragma clang loop unroll(full)
-            for (int i = 0; i < rows; i++)
-                _mm_prefetch((const char *)(q < kc ? a + i * ars + q * acs : a + (i + rows) * ars + (q - kc) * acs), _MM_HINT_T0);
-        }
+        if (ahead) prefetchTileA(p, kc, rows, a, ars, acs, ahead);
         __m512 bv[2];
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + p * bs + 16 * v);

@@ -45,6 +45,24 @@ INLINE __mmask16 tailMask(long left) { return left >= 16 ? 0xFFFF : (__mmask16)(
 
 static inline long minLong(long x, long y) { return x < y ? x : y; }
 
+// The prefetch of A at step p of a tile product over kc steps (tileProduct in sgemm.c and
+// sgemm_avx2.c), `ahead` steps ahead, running on into the next tile's rows near the end. A
+// transposed A (rows adjacent, ars 1) reads a new row of its storage each step, so that row is
+// fetched every step (its `rows` floats may straddle two lines); a row-major one reads its rows
+// along k, a line every 16 steps. Callers pass constant rows, so the loop unrolls.
+INLINE void prefetchTileA(long p, long kc, int rows, const float *a, long ars, long acs, long ahead) {
+    const long q = p + ahead;
+    if (ars == 1) {
+        const float *row = q < kc ? a + q * acs : a + rows + (q - kc) * acs;
+        _mm_prefetch((const char *)row, _MM_HINT_T0);
+        _mm_prefetch((const char *)(row + rows - 1), _MM_HINT_T0);
+    } else if (p % 16 == 0) {
+#pragma clang loop unroll(full)
+        for (int i = 0; i < rows; i++)
+            _mm_prefetch((const char *)(q < kc ? a + i * ars + q * acs : a + (i + rows) * ars + (q - kc) * acs), _MM_HINT_T0);
+    }
+}
+
 // The sum of x's 8 lanes.
 INLINE AVX2 float sum8(__m256 x) {
     __m128 four = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));

@@ -95,11 +95,21 @@ AVX2 float suder_exponentials8(float *out, const float *x, long count, float shi
     return _mm_cvtss_f32(_mm_add_ss(four, _mm_movehdup_ps(four)));
 }
 
+// 1 / (1 + e^-g), SwiGLU's gate.
+INLINE AVX512 __m512 sigmoid16(__m512 g) {
+    const __m512 one = _mm512_set1_ps(1);
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+}
+
+INLINE AVX2 __m256 sigmoid8(__m256 g) {
+    const __m256 one = _mm256_set1_ps(1);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+}
+
 // SwiGLU over rows of [gate | up] (see suder_swiglu_forward): e^-g and the products in one pass.
 // The rows come from memory (a layer's gate and up outgrow the caches): each pass fetches the
 // next row's lines as it goes.
 static AVX512 void swigluForward16(float *h, const float *gu, long rows, long width) {
-    const __m512 one = _mm512_set1_ps(1);
     for (long r = 0; r < rows; r++) {
         const float *g = gu + r * 2 * width, *u = g + width;
         float *y = h + r * width;
@@ -108,7 +118,7 @@ static AVX512 void swigluForward16(float *h, const float *gu, long rows, long wi
             _mm_prefetch((const char *)(u + 2 * width + i), _MM_HINT_T0);
             __mmask16 mask = tailMask(width - i);
             __m512 gv = _mm512_maskz_loadu_ps(mask, g + i), uv = _mm512_maskz_loadu_ps(mask, u + i);
-            __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+            __m512 sig = sigmoid16(gv);
             _mm512_mask_storeu_ps(y + i, mask, _mm512_mul_ps(_mm512_mul_ps(gv, uv), sig));
         }
     }
@@ -126,7 +136,7 @@ static AVX512 void swigluBackward16(float *dgu, const float *dh, const float *gu
             __mmask16 mask = tailMask(width - i);
             __m512 gv = _mm512_maskz_loadu_ps(mask, g + i), uv = _mm512_maskz_loadu_ps(mask, u + i);
             __m512 dyv = _mm512_maskz_loadu_ps(mask, dy + i);
-            __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+            __m512 sig = sigmoid16(gv);
             __m512 slope = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, sig), one);  // 1 + g (1 - sig)
             _mm512_mask_storeu_ps(dg + i, mask, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dyv, uv), sig), slope));
             _mm512_mask_storeu_ps(du + i, mask, _mm512_mul_ps(_mm512_mul_ps(dyv, gv), sig));
@@ -136,7 +146,6 @@ static AVX512 void swigluBackward16(float *dgu, const float *dh, const float *gu
 
 // The AVX2 twins; a width that is not a multiple of 8 takes the plain loops.
 static AVX2 void swigluForward8(float *h, const float *gu, long rows, long width) {
-    const __m256 one = _mm256_set1_ps(1);
     for (long r = 0; r < rows; r++) {
         const float *g = gu + r * 2 * width, *u = g + width;
         float *y = h + r * width;
@@ -146,7 +155,7 @@ static AVX2 void swigluForward8(float *h, const float *gu, long rows, long width
                 _mm_prefetch((const char *)(u + 2 * width + i), _MM_HINT_T0);
             }
             __m256 gv = _mm256_loadu_ps(g + i), uv = _mm256_loadu_ps(u + i);
-            __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+            __m256 sig = sigmoid8(gv);
             _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(gv, uv), sig));
         }
     }
@@ -164,7 +173,7 @@ static AVX2 void swigluBackward8(float *dgu, const float *dh, const float *gu, l
                 _mm_prefetch((const char *)(dy + width + i), _MM_HINT_T0);
             }
             __m256 gv = _mm256_loadu_ps(g + i), uv = _mm256_loadu_ps(u + i), dyv = _mm256_loadu_ps(dy + i);
-            __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+            __m256 sig = sigmoid8(gv);
             __m256 slope = _mm256_fmadd_ps(gv, _mm256_sub_ps(one, sig), one);
             _mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dyv, uv), sig), slope));
             _mm256_storeu_ps(du + i, _mm256_mul_ps(_mm256_mul_ps(dyv, gv), sig));

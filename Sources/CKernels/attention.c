@@ -145,9 +145,10 @@ bool suder_cached_attention(float *out, const float *qkv, const float *keys, con
     // Whole vectors per head keep the loops mask-free; other shapes take the caller's path.
     if (suder_activeKernels == SUDER_KERNELS_BLAS || hs % (wide ? 16 : 8) != 0 || heads > MAX_HEADS) return false;
     CachedAttention attention = {out, qkv, keys, values, streams, positions, channels, heads, maxSeq, 1 / sqrtf((float)hs)};
-    // Two multiply-adds per cached position and channel (scores, weighted values).
+    // Per cached position and channel: two multiply-adds over 8 bytes of cache read from L3 or
+    // memory, about as long as 8 multiply-adds of a product.
     double work = 0;
-    for (long r = 0; r < rows; r++) work += 2.0 * (positions[r] + 1) * channels;
+    for (long r = 0; r < rows; r++) work += 8.0 * (positions[r] + 1) * channels;
     return suder_parallel(work < suder_parallel_min_work ? 1 : threads, rows, reserveScores, attendItem, &attention);
 #else
     return false;

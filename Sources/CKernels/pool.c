@@ -1,16 +1,23 @@
 // The kernels' thread pool: threads within a rank for the larger products, the sampler's attention
 // and its per-sequence work. Workers start on the first call that wants them (more if a later call
-// wants more) and sleep on a condition variable between jobs, so a job costs a wake-up, never a
-// thread start. Items are handed out one at a time from a shared counter: a thread slowed by other
-// load on its core takes fewer, and the result does not depend on which thread ran which item.
+// wants more). Between jobs a worker first polls for the next one for a short while, then sleeps on
+// a condition variable: a sleeping worker takes tens of microseconds to wake, as long as many of a
+// step's products, while a step's jobs follow each other within microseconds. The caller polls the
+// same way for the workers to finish. Items are handed out one at a time from a shared counter: a
+// thread slowed by other load on its core takes fewer, and the result does not depend on which
+// thread ran which item.
 #include "CKernels.h"
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <time.h>
 
-enum { MAX_WORKERS = 63 };
+enum {
+    MAX_WORKERS = 63,
+    POLL_NANOSECONDS = 200000,  // how long a thread polls before it sleeps: a few of a step's jobs
+};
 
-long suder_parallel_min_work = 1L << 22;
+long suder_parallel_min_work = 1L << 20;
 
 typedef struct {
     long count;
@@ -24,12 +31,12 @@ typedef struct {
 static struct {
     pthread_mutex_t lock, busy;
     pthread_cond_t wake, finished;
-    int workers;       // started, never stopped
-    long generation;   // counts jobs, so a worker joins each job at most once
-    bool open;         // the current job still takes workers
-    int helpers;       // workers the current job wants
-    int joined;        // workers that joined it
-    int running;       // workers still in it
+    int workers;             // started, never stopped
+    atomic_long generation;  // counts jobs, so a worker joins each job at most once; polled unlocked
+    bool open;               // the current job still takes workers
+    int helpers;             // workers the current job wants
+    int joined;              // workers that joined it
+    atomic_int running;      // workers still in it; polled unlocked
     Job *job;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
@@ -38,11 +45,40 @@ static void takeItems(Job *job) {
     for (long item; (item = atomic_fetch_add(&job->next, 1)) < job->count;) job->body(job->context, item);
 }
 
+static long nanoseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000L + now.tv_nsec;
+}
+
+// Polls until done(value) holds or POLL_NANOSECONDS pass; returns whether it held. Reads the clock
+// every 64 polls only.
+static bool pollFor(bool (*done)(long value), long value) {
+    const long deadline = nanoseconds() + POLL_NANOSECONDS;
+    for (int polls = 1;; polls++) {
+        if (done(value)) return true;
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+        if (polls % 64 == 0 && nanoseconds() > deadline) return false;
+    }
+}
+
+static bool jobAfter(long seen) { return atomic_load_explicit(&pool.generation, memory_order_acquire) != seen; }
+static bool workersOut(long unused) { return atomic_load_explicit(&pool.running, memory_order_acquire) == 0; }
+
 static void *worker(void *unused) {
     long seen = 0;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
-        while (!pool.open || pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+        while (!pool.open || pool.generation == seen) {
+            pthread_mutex_unlock(&pool.lock);
+            bool posted = pollFor(jobAfter, seen);
+            pthread_mutex_lock(&pool.lock);
+            // A job posted and already closed is skipped; sleep only when none came while polling.
+            if (!posted && pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+            if (pool.generation != seen && !pool.open) seen = pool.generation;
+        }
         seen = pool.generation;
         if (pool.joined == pool.helpers) continue;
         pool.joined++;
@@ -107,7 +143,12 @@ bool suder_parallel(int threads, long count, bool (*prepare)(void *context), voi
     // empty) and wait for those inside it.
     pthread_mutex_lock(&pool.lock);
     pool.open = false;
-    while (pool.running > 0) pthread_cond_wait(&pool.finished, &pool.lock);
+    if (pool.running > 0) {
+        pthread_mutex_unlock(&pool.lock);
+        pollFor(workersOut, 0);
+        pthread_mutex_lock(&pool.lock);
+        while (pool.running > 0) pthread_cond_wait(&pool.finished, &pool.lock);
+    }
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.busy);
     return true;

@@ -73,17 +73,18 @@ bool suder_cached_attention(float *out, const float *qkv, const float *keys, con
                             const int *streams, const int *positions, long rows, long channels, long heads,
                             long maxSeq, int threads);
 
-/// Multiply-adds below which a product or an attention call stays on the calling thread: waking
-/// the pool's workers and waiting for them costs tens of microseconds, about what one thread
-/// needs for 2^22 multiply-adds (the default). Tests lower it to split small shapes.
+/// Multiply-adds below which a product or an attention call stays on the calling thread: handing
+/// a job to the pool's polling workers and waiting for them costs a few microseconds, while one
+/// thread needs ~8 for 2^20 multiply-adds (the default). Tests lower it to split small shapes.
 extern long suder_parallel_min_work;
 
 /// Runs body(context, i) for every i < count on the calling thread and up to threads - 1 workers
-/// of the kernels' thread pool (started on first use and kept, sleeping between jobs), each thread
-/// taking the next item as it finishes one: items must be independent. `prepare` (may be NULL)
-/// runs first on each thread that takes part, e.g. to size its scratch; a worker whose prepare
-/// fails takes no items. One thread, or a pool busy with another caller's job, runs every item
-/// here. Returns false, having run nothing, when the calling thread's prepare fails.
+/// of the kernels' thread pool (started on first use and kept, polling and then asleep between
+/// jobs), each thread taking the next item as it finishes one: items must be independent.
+/// `prepare` (may be NULL) runs first on each thread that takes part, e.g. to size its scratch; a
+/// worker whose prepare fails takes no items. One thread, or a pool busy with another caller's
+/// job, runs every item here. Returns false, having run nothing, when the calling thread's
+/// prepare fails.
 bool suder_parallel(int threads, long count, bool (*prepare)(void *context), void (*body)(void *context, long item),
                     void *context);
 

@@ -41,6 +41,28 @@ final class ThreadTests: XCTestCase {
         }
     }
 
+    /// Jobs back to back, as a training step posts them: polling workers meet jobs that are open,
+    /// full or already closed when they look, and every item of every job still runs exactly once.
+    func testBackToBackJobsRunEveryItemOnce() {
+        let jobs = 3000, longest = 9
+        let hits = UnsafeMutablePointer<Int>.allocate(capacity: jobs * longest)
+        let sums = UnsafeMutablePointer<Int>.allocate(capacity: jobs * longest)
+        defer {
+            hits.deallocate()
+            sums.deallocate()
+        }
+        hits.initialize(repeating: 0, count: jobs * longest)
+        for job in 0..<jobs {
+            parallelFor(1 + job % longest, threads: 2 + job % 2) { item in
+                hits[job * longest + item] += 1
+                // Items from nothing to a few microseconds of work.
+                sums[job * longest + item] = (0..<(job % 5) * 300).reduce(job) { $0 &* 31 &+ $1 }
+            }
+        }
+        let wrong = (0..<jobs).filter { job in (0..<longest).contains { hits[job * longest + $0] != ($0 < 1 + job % longest ? 1 : 0) } }
+        XCTAssertEqual(wrong, [], "jobs whose items did not run exactly once")
+    }
+
     /// The workers take part: with items that wait (as a loaded core would), more than the
     /// calling thread runs them.
     func testWorkersShareTheItems() {

@@ -32,4 +32,13 @@ final class ConsoleTests: XCTestCase {
         // mpirun -np 1 inside an allocation: the rank inherits the step of mpirun's daemons.
         XCTAssertNil(unjoinedSlurmTasksProblem(mpiSize: 1, environment: ["SLURM_STEP_NUM_TASKS": "2", "OMPI_COMM_WORLD_SIZE": "1"]))
     }
+
+    /// mpirun's default binding gives a rank one core: two threads there would share it.
+    func testMoreThreadsThanBoundCoresIsSaid() {
+        let problem = threadsOutnumberCoresProblem(threads: 2, cores: [3])
+        XCTAssertTrue(problem?.contains("may run on 1 core(s) (3)") == true, problem ?? "nil")
+        XCTAssertTrue(problem?.contains("--map-by slot:PE=2") == true, problem ?? "nil")
+        XCTAssertNil(threadsOutnumberCoresProblem(threads: 2, cores: [0, 1]))
+        XCTAssertNil(threadsOutnumberCoresProblem(threads: 1, cores: [5]))
+    }
 }

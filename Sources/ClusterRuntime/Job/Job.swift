@@ -109,6 +109,7 @@ public func prepareJob(
         try recordConfig(job, schema: schema)
         job.console.print(
             "suder: \(comm.size) rank(s), \(job.threads) thread(s) per rank, \(preparedNote)run directory \(options.runDir.path)")
+        if let problem = threadsOutnumberCoresProblem(threads: job.threads, cores: boundCores()) { job.console.warn(problem) }
         job.console.print(config.table())
         try checkMemory(memoryNeeds(config), comm: comm, available: memoryAvailablePerRank(), print: job.console.print)
         return job
@@ -182,6 +183,17 @@ public func resolveThreads(requested: Int) -> Int {
         return max(1, cores / local)
     }
     return max(1, cores)
+}
+
+/// The warning for more threads per rank than the cores the rank may run on; nil when they fit.
+/// mpirun binds each rank to one core by default, so `runtime.threads` 2 there gains nothing, and
+/// the kernels' polling workers take turns with the rank's main thread on that one core.
+func threadsOutnumberCoresProblem(threads: Int, cores: [Int]) -> String? {
+    guard threads > cores.count else { return nil }
+    return "\(threads) threads per rank, but this rank may run on \(cores.count) core(s) "
+        + "(\(cores.map(String.init).joined(separator: ","))), so its threads share them and run no faster: "
+        + "give each rank \(threads) cores (mpirun --map-by slot:PE=\(threads), or --bind-to none; "
+        + "srun --cpus-per-task=\(threads)) or lower runtime.threads"
 }
 
 /// The CPU ids this process may run on, from the kernel's affinity list.

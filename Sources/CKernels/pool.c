@@ -6,11 +6,14 @@
 // same way for the workers to finish. Items are handed out one at a time from a shared counter: a
 // thread slowed by other load on its core takes fewer, and the result does not depend on which
 // thread ran which item.
+#define _GNU_SOURCE  // sched_getaffinity
 #include "CKernels.h"
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 enum {
     MAX_WORKERS = 63,
@@ -27,16 +30,20 @@ typedef struct {
     atomic_long next;
 } Job;
 
-// `lock` guards every field; `busy` is held by the one caller whose job the workers serve.
+// Every field is written under `lock`. `generation` and `running` are also polled without it, as
+// hints that are checked again under `lock`: `generation` only grows, and `running` only falls
+// once the job is closed. `busy` is held by the one caller whose job the workers serve.
 static struct {
     pthread_mutex_t lock, busy;
     pthread_cond_t wake, finished;
     int workers;             // started, never stopped
-    atomic_long generation;  // counts jobs, so a worker joins each job at most once; polled unlocked
+    int cores;               // CPUs this process may run on (0 until the first workers start)
+    long pollNanoseconds;    // the current job's polling budget: none when threads outnumber cores
+    atomic_long generation;  // counts jobs, so a worker joins each job at most once
     bool open;               // the current job still takes workers
     int helpers;             // workers the current job wants
     int joined;              // workers that joined it
-    atomic_int running;      // workers still in it; polled unlocked
+    atomic_int running;      // workers still in it
     Job *job;
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
@@ -51,32 +58,34 @@ static long nanoseconds(void) {
     return now.tv_sec * 1000000000L + now.tv_nsec;
 }
 
-// Polls until done(value) holds or POLL_NANOSECONDS pass; returns whether it held. Reads the clock
-// every 64 polls only.
-static bool pollFor(bool (*done)(long value), long value) {
-    const long deadline = nanoseconds() + POLL_NANOSECONDS;
-    for (int polls = 1;; polls++) {
-        if (done(value)) return true;
+// Polls until done(value) holds or `budget` nanoseconds pass. Reads the clock every 64 polls only.
+static void pollFor(bool (*done)(long value), long value, long budget) {
+    if (budget <= 0) return;
+    const long deadline = nanoseconds() + budget;
+    for (int polls = 1; !done(value); polls++) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ volatile("yield");
 #endif
-        if (polls % 64 == 0 && nanoseconds() > deadline) return false;
+        if (polls % 64 == 0 && nanoseconds() > deadline) return;
     }
 }
 
-static bool jobAfter(long seen) { return atomic_load_explicit(&pool.generation, memory_order_acquire) != seen; }
-static bool workersOut(long unused) { return atomic_load_explicit(&pool.running, memory_order_acquire) == 0; }
+static bool newJobSince(long seen) { return atomic_load_explicit(&pool.generation, memory_order_acquire) != seen; }
+static bool noWorkerRunning(long unused) { return atomic_load_explicit(&pool.running, memory_order_acquire) == 0; }
 
 static void *worker(void *unused) {
     long seen = 0;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
         while (!pool.open || pool.generation == seen) {
+            const long budget = pool.pollNanoseconds;
             pthread_mutex_unlock(&pool.lock);
-            bool posted = pollFor(jobAfter, seen);
+            pollFor(newJobSince, seen, budget);
             pthread_mutex_lock(&pool.lock);
-            // A job posted and already closed is skipped; sleep only when none came while polling.
-            if (!posted && pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+            // Sleep only when no job came while polling; one posted and already closed is skipped.
+            if (pool.generation == seen) pthread_cond_wait(&pool.wake, &pool.lock);
             if (pool.generation != seen && !pool.open) seen = pool.generation;
         }
         seen = pool.generation;
@@ -95,6 +104,14 @@ static void *worker(void *unused) {
 
 // Starts workers up to `wanted`; returns how many there are (fewer if the system refuses threads).
 static int startWorkers(int wanted) {
+    if (!pool.cores) {
+#if defined(__linux__)
+        cpu_set_t allowed;
+        pool.cores = sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : 1;
+#else
+        pool.cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+    }
     if (wanted > MAX_WORKERS) wanted = MAX_WORKERS;
     if (pool.workers >= wanted) return pool.workers;
     // Workers block the asynchronous signals, so the stop signals' handlers run on the threads that
@@ -128,8 +145,12 @@ bool suder_parallel(int threads, long count, bool (*prepare)(void *context), voi
         return false;
     }
     pthread_mutex_lock(&pool.lock);
+    // The pool may hold more workers than this job's threads (a larger count earlier).
     int helpers = startWorkers(threads - 1);
+    if (helpers > threads - 1) helpers = threads - 1;
     pool.helpers = helpers < count - 1 ? helpers : (int)(count - 1);
+    // Threads that outnumber the cores would poll on the cores the others need: they sleep at once.
+    pool.pollNanoseconds = threads <= pool.cores ? POLL_NANOSECONDS : 0;
     pool.joined = pool.running = 0;
     pool.job = &job;
     pool.generation++;
@@ -144,8 +165,9 @@ bool suder_parallel(int threads, long count, bool (*prepare)(void *context), voi
     pthread_mutex_lock(&pool.lock);
     pool.open = false;
     if (pool.running > 0) {
+        const long budget = pool.pollNanoseconds;
         pthread_mutex_unlock(&pool.lock);
-        pollFor(workersOut, 0);
+        pollFor(noWorkerRunning, 0, budget);
         pthread_mutex_lock(&pool.lock);
         while (pool.running > 0) pthread_cond_wait(&pool.finished, &pool.lock);
     }

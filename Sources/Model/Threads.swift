@@ -14,7 +14,7 @@ public func setComputeThreads(_ count: Int) {
 public var computeThreads: Int { Int(openblas_get_num_threads()) }
 
 /// Runs body(i) for every i < count, spread over `threads` threads of the kernels' pool (the
-/// calling thread and up to threads - 1 sleeping workers; see `suder_parallel`). The items must be
+/// calling thread and up to threads - 1 workers; see `suder_parallel`). The items must be
 /// independent: which thread runs which item varies from call to call.
 func parallelFor(_ count: Int, threads: Int = computeThreads, _ body: (Int) -> Void) {
     withoutActuallyEscaping(body) { body in

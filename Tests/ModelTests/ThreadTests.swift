@@ -76,6 +76,19 @@ final class ThreadTests: XCTestCase {
         XCTAssertGreaterThan(distinct, 1)
     }
 
+    /// A job runs on at most its own thread count, even after an earlier job grew the pool.
+    func testAJobUsesNoMoreThreadsThanItAsks() {
+        parallelFor(8, threads: 4) { _ in usleep(1000) }
+        let runners = UnsafeMutablePointer<pthread_t>.allocate(capacity: 12)
+        defer { runners.deallocate() }
+        parallelFor(12, threads: 2) { item in
+            runners[item] = pthread_self()
+            usleep(2000)
+        }
+        let distinct = (0..<12).filter { i in (0..<i).allSatisfy { pthread_equal(runners[$0], runners[i]) == 0 } }.count
+        XCTAssertLessThanOrEqual(distinct, 2)
+    }
+
     /// A worker whose scratch cannot be had leaves its items to the others; the caller's failing
     /// means nothing runs and false comes back.
     func testFailedPrepareOnAWorkerOrTheCaller() {

@@ -12,11 +12,8 @@ final class UnifiedModelTasks {
     let vocabulary: Vocabulary
     let oracle: Oracle
     let imageTokenCount: Int
-    /// Sequences per sampler call. Small, so a decode step's rows (16 with guidance) take the
-    /// kernels' small-M path, which reads the weights in place where larger steps repack them, and
-    /// the chunk's KV cache stays in L3: a SUDER round's sampling ran 13% faster (AVX-512) and 2%
-    /// (AVX2) than with 64 sequences. 16 is faster still on AVX-512 but 38% slower on AVX2.
-    static let samplingChunk = 8
+    /// Sequences per sampler call: bounds the KV cache's memory.
+    static let samplingChunk = 64
 
     init(model: Transformer, dataset: DatasetReader) throws {
         self.model = model

@@ -66,27 +66,24 @@ final class ThreadTests: XCTestCase {
     /// The workers take part: with items that wait (as a loaded core would), more than the
     /// calling thread runs them.
     func testWorkersShareTheItems() {
-        let runners = UnsafeMutablePointer<pthread_t>.allocate(capacity: 12)
-        defer { runners.deallocate() }
-        parallelFor(12, threads: 3) { item in
-            runners[item] = pthread_self()
-            usleep(2000)
-        }
-        let distinct = (0..<12).filter { i in (0..<i).allSatisfy { pthread_equal(runners[$0], runners[i]) == 0 } }.count
-        XCTAssertGreaterThan(distinct, 1)
+        XCTAssertGreaterThan(threadsThatRunWaitingItems(threads: 3), 1)
     }
 
     /// A job runs on at most its own thread count, even after an earlier job grew the pool.
     func testAJobUsesNoMoreThreadsThanItAsks() {
         parallelFor(8, threads: 4) { _ in usleep(1000) }
+        XCTAssertLessThanOrEqual(threadsThatRunWaitingItems(threads: 2), 2)
+    }
+
+    /// How many distinct threads run a job of 12 items that each wait 2 ms.
+    private func threadsThatRunWaitingItems(threads: Int) -> Int {
         let runners = UnsafeMutablePointer<pthread_t>.allocate(capacity: 12)
         defer { runners.deallocate() }
-        parallelFor(12, threads: 2) { item in
+        parallelFor(12, threads: threads) { item in
             runners[item] = pthread_self()
             usleep(2000)
         }
-        let distinct = (0..<12).filter { i in (0..<i).allSatisfy { pthread_equal(runners[$0], runners[i]) == 0 } }.count
-        XCTAssertLessThanOrEqual(distinct, 2)
+        return (0..<12).filter { i in (0..<i).allSatisfy { pthread_equal(runners[$0], runners[i]) == 0 } }.count
     }
 
     /// A worker whose scratch cannot be had leaves its items to the others; the caller's failing

@@ -43,6 +43,16 @@ public enum MemoryEstimate {
         3 * buffer(parameterCount(config))
     }
 
+    /// What `Sampler.sample` reserves on a new sampler for `prompts` prompts (and as many null
+    /// prompts when `guided`) of at most `promptLength` tokens, on `threads` threads: one buffer set
+    /// for each group that runs at once (`SamplingGroups`).
+    public static func samplingBytes(_ config: ModelConfig, prompts: Int, guided: Bool, promptLength: Int, threads: Int) -> Double {
+        let plan = SamplingGroups(prompts: prompts, guided: guided, threads: threads)
+        let streams = plan.streamsPerGroup
+        return Double(plan.slots)
+            * samplerBytes(config, streams: streams, rows: max(streams, streams * promptLength), threads: plan.threadsPerGroup)
+    }
+
     /// `SamplerBuffers` for `streams` sequences and up to `rows` tokens per pass on `threads`
     /// threads: the KV cache (keys and values of every layer for every stream's `maxSeq`
     /// positions), the per-row buffers and each thread's token-choice scratch.

@@ -15,20 +15,63 @@ public struct Guidance: Sendable {
     }
 }
 
+/// How `Sampler.sample` splits its prompts: into groups of consecutive prompts whose decode steps
+/// have at most `maxRows` rows (a group's prompts and their null prompts), few enough for the
+/// kernels' small-M path, which reads the weights in place where more rows would repack them at
+/// every step (docs/PERFORMANCE.md). The groups follow from the prompt count and guidance alone.
+/// With several groups and threads, `slots` groups run side by side, each on one thread with its
+/// own buffers; else the groups run one after another on all the threads.
+struct SamplingGroups {
+    static let maxRows = 16
+    let ranges: [Range<Int>]
+    let streamsPerGroup: Int
+    let slots: Int
+    let threadsPerGroup: Int
+
+    init(prompts: Int, guided: Bool, threads: Int, path: KernelPath = .active) {
+        let size = guided ? Self.maxRows / 2 : Self.maxRows
+        ranges = stride(from: 0, to: prompts, by: size).map { $0..<min($0 + size, prompts) }
+        streamsPerGroup = min(size, prompts) * (guided ? 2 : 1)
+        // The blas path's OpenBLAS is not called from several threads at once.
+        slots = path == .blas ? 1 : max(1, min(ranges.count, threads))
+        threadsPerGroup = slots > 1 ? 1 : threads
+    }
+
+    /// The groups a slot runs, one after another: a contiguous share.
+    func groups(ofSlot slot: Int) -> Range<Int> {
+        (slot * ranges.count / slots)..<((slot + 1) * ranges.count / slots)
+    }
+}
+
+/// The settings of one `sample` call, the same for each of its groups.
+private struct SamplingRequest {
+    let maxNewTokens: Int
+    let allowedRange: Range<Int32>
+    let stopToken: Int32?
+    let temperature: Float
+    let topK: Int
+    let guidanceWeight: Float?
+}
+
 /// Batched autoregressive sampling with a KV cache over a `Transformer`'s current parameters.
 /// Each prompt (a "sequence") samples from its own RNG seeded by the caller, and only its own
 /// streams enter its attention, so a sequence's tokens do not depend on which other sequences
 /// share the batch (up to float rounding in the batched matmuls) nor on the MPI rank count.
-/// Buffers grow on demand before the step loop; the step loop itself does not allocate.
+/// The prompts are decoded in fixed groups (`SamplingGroups`), which run on the threads side by
+/// side when there are several; the groups do not depend on the thread count, so neither do the
+/// tokens. Buffers grow on demand before the step loop; the step loop itself does not allocate.
 public final class Sampler {
     public let model: Transformer
-    private var buffers: SamplerBuffers?
+    /// One set per group running at once.
+    private var buffers: [SamplerBuffers] = []
 
     public init(model: Transformer) {
         self.model = model
     }
 
-    deinit { buffers?.deallocate() }
+    deinit {
+        for set in buffers { set.deallocate() }
+    }
 
     /// Samples up to `maxNewTokens` tokens after each prompt, from logits restricted to
     /// `allowedRange` (the active modality's token ids). A sequence stops after emitting
@@ -45,52 +88,93 @@ public final class Sampler {
             allowedRange.lowerBound >= 0 && Int(allowedRange.upperBound) <= config.vocabSize && !allowedRange.isEmpty,
             "allowed range outside the vocabulary")
         if let guidance { precondition(guidance.nullPrompts.count == P, "one null prompt per prompt") }
-        let streamPrompts = prompts + (guidance?.nullPrompts ?? [])
-        let S = streamPrompts.count
-        for prompt in streamPrompts {
+        for prompt in prompts + (guidance?.nullPrompts ?? []) {
             precondition(
                 !prompt.isEmpty && prompt.count + maxNewTokens <= config.maxSeq,
                 "prompt of \(prompt.count) + \(maxNewTokens) new tokens exceeds maxSeq \(config.maxSeq)")
         }
         guard P > 0, maxNewTokens > 0 else { return Array(repeating: [], count: P) }
-        let threads = computeThreads
-        let buffers = reserve(streams: S, rows: max(S, streamPrompts.reduce(0) { $0 + $1.count }), threads: threads)
+        let plan = SamplingGroups(prompts: P, guided: guidance != nil, threads: computeThreads)
+        let prefillRows = plan.ranges.map { range in
+            range.reduce(0) { $0 + prompts[$1].count + (guidance?.nullPrompts[$1].count ?? 0) }
+        }
+        reserve(
+            slots: plan.slots, streams: plan.streamsPerGroup, rows: max(plan.streamsPerGroup, prefillRows.max()!),
+            threads: plan.threadsPerGroup)
+        let request = SamplingRequest(
+            maxNewTokens: maxNewTokens, allowedRange: allowedRange, stopToken: stopToken, temperature: temperature,
+            topK: topK, guidanceWeight: guidance?.weight)
+        var outputs = [[Int32]](repeating: [], count: P)
+        outputs.withUnsafeMutableBufferPointer { outputs in
+            parallelFor(plan.slots, threads: plan.slots) { slot in
+                for group in plan.groups(ofSlot: slot) {
+                    let range = plan.ranges[group]
+                    let tokens = sampleGroup(
+                        prompts: Array(prompts[range]), nullPrompts: guidance.map { Array($0.nullPrompts[range]) },
+                        seeds: Array(seeds[range]), request: request, buffers: buffers[slot], threads: plan.threadsPerGroup)
+                    for (i, sequence) in zip(range, tokens) { outputs[i] = sequence }
+                }
+            }
+        }
+        return outputs
+    }
 
+    /// `sample` for one group's prompts (and their null prompts when guided), on `threads` threads.
+    private func sampleGroup(
+        prompts: [[Int32]], nullPrompts: [[Int32]]?, seeds: [UInt64], request: SamplingRequest,
+        buffers: SamplerBuffers, threads: Int
+    ) -> [[Int32]] {
+        let V = model.config.vocabSize
+        let P = prompts.count, maxNewTokens = request.maxNewTokens
+        let streamPrompts = prompts + (nullPrompts ?? [])
+        let S = streamPrompts.count
         var outputs = [[Int32]](repeating: [], count: P)
         for i in 0..<P { outputs[i].reserveCapacity(maxNewTokens) }
         var rngs = seeds.map { Xoshiro256RNG(seed: $0) }
         var lengths = streamPrompts.map(\.count)
-        // Prefill: every prompt token of every stream in one pass; logits at each stream's last token.
+        // Prefill: every distinct prompt's tokens in one pass (a round repeats each prompt K times,
+        // and the null prompts repeat), then its keys and values copied to the streams that repeat
+        // it; logits at each distinct prompt's last token.
+        var firstStream: [[Int32]: Int] = [:]
+        var distinct: [Int] = []
         var rows = 0
-        for (s, prompt) in streamPrompts.enumerated() {
+        for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] == nil {
+            firstStream[prompt] = s
             for (t, token) in prompt.enumerated() {
                 buffers.rowTokens[rows] = token
                 buffers.rowStreams[rows] = Int32(s)
                 buffers.rowPositions[rows] = Int32(t)
                 rows += 1
             }
-            buffers.headRows[s] = Int32(rows - 1)
+            buffers.headRows[distinct.count] = Int32(rows - 1)
+            distinct.append(s)
         }
-        extend(buffers, rows: rows, headRows: S)
-        // The logits row of stream s is s after prefill and its decode row afterwards.
-        var logitsRow = Array(0..<S)
+        extend(buffers, rows: rows, headRows: distinct.count, threads: threads)
+        // The logits row of stream s is its distinct prompt's after prefill and its decode row afterwards.
+        let headOf = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
+        var logitsRow = streamPrompts.map { headOf[firstStream[$0]!]! }
+        let C = model.config.dModel, maxSeq = model.config.maxSeq
+        for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] != s {
+            let from = firstStream[prompt]! * maxSeq * C, to = s * maxSeq * C
+            for cache in buffers.keyCache + buffers.valueCache { (cache + to).update(from: cache + from, count: prompt.count * C) }
+        }
         var active = Array(0..<P), activeCount = P
-        let streamPasses = guidance == nil ? 1 : 2
+        let streamPasses = nullPrompts == nil ? 1 : 2
         while true {
-            // Every sequence's token comes from its own logits and RNG, so groups of sequences may
-            // run on any threads (each with its own scratch) and give the same tokens.
-            let work = activeCount * allowedRange.count
-            let groups = work >= Self.parallelTokenWork ? min(activeCount, threads) : 1
+            // Every sequence's token comes from its own logits and RNG, so shares of the sequences
+            // may run on any threads (each with its own scratch) and give the same tokens.
+            let work = activeCount * request.allowedRange.count
+            let shares = work >= Self.parallelTokenWork ? min(activeCount, threads) : 1
             rngs.withUnsafeMutableBufferPointer { rngs in
-                parallelFor(groups, threads: threads) { group in
-                    for a in (group * activeCount / groups)..<((group + 1) * activeCount / groups) {
+                parallelFor(shares, threads: threads) { share in
+                    for a in (share * activeCount / shares)..<((share + 1) * activeCount / shares) {
                         let i = active[a]
-                        let conditional = buffers.logits + logitsRow[i] * config.vocabSize
-                        let unconditional = guidance.map { _ in UnsafePointer(buffers.logits + logitsRow[P + i] * config.vocabSize) }
+                        let conditional = buffers.logits + logitsRow[i] * V
+                        let unconditional = nullPrompts.map { _ in UnsafePointer(buffers.logits + logitsRow[P + i] * V) }
                         buffers.chosenTokens[a] = chooseToken(
-                            conditional: conditional, unconditional: unconditional, guidanceWeight: guidance?.weight ?? 0,
-                            range: allowedRange, temperature: temperature, topK: topK, rng: &rngs[i],
-                            scratch: buffers.tokenScratch[group])
+                            conditional: conditional, unconditional: unconditional, guidanceWeight: request.guidanceWeight ?? 0,
+                            range: request.allowedRange, temperature: request.temperature, topK: request.topK, rng: &rngs[i],
+                            scratch: buffers.tokenScratch[share])
                     }
                 }
             }
@@ -98,7 +182,7 @@ public final class Sampler {
             for a in 0..<activeCount {
                 let i = active[a], token = buffers.chosenTokens[a]
                 outputs[i].append(token)
-                if token != stopToken && outputs[i].count < maxNewTokens {
+                if token != request.stopToken && outputs[i].count < maxNewTokens {
                     active[kept] = i
                     kept += 1
                 }
@@ -119,7 +203,7 @@ public final class Sampler {
                     row += 1
                 }
             }
-            extend(buffers, rows: row, headRows: row)
+            extend(buffers, rows: row, headRows: row, threads: threads)
         }
         return outputs
     }
@@ -130,7 +214,8 @@ public final class Sampler {
     /// full forward pass.
     func cachedLogits(sequences: [[Int32]], promptLength: Int) -> [[[Float]]] {
         let V = model.config.vocabSize, S = sequences.count
-        let buffers = reserve(streams: S, rows: S * promptLength, threads: 1)
+        reserve(slots: 1, streams: S, rows: S * promptLength, threads: 1)
+        let buffers = buffers[0]
         var result = [[[Float]]](repeating: [], count: S)
         var row = 0
         for s in 0..<S {
@@ -142,7 +227,7 @@ public final class Sampler {
             }
             buffers.headRows[s] = Int32(row - 1)
         }
-        extend(buffers, rows: row, headRows: S)
+        extend(buffers, rows: row, headRows: S, threads: computeThreads)
         for s in 0..<S { result[s].append(Array(UnsafeBufferPointer(start: buffers.logits + s * V, count: V))) }
         for position in promptLength..<(sequences[0].count - 1) {
             for s in 0..<S {
@@ -151,28 +236,35 @@ public final class Sampler {
                 buffers.rowPositions[s] = Int32(position)
                 buffers.headRows[s] = Int32(s)
             }
-            extend(buffers, rows: S, headRows: S)
+            extend(buffers, rows: S, headRows: S, threads: computeThreads)
             for s in 0..<S { result[s].append(Array(UnsafeBufferPointer(start: buffers.logits + s * V, count: V))) }
         }
         return result
     }
 
-    private func reserve(streams: Int, rows: Int, threads: Int) -> SamplerBuffers {
-        if let buffers, buffers.streamCapacity >= streams, buffers.rowCapacity >= rows, buffers.tokenScratch.count >= threads {
-            return buffers
+    /// Grows the first `slots` buffer sets to `streams` streams, `rows` rows and `threads` threads'
+    /// token-choice scratch; larger ones are kept.
+    private func reserve(slots: Int, streams: Int, rows: Int, threads: Int) {
+        for slot in 0..<slots {
+            if slot < buffers.count {
+                let held = buffers[slot]
+                if held.streamCapacity >= streams, held.rowCapacity >= rows, held.tokenScratch.count >= threads { continue }
+                held.deallocate()
+                buffers[slot] = SamplerBuffers(
+                    config: model.config, streams: max(streams, held.streamCapacity), rows: max(rows, held.rowCapacity),
+                    threads: max(threads, held.tokenScratch.count))
+            } else {
+                buffers.append(SamplerBuffers(config: model.config, streams: streams, rows: rows, threads: threads))
+            }
         }
-        buffers?.deallocate()
-        let grown = SamplerBuffers(
-            config: model.config, streams: max(streams, buffers?.streamCapacity ?? 0),
-            rows: max(rows, buffers?.rowCapacity ?? 0), threads: max(threads, buffers?.tokenScratch.count ?? 0))
-        buffers = grown
-        return grown
     }
 
     /// Runs `rows` new tokens (token, stream, position given per row) through the model, writing
     /// their keys and values into the cache, and computes logits for the rows listed in
-    /// headRows[0..<headRows] into logits[0..<headRows].
-    private func extend(_ b: SamplerBuffers, rows N: Int, headRows: Int) {
+    /// headRows[0..<headRows] into logits[0..<headRows]. The attention runs on `threads` threads;
+    /// the products and per-row loops on `computeThreads`, or on this thread alone when it runs
+    /// an item of the kernels' pool (see `suder_parallel`).
+    private func extend(_ b: SamplerBuffers, rows N: Int, headRows: Int, threads: Int) {
         let config = model.config
         let C = config.dModel, H = config.ffnHidden, V = config.vocabSize, NH = config.nHeads, HS = config.headSize
         let maxSeq = config.maxSeq
@@ -190,7 +282,7 @@ public final class Sampler {
             }
             cachedAttentionForward(
                 b.attention, qkv: b.qkv, keys: keys, values: values, streams: b.rowStreams,
-                positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq, threads: computeThreads)
+                positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq, threads: threads)
             matmulForward(b.residual, inp: b.attention, weight: p + o.wo, N: N, inDim: C, outDim: C, accumulate: true)
             rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.ffnNorm, N: N, C: C, eps: config.normEps)
             matmulForward(b.gateUp, inp: b.normed, weight: p + o.w13, N: N, inDim: C, outDim: 2 * H)

@@ -46,6 +46,24 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertEqual(bytes, Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9, threads: computeThreads)))
     }
 
+    /// With several groups side by side, one buffer set per group that runs at once.
+    func testTheSamplersGroupsReservationIsEstimated() {
+        let config = ModelConfig(vocabSize: 300, dModel: 32, nLayers: 2, nHeads: 2, ffnHidden: 64, maxSeq: 40)
+        let model = Transformer(config: config, seed: 1, batchCapacity: 2)
+        let prompts = (0..<21).map { i in [Int32](repeating: Int32(i + 1), count: 4) }
+        let guidance = Guidance(weight: 2, nullPrompts: prompts.map { _ in [0, 0, 0, 0] })
+        let sampler = Sampler(model: model)
+        withKernelThreads(2) {
+            let (_, bytes) = allocatedBytes {
+                sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: 10..<300, guidance: guidance, seeds: Array(1...21))
+            }
+            XCTAssertEqual(bytes, Int(MemoryEstimate.samplingBytes(config, prompts: 21, guided: true, promptLength: 4, threads: 2)))
+            // Two groups side by side, one thread each, or on the blas path one at a time on both threads.
+            let perGroup = { (threads: Int) in Int(MemoryEstimate.samplerBytes(config, streams: 16, rows: 64, threads: threads)) }
+            XCTAssertEqual(bytes, KernelPath.active == .blas ? perGroup(2) : 2 * perGroup(1))
+        }
+    }
+
     func testAHostileSizeGivesAHugeNumberNotAnOverflow() {
         let config = ModelConfig(vocabSize: 1100, dModel: 8192, nLayers: 128, nHeads: 128, ffnHidden: 65536, maxSeq: 4096)
         let bytes = MemoryEstimate.transformerBytes(config, batchCapacity: Int.max / 2)

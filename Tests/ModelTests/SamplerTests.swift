@@ -23,6 +23,72 @@ final class SamplerTests: XCTestCase {
         XCTAssertNotEqual(otherSeeds, all)
     }
 
+    /// The groups of a call sample exactly as each group's prompts would in a call of their own,
+    /// guided (8 prompts a group) or not (16), on one thread or with the groups side by side
+    /// (every kernel path but blas, which runs one group at a time on OpenBLAS's threads).
+    func testEachGroupSamplesAsItWouldAlone() throws {
+        let model = Transformer(config: tinyConfig, seed: 25)
+        let sampler = Sampler(model: model)
+        let many = (0..<37).map { i in prompts[i % prompts.count] + [Int32(i % 23)] }
+        let seeds = (0..<37).map { UInt64(500 + $0) }
+        for guided in [false, true] {
+            let guidance = guided ? Guidance(weight: 2, nullPrompts: many.map { _ in [0, 0] }) : nil
+            let plan = SamplingGroups(prompts: many.count, guided: guided, threads: 1)
+            XCTAssertEqual(plan.ranges.count, guided ? 5 : 3)
+            XCTAssertTrue(plan.ranges.allSatisfy { $0.count * (guided ? 2 : 1) <= SamplingGroups.maxRows })
+            func draw(_ range: Range<Int>, threads: Int) -> [[Int32]] {
+                withKernelThreads(threads) {
+                    sampler.sample(
+                        prompts: Array(many[range]), maxNewTokens: 5, allowedRange: 0..<23, temperature: 1.2,
+                        guidance: guidance.map { Guidance(weight: $0.weight, nullPrompts: Array($0.nullPrompts[range])) },
+                        seeds: Array(seeds[range]))
+                }
+            }
+            try CKernelsTests.onEveryPath { path in
+                let alone = plan.ranges.flatMap { draw($0, threads: 1) }
+                XCTAssertEqual(draw(0..<many.count, threads: 1), alone, "\(path) guided \(guided), one thread")
+                guard path != .blas else { return }
+                for threads in [2, 3] {
+                    XCTAssertEqual(draw(0..<many.count, threads: threads), alone, "\(path) guided \(guided), \(threads) threads")
+                }
+            }
+        }
+    }
+
+    /// Prompts repeated in a call (as a round repeats each K times, with one null prompt for all)
+    /// are prefilled once and sample as each would alone.
+    func testRepeatedPromptsSampleAsEachWouldAlone() {
+        let model = Transformer(config: tinyConfig, seed: 26)
+        let sampler = Sampler(model: model)
+        let repeated = [prompts[2], prompts[2], prompts[0], prompts[2], prompts[0], prompts[1]]
+        let seeds: [UInt64] = [61, 62, 63, 64, 65, 66]
+        for guidance in [nil, Guidance(weight: 2, nullPrompts: repeated.map { _ in [0, 0] })] {
+            let together = sampler.sample(
+                prompts: repeated, maxNewTokens: 7, allowedRange: 0..<23, guidance: guidance, seeds: seeds)
+            for i in repeated.indices {
+                let alone = sampler.sample(
+                    prompts: [repeated[i]], maxNewTokens: 7, allowedRange: 0..<23,
+                    guidance: guidance.map { Guidance(weight: $0.weight, nullPrompts: [$0.nullPrompts[i]]) }, seeds: [seeds[i]])
+                XCTAssertEqual(together[i], alone[0], "sequence \(i), guided \(guidance != nil)")
+            }
+            XCTAssertNotEqual(together[0], together[1], "a repeated prompt with its own seed")
+        }
+    }
+
+    func testGroupsAndTheirThreads() {
+        let guided = SamplingGroups(prompts: 20, guided: true, threads: 2, path: .avx2)
+        XCTAssertEqual(guided.ranges, [0..<8, 8..<16, 16..<20])
+        XCTAssertEqual(guided.streamsPerGroup, 16)
+        XCTAssertEqual([guided.slots, guided.threadsPerGroup], [2, 1])
+        XCTAssertEqual([guided.groups(ofSlot: 0), guided.groups(ofSlot: 1)], [0..<1, 1..<3])
+        let one = SamplingGroups(prompts: 5, guided: false, threads: 4, path: .avx512)
+        XCTAssertEqual(one.ranges, [0..<5])
+        XCTAssertEqual([one.streamsPerGroup, one.slots, one.threadsPerGroup], [5, 1, 4])
+        // OpenBLAS is not called from several threads at once: the blas path runs one group at a time.
+        let blas = SamplingGroups(prompts: 64, guided: false, threads: 3, path: .blas)
+        XCTAssertEqual([blas.ranges.count, blas.slots, blas.threadsPerGroup], [4, 1, 3])
+    }
+
     func testGreedyFollowsFullForwardArgmaxInRange() {
         let model = Transformer(config: tinyConfig, seed: 22, batchCapacity: 1)
         let sampler = Sampler(model: model)

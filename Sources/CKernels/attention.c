@@ -136,14 +136,22 @@ static void attendItem(void *context, long r) {
 
 #endif
 
+bool suder_cached_attention_applies(long channels, long heads) {
+#if defined(__x86_64__)
+    const bool wide = suder_activeKernels == SUDER_KERNELS_AVX512;
+    // Whole vectors per head keep the loops mask-free; other shapes take the caller's path.
+    return suder_activeKernels != SUDER_KERNELS_BLAS && (channels / heads) % (wide ? 16 : 8) == 0 && heads <= MAX_HEADS;
+#else
+    return false;
+#endif
+}
+
 bool suder_cached_attention(float *out, const float *qkv, const float *keys, const float *values,
                             const int *streams, const int *positions, long rows, long channels, long heads,
                             long maxSeq, int threads) {
 #if defined(__x86_64__)
+    if (!suder_cached_attention_applies(channels, heads)) return false;
     const long hs = channels / heads;
-    const bool wide = suder_activeKernels == SUDER_KERNELS_AVX512;
-    // Whole vectors per head keep the loops mask-free; other shapes take the caller's path.
-    if (suder_activeKernels == SUDER_KERNELS_BLAS || hs % (wide ? 16 : 8) != 0 || heads > MAX_HEADS) return false;
     CachedAttention attention = {out, qkv, keys, values, streams, positions, channels, heads, maxSeq, 1 / sqrtf((float)hs)};
     // Per cached position and channel: two multiply-adds over 8 bytes of cache read from L3 or
     // memory, about as long as 8 multiply-adds of a product.

@@ -43,14 +43,19 @@ public enum MemoryEstimate {
         3 * buffer(parameterCount(config))
     }
 
-    /// What `Sampler.sample` reserves on a new sampler for `prompts` prompts (and as many null
-    /// prompts when `guided`) of at most `promptLength` tokens, on `threads` threads: one buffer set
-    /// for each group that runs at once (`SamplingGroups`).
-    public static func samplingBytes(_ config: ModelConfig, prompts: Int, guided: Bool, promptLength: Int, threads: Int) -> Double {
-        let plan = SamplingGroups(prompts: prompts, guided: guided, threads: threads)
-        let streams = plan.streamsPerGroup
-        return Double(plan.slots)
-            * samplerBytes(config, streams: streams, rows: max(streams, streams * promptLength), threads: plan.threadsPerGroup)
+    /// What a `Sampler` holds after calls of these shapes (prompts, with as many null prompts when
+    /// guided, of at most `promptLength` tokens) on `threads` threads: one buffer set for each group
+    /// that ran at once in the call with the most (`SamplingGroups`), all at the largest sizes.
+    public static func samplingBytes(
+        _ config: ModelConfig, calls: [(prompts: Int, guided: Bool, promptLength: Int)], threads: Int
+    ) -> Double {
+        let plans = calls.map {
+            SamplingGroups(prompts: $0.prompts, guided: $0.guided, threads: threads, sideBySide: SamplingGroups.sideBySide(config))
+        }
+        let rows = zip(calls, plans).map { max($1.streamsPerGroup, $1.streamsPerGroup * $0.promptLength) }
+        let streams = plans.map(\.streamsPerGroup).max() ?? 0, threadsPerGroup = plans.map(\.threadsPerGroup).max() ?? 1
+        let slots = plans.map(\.slots).max() ?? 0
+        return Double(slots) * samplerBytes(config, streams: streams, rows: rows.max() ?? 0, threads: threadsPerGroup)
     }
 
     /// `SamplerBuffers` for `streams` sequences and up to `rows` tokens per pass on `threads`

@@ -19,8 +19,8 @@ public struct Guidance: Sendable {
 /// have at most `maxRows` rows (a group's prompts and their null prompts), few enough for the
 /// kernels' small-M path, which reads the weights in place where more rows would repack them at
 /// every step (docs/PERFORMANCE.md). The groups follow from the prompt count and guidance alone.
-/// With several groups and threads, `slots` groups run side by side, each on one thread with its
-/// own buffers; else the groups run one after another on all the threads.
+/// With several groups and threads, and `sideBySide`, `slots` groups run side by side, each on one
+/// thread with its own buffers; else the groups run one after another on all the threads.
 struct SamplingGroups {
     static let maxRows = 16
     let ranges: [Range<Int>]
@@ -28,13 +28,19 @@ struct SamplingGroups {
     let slots: Int
     let threadsPerGroup: Int
 
-    init(prompts: Int, guided: Bool, threads: Int, path: KernelPath = .active) {
+    init(prompts: Int, guided: Bool, threads: Int, sideBySide: Bool) {
         let size = guided ? Self.maxRows / 2 : Self.maxRows
         ranges = stride(from: 0, to: prompts, by: size).map { $0..<min($0 + size, prompts) }
         streamsPerGroup = min(size, prompts) * (guided ? 2 : 1)
-        // The blas path's OpenBLAS is not called from several threads at once.
-        slots = path == .blas ? 1 : max(1, min(ranges.count, threads))
+        slots = sideBySide ? max(1, min(ranges.count, threads)) : 1
         threadsPerGroup = slots > 1 ? 1 : threads
+    }
+
+    /// Whether groups of `config`'s model may run side by side on the active kernel path: not where
+    /// a decode step calls OpenBLAS (the blas path, or attention the kernels do not take), whose
+    /// own threads would multiply with the groups'.
+    static func sideBySide(_ config: ModelConfig) -> Bool {
+        KernelPath.active != .blas && suder_cached_attention_applies(config.dModel, config.nHeads)
     }
 
     /// The groups a slot runs, one after another: a contiguous share.
@@ -94,7 +100,8 @@ public final class Sampler {
                 "prompt of \(prompt.count) + \(maxNewTokens) new tokens exceeds maxSeq \(config.maxSeq)")
         }
         guard P > 0, maxNewTokens > 0 else { return Array(repeating: [], count: P) }
-        let plan = SamplingGroups(prompts: P, guided: guidance != nil, threads: computeThreads)
+        let plan = SamplingGroups(
+            prompts: P, guided: guidance != nil, threads: computeThreads, sideBySide: SamplingGroups.sideBySide(config))
         let prefillRows = plan.ranges.map { range in
             range.reduce(0) { $0 + prompts[$1].count + (guidance?.nullPrompts[$1].count ?? 0) }
         }
@@ -132,32 +139,8 @@ public final class Sampler {
         for i in 0..<P { outputs[i].reserveCapacity(maxNewTokens) }
         var rngs = seeds.map { Xoshiro256RNG(seed: $0) }
         var lengths = streamPrompts.map(\.count)
-        // Prefill: every distinct prompt's tokens in one pass (a round repeats each prompt K times,
-        // and the null prompts repeat), then its keys and values copied to the streams that repeat
-        // it; logits at each distinct prompt's last token.
-        var firstStream: [[Int32]: Int] = [:]
-        var distinct: [Int] = []
-        var rows = 0
-        for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] == nil {
-            firstStream[prompt] = s
-            for (t, token) in prompt.enumerated() {
-                buffers.rowTokens[rows] = token
-                buffers.rowStreams[rows] = Int32(s)
-                buffers.rowPositions[rows] = Int32(t)
-                rows += 1
-            }
-            buffers.headRows[distinct.count] = Int32(rows - 1)
-            distinct.append(s)
-        }
-        extend(buffers, rows: rows, headRows: distinct.count, threads: threads)
         // The logits row of stream s is its distinct prompt's after prefill and its decode row afterwards.
-        let headOf = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
-        var logitsRow = streamPrompts.map { headOf[firstStream[$0]!]! }
-        let C = model.config.dModel, maxSeq = model.config.maxSeq
-        for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] != s {
-            let from = firstStream[prompt]! * maxSeq * C, to = s * maxSeq * C
-            for cache in buffers.keyCache + buffers.valueCache { (cache + to).update(from: cache + from, count: prompt.count * C) }
-        }
+        var logitsRow = prefill(streamPrompts, buffers: buffers, threads: threads)
         var active = Array(0..<P), activeCount = P
         let streamPasses = nullPrompts == nil ? 1 : 2
         while true {
@@ -208,6 +191,34 @@ public final class Sampler {
         return outputs
     }
 
+    /// Runs every distinct prompt of `streamPrompts` (stream s starts with streamPrompts[s]) through
+    /// the model in one pass, then copies its keys and values to the streams that repeat it (a
+    /// round repeats each prompt K times, and the null prompts repeat). Returns each stream's row
+    /// of the logits: its distinct prompt's last token's.
+    private func prefill(_ streamPrompts: [[Int32]], buffers: SamplerBuffers, threads: Int) -> [Int] {
+        var firstStream: [[Int32]: Int] = [:]
+        var headIndex: [Int: Int] = [:]
+        var rows = 0
+        for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] == nil {
+            firstStream[prompt] = s
+            for (t, token) in prompt.enumerated() {
+                buffers.rowTokens[rows] = token
+                buffers.rowStreams[rows] = Int32(s)
+                buffers.rowPositions[rows] = Int32(t)
+                rows += 1
+            }
+            buffers.headRows[headIndex.count] = Int32(rows - 1)
+            headIndex[s] = headIndex.count
+        }
+        extend(buffers, rows: rows, headRows: headIndex.count, threads: threads)
+        let C = model.config.dModel, maxSeq = model.config.maxSeq
+        for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] != s {
+            let from = firstStream[prompt]! * maxSeq * C, to = s * maxSeq * C
+            for cache in buffers.keyCache + buffers.valueCache { (cache + to).update(from: cache + from, count: prompt.count * C) }
+        }
+        return streamPrompts.map { headIndex[firstStream[$0]!]! }
+    }
+
     /// Logits through the KV-cache path for tests: prefill `promptLength` tokens of every
     /// sequence, then feed the rest one token per step. Returns per sequence the logits (V each)
     /// predicting positions promptLength ..< count, i.e. rows promptLength-1 ..< count-1 of a
@@ -217,18 +228,8 @@ public final class Sampler {
         reserve(slots: 1, streams: S, rows: S * promptLength, threads: 1)
         let buffers = buffers[0]
         var result = [[[Float]]](repeating: [], count: S)
-        var row = 0
-        for s in 0..<S {
-            for t in 0..<promptLength {
-                buffers.rowTokens[row] = sequences[s][t]
-                buffers.rowStreams[row] = Int32(s)
-                buffers.rowPositions[row] = Int32(t)
-                row += 1
-            }
-            buffers.headRows[s] = Int32(row - 1)
-        }
-        extend(buffers, rows: row, headRows: S, threads: computeThreads)
-        for s in 0..<S { result[s].append(Array(UnsafeBufferPointer(start: buffers.logits + s * V, count: V))) }
+        let rows = prefill(sequences.map { Array($0.prefix(promptLength)) }, buffers: buffers, threads: computeThreads)
+        for s in 0..<S { result[s].append(Array(UnsafeBufferPointer(start: buffers.logits + rows[s] * V, count: V))) }
         for position in promptLength..<(sequences[0].count - 1) {
             for s in 0..<S {
                 buffers.rowTokens[s] = sequences[s][position]
@@ -242,20 +243,22 @@ public final class Sampler {
         return result
     }
 
-    /// Grows the first `slots` buffer sets to `streams` streams, `rows` rows and `threads` threads'
-    /// token-choice scratch; larger ones are kept.
+    /// Makes at least `slots` buffer sets, all alike, each for `streams` streams, `rows` rows and
+    /// `threads` threads' token-choice scratch, or the larger sizes an earlier call needed: a
+    /// sampler holds its most slots times one set at its largest sizes (`MemoryEstimate.samplingBytes`).
     private func reserve(slots: Int, streams: Int, rows: Int, threads: Int) {
-        for slot in 0..<slots {
-            if slot < buffers.count {
-                let held = buffers[slot]
-                if held.streamCapacity >= streams, held.rowCapacity >= rows, held.tokenScratch.count >= threads { continue }
-                held.deallocate()
-                buffers[slot] = SamplerBuffers(
-                    config: model.config, streams: max(streams, held.streamCapacity), rows: max(rows, held.rowCapacity),
-                    threads: max(threads, held.tokenScratch.count))
-            } else {
-                buffers.append(SamplerBuffers(config: model.config, streams: streams, rows: rows, threads: threads))
+        var size = (streams: streams, rows: rows, threads: threads)
+        var sets = slots
+        if let held = buffers.first {
+            size = (max(streams, held.streamCapacity), max(rows, held.rowCapacity), max(threads, held.tokenScratch.count))
+            sets = max(slots, buffers.count)
+            if size != (held.streamCapacity, held.rowCapacity, held.tokenScratch.count) {
+                for set in buffers { set.deallocate() }
+                buffers = []
             }
+        }
+        while buffers.count < sets {
+            buffers.append(SamplerBuffers(config: model.config, streams: size.streams, rows: size.rows, threads: size.threads))
         }
     }
 

@@ -46,21 +46,31 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertEqual(bytes, Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9, threads: computeThreads)))
     }
 
-    /// With several groups side by side, one buffer set per group that runs at once.
+    /// With several groups side by side, one buffer set per group that runs at once; a later call
+    /// that needs larger sets regrows them all: a round's image sampling, then its captions.
     func testTheSamplersGroupsReservationIsEstimated() {
         let config = ModelConfig(vocabSize: 300, dModel: 32, nLayers: 2, nHeads: 2, ffnHidden: 64, maxSeq: 40)
         let model = Transformer(config: config, seed: 1, batchCapacity: 2)
-        let prompts = (0..<21).map { i in [Int32](repeating: Int32(i + 1), count: 4) }
+        let prompts = (0..<64).map { i in [Int32](repeating: Int32(i + 1), count: 4) }
+        let images = (0..<64).map { i in [Int32](repeating: Int32(i + 1), count: 12) }
         let guidance = Guidance(weight: 2, nullPrompts: prompts.map { _ in [0, 0, 0, 0] })
+        let seeds = (0..<64).map { UInt64($0) }
         let sampler = Sampler(model: model)
-        withKernelThreads(2) {
-            let (_, bytes) = allocatedBytes {
-                sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: 10..<300, guidance: guidance, seeds: Array(1...21))
+        withKernelThreads(8) {
+            let (_, first) = allocatedBytes {
+                sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: 10..<300, guidance: guidance, seeds: seeds)
             }
-            XCTAssertEqual(bytes, Int(MemoryEstimate.samplingBytes(config, prompts: 21, guided: true, promptLength: 4, threads: 2)))
-            // Two groups side by side, one thread each, or on the blas path one at a time on both threads.
-            let perGroup = { (threads: Int) in Int(MemoryEstimate.samplerBytes(config, streams: 16, rows: 64, threads: threads)) }
-            XCTAssertEqual(bytes, KernelPath.active == .blas ? perGroup(2) : 2 * perGroup(1))
+            let imageCall = (prompts: 64, guided: true, promptLength: 4), captionCall = (prompts: 64, guided: false, promptLength: 12)
+            XCTAssertEqual(first, Int(MemoryEstimate.samplingBytes(config, calls: [imageCall], threads: 8)))
+            let (_, second) = allocatedBytes {
+                sampler.sample(prompts: images, maxNewTokens: 5, allowedRange: 10..<300, seeds: seeds)
+            }
+            XCTAssertEqual(second, Int(MemoryEstimate.samplingBytes(config, calls: [imageCall, captionCall], threads: 8)))
+            // Eight groups side by side (the captions' four regrow all eight), or on the blas path one
+            // at a time on all 8 threads.
+            let sets = SamplingGroups.sideBySide(config) ? 8 : 1
+            let set = MemoryEstimate.samplerBytes(config, streams: 16, rows: 16 * 12, threads: sets == 8 ? 1 : 8)
+            XCTAssertEqual(second, sets * Int(set))
         }
     }
 

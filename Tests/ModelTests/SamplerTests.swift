@@ -25,15 +25,17 @@ final class SamplerTests: XCTestCase {
 
     /// The groups of a call sample exactly as each group's prompts would in a call of their own,
     /// guided (8 prompts a group) or not (16), on one thread or with the groups side by side
-    /// (every kernel path but blas, which runs one group at a time on OpenBLAS's threads).
+    /// (every kernel path but blas, which runs one group at a time on OpenBLAS's threads). Heads of
+    /// 16 channels, which the AVX-512 attention takes.
     func testEachGroupSamplesAsItWouldAlone() throws {
-        let model = Transformer(config: tinyConfig, seed: 25)
+        let config = ModelConfig(vocabSize: 23, dModel: 32, nLayers: 2, nHeads: 2, ffnHidden: 24, maxSeq: 12)
+        let model = Transformer(config: config, seed: 25)
         let sampler = Sampler(model: model)
         let many = (0..<37).map { i in prompts[i % prompts.count] + [Int32(i % 23)] }
         let seeds = (0..<37).map { UInt64(500 + $0) }
         for guided in [false, true] {
             let guidance = guided ? Guidance(weight: 2, nullPrompts: many.map { _ in [0, 0] }) : nil
-            let plan = SamplingGroups(prompts: many.count, guided: guided, threads: 1)
+            let plan = SamplingGroups(prompts: many.count, guided: guided, threads: 1, sideBySide: true)
             XCTAssertEqual(plan.ranges.count, guided ? 5 : 3)
             XCTAssertTrue(plan.ranges.allSatisfy { $0.count * (guided ? 2 : 1) <= SamplingGroups.maxRows })
             func draw(_ range: Range<Int>, threads: Int) -> [[Int32]] {
@@ -45,6 +47,7 @@ final class SamplerTests: XCTestCase {
                 }
             }
             try CKernelsTests.onEveryPath { path in
+                XCTAssertEqual(SamplingGroups.sideBySide(config), path != .blas)
                 let alone = plan.ranges.flatMap { draw($0, threads: 1) }
                 XCTAssertEqual(draw(0..<many.count, threads: 1), alone, "\(path) guided \(guided), one thread")
                 guard path != .blas else { return }
@@ -55,14 +58,14 @@ final class SamplerTests: XCTestCase {
         }
     }
 
-    /// Prompts repeated in a call (as a round repeats each K times, with one null prompt for all)
-    /// are prefilled once and sample as each would alone.
+    /// Prompts repeated in a call (as a round repeats each K times, with one null prompt for all,
+    /// here also the same as two of the prompts) are prefilled once and sample as each would alone.
     func testRepeatedPromptsSampleAsEachWouldAlone() {
         let model = Transformer(config: tinyConfig, seed: 26)
         let sampler = Sampler(model: model)
         let repeated = [prompts[2], prompts[2], prompts[0], prompts[2], prompts[0], prompts[1]]
         let seeds: [UInt64] = [61, 62, 63, 64, 65, 66]
-        for guidance in [nil, Guidance(weight: 2, nullPrompts: repeated.map { _ in [0, 0] })] {
+        for guidance in [nil, Guidance(weight: 2, nullPrompts: repeated.map { _ in prompts[0] })] {
             let together = sampler.sample(
                 prompts: repeated, maxNewTokens: 7, allowedRange: 0..<23, guidance: guidance, seeds: seeds)
             for i in repeated.indices {
@@ -75,18 +78,32 @@ final class SamplerTests: XCTestCase {
         }
     }
 
-    func testGroupsAndTheirThreads() {
-        let guided = SamplingGroups(prompts: 20, guided: true, threads: 2, path: .avx2)
+    func testGroupsAndTheirThreads() throws {
+        let guided = SamplingGroups(prompts: 20, guided: true, threads: 2, sideBySide: true)
         XCTAssertEqual(guided.ranges, [0..<8, 8..<16, 16..<20])
         XCTAssertEqual(guided.streamsPerGroup, 16)
         XCTAssertEqual([guided.slots, guided.threadsPerGroup], [2, 1])
         XCTAssertEqual([guided.groups(ofSlot: 0), guided.groups(ofSlot: 1)], [0..<1, 1..<3])
-        let one = SamplingGroups(prompts: 5, guided: false, threads: 4, path: .avx512)
+        let one = SamplingGroups(prompts: 5, guided: false, threads: 4, sideBySide: true)
         XCTAssertEqual(one.ranges, [0..<5])
         XCTAssertEqual([one.streamsPerGroup, one.slots, one.threadsPerGroup], [5, 1, 4])
-        // OpenBLAS is not called from several threads at once: the blas path runs one group at a time.
-        let blas = SamplingGroups(prompts: 64, guided: false, threads: 3, path: .blas)
-        XCTAssertEqual([blas.ranges.count, blas.slots, blas.threadsPerGroup], [4, 1, 3])
+        let oneAtATime = SamplingGroups(prompts: 64, guided: false, threads: 3, sideBySide: false)
+        XCTAssertEqual([oneAtATime.ranges.count, oneAtATime.slots, oneAtATime.threadsPerGroup], [4, 1, 3])
+        // The groups, and so the tokens, do not depend on the threads.
+        for threads in 1...16 {
+            for sideBySide in [false, true] {
+                let plan = SamplingGroups(prompts: 37, guided: true, threads: threads, sideBySide: sideBySide)
+                XCTAssertEqual(plan.ranges, [0..<8, 8..<16, 16..<24, 24..<32, 32..<37])
+                XCTAssertEqual(plan.streamsPerGroup, 16)
+                XCTAssertEqual(plan.groups(ofSlot: 0).lowerBound, 0)
+                XCTAssertEqual(plan.groups(ofSlot: plan.slots - 1).upperBound, 5)
+            }
+        }
+        // Groups run side by side only where a decode step calls no OpenBLAS: the kernels' attention
+        // takes heads of whole vectors (tinyConfig's heads are 8 channels, half an AVX-512 vector).
+        try CKernelsTests.onEveryPath { path in
+            XCTAssertEqual(SamplingGroups.sideBySide(tinyConfig), path == .avx2)
+        }
     }
 
     func testGreedyFollowsFullForwardArgmaxInRange() {

@@ -70,15 +70,17 @@ final class TransformerTests: XCTestCase {
         }
     }
 
+    /// Sequences 3 and 4 share their prompts with 0 and 1, so they decode over copied keys and values.
     func testKVCacheLogitsMatchFullForward() {
-        let model = Transformer(config: tinyConfig, seed: 11, batchCapacity: 4)
-        let sequences = randomSequences(count: 3, lengths: 12...12, vocab: tinyConfig.vocabSize, seed: 2)
-        let full = model.logits(TokenBatch(sequences: sequences, targetStarts: [1, 1, 1]))
+        let model = Transformer(config: tinyConfig, seed: 11, batchCapacity: 5)
+        var sequences = randomSequences(count: 5, lengths: 12...12, vocab: tinyConfig.vocabSize, seed: 2)
+        for (s, shared) in [(3, 0), (4, 1)] { sequences[s].replaceSubrange(0..<4, with: sequences[shared][0..<4]) }
+        let full = model.logits(TokenBatch(sequences: sequences, targetStarts: [1, 1, 1, 1, 1]))
         let sampler = Sampler(model: model)
         let cached = sampler.cachedLogits(sequences: sequences, promptLength: 4)
         let V = tinyConfig.vocabSize, T = 12
         var worst: Float = 0
-        for s in 0..<3 {
+        for s in 0..<5 {
             XCTAssertEqual(cached[s].count, T - 4)
             for (k, row) in cached[s].enumerated() {
                 let t = 3 + k

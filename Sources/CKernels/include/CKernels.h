@@ -62,13 +62,18 @@ float suder_dot(const float *a, const float *b, const float *c, long count);
 /// The largest of x[0..<count] (-inf when count is 0; NaNs are not looked for).
 float suder_maximum(const float *x, long count);
 
+/// Whether suder_cached_attention takes `heads` heads over `channels` channels on the active
+/// path; when it does not, the caller's path (OpenBLAS) does.
+bool suder_cached_attention_applies(long channels, long heads);
+
 /// The sampler's cached attention (Sampler.swift, cachedAttentionForward): each of `rows` new rows
 /// (qkv rows [q | k | v], 3 channels wide) attends over positions 0...positions[r] of its stream's
 /// keys and values (streams x maxSeq x channels), softmax(q k / sqrt(head size)) v per head, into
 /// out (rows x channels); rows are split over up to `threads` threads when there are enough cached
-/// positions to pay for it (bitwise the same result). Returns false (nothing written) on the BLAS
-/// path, when the head size is not a multiple of the path's vector (16 floats for AVX-512, 8 for
-/// AVX2), or when out of memory for the scores.
+/// positions to pay for it (bitwise the same result). Returns false (nothing written) where it
+/// does not apply (suder_cached_attention_applies: the BLAS path, or a head size that is not a
+/// multiple of the path's vector, 16 floats for AVX-512 and 8 for AVX2) or when out of memory for
+/// the scores.
 bool suder_cached_attention(float *out, const float *qkv, const float *keys, const float *values,
                             const int *streams, const int *positions, long rows, long channels, long heads,
                             long maxSeq, int threads);

@@ -10,23 +10,23 @@ public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
     let settings = ModelSettings(config)
     let model = configuredModel(config)
     let side = config.int("data.canvas") / config.int("data.patch")
-    // Image sampling runs a chunk's prompts (and as many guidance streams) after text prompts;
-    // caption sampling a chunk of image prefixes, up to maxSeq tokens. The sampler's buffers
-    // grow to the larger of the two.
+    // One sampler draws images for a chunk's prompts (and as many guidance streams) after text
+    // prompts, and captions for a chunk of image prefixes of up to maxSeq tokens.
     let chunk = UnifiedModelTasks.samplingChunk
     let guided = config.double("suder.cfg_weight") > 0 || config.double("eval.cfg_weight") > 0
-    let threads = resolveThreads(requested: config.int("runtime.threads"))
-    let imageSampling = MemoryEstimate.samplingBytes(
-        model, prompts: chunk, guided: guided, promptLength: max(1, model.maxSeq - side * side), threads: threads)
-    let captionSampling = MemoryEstimate.samplingBytes(
-        model, prompts: chunk, guided: false, promptLength: model.maxSeq, threads: threads)
+    let samplingBytes = MemoryEstimate.samplingBytes(
+        model,
+        calls: [
+            (prompts: chunk, guided: guided, promptLength: max(1, model.maxSeq - side * side)),
+            (prompts: chunk, guided: false, promptLength: model.maxSeq),
+        ], threads: resolveThreads(requested: config.int("runtime.threads")))
     let parameters = MemoryEstimate.buffer(MemoryEstimate.parameterCount(model))
     let transformer = MemoryEstimate.transformerBytes(model, batchCapacity: settings.microBatch)
     let modelParts: [(name: String, bytes: Double)] = [
         ("parameters", parameters), ("gradients", parameters), ("activations", transformer - 2 * parameters),
     ]
     let optimizer = ("AdamW state", MemoryEstimate.adamWBytes(model))
-    let sampler = ("sampling KV cache and buffers", max(imageSampling, captionSampling))
+    let sampler = ("sampling KV cache and buffers", samplingBytes)
     var suder = modelParts + [optimizer, sampler]
     if SuderSettings(config).objective == .dpo { suder.append(("DPO reference model", transformer)) }
     return [

@@ -12,7 +12,8 @@ final class UnifiedModelTasks {
     let vocabulary: Vocabulary
     let oracle: Oracle
     let imageTokenCount: Int
-    /// Sequences per sampler call: bounds the KV cache's memory.
+    /// Sequences per sampler call; the sampler decodes them in groups of 8 or 16 prompts, side by
+    /// side on the rank's threads, with a KV cache per group that runs at once.
     static let samplingChunk = 64
 
     init(model: Transformer, dataset: DatasetReader) throws {

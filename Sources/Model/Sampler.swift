@@ -134,7 +134,6 @@ public final class Sampler {
         let V = model.config.vocabSize
         let P = prompts.count, maxNewTokens = request.maxNewTokens
         let streamPrompts = prompts + (nullPrompts ?? [])
-        let S = streamPrompts.count
         var outputs = [[Int32]](repeating: [], count: P)
         for i in 0..<P { outputs[i].reserveCapacity(maxNewTokens) }
         var rngs = seeds.map { Xoshiro256RNG(seed: $0) }

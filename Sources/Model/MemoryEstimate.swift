@@ -49,9 +49,8 @@ public enum MemoryEstimate {
     public static func samplingBytes(
         _ config: ModelConfig, calls: [(prompts: Int, guided: Bool, promptLength: Int)], threads: Int
     ) -> Double {
-        let plans = calls.map {
-            SamplingGroups(prompts: $0.prompts, guided: $0.guided, threads: threads, sideBySide: SamplingGroups.sideBySide(config))
-        }
+        let sideBySide = SamplingGroups.sideBySide(config)
+        let plans = calls.map { SamplingGroups(prompts: $0.prompts, guided: $0.guided, threads: threads, sideBySide: sideBySide) }
         let rows = zip(calls, plans).map { max($1.streamsPerGroup, $1.streamsPerGroup * $0.promptLength) }
         let streams = plans.map(\.streamsPerGroup).max() ?? 0, threadsPerGroup = plans.map(\.threadsPerGroup).max() ?? 1
         let slots = plans.map(\.slots).max() ?? 0

@@ -211,9 +211,10 @@ public final class Sampler {
         }
         extend(buffers, rows: rows, headRows: headIndex.count, threads: threads)
         let C = model.config.dModel, maxSeq = model.config.maxSeq
+        let caches = buffers.keyCache + buffers.valueCache
         for (s, prompt) in streamPrompts.enumerated() where firstStream[prompt] != s {
             let from = firstStream[prompt]! * maxSeq * C, to = s * maxSeq * C
-            for cache in buffers.keyCache + buffers.valueCache { (cache + to).update(from: cache + from, count: prompt.count * C) }
+            for cache in caches { (cache + to).update(from: cache + from, count: prompt.count * C) }
         }
         return streamPrompts.map { headIndex[firstStream[$0]!]! }
     }
@@ -246,11 +247,10 @@ public final class Sampler {
     /// `threads` threads' token-choice scratch, or the larger sizes an earlier call needed: a
     /// sampler holds its most slots times one set at its largest sizes (`MemoryEstimate.samplingBytes`).
     private func reserve(slots: Int, streams: Int, rows: Int, threads: Int) {
+        let sets = max(slots, buffers.count)
         var size = (streams: streams, rows: rows, threads: threads)
-        var sets = slots
         if let held = buffers.first {
             size = (max(streams, held.streamCapacity), max(rows, held.rowCapacity), max(threads, held.tokenScratch.count))
-            sets = max(slots, buffers.count)
             if size != (held.streamCapacity, held.rowCapacity, held.tokenScratch.count) {
                 for set in buffers { set.deallocate() }
                 buffers = []

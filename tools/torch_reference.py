@@ -135,11 +135,12 @@ class Transformer(nn.Module):
     def head_weight(self):
         return self.tok_embeddings.weight if self.c.tiedHead else self.output.weight
 
-    def forward(self, tokens, caches=None, pos=0):
+    def forward(self, tokens, caches=None, pos=0, first=0):
+        """Logits of positions first..<T (the head runs on those rows only)."""
         x = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, self.cos, self.sin, None if caches is None else caches[i], pos)
-        return F.linear(self.norm(x), self.head_weight())
+        return F.linear(self.norm(x[:, first:]), self.head_weight())
 
     def table(self):
         """(name, shape) in the order of the Swift flat buffer."""
@@ -150,6 +151,13 @@ def weighted_logprob_sums(logits, tokens, weights):
     """S_b = sum_t weights[b, t] * log p(tokens[b, t] | tokens[b, < t]) (t = 0 has no prediction)."""
     logp = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]
     return (logp * weights[:, 1:]).sum(dim=1)
+
+
+def span_logprob_sums(model, tokens, start):
+    """S_b = sum over t >= start of log p(tokens[b, t] | tokens[b, < t]), the head run only on
+    the rows that predict those tokens, as the Swift model does for rows with a weight."""
+    logits = model(tokens, first=start - 1)[:, :-1]
+    return F.log_softmax(logits, dim=-1).gather(-1, tokens[:, start:, None])[..., 0].sum(dim=1)
 
 
 # ---------------------------------------------------------------------------- weights I/O
@@ -296,7 +304,7 @@ def sample_with_cache(model, prompts, new_tokens, temperature, generators, allow
     B, P = prompts.shape
     hs = c.dModel // c.nHeads
     caches = [(torch.zeros(B, c.nHeads, c.maxSeq, hs), torch.zeros(B, c.nHeads, c.maxSeq, hs)) for _ in range(c.nLayers)]
-    logits = model(prompts, caches, 0)[:, -1]
+    logits = model(prompts, caches, 0, first=P - 1)[:, -1]
     lo, hi = allowed if allowed is not None else (0, c.vocabSize)
     out = []
     for step in range(new_tokens):
@@ -334,22 +342,17 @@ def bench(args):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    score_weights = torch.zeros(B, T)
-    score_weights[:, T // 2:] = 1
-
     def score():
         with torch.no_grad():
-            weighted_logprob_sums(model(tokens), tokens, score_weights)
+            span_logprob_sums(model, tokens, T // 2)
 
-    pref_weights = torch.zeros(B, T)
-    pref_weights[:, T // 3:] = 1
-    lengths = pref_weights.sum(1)
+    length = T - T // 3
 
     def preference_step():
         opt.zero_grad(set_to_none=True)
-        logps = weighted_logprob_sums(model(tokens), tokens, pref_weights)
+        logps = span_logprob_sums(model, tokens, T // 3)
         chosen, rejected = logps[0::2], logps[1::2]
-        z = 2.0 * chosen / lengths[0::2] - 2.0 * rejected / lengths[1::2] - 0.5
+        z = 2.0 * chosen / length - 2.0 * rejected / length - 0.5
         loss = -F.logsigmoid(z).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

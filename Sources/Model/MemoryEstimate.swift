@@ -29,7 +29,7 @@ public enum MemoryEstimate {
         let perLayer =
             buffer(N * C) * 4 + buffer(N) * 2 + buffer(N * 3 * C) + buffer(B * Double(config.nHeads) * T * T)
             + buffer(N * 2 * H) + buffer(N * H)
-        let tokens = 3 * buffer(N)
+        let tokens = 4 * buffer(N)
         let rows = 3 * buffer(N)
         let final = buffer(N * C) + buffer(N) + buffer(N * V)
         let scratch =

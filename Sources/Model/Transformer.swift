@@ -31,6 +31,9 @@ public final class Transformer {
     private let acts: Activations
     /// Shape of the batch held in the activations (for backward).
     private var heldB = 0, heldT = 0
+    /// Rows of the held batch that went through the head: acts.logits row i is batch row
+    /// acts.headRows[i] (see runBody).
+    private var headRowCount = 0
 
     public init(config: ModelConfig, seed: UInt64, batchCapacity: Int = 8) {
         try! config.validate()
@@ -112,32 +115,27 @@ public final class Transformer {
     /// Keeps the activations for `backward`.
     @discardableResult
     public func forward(_ batch: TokenBatch) -> [Double] {
-        runBody(batch)
-        let N = heldB * heldT, V = config.vocabSize
+        runBody(batch, everyRow: false)
+        let a = acts
         tokenLogProbForward(
-            logp: acts.logp, logits: acts.logits, targets: acts.targets,
-            weights: acts.rowWeights, N: N, V: V)
+            logp: a.logp, logits: a.logits, targets: a.targets, weights: a.rowWeights, N: headRowCount, V: config.vocabSize)
         var sums = [Double](repeating: 0, count: heldB)
-        for b in 0..<heldB {
-            var sum = 0.0
-            for t in 0..<heldT {
-                let r = b * heldT + t
-                sum += Double(acts.rowWeights[r]) * Double(acts.logp[r])
-            }
-            sums[b] = sum
-        }
+        for i in 0..<headRowCount { sums[Int(a.headRows[i]) / heldT] += Double(a.rowWeights[i]) * Double(a.logp[i]) }
         return sums
     }
 
     /// Raw next-token logits (B, T, V) of a batch: row (b, t) predicts token t + 1.
     public func logits(_ batch: TokenBatch) -> [Float] {
-        runBody(batch)
+        runBody(batch, everyRow: true)
         return Array(UnsafeBufferPointer(start: acts.logits, count: batch.batchSize * batch.seqLen * config.vocabSize))
     }
 
     /// Embedding, layers, final norm and head into acts.logits; sets up the shifted targets and
-    /// weights: logits row (b, t) predicts tokens[b, t+1] with weight weights[b, t+1].
-    private func runBody(_ batch: TokenBatch) {
+    /// weights: batch row (b, t) predicts tokens[b, t+1] with weight weights[b, t+1]. Unless
+    /// `everyRow`, only the rows with a weight go through the head, moved to the front of
+    /// lnFinal, targets and rowWeights in order (acts.headRows maps them back): the others (the
+    /// context a score is conditioned on, padding) would cost the head's products for nothing.
+    private func runBody(_ batch: TokenBatch, everyRow: Bool) {
         let B = batch.batchSize, T = batch.seqLen
         precondition(B >= 1 && B <= batchCapacity, "batch of \(B) exceeds capacity \(batchCapacity)")
         precondition(T >= 1 && T <= config.maxSeq, "sequence length \(T) exceeds maxSeq \(config.maxSeq)")
@@ -176,7 +174,18 @@ public final class Transformer {
             matmulForward(a.residual[l + 1], inp: a.hidden[l], weight: p + o.w2, N: N, inDim: H, outDim: C, accumulate: true)
         }
         rmsnormForward(a.lnFinal, rstd: a.rstdFinal, inp: a.residual[config.nLayers], weight: p + finalNormOffset, N: N, C: C, eps: config.normEps)
-        matmulForward(a.logits, inp: a.lnFinal, weight: p + outputOffset, N: N, inDim: C, outDim: V)
+        var rows = 0
+        for r in 0..<N where everyRow || a.rowWeights[r] != 0 {
+            if rows != r {
+                (a.lnFinal + rows * C).update(from: a.lnFinal + r * C, count: C)
+                a.targets[rows] = a.targets[r]
+                a.rowWeights[rows] = a.rowWeights[r]
+            }
+            a.headRows[rows] = Int32(r)
+            rows += 1
+        }
+        headRowCount = rows
+        if rows > 0 { matmulForward(a.logits, inp: a.lnFinal, weight: p + outputOffset, N: rows, inDim: C, outDim: V) }
     }
 
     // MARK: - Backward
@@ -190,12 +199,24 @@ public final class Transformer {
         precondition(coefficients.count == B, "one coefficient per sequence")
         let N = B * T, C = config.dModel, H = config.ffnHidden, V = config.vocabSize, NH = config.nHeads
         let a = acts, p = parameters.baseAddress!, g = gradients.baseAddress!
-        for b in 0..<B {
-            for t in 0..<T { a.rowCoefficients[b * T + t] = coefficients[b] * a.rowWeights[b * T + t] }
+        let rows = headRowCount
+        for i in 0..<rows { a.rowCoefficients[i] = coefficients[Int(a.headRows[i]) / T] * a.rowWeights[i] }
+        tokenLogProbBackward(probsToGradients: a.logits, targets: a.targets, coefficients: a.rowCoefficients, N: rows, V: V)
+        // logits = lnFinal * Wout^T over the head rows, whose gradients then move to their batch
+        // rows, last first (headRows[i] >= i); the rows without a head get zero.
+        if rows > 0 {
+            matmulBackward(
+                dinp: a.dNormed, dweight: g + outputOffset, dout: a.logits, inp: a.lnFinal, weight: p + outputOffset,
+                N: rows, inDim: C, outDim: V)
         }
-        tokenLogProbBackward(probsToGradients: a.logits, targets: a.targets, coefficients: a.rowCoefficients, N: N, V: V)
-        // logits = lnFinal * Wout^T
-        matmulBackward(dinp: a.dNormed, dweight: g + outputOffset, dout: a.logits, inp: a.lnFinal, weight: p + outputOffset, N: N, inDim: C, outDim: V)
+        var end = N
+        for i in stride(from: rows - 1, through: 0, by: -1) {
+            let r = Int(a.headRows[i])
+            (a.dNormed + (r + 1) * C).update(repeating: 0, count: (end - r - 1) * C)
+            if r != i { (a.dNormed + r * C).update(from: a.dNormed + i * C, count: C) }
+            end = r
+        }
+        a.dNormed.update(repeating: 0, count: end * C)
         // lnFinal = rmsnorm(residual[L])
         a.dResidual.update(repeating: 0, count: N * C)
         rmsnormBackward(
@@ -271,7 +292,7 @@ public final class Transformer {
 
 /// The activation and activation-gradient buffers, allocated once for capacity x maxSeq rows.
 final class Activations {
-    let tokens, targets, positions: UnsafeMutablePointer<Int32>
+    let tokens, targets, positions, headRows: UnsafeMutablePointer<Int32>
     let rowWeights, rowCoefficients, logp: UnsafeMutablePointer<Float>
     /// residual[l] enters layer l; residual[nLayers] enters the final norm.
     let residual: [UnsafeMutablePointer<Float>]
@@ -292,8 +313,8 @@ final class Activations {
             return p
         }
         func perLayer(_ count: Int, _ layers: Int = L) -> [UnsafeMutablePointer<Float>] { (0..<layers).map { _ in f(count) } }
-        tokens = allocateAligned(N); targets = allocateAligned(N); positions = allocateAligned(N)
-        ownedInts = [tokens, targets, positions]
+        tokens = allocateAligned(N); targets = allocateAligned(N); positions = allocateAligned(N); headRows = allocateAligned(N)
+        ownedInts = [tokens, targets, positions, headRows]
         rowWeights = f(N); rowCoefficients = f(N); logp = f(N)
         residual = perLayer(N * C, L + 1)
         residualMid = perLayer(N * C); ln1 = perLayer(N * C); rstd1 = perLayer(N)

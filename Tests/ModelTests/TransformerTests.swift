@@ -90,6 +90,28 @@ final class TransformerTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4)
     }
 
+    /// Only rows with a weight go through the head: a sequence without one scores 0 and, alone,
+    /// gives no gradient; beside weighted ones it leaves their sums as they are alone.
+    func testRowsWithoutWeightSkipTheHead() {
+        let model = Transformer(config: tinyConfig, seed: 6, batchCapacity: 3)
+        let sequences = randomSequences(count: 3, lengths: 6...9, vocab: tinyConfig.vocabSize, seed: 12)
+        var unweighted = TokenBatch(sequences: [sequences[1]], targetStarts: [1])
+        unweighted.weights = unweighted.weights.map { _ in 0 }
+        model.zeroGradients()
+        XCTAssertEqual(model.forward(unweighted), [0])
+        model.backward(sequenceCoefficients: [1])
+        XCTAssertEqual(model.gradients.reduce(0) { max($0, abs($1)) }, 0)
+        var mixed = TokenBatch(sequences: sequences, targetStarts: [2, 1, 5])
+        for t in 0..<mixed.seqLen { mixed.weights[mixed.seqLen + t] = 0 }
+        let sums = model.forward(mixed)
+        XCTAssertEqual(sums[1], 0)
+        for b in [0, 2] {
+            let alone = model.forward(TokenBatch(sequences: [sequences[b]], targetStarts: [b == 0 ? 2 : 5]))[0]
+            XCTAssertEqual(sums[b], alone, accuracy: 1e-4)
+            XCTAssertLessThan(sums[b], 0)
+        }
+    }
+
     func testScoreMatchesForwardAndChunks() {
         let model = Transformer(config: tinyConfig, seed: 4, batchCapacity: 2)
         let contexts = randomSequences(count: 5, lengths: 1...4, vocab: tinyConfig.vocabSize, seed: 8)

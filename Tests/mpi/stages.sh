@@ -139,22 +139,53 @@ fi
 
 # 1b. A SUDER round does not depend on the rank count: every random stream comes from (seed,
 #    round, item), and a sequence's samples do not depend on its batch. Both runs start from the
-#    same checkpoint and take two updates, too few for the weights to drift apart, so every
-#    metric (grad norms too) and the weights must agree within 1e-5 (seen: 5e-7 and 6e-8), and a
-#    sampled token that flipped would change losses by far more than that.
+#    same checkpoint, so round 1 must agree: every sample's tokens, every metric (grad norms too)
+#    and the weights after its update within 1e-5 (seen: 5e-7 and 4.5e-8). That update leaves the
+#    runs' weights apart by rounding, and a draw of round 2 that falls within that rounding of the
+#    boundary between two tokens flips, and with it that sample from there on (seen: 1 of the 32,
+#    after a change to the summation order of the output head's gradient). So round 2 must agree
+#    the same way when all its samples do, and else differ in at most 2 samples. A rank-dependent
+#    seed, share or reduction changes round 1's metrics, or nearly every sample.
+sample_tokens() {
+    grep -o '"step": [0-9]*, "direction": "[a-z]*", "item": [0-9]*\|"tokens_xxh64": "[^"]*"' "$1" | paste -d' ' - - | sort
+}
+# same_rounds RUN_A RUN_B: the check above (details in $work/out); sets `flipped`.
+same_rounds() {
+    local a=$1/suder b=$2/suder
+    head -n 1 "$a/metrics.jsonl" >"$work/a-first.jsonl" && head -n 1 "$b/metrics.jsonl" >"$work/b-first.jsonl"
+    flipped=$(diff <(sample_tokens "$a/samples.jsonl") <(sample_tokens "$b/samples.jsonl") | grep -c '^<')
+    "$bin/suder-mpitests" compare-metrics "$work/a-first.jsonl" "$work/b-first.jsonl" 1e-5 >"$work/out" 2>&1 &&
+        "$bin/suder-mpitests" compare-checkpoints "$a/step-000000000001" "$b/step-000000000001" 1e-5 >>"$work/out" 2>&1 &&
+        [ "$(sample_tokens "$a/samples.jsonl" | grep '^"step": 1,')" = "$(sample_tokens "$b/samples.jsonl" | grep '^"step": 1,')" ] || return 1
+    if [ "$flipped" = 0 ]; then
+        "$bin/suder-mpitests" compare-metrics "$a/metrics.jsonl" "$b/metrics.jsonl" 1e-5 >>"$work/out" 2>&1 &&
+            "$bin/suder-mpitests" compare-checkpoints "$a/$rounds" "$b/$rounds" 1e-5 >>"$work/out" 2>&1
+    else
+        echo "round 2: $flipped of 32 samples flipped" >>"$work/out"
+        [ "$flipped" -le 2 ]
+    fi
+}
+agreement() {
+    echo "round 1 $(grep -m1 -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -m1 -o 'max |a-b| = [^ ]*' "$work/out"); round 2 $(
+        [ "$flipped" = 0 ] && echo "$(grep -o 'largest relative difference [^,]*' "$work/out" | tail -1), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out" | tail -1)" ||
+            echo "$flipped sample(s) flipped")"
+}
+# Verdicts of round 1, and of round 2 when none of its samples flipped.
+comparable_verdicts() {
+    if [ "$flipped" = 0 ]; then verdicts "$1"; else verdicts "$1" | grep '^1 '; fi
+}
 if [ -f "$ref/pretrain/DONE" ] && [ -f "$one/pretrain/DONE" ]; then
     if run "suder stage, -np 2" zero 180 "$suder" 2 "$ref" suder suder.log_samples=true &&
         run "suder stage, -np 1" zero 180 "$suder" 1 "$one" suder runtime.threads=1 suder.log_samples=true --init "$ref/pretrain"; then
         rounds=$(ls -d "$ref"/suder/step-* | tail -1 | xargs basename)
-        if "$bin/suder-mpitests" compare-metrics "$one/suder/metrics.jsonl" "$ref/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
-            "$bin/suder-mpitests" compare-checkpoints "$one/suder/$rounds" "$ref/suder/$rounds" 1e-5 >>"$work/out" 2>&1; then
-            pass "SUDER rounds, 1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out")"
-        else fail "SUDER rounds, 1 rank vs 2 ranks: metrics or weights differ"; fi
+        if same_rounds "$one" "$ref"; then
+            pass "SUDER rounds, 1 rank vs 2 ranks: $(agreement)"
+        else fail "SUDER rounds, 1 rank vs 2 ranks: metrics, weights or samples differ"; fi
         # The sample log gathers every rank's samples: 2 rounds x (4 prompts + 4 images) x K 4 lines,
         # the same samples and verdicts whatever the rank count (ranks' lines arrive in rank order).
-        if [ "$(wc -l <"$ref/suder/samples.jsonl")" -eq 64 ] && [ "$(verdicts "$ref/suder/samples.jsonl")" = "$(verdicts "$one/suder/samples.jsonl")" ] &&
+        if [ "$(wc -l <"$ref/suder/samples.jsonl")" -eq 64 ] && [ "$(comparable_verdicts "$ref/suder/samples.jsonl")" = "$(comparable_verdicts "$one/suder/samples.jsonl")" ] &&
             verdicts "$ref/suder/samples.jsonl" | grep -Eq "understanding [0-9]+ [01] chosen"; then
-            pass "SUDER sample log: 64 samples with rewards, verdicts and pairs, the same on 1 and 2 ranks"
+            pass "SUDER sample log: 64 samples with rewards, verdicts and pairs, the same on 1 and 2 ranks$([ "$flipped" = 0 ] || echo " in round 1")"
         else fail "SUDER sample log: wrong count or differs between 1 and 2 ranks"; fi
     fi
 else
@@ -165,12 +196,11 @@ fi
 #    and the rounds are the 2-rank run's (bounds as in 1b).
 if [ -f "$ref/suder/DONE" ]; then
     five=$(new_run five)
-    if run "suder stage, -np 5 --oversubscribe" zero 240 env OMPI_MCA_rmaps_base_oversubscribe=1 "$suder" 5 "$five" suder --init "$ref/pretrain"; then
+    if run "suder stage, -np 5 --oversubscribe" zero 240 env OMPI_MCA_rmaps_base_oversubscribe=1 "$suder" 5 "$five" suder suder.log_samples=true --init "$ref/pretrain"; then
         if [ "$(grep -c "note: 1 of 5 ranks get no prompt of a round (suder.prompts_per_round = 4)" "$work/out")" = 1 ] &&
             grep -q "note: 1 of 5 ranks get no image of a round (suder.images_per_round = 4)" "$work/out" &&
-            "$bin/suder-mpitests" compare-metrics "$five/suder/metrics.jsonl" "$ref/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
-            "$bin/suder-mpitests" compare-checkpoints "$five/suder/$rounds" "$ref/suder/$rounds" 1e-5 >>"$work/out" 2>&1; then
-            pass "more ranks than a round's items: the idle rank is named, rounds as on 2 ranks ($(grep -o 'largest relative difference [^,]*' "$work/out"))"
+            same_rounds "$five" "$ref"; then
+            pass "more ranks than a round's items: the idle rank is named, rounds as on 2 ranks ($(agreement))"
         else fail "more ranks than a round's items: no notice, or the rounds differ from 2 ranks"; fi
     fi
 fi
@@ -194,10 +224,9 @@ if [ -f "$ref/suder/DONE" ]; then
                 diff <(paired1 "$two/suder/samples.jsonl") <(paired1 "$ref/suder/samples.jsonl") >"$work/out" 2>&1
                 fail "suder.reward=$control: other samples than the self-reward run, another pair count, or the same pairs"
             fi
-            if "$bin/suder-mpitests" compare-metrics "$single/suder/metrics.jsonl" "$two/suder/metrics.jsonl" 1e-5 >"$work/out" 2>&1 &&
-                "$bin/suder-mpitests" compare-checkpoints "$single/suder/$rounds" "$two/suder/$rounds" 1e-5 >>"$work/out" 2>&1 &&
-                [ "$(verdicts "$single/suder/samples.jsonl")" = "$(verdicts "$two/suder/samples.jsonl")" ]; then
-                pass "suder.reward=$control, 1 rank vs 2 ranks: $(grep -o 'largest relative difference [^,]*' "$work/out"), weights $(grep -o 'max |a-b| = [^ ]*' "$work/out"), the same pairs"
+            if same_rounds "$single" "$two" &&
+                [ "$(comparable_verdicts "$single/suder/samples.jsonl")" = "$(comparable_verdicts "$two/suder/samples.jsonl")" ]; then
+                pass "suder.reward=$control, 1 rank vs 2 ranks: $(agreement), the same pairs"
             else fail "suder.reward=$control, 1 rank vs 2 ranks: metrics, weights or pairs differ"; fi
         fi
     done

@@ -135,12 +135,12 @@ class Transformer(nn.Module):
     def head_weight(self):
         return self.tok_embeddings.weight if self.c.tiedHead else self.output.weight
 
-    def forward(self, tokens, caches=None, pos=0, first=0):
-        """Logits of positions first..<T (the head runs on those rows only)."""
+    def forward(self, tokens, caches=None, pos=0, first=0, end=None):
+        """Logits of positions first..<end (the head runs on those rows only)."""
         x = self.tok_embeddings(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, self.cos, self.sin, None if caches is None else caches[i], pos)
-        return F.linear(self.norm(x[:, first:]), self.head_weight())
+        return F.linear(self.norm(x[:, first:end]), self.head_weight())
 
     def table(self):
         """(name, shape) in the order of the Swift flat buffer."""
@@ -156,7 +156,7 @@ def weighted_logprob_sums(logits, tokens, weights):
 def span_logprob_sums(model, tokens, start):
     """S_b = sum over t >= start of log p(tokens[b, t] | tokens[b, < t]), the head run only on
     the rows that predict those tokens, as the Swift model does for rows with a weight."""
-    logits = model(tokens, first=start - 1)[:, :-1]
+    logits = model(tokens, first=start - 1, end=-1)
     return F.log_softmax(logits, dim=-1).gather(-1, tokens[:, start:, None])[..., 0].sum(dim=1)
 
 
@@ -330,14 +330,11 @@ def bench(args):
             nn.init.normal_(p, 0, 0.02)
     B, T = args.batch, args.seq
     tokens = torch.randint(0, c.vocabSize, (B, T))
-    weights = torch.ones(B, T)
-    weights[:, 0] = 0
     opt = torch.optim.AdamW(adamw_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95))
 
     def train_step():
         opt.zero_grad(set_to_none=True)
-        sums = weighted_logprob_sums(model(tokens), tokens, weights)
-        loss = -sums.sum() / weights.sum()
+        loss = -span_logprob_sums(model, tokens, 1).sum() / (B * (T - 1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

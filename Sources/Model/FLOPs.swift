@@ -9,17 +9,18 @@ public enum FLOPs {
         return config.nLayers * (4 * C * C + 3 * C * H) + config.vocabSize * C
     }
 
-    /// Forward pass over B sequences of T tokens (attention counted over the full T x T square,
-    /// which is what the kernels compute).
-    public static func forward(_ config: ModelConfig, batch B: Int, seqLen T: Int) -> Double {
-        let tokens = Double(B * T)
-        return 2 * Double(matmulParameters(config)) * tokens
+    /// Forward pass over B sequences of T tokens, `headRows` of whose rows go through the output
+    /// head (every row unless given; the model runs the head only on rows with a weight).
+    /// Attention is counted over the full T x T square, which is what the kernels compute.
+    public static func forward(_ config: ModelConfig, batch B: Int, seqLen T: Int, headRows: Int? = nil) -> Double {
+        let tokens = Double(B * T), head = Double(config.vocabSize * config.dModel)
+        return 2 * (Double(matmulParameters(config)) - head) * tokens + 2 * head * Double(headRows ?? B * T)
             + 4 * Double(config.nLayers * config.dModel * T) * tokens
     }
 
     /// Forward + backward (backward = 2 x forward).
-    public static func trainingStep(_ config: ModelConfig, batch B: Int, seqLen T: Int) -> Double {
-        3 * forward(config, batch: B, seqLen: T)
+    public static func trainingStep(_ config: ModelConfig, batch B: Int, seqLen T: Int, headRows: Int? = nil) -> Double {
+        3 * forward(config, batch: B, seqLen: T, headRows: headRows)
     }
 
     /// One decoded token attending to `context` cached positions.

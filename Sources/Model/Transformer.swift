@@ -202,21 +202,15 @@ public final class Transformer {
         let rows = headRowCount
         for i in 0..<rows { a.rowCoefficients[i] = coefficients[Int(a.headRows[i]) / T] * a.rowWeights[i] }
         tokenLogProbBackward(probsToGradients: a.logits, targets: a.targets, coefficients: a.rowCoefficients, N: rows, V: V)
-        // logits = lnFinal * Wout^T over the head rows, whose gradients then move to their batch
-        // rows, last first (headRows[i] >= i); the rows without a head get zero.
+        // logits = lnFinal * Wout^T over the head rows, into dAttention (free until the layers);
+        // then each goes to its batch row of dNormed, and the rows without a head get zero.
         if rows > 0 {
             matmulBackward(
-                dinp: a.dNormed, dweight: g + outputOffset, dout: a.logits, inp: a.lnFinal, weight: p + outputOffset,
+                dinp: a.dAttention, dweight: g + outputOffset, dout: a.logits, inp: a.lnFinal, weight: p + outputOffset,
                 N: rows, inDim: C, outDim: V)
         }
-        var end = N
-        for i in stride(from: rows - 1, through: 0, by: -1) {
-            let r = Int(a.headRows[i])
-            (a.dNormed + (r + 1) * C).update(repeating: 0, count: (end - r - 1) * C)
-            if r != i { (a.dNormed + r * C).update(from: a.dNormed + i * C, count: C) }
-            end = r
-        }
-        a.dNormed.update(repeating: 0, count: end * C)
+        a.dNormed.update(repeating: 0, count: N * C)
+        for i in 0..<rows { (a.dNormed + Int(a.headRows[i]) * C).update(from: a.dAttention + i * C, count: C) }
         // lnFinal = rmsnorm(residual[L])
         a.dResidual.update(repeating: 0, count: N * C)
         rmsnormBackward(

@@ -163,6 +163,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
     }
 
     let train = medianSeconds(o.repeats, trainStep)
+    let trainFLOPs = FLOPs.trainingStep(config, batch: B, seqLen: T, headRows: trainBatch.weightedCounts.reduce(0, +))
     let score = medianSeconds(o.repeats, scoreStep)
     let preference = medianSeconds(o.repeats, preferenceStep)
     let sample = medianSeconds(o.repeats, sampleStep)
@@ -172,7 +173,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
         sample_tokens_per_s: Double(o.sampleBatch * o.newTokens) / sample,
         preference_pairs_per_s: Double(B / 2) / preference,
         train_step_s: train, score_s: score, sample_s: sample, preference_step_s: preference,
-        train_gflops: FLOPs.trainingStep(config, batch: B, seqLen: T) / train / 1e9,
+        train_gflops: trainFLOPs / train / 1e9,
         peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName, kernels: KernelPath.active.rawValue,
         fma_peak_gflops: KernelPath.active.fmaPeakGFLOPs())
 
@@ -182,7 +183,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
     if o.compareWithPyTorch {
         do {
             var torch = try runPyTorchBench(o, config: config)
-            torch.train_gflops = FLOPs.trainingStep(config, batch: B, seqLen: T) / torch.train_step_s / 1e9
+            torch.train_gflops = trainFLOPs / torch.train_step_s / 1e9
             report.torch = torch
         } catch {
             report.torchNote = "\(error)"

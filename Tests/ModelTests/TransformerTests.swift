@@ -90,8 +90,8 @@ final class TransformerTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-4)
     }
 
-    /// Only rows with a weight go through the head: a sequence without one scores 0 and, alone,
-    /// gives no gradient; beside weighted ones it leaves their sums as they are alone.
+    /// A sequence without a weight sends no row through the head: it scores 0 and, alone, gives no
+    /// gradient; beside weighted sequences it leaves their sums as they are alone.
     func testRowsWithoutWeightSkipTheHead() {
         let model = Transformer(config: tinyConfig, seed: 6, batchCapacity: 3)
         let sequences = randomSequences(count: 3, lengths: 6...9, vocab: tinyConfig.vocabSize, seed: 12)

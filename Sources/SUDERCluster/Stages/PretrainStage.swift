@@ -162,7 +162,8 @@ func runPretrainStage(_ job: JobContext) throws {
                 stepSums.add(item.kind.loss.metric, -sums[n] / Double(counts[n]))
                 stepSums.add("tokens", Double(batch.lengths[n]))
             }
-            stepSums.add("flops", FLOPs.trainingStep(modelConfig, batch: chunk.count, seqLen: batch.seqLen), count: 0)
+            let flops = FLOPs.trainingStep(modelConfig, batch: chunk.count, seqLen: batch.seqLen, headRows: counts.reduce(0, +))
+            stepSums.add("flops", flops, count: 0)
         }
         windowCommunication += try session.allreduceGradients(what: "pretrain")
         let gradNorm = clipGradients(model.gradients, maxNorm: clip)

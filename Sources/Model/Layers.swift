@@ -22,8 +22,16 @@ import Foundation
 func embeddingForward<S: ModelScalar>(
     _ out: UnsafeMutablePointer<S>, tokens: UnsafePointer<Int32>, table: UnsafePointer<S>, N: Int, C: Int
 ) {
-    for r in 0..<N {
-        (out + r * C).update(from: table + Int(tokens[r]) * C, count: C)
+    gatherRows(out, rows: tokens, from: table, N: N, C: C)
+}
+
+/// out[r] = table[rows[r]], C values a row. `out` may be `table` when the rows ascend with
+/// rows[r] >= r: each copy then reads a row that no earlier copy wrote.
+func gatherRows<S: ModelScalar>(
+    _ out: UnsafeMutablePointer<S>, rows: UnsafePointer<Int32>, from table: UnsafePointer<S>, N: Int, C: Int
+) {
+    for r in 0..<N where UnsafePointer(out + r * C) != table + Int(rows[r]) * C {
+        (out + r * C).update(from: table + Int(rows[r]) * C, count: C)
     }
 }
 

@@ -291,9 +291,7 @@ public final class Sampler {
             swigluForward(b.hidden, gu: b.gateUp, N: N, H: H)
             matmulForward(b.residual, inp: b.hidden, weight: p + o.w2, N: N, inDim: H, outDim: C, accumulate: true)
         }
-        for i in 0..<headRows {
-            (b.normed + i * C).update(from: b.residual + Int(b.headRows[i]) * C, count: C)
-        }
+        gatherRows(b.normed, rows: b.headRows, from: b.residual, N: headRows, C: C)
         rmsnormForward(b.normed, rstd: b.rstd, inp: b.normed, weight: p + model.finalNormOffset, N: headRows, C: C, eps: config.normEps)
         matmulForward(b.logits, inp: b.normed, weight: p + model.outputOffset, N: headRows, inDim: C, outDim: V)
     }

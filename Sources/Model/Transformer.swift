@@ -176,14 +176,12 @@ public final class Transformer {
         rmsnormForward(a.lnFinal, rstd: a.rstdFinal, inp: a.residual[config.nLayers], weight: p + finalNormOffset, N: N, C: C, eps: config.normEps)
         var rows = 0
         for r in 0..<N where everyRow || a.rowWeights[r] != 0 {
-            if rows != r {
-                (a.lnFinal + rows * C).update(from: a.lnFinal + r * C, count: C)
-                a.targets[rows] = a.targets[r]
-                a.rowWeights[rows] = a.rowWeights[r]
-            }
             a.headRows[rows] = Int32(r)
+            a.targets[rows] = a.targets[r]
+            a.rowWeights[rows] = a.rowWeights[r]
             rows += 1
         }
+        gatherRows(a.lnFinal, rows: a.headRows, from: a.lnFinal, N: rows, C: C)
         headRowCount = rows
         if rows > 0 { matmulForward(a.logits, inp: a.lnFinal, weight: p + outputOffset, N: rows, inDim: C, outDim: V) }
     }

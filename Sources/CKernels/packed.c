@@ -15,6 +15,7 @@
 enum {
     NC = 2048,     // columns of B packed per block (kc x NC floats, up to 4 MB, live in L2 / L3)
     MAX_TILE = 12 * 32,
+    DECODE_AHEAD = 6144,  // decode product: prefetch distance along the packed weights, in floats (24 KB)
 };
 
 // Packing buffers, one set per thread (freed when the thread ends), grown on demand and reused,
@@ -85,6 +86,7 @@ typedef struct {
     const float *a, *b;
     long lda, ldb, ldc;
     float *c;
+    const float *packedB;  // op(B) already in panels at full depth (suder_decode_pack), or NULL
 } PackedProduct;
 
 // The most columns of B an item packs at once: its panels (the widest item has the most), at
@@ -97,7 +99,8 @@ static long packedWidth(const PackedProduct *p) {
 
 static bool reservePackingBuffers(void *context) {
     const PackedProduct *p = context;
-    return suder_packingBuffer(PACKED_A, p->kcMax * p->kernel->mr) && suder_packingBuffer(PACKED_B, p->kcMax * packedWidth(p));
+    return suder_packingBuffer(PACKED_A, p->kcMax * p->kernel->mr)
+        && (p->packedB || suder_packingBuffer(PACKED_B, p->kcMax * packedWidth(p)));
 }
 
 static void packedItem(void *context, long item) {
@@ -114,14 +117,19 @@ static void packedItem(void *context, long item) {
     const float *b = transB ? p->b + columnStart * ldb : p->b + columnStart;
     float *c = p->c + rowStart * ldc + columnStart;
     // Reserved by reservePackingBuffers on this thread: these calls only look the buffers up.
-    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR), *bp = suder_packingBuffer(PACKED_B, kcMax * packedWidth(p));
+    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
+    float *bp = p->packedB ? NULL : suder_packingBuffer(PACKED_B, kcMax * packedWidth(p));
     float tile[MAX_TILE] __attribute__((aligned(64)));
     for (long jc = 0; jc < n; jc += NC) {
         long nc = minLong(NC, n - jc);
         for (long pc = 0; pc < k; pc += kcMax) {
             long kc = minLong(kcMax, k - pc);
             float blockBeta = pc == 0 ? p->beta : 1;  // later depth blocks add to the first
-            packBPanels(kernel, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+            // A panel of op(B) at depth pc: packed here (kc deep), or in place (k deep).
+            const float *panels = p->packedB ? p->packedB + (columnStart + jc) * k + pc * NR : bp;
+            const long panelStride = p->packedB ? k : kc;
+            if (!p->packedB)
+                packBPanels(kernel, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
             for (long ic = 0; ic < m; ic += MC) {
                 long mc = minLong(MC, m - ic);
                 long inPlace = mc / MR * MR;
@@ -136,11 +144,11 @@ static void packedItem(void *context, long item) {
                         for (long i = 0; i < minLong(MR, mc - ir); i++)
                             for (long j = 0; j < minLong(NR, nc - jr); j += 16) __builtin_prefetch(ct + i * ldc + j, 1, 3);
                         if (ir < inPlace && transA)
-                            kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, bp + jr * kc, tile, jr == 0);
+                            kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, panels + jr * panelStride, tile, jr == 0);
                         else if (ir < inPlace)
-                            kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, bp + jr * kc, tile, jr == 0);
+                            kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, panels + jr * panelStride, tile, jr == 0);
                         else
-                            kernel->tilePacked(kc, ap, bp + jr * kc, tile);
+                            kernel->tilePacked(kc, ap, panels + jr * panelStride, tile);
                         kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), p->alpha, blockBeta,
                                       ct, ldc);
                     }
@@ -150,7 +158,8 @@ static void packedItem(void *context, long item) {
 }
 
 bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool transB, long m, long n, long k,
-                      float alpha, const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+                      float alpha, const float *a, long lda, const float *b, long ldb, const float *packedB, float beta,
+                      float *c, long ldc) {
     // Equal-depth blocks, so K = 512 with kc 256 runs as 2 x 256 rather than 256 + 256 + a sliver.
     const long blocks = (k + kernel->kc - 1) / kernel->kc;
     // Threads split the larger of m and n (whole micro-panels per item): each item re-reads or
@@ -158,8 +167,47 @@ bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool
     const bool splitColumns = n > m;
     const long panels = splitColumns ? (n + kernel->nr - 1) / kernel->nr : (m + kernel->mr - 1) / kernel->mr;
     PackedProduct product = {kernel, transA, transB, splitColumns, m, n, k, (k + blocks - 1) / blocks,
-                             parallelItems(threads, panels, (double)m * n * k), alpha, beta, a, b, lda, ldb, ldc, c};
+                             parallelItems(threads, panels, (double)m * n * k), alpha, beta, a, b, lda, ldb, ldc, c,
+                             packedB};
     return suder_parallel(threads, product.items, reservePackingBuffers, packedItem, &product);
+}
+
+// The decode product's few rows against the weights packed once: items are ranges of panels. A
+// panel's first tile reads it from L3 or memory, prefetching into the next panel (the panels lie
+// back to back); its other tiles find it in L1.
+typedef struct {
+    const PackedKernel *kernel;
+    long m, n, k, lda, ldc, items;
+    float alpha, beta;
+    const float *a, *packed;
+    float *c;
+} DecodeProduct;
+
+static void decodeItem(void *context, long item) {
+    const DecodeProduct *p = context;
+    const PackedKernel *kernel = p->kernel;
+    const long NR = kernel->nr;
+    const ItemRange range = itemRange(item, p->items, p->n, NR);
+    float tile[MAX_TILE] __attribute__((aligned(64)));
+    for (long j0 = range.start; j0 < range.start + range.count; j0 += NR) {
+        const float *panel = p->packed + j0 * p->k;
+        for (long i0 = 0, rows; i0 < p->m; i0 += rows) {
+            const long left = p->m - i0;
+            rows = left >= kernel->mr ? kernel->mr : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            kernel->decodeTile(rows, p->k, p->a + i0 * p->lda, p->lda, panel, tile, i0 == 0 ? DECODE_AHEAD : 0);
+            kernel->store(tile, rows, minLong(NR, p->n - j0), p->alpha, p->beta, p->c + i0 * p->ldc + j0, p->ldc);
+        }
+    }
+}
+
+bool suder_decodeGemm(const PackedKernel *kernel, int threads, long m, long n, long k, float alpha, const float *a,
+                      long lda, const float *packed, float beta, float *c, long ldc) {
+    if (m > SMALL_M)
+        return suder_packedGemm(kernel, threads, false, true, m, n, k, alpha, a, lda, NULL, k, packed, beta, c, ldc);
+    const long panels = (n + kernel->nr - 1) / kernel->nr;
+    DecodeProduct product = {kernel, m, n, k, lda, ldc, parallelItems(threads, panels, (double)m * n * k),
+                             alpha, beta, a, packed, c};
+    return suder_parallel(threads, product.items, NULL, decodeItem, &product);
 }
 
 #endif

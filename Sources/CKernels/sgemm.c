@@ -6,9 +6,13 @@
 //   its 12-row panels in place (only a last partial panel is copied). A block of A and the tiles
 //   of C come from memory in a training step's products (the activations outgrow L2 and L3), so
 //   the first pass over a block prefetches its A rows and each tile its C lines.
-// - small-M, B transposed (sampling decode steps, M = rows in flight <= 32): computes C^T = W A^T
-//   with W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights
-//   are read once and never copied (packing them would cost as much as the product).
+// - small-M, B transposed (decode steps, M = rows in flight <= 32): computes C^T = W A^T with
+//   W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights are
+//   read once and never copied (packing them would cost as much as the product).
+// - decode (suder_decode_gemm, driven from packed.c): the small-M product against weights the
+//   sampler packed once for all its decode steps, into the packed path's panels at full depth: the
+//   packed micro-kernel with no copy at all, the weights read as one contiguous run and C stored
+//   untransposed; more rows run the packed path over the same panels.
 // sgemm_avx2.c has the same two paths with 256-bit vectors; suder_sgemm picks the active one.
 #include "CKernels.h"
 #include "simd.h"
@@ -18,16 +22,16 @@
 enum {
     MR = 12,       // packed micro-tile rows: 12 x 2 accumulators + 2 B vectors of the 32 zmm
     NR = 32,       // packed micro-tile columns: two zmm
-    SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
     PACKED_AHEAD = 64,  // packed path, first pass over a block of A: prefetch distance along k
 };
 
 // tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 16 nv, where A(i, p) = a[i ars + p acs] is
 // broadcast and row p of B is nv vectors at b + p bs. Callers pass constant rows and nv, so the
-// loops unroll and the rows x nv accumulators stay in registers.
-INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
-                               const float *b, long bs, float *tile, long ahead) {
+// loops unroll and the rows x nv accumulators stay in registers. `ahead` and `bAhead`: prefetch
+// distances in steps for A and for B (0: none).
+INLINE AVX512 void tileProductFetching(int rows, int nv, long kc, const float *a, long ars, long acs,
+                                       const float *b, long bs, float *tile, long ahead, long bAhead) {
     __m512 acc[24][2];
 #pragma clang loop unroll(full)
     for (int i = 0; i < rows; i++)
@@ -35,6 +39,9 @@ INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long a
         for (int v = 0; v < nv; v++) acc[i][v] = _mm512_setzero_ps();
     for (long p = 0; p < kc; p++) {
         if (ahead) prefetchTileA(p, kc, rows, a, ars, acs, ahead);
+        if (bAhead)
+#pragma clang loop unroll(full)
+            for (int v = 0; v < nv; v++) _mm_prefetch((const char *)(b + (p + bAhead) * bs + 16 * v), _MM_HINT_T0);
         __m512 bv[2];
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) bv[v] = _mm512_loadu_ps(b + p * bs + 16 * v);
@@ -49,6 +56,11 @@ INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long a
     for (int i = 0; i < rows; i++)
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) _mm512_store_ps(tile + (i * nv + v) * 16, acc[i][v]);
+}
+
+INLINE AVX512 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
+                               const float *b, long bs, float *tile, long ahead) {
+    tileProductFetching(rows, nv, kc, a, ars, acs, b, bs, tile, ahead, 0);
 }
 
 // C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols; C is not read when beta = 0.
@@ -229,6 +241,49 @@ static AVX512 bool smallRowsGemm(int threads, long m, long n, long k, float alph
     return suder_parallel(threads, product.items, NULL, weightRowsItem, &product);
 }
 
+// The decode product's tile (PackedKernel.decodeTile): 12, 8, 4, 2 or 1 rows, constant shapes
+// as tileProduct wants.
+static AVX512 void decodeTile(long rows, long k, const float *a, long lda, const float *bp, float *tile, long ahead) {
+    const long steps = ahead / NR;  // a step reads NR floats of the panel
+    switch (rows) {
+        case 12: tileProductFetching(12, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        case 8: tileProductFetching(8, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        case 4: tileProductFetching(4, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        case 2: tileProductFetching(2, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        default: tileProductFetching(1, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+    }
+}
+
+static PackedKernel packedKernel(void) {
+    return (PackedKernel){MR, NR, suder_blocking.kc512, suder_blocking.mc512, tileRowMajor, tileTransposed,
+                          tilePacked, storePackedTile, packTransposedB, decodeTile};
+}
+
+// The active path's micro-kernel; false on the BLAS path.
+static bool activeKernel(PackedKernel *kernel) {
+    if (suder_activeKernels == SUDER_KERNELS_AVX2) *kernel = suder_packedKernelAVX2();
+    else if (suder_activeKernels == SUDER_KERNELS_AVX512) *kernel = packedKernel();
+    else return false;
+    return true;
+}
+
+long suder_decode_packed_floats(long n, long k) {
+    PackedKernel kernel;
+    return activeKernel(&kernel) ? (n + kernel.nr - 1) / kernel.nr * kernel.nr * k : 0;
+}
+
+void suder_decode_pack(const float *w, long n, long k, float *packed) {
+    PackedKernel kernel;
+    if (activeKernel(&kernel)) kernel.packTransposedB(w, k, k, n, packed);
+}
+
+bool suder_decode_gemm(long m, long n, long k, float alpha, const float *a, long lda, const float *packed,
+                       float beta, float *c, long ldc, int threads) {
+    PackedKernel kernel;
+    if (!activeKernel(&kernel) || m <= 0 || n <= 0 || k <= 0) return false;
+    return suder_decodeGemm(&kernel, threads, m, n, k, alpha, a, lda, packed, beta, c, ldc);
+}
+
 bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads) {
@@ -236,9 +291,8 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
         return suder_sgemmAVX2(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
     if (suder_activeKernels != SUDER_KERNELS_AVX512 || m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    const PackedKernel kernel = {MR, NR, suder_blocking.kc512, suder_blocking.mc512,
-                                 tileRowMajor, tileTransposed, tilePacked, storePackedTile, packTransposedB};
-    return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const PackedKernel kernel = packedKernel();
+    return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
 }
 
 #else  // other architectures: OpenBLAS does every product
@@ -246,6 +300,15 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
 bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads) {
+    return false;
+}
+
+long suder_decode_packed_floats(long n, long k) { return 0; }
+
+void suder_decode_pack(const float *w, long n, long k, float *packed) {}
+
+bool suder_decode_gemm(long m, long n, long k, float alpha, const float *a, long lda, const float *packed,
+                       float beta, float *c, long ldc, int threads) {
     return false;
 }
 

@@ -11,14 +11,14 @@
 enum {
     MR = 6,        // packed micro-tile rows
     NR = 16,       // packed micro-tile columns: two ymm
-    SMALL_M = 32,  // at most this many rows of A take the small-M path
     AHEAD = 64,    // small-M path: prefetch distance along the weight rows, in floats
     PACKED_AHEAD = 64,  // packed path, first pass over a block of A: prefetch distance along k
 };
 
-// tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 8 nv; as tileProduct in sgemm.c.
-INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
-                             const float *b, long bs, float *tile, long ahead) {
+// tile(i, j) = sum_p A(i, p) B(p, j) for i < rows, j < 8 nv; as tileProductFetching in sgemm.c
+// (B's rows here are at most 64 bytes, one prefetch a step).
+INLINE AVX2 void tileProductFetching(int rows, int nv, long kc, const float *a, long ars, long acs,
+                                     const float *b, long bs, float *tile, long ahead, long bAhead) {
     __m256 acc[12][4];
 #pragma clang loop unroll(full)
     for (int i = 0; i < rows; i++)
@@ -26,6 +26,7 @@ INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars
         for (int v = 0; v < nv; v++) acc[i][v] = _mm256_setzero_ps();
     for (long p = 0; p < kc; p++) {
         if (ahead) prefetchTileA(p, kc, rows, a, ars, acs, ahead);
+        if (bAhead) _mm_prefetch((const char *)(b + (p + bAhead) * bs), _MM_HINT_T0);
         __m256 bv[4];
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) bv[v] = _mm256_loadu_ps(b + p * bs + 8 * v);
@@ -40,6 +41,11 @@ INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars
     for (int i = 0; i < rows; i++)
 #pragma clang loop unroll(full)
         for (int v = 0; v < nv; v++) _mm256_store_ps(tile + (i * nv + v) * 8, acc[i][v]);
+}
+
+INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars, long acs,
+                             const float *b, long bs, float *tile, long ahead) {
+    tileProductFetching(rows, nv, kc, a, ars, acs, b, bs, tile, ahead, 0);
 }
 
 // C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols (a 16-wide tile); C is not read
@@ -128,13 +134,14 @@ static AVX2 void weightRowsTile(int nv, bool full, long k, const float *w, long 
     }
 }
 
-// C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols.
-static void storeTransposedTile(const float *tile, long width, long firstRow, long rows, long cols,
-                                float alpha, float beta, float *c, long ldc) {
+// C(j, i) = alpha tile(i, j) + beta C(j, i) for firstRow <= i < rows, j < cols, rounded as storeTile
+// rounds it (beta C fused onto the scaled tile), so the decode product's tiles match.
+static AVX2 void storeTransposedTile(const float *tile, long width, long firstRow, long rows, long cols,
+                                     float alpha, float beta, float *c, long ldc) {
     for (long j = 0; j < cols; j++)
         for (long i = firstRow; i < rows; i++) {
             float *cp = c + j * ldc + i;
-            *cp = beta != 0 ? alpha * tile[i * width + j] + beta * *cp : alpha * tile[i * width + j];
+            *cp = beta != 0 ? __builtin_fmaf(beta, *cp, alpha * tile[i * width + j]) : alpha * tile[i * width + j];
         }
 }
 
@@ -187,13 +194,29 @@ static AVX2 bool smallRowsGemm(int threads, long m, long n, long k, float alpha,
     return suder_parallel(threads, product.items, NULL, weightRowsItem, &product);
 }
 
+// The decode product's tile (PackedKernel.decodeTile): 6, 4, 2 or 1 rows, constant shapes as
+// tileProduct wants.
+static AVX2 void decodeTile(long rows, long k, const float *a, long lda, const float *bp, float *tile, long ahead) {
+    const long steps = ahead / NR;  // a step reads NR floats of the panel
+    switch (rows) {
+        case 6: tileProductFetching(6, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        case 4: tileProductFetching(4, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        case 2: tileProductFetching(2, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+        default: tileProductFetching(1, 2, k, a, lda, 1, bp, NR, tile, 0, steps); break;
+    }
+}
+
+PackedKernel suder_packedKernelAVX2(void) {
+    return (PackedKernel){MR, NR, suder_blocking.kc256, suder_blocking.mc256, tileRowMajor, tileTransposed,
+                          tilePacked, storeTile, packTransposedB, decodeTile};
+}
+
 bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alpha, const float *a, long lda,
                      const float *b, long ldb, float beta, float *c, long ldc, int threads) {
     if (m <= 0 || n <= 0 || k <= 0) return false;
     if (!transA && transB && m <= SMALL_M) return smallRowsGemm(threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    const PackedKernel kernel = {MR, NR, suder_blocking.kc256, suder_blocking.mc256,
-                                 tileRowMajor, tileTransposed, tilePacked, storeTile, packTransposedB};
-    return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    const PackedKernel kernel = suder_packedKernelAVX2();
+    return suder_packedGemm(&kernel, threads, transA, transB, m, n, k, alpha, a, lda, b, ldb, NULL, beta, c, ldc);
 }
 
 #endif

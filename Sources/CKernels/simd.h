@@ -92,14 +92,29 @@ typedef struct {
     // past `cols`: the transposing copy, by blocks transposed in registers, prefetching B's rows
     // (the weights, which do not stay cached through a training step).
     void (*packTransposedB)(const float *b, long ldb, long kc, long cols, float *bp);
+    // The decode product's tile: `rows` (mr, or 8, 4, 2 or 1 below it) row-major rows of A against
+    // one packed panel at full depth k, each element summed over k in order into one accumulator
+    // as the small-M path sums it; prefetches the panel `ahead` floats on (0: none).
+    void (*decodeTile)(long rows, long k, const float *a, long lda, const float *bp, float *tile, long ahead);
 } PackedKernel;
 
 // C = alpha op(A) op(B) + beta C through `kernel`'s micro-tiles, split over up to `threads`
-// threads (parallelItems); false (C untouched) if out of memory.
+// threads (parallelItems); false (C untouched) if out of memory. With `packedB` (op(B) = B^T
+// already in the kernel's panels at full depth, suder_decode_pack) B is not read or copied, and C
+// gets the same bits.
 bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool transB, long m, long n, long k,
-                      float alpha, const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc);
+                      float alpha, const float *a, long lda, const float *b, long ldb, const float *packedB, float beta,
+                      float *c, long ldc);
+
+// At most this many rows of A take the small-M path (and the decode product's tiles).
+enum { SMALL_M = 32 };
+
+// suder_decode_gemm through `kernel`: C = alpha A W^T + beta C over W in its panels at full depth.
+bool suder_decodeGemm(const PackedKernel *kernel, int threads, long m, long n, long k, float alpha, const float *a,
+                      long lda, const float *packed, float beta, float *c, long ldc);
 
 // The AVX2 path (sgemm_avx2.c, exp.c, attention.c).
+PackedKernel suder_packedKernelAVX2(void);
 bool suder_sgemmAVX2(bool transA, bool transB, long m, long n, long k, float alpha, const float *a, long lda,
                      const float *b, long ldb, float beta, float *c, long ldc, int threads);
 float suder_exponentials8(float *out, const float *x, long count, float shift, float scale);

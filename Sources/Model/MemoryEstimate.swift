@@ -45,7 +45,8 @@ public enum MemoryEstimate {
 
     /// What a `Sampler` holds after calls of these shapes (prompts, with as many null prompts when
     /// guided, of at most `promptLength` tokens) on `threads` threads: one buffer set for each group
-    /// that ran at once in the call with the most (`SamplingGroups`), all at the largest sizes.
+    /// that ran at once in the call with the most (`SamplingGroups`), all at the largest sizes, and
+    /// its copy of the weights packed for the decode steps (`DecodeWeights`).
     public static func samplingBytes(
         _ config: ModelConfig, calls: [(prompts: Int, guided: Bool, promptLength: Int)], threads: Int
     ) -> Double {
@@ -55,6 +56,13 @@ public enum MemoryEstimate {
         let streams = plans.map(\.streamsPerGroup).max() ?? 0, threadsPerGroup = plans.map(\.threadsPerGroup).max() ?? 1
         let slots = plans.map(\.slots).max() ?? 0
         return Double(slots) * samplerBytes(config, streams: streams, rows: rows.max() ?? 0, threads: threadsPerGroup)
+            + decodeWeightsBytes(config)
+    }
+
+    /// `DecodeWeights` on the active kernel path: about the parameters' size, none on the BLAS path.
+    public static func decodeWeightsBytes(_ config: ModelConfig) -> Double {
+        let floats = Double(DecodeWeights.floats(config))
+        return floats > 0 ? buffer(floats) : 0
     }
 
     /// `SamplerBuffers` for `streams` sequences and up to `rows` tokens per pass on `threads`

@@ -17,8 +17,9 @@ public struct Guidance: Sendable {
 
 /// How `Sampler.sample` splits its prompts: into groups of consecutive prompts whose decode steps
 /// have at most `maxRows` rows (a group's prompts and their null prompts), few enough for the
-/// kernels' small-M path, which reads the weights in place where more rows would repack them at
-/// every step (docs/PERFORMANCE.md). The groups follow from the prompt count and guidance alone.
+/// decode product's small-row tiles over the packed weights (`DecodeWeights`; groups of 32 rows
+/// sampled slower, docs/PERFORMANCE.md). The groups follow from the prompt count and guidance
+/// alone.
 /// With several groups and threads, and `sideBySide`, `slots` groups run side by side, each on one
 /// thread with its own buffers; else the groups run one after another on all the threads.
 struct SamplingGroups {
@@ -70,9 +71,11 @@ public final class Sampler {
     public let model: Transformer
     /// One set per group running at once.
     private var buffers: [SamplerBuffers] = []
+    private let decodeWeights: DecodeWeights
 
     public init(model: Transformer) {
         self.model = model
+        decodeWeights = DecodeWeights(model: model)
     }
 
     deinit {
@@ -108,6 +111,7 @@ public final class Sampler {
         reserve(
             slots: plan.slots, streams: plan.streamsPerGroup, rows: max(plan.streamsPerGroup, prefillRows.max()!),
             threads: plan.threadsPerGroup)
+        decodeWeights.pack()
         let request = SamplingRequest(
             maxNewTokens: maxNewTokens, allowedRange: allowedRange, stopToken: stopToken, temperature: temperature,
             topK: topK, guidanceWeight: guidance?.weight)
@@ -226,6 +230,7 @@ public final class Sampler {
     func cachedLogits(sequences: [[Int32]], promptLength: Int) -> [[[Float]]] {
         let V = model.config.vocabSize, S = sequences.count
         reserve(slots: 1, streams: S, rows: S * promptLength, threads: 1)
+        decodeWeights.pack()
         let buffers = buffers[0]
         var result = [[[Float]]](repeating: [], count: S)
         let rows = prefill(sequences.map { Array($0.prefix(promptLength)) }, buffers: buffers, threads: computeThreads)
@@ -274,7 +279,7 @@ public final class Sampler {
         embeddingForward(b.residual, tokens: b.rowTokens, table: p + model.embeddingOffset, N: N, C: C)
         for (l, o) in model.layerOffsets.enumerated() {
             rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.attentionNorm, N: N, C: C, eps: config.normEps)
-            matmulForward(b.qkv, inp: b.normed, weight: p + o.wqkv, N: N, inDim: C, outDim: 3 * C)
+            decodeWeights.product(b.qkv, inp: b.normed, weightOffset: o.wqkv, N: N, inDim: C, outDim: 3 * C)
             ropeRotate(b.qkv, rowStride: 3 * C, N: N, positions: b.rowPositions, heads: 2 * NH, table: model.rotary, inverse: false)
             let keys = b.keyCache[l], values = b.valueCache[l]
             for r in 0..<N {
@@ -285,15 +290,15 @@ public final class Sampler {
             cachedAttentionForward(
                 b.attention, qkv: b.qkv, keys: keys, values: values, streams: b.rowStreams,
                 positions: b.rowPositions, scores: b.scores, N: N, C: C, NH: NH, HS: HS, maxSeq: maxSeq, threads: threads)
-            matmulForward(b.residual, inp: b.attention, weight: p + o.wo, N: N, inDim: C, outDim: C, accumulate: true)
+            decodeWeights.product(b.residual, inp: b.attention, weightOffset: o.wo, N: N, inDim: C, outDim: C, accumulate: true)
             rmsnormForward(b.normed, rstd: b.rstd, inp: b.residual, weight: p + o.ffnNorm, N: N, C: C, eps: config.normEps)
-            matmulForward(b.gateUp, inp: b.normed, weight: p + o.w13, N: N, inDim: C, outDim: 2 * H)
+            decodeWeights.product(b.gateUp, inp: b.normed, weightOffset: o.w13, N: N, inDim: C, outDim: 2 * H)
             swigluForward(b.hidden, gu: b.gateUp, N: N, H: H)
-            matmulForward(b.residual, inp: b.hidden, weight: p + o.w2, N: N, inDim: H, outDim: C, accumulate: true)
+            decodeWeights.product(b.residual, inp: b.hidden, weightOffset: o.w2, N: N, inDim: H, outDim: C, accumulate: true)
         }
         gatherRows(b.normed, rows: b.headRows, from: b.residual, N: headRows, C: C)
         rmsnormForward(b.normed, rstd: b.rstd, inp: b.normed, weight: p + model.finalNormOffset, N: headRows, C: C, eps: config.normEps)
-        matmulForward(b.logits, inp: b.normed, weight: p + model.outputOffset, N: headRows, inDim: C, outDim: V)
+        decodeWeights.product(b.logits, inp: b.normed, weightOffset: model.outputOffset, N: headRows, inDim: C, outDim: V)
     }
 
     /// Candidates per step (sequences x allowed range) from which choosing the tokens is split over

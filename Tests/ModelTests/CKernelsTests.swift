@@ -175,6 +175,46 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
+    /// The product over packed weights gives suder_sgemm's bits without reading W: rows 1-33 (every
+    /// small-M tile split, 12 / 8 / 4 / 2 / 1 and 6 / 4 / 2 / 1 rows) and past them the packed path
+    /// (100 and 300 rows, past a row block), columns with partial last panels, depths past the
+    /// prefetch distance and split into blocks, beta 0 (C not read: NaN there would leak), 1 and
+    /// other, on one thread and split over three. The BLAS path has no packed layout and declines.
+    func testPackedWeightsProductMatchesSgemmBitwise() throws {
+        try Self.onEveryPath { path in
+            var rng = Xoshiro256RNG(seed: 17)
+            for (n, k) in [(1, 1), (45, 19), (70, 192), (1100, 64), (33, 7000)] {
+                let packedCount = suder_decode_packed_floats(n, k)
+                let w = (0..<(n * k)).map { _ in Float(rng.nextGaussian()) }
+                let packed: UnsafeMutablePointer<Float> = allocateAligned(packedCount)
+                defer { deallocateAligned(packed) }
+                packed.update(repeating: .nan, count: packedCount)
+                suder_decode_pack(w, n, k, packed)
+                XCTAssertEqual(packedCount == 0, path == .blas, "\(path)")
+                let rows = Array(1...33) + [100, 300]
+                let a = (0..<(300 * (k + 3))).map { _ in Float(rng.nextGaussian()) }
+                for m in rows where m * n * k <= 40_000_000 {
+                    for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (-2, 0.25)] {
+                        let c0 = (0..<(m * (n + 2))).map { _ in beta == 0 ? Float.nan : Float(rng.nextGaussian()) }
+                        var expected = c0
+                        let sgemmRan = suder_sgemm(false, true, m, n, k, alpha, a, k + 3, w, k, beta, &expected, n + 2, 1)
+                        for threads in [1, 3] {
+                            var c = c0
+                            let ran = withKernelThreads(threads) {
+                                suder_decode_gemm(m, n, k, alpha, a, k + 3, packed, beta, &c, n + 2, Int32(threads))
+                            }
+                            XCTAssertEqual(ran, path != .blas, "\(path) \(m)x\(n)x\(k)")
+                            XCTAssertEqual(sgemmRan, path != .blas)
+                            assertBitwiseEqual(
+                                c.map(\.bitPattern), (ran ? expected : c0).map(\.bitPattern),
+                                "\(path) \(m)x\(n)x\(k) alpha \(alpha) beta \(beta) threads \(threads)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Float.gemm, the model's one entry point, gives the reference result through every path.
     func testFloatGemmMatchesReferenceMatmul() throws {
         try withKernelThreads(3) { try Self.onEveryPath { path in checkFloatGemm(path) } }

@@ -34,7 +34,8 @@ final class MemoryEstimateTests: XCTestCase {
         }
     }
 
-    /// What sampling really reserves for a call: the estimate for its streams and prefill rows.
+    /// What sampling really reserves for a call: the estimate for its streams and prefill rows, and
+    /// the packed weights.
     func testTheSamplersReservationIsEstimated() {
         let config = ModelConfig(vocabSize: 300, dModel: 32, nLayers: 2, nHeads: 2, ffnHidden: 64, maxSeq: 40)
         let model = Transformer(config: config, seed: 1, batchCapacity: 2)
@@ -43,11 +44,14 @@ final class MemoryEstimateTests: XCTestCase {
         let (_, bytes) = allocatedBytes {
             sampler.sample(prompts: prompts, maxNewTokens: 5, allowedRange: 10..<300, seeds: [1, 2, 3])
         }
-        XCTAssertEqual(bytes, Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9, threads: computeThreads)))
+        XCTAssertEqual(
+            bytes,
+            Int(MemoryEstimate.samplerBytes(config, streams: 3, rows: 9, threads: computeThreads) + MemoryEstimate.decodeWeightsBytes(config)))
     }
 
-    /// With several groups side by side, one buffer set per group that runs at once; a later call
-    /// that needs larger sets regrows them all: a round's image sampling, then its captions.
+    /// With several groups side by side, one buffer set per group that runs at once, and one copy of
+    /// the packed weights; a later call that needs larger sets regrows them all: a round's image
+    /// sampling, then its captions.
     func testTheSamplersGroupsReservationIsEstimated() {
         let config = ModelConfig(vocabSize: 300, dModel: 32, nLayers: 2, nHeads: 2, ffnHidden: 64, maxSeq: 40)
         let model = Transformer(config: config, seed: 1, batchCapacity: 2)
@@ -65,7 +69,10 @@ final class MemoryEstimateTests: XCTestCase {
             let (_, second) = allocatedBytes {
                 sampler.sample(prompts: images, maxNewTokens: 5, allowedRange: 10..<300, seeds: seeds)
             }
-            XCTAssertEqual(second, Int(MemoryEstimate.samplingBytes(config, calls: [imageCall, captionCall], threads: 8)))
+            // The second call regrows the buffer sets; the packed weights keep their size.
+            XCTAssertEqual(
+                second,
+                Int(MemoryEstimate.samplingBytes(config, calls: [imageCall, captionCall], threads: 8) - MemoryEstimate.decodeWeightsBytes(config)))
             // Eight groups side by side (the captions' four regrow all eight), or on the blas path one
             // at a time on all 8 threads.
             let sets = SamplingGroups.sideBySide(config) ? 8 : 1

@@ -23,6 +23,21 @@ final class SamplerTests: XCTestCase {
         XCTAssertNotEqual(otherSeeds, all)
     }
 
+    /// Each call samples from the model's weights as they are then: after training changes them, a
+    /// sampler that sampled before gives what a new one gives (its packed copy is made again).
+    func testEachCallSamplesTheCurrentWeights() throws {
+        try CKernelsTests.onEveryPath { path in
+            let model = Transformer(config: tinyConfig, seed: 21), other = Transformer(config: tinyConfig, seed: 22)
+            let sampler = Sampler(model: model)
+            let seeds: [UInt64] = [100, 101, 102, 103]
+            let before = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds)
+            for i in model.parameters.indices { model.parameters[i] = other.parameters[i] }
+            let after = sampler.sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds)
+            XCTAssertEqual(after, Sampler(model: model).sample(prompts: prompts, maxNewTokens: 6, allowedRange: 0..<23, seeds: seeds), "\(path)")
+            XCTAssertNotEqual(after, before, "\(path)")
+        }
+    }
+
     /// The groups of a call sample exactly as each group's prompts would in a call of their own,
     /// guided (8 prompts a group) or not (16), on one thread or with the groups side by side
     /// (every kernel path but blas, which runs one group at a time on OpenBLAS's threads). Heads of

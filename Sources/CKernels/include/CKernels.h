@@ -37,6 +37,20 @@ bool suder_sgemm(bool transA, bool transB, long m, long n, long k, float alpha,
                  const float *a, long lda, const float *b, long ldb, float beta, float *c, long ldc,
                  int threads);
 
+/// Floats W (n x k, row-major) takes packed for the active path's decode product; 0 on the BLAS
+/// path, which has none.
+long suder_decode_packed_floats(long n, long k);
+
+/// Packs W for suder_decode_gemm on the active path (suder_decode_packed_floats floats at `packed`,
+/// 64-byte aligned).
+void suder_decode_pack(const float *w, long n, long k, float *packed);
+
+/// C = alpha * A * W^T + beta * C, W packed by suder_decode_pack on the active path: the same bits
+/// as suder_sgemm(false, true, ...) with W, for any `threads`, without reading W or copying it.
+/// Returns false without touching C on the BLAS path.
+bool suder_decode_gemm(long m, long n, long k, float alpha, const float *a, long lda, const float *packed,
+                       float beta, float *c, long ldc, int threads);
+
 /// out[i] = e^((x[i] - shift) * scale) for i < count (out may be x); returns the sum of the
 /// outputs. Vectorised on the AVX-512 and AVX2 paths (error ~1 ulp), else expf.
 float suder_exponentials(float *out, const float *x, long count, float shift, float scale);

@@ -4,7 +4,7 @@ import Model
 
 /// The memory each model stage needs on one rank (`MemoryEstimate`): the model at the
 /// micro-batch (parameters, gradients, activations), AdamW's state when it trains, the sampler's
-/// KV cache and buffers, and for DPO the frozen reference model. The vocabulary follows from the
+/// KV cache, buffers and packed copy of the weights, and for DPO the frozen reference model. The vocabulary follows from the
 /// config alone, so the job checks it before the data exists (`prepareJob`).
 public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
     let settings = ModelSettings(config)
@@ -26,7 +26,7 @@ public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
         ("parameters", parameters), ("gradients", parameters), ("activations", transformer - 2 * parameters),
     ]
     let optimizer = ("AdamW state", MemoryEstimate.adamWBytes(model))
-    let sampler = ("sampling KV cache and buffers", samplingBytes)
+    let sampler = ("sampling KV cache, buffers and packed weights", samplingBytes)
     var suder = modelParts + [optimizer, sampler]
     if SuderSettings(config).objective == .dpo { suder.append(("DPO reference model", transformer)) }
     return [

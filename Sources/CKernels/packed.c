@@ -114,7 +114,7 @@ static void packedItem(void *context, long item) {
     const long m = p->splitColumns ? p->m : range.count, n = p->splitColumns ? range.count : p->n;
     const long rowStart = p->splitColumns ? 0 : range.start, columnStart = p->splitColumns ? range.start : 0;
     const float *a = transA ? p->a + rowStart : p->a + rowStart * lda;
-    const float *b = transB ? p->b + columnStart * ldb : p->b + columnStart;
+    const float *b = p->packedB ? NULL : transB ? p->b + columnStart * ldb : p->b + columnStart;
     float *c = p->c + rowStart * ldc + columnStart;
     // Reserved by reservePackingBuffers on this thread: these calls only look the buffers up.
     float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);

@@ -1,19 +1,21 @@
 // AVX-512 single-precision GEMM for the model's products (see docs/PERFORMANCE.md).
 //
-// Two paths, both row-major C = alpha op(A) op(B) + beta C:
+// Three paths, all row-major C = alpha op(A) op(B) + beta C:
 // - packed (BLIS-style, block loops in packed.c), for training and scoring: op(B) is copied into
 //   k-major panels of NR columns; a 12 x 32 register-blocked micro-kernel broadcasts op(A) from
 //   its 12-row panels in place (only a last partial panel is copied). A block of A and the tiles
 //   of C come from memory in a training step's products (the activations outgrow L2 and L3), so
 //   the first pass over a block prefetches its A rows and each tile its C lines.
-// - small-M, B transposed (decode steps, M = rows in flight <= 32): computes C^T = W A^T with
-//   W = B's rows broadcast straight from memory and only the tiny A^T packed, so the weights are
-//   read once and never copied (packing them would cost as much as the product).
-// - decode (suder_decode_gemm, driven from packed.c): the small-M product against weights the
-//   sampler packed once for all its decode steps, into the packed path's panels at full depth: the
-//   packed micro-kernel with no copy at all, the weights read as one contiguous run and C stored
-//   untransposed; more rows run the packed path over the same panels.
-// sgemm_avx2.c has the same two paths with 256-bit vectors; suder_sgemm picks the active one.
+// - small-M, B transposed (M <= 32 rows, e.g. a forward pass over a few short sequences):
+//   computes C^T = W A^T with W = B's rows broadcast straight from memory and only the tiny A^T
+//   packed, so the weights are read once and never copied (packing them for one product would
+//   cost as much as the product).
+// - decode (suder_decode_gemm, driven from packed.c): a sampling step's few rows against weights
+//   the sampler packed once for all its steps, into the packed path's panels at full depth: the
+//   packed micro-kernel (12 x 32 tiles, and 8-, 4-, 2- and 1-row ones) with no copy at all, the
+//   weights read as one contiguous run and C stored untransposed; more rows run the packed path
+//   over the same panels.
+// sgemm_avx2.c has the same three paths with 256-bit vectors; the entry points pick the active one.
 #include "CKernels.h"
 #include "simd.h"
 

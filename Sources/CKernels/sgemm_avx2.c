@@ -1,8 +1,10 @@
-// AVX2 + FMA single-precision GEMM: the two paths of sgemm.c with 8-float vectors and 16 registers.
+// AVX2 + FMA single-precision GEMM: the three paths of sgemm.c with 8-float vectors and 16 registers.
 // - packed: 6 x 16 micro-tile (12 accumulators, 2 B vectors, 1 broadcast), op(A) broadcast in place.
 // - small-M, B transposed: C^T = W A^T with A^T packed 8, 16 or 32 wide (m <= 8, 16, 32) and
 //   12, 6 or 3 weight rows per tile (12 accumulators each). The transposes at either end move
 //   m x k and m x n floats against the 2 m n k flops of the product, so they stay scalar.
+// - decode: the packed micro-kernel's 6 x 16 tiles (and 4-, 2- and 1-row ones) over weights packed
+//   once (decodeTile; packed.c drives it).
 #include "CKernels.h"
 #include "simd.h"
 
@@ -49,7 +51,8 @@ INLINE AVX2 void tileProduct(int rows, int nv, long kc, const float *a, long ars
 }
 
 // C(i, j) = alpha tile(i, j) + beta C(i, j) for i < rows, j < cols (a 16-wide tile); C is not read
-// when beta = 0. Whole vectors in registers, a last partial one element by element.
+// when beta = 0. Whole vectors in registers, a last partial one element by element, rounded alike
+// (beta C fused onto the scaled tile).
 static AVX2 void storeTile(const float *tile, long rows, long cols, float alpha, float beta, float *c, long ldc) {
     const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
     for (long i = 0; i < rows; i++) {
@@ -61,7 +64,7 @@ static AVX2 void storeTile(const float *tile, long rows, long cols, float alpha,
             if (beta != 0) t = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + j), t);
             _mm256_storeu_ps(ci + j, t);
         }
-        for (; j < cols; j++) ci[j] = beta != 0 ? alpha * ti[j] + beta * ci[j] : alpha * ti[j];
+        for (; j < cols; j++) ci[j] = beta != 0 ? __builtin_fmaf(beta, ci[j], alpha * ti[j]) : alpha * ti[j];
     }
 }
 

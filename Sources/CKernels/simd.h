@@ -92,7 +92,7 @@ typedef struct {
     // past `cols`: the transposing copy, by blocks transposed in registers, prefetching B's rows
     // (the weights, which do not stay cached through a training step).
     void (*packTransposedB)(const float *b, long ldb, long kc, long cols, float *bp);
-    // The decode product's tile: `rows` (mr, or 8, 4, 2 or 1 below it) row-major rows of A against
+    // The decode product's tile: `rows` (mr, or the largest of 8, 4, 2, 1 below it) rows of A against
     // one packed panel at full depth k, each element summed over k in order into one accumulator
     // as the small-M path sums it; prefetches the panel `ahead` floats on (0: none).
     void (*decodeTile)(long rows, long k, const float *a, long lda, const float *bp, float *tile, long ahead);

@@ -22,11 +22,17 @@ final class DecodeWeights {
         if let storage { deallocateAligned(storage) }
     }
 
-    /// The matrices of `config`'s products, as (rows n = outputs, columns k = inputs).
+    /// The matrices of `config`'s products, in `offsets`' order, as (rows n = outputs, columns
+    /// k = inputs).
     static func shapes(_ config: ModelConfig) -> [(n: Int, k: Int)] {
         let C = config.dModel, H = config.ffnHidden
         let layer = [(n: 3 * C, k: C), (n: C, k: C), (n: 2 * H, k: C), (n: C, k: H)]
         return Array(repeating: layer, count: config.nLayers).flatMap { $0 } + [(n: config.vocabSize, k: C)]
+    }
+
+    /// Where those matrices are in `model`'s parameters.
+    static func offsets(_ model: Transformer) -> [Int] {
+        model.layerOffsets.flatMap { [$0.wqkv, $0.wo, $0.w13, $0.w2] } + [model.outputOffset]
     }
 
     /// Floats the copy takes on the active path (none on the BLAS path).
@@ -47,9 +53,8 @@ final class DecodeWeights {
             capacity = needed
         }
         let p = model.parameters.baseAddress!
-        let offsets = model.layerOffsets.flatMap { [$0.wqkv, $0.wo, $0.w13, $0.w2] } + [model.outputOffset]
         var cursor = 0
-        for (offset, shape) in zip(offsets, Self.shapes(model.config)) {
+        for (offset, shape) in zip(Self.offsets(model), Self.shapes(model.config)) {
             suder_decode_pack(p + offset, shape.n, shape.k, storage! + cursor)
             packedOffsets[offset] = cursor
             cursor += suder_decode_packed_floats(shape.n, shape.k)

@@ -1,8 +1,8 @@
 /// Bytes the model code allocates for a configuration, from the same shapes as the allocations
-/// in `Transformer`, `Activations`, `AdamW` and `SamplerBuffers` (a test compares the two), so a
-/// job can refuse a model that cannot fit before it allocates anything. In Double: a hostile
-/// config (a micro-batch of 2^62) must give a huge number, not an overflow; below 2^53 bytes
-/// every value is exact.
+/// in `Transformer`, `Activations`, `AdamW`, `SamplerBuffers` and `DecodeWeights` (a test compares
+/// the two), so a job can refuse a model that cannot fit before it allocates anything. In Double:
+/// a hostile config (a micro-batch of 2^62) must give a huge number, not an overflow; below 2^53
+/// bytes every value is exact.
 public enum MemoryEstimate {
     /// Bytes `allocateAligned(count)` takes for elements of `stride` bytes.
     public static func buffer(_ count: Double, _ stride: Double = 4) -> Double { max(1, count) * stride }

@@ -177,13 +177,14 @@ final class CKernelsTests: XCTestCase {
 
     /// The product over packed weights gives suder_sgemm's bits without reading W: rows 1-33 (every
     /// small-M tile split, 12 / 8 / 4 / 2 / 1 and 6 / 4 / 2 / 1 rows) and past them the packed path
-    /// (100 and 300 rows, past a row block), columns with partial last panels, depths past the
-    /// prefetch distance and split into blocks, beta 0 (C not read: NaN there would leak), 1 and
-    /// other, on one thread and split over three. The BLAS path has no packed layout and declines.
+    /// (100 and 300 rows, past a row block), columns with partial last panels and past a column
+    /// block (2,100), split over items, depths past the prefetch distance and split into blocks,
+    /// beta 0 (C not read: NaN there would leak), 1 and others with alpha (stores rounding
+    /// alike), on one thread and split over three. The BLAS path has no packed layout and declines.
     func testPackedWeightsProductMatchesSgemmBitwise() throws {
         try Self.onEveryPath { path in
             var rng = Xoshiro256RNG(seed: 17)
-            for (n, k) in [(1, 1), (45, 19), (70, 192), (1100, 64), (33, 7000)] {
+            for (n, k) in [(1, 1), (45, 19), (70, 192), (1100, 64), (33, 7000), (2100, 600)] {
                 let packedCount = suder_decode_packed_floats(n, k)
                 let w = (0..<(n * k)).map { _ in Float(rng.nextGaussian()) }
                 let packed: UnsafeMutablePointer<Float> = allocateAligned(packedCount)
@@ -193,8 +194,8 @@ final class CKernelsTests: XCTestCase {
                 XCTAssertEqual(packedCount == 0, path == .blas, "\(path)")
                 let rows = Array(1...33) + [100, 300]
                 let a = (0..<(300 * (k + 3))).map { _ in Float(rng.nextGaussian()) }
-                for m in rows where m * n * k <= 40_000_000 {
-                    for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (-2, 0.25)] {
+                for m in rows where m * n * k <= 200_000_000 {
+                    for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (-2, 0.25), (0.3, 0.7)] {
                         let c0 = (0..<(m * (n + 2))).map { _ in beta == 0 ? Float.nan : Float(rng.nextGaussian()) }
                         var expected = c0
                         let sgemmRan = suder_sgemm(false, true, m, n, k, alpha, a, k + 3, w, k, beta, &expected, n + 2, 1)

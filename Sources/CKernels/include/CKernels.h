@@ -47,7 +47,7 @@ void suder_decode_pack(const float *w, long n, long k, float *packed);
 
 /// C = alpha * A * W^T + beta * C, W packed by suder_decode_pack on the active path: the same bits
 /// as suder_sgemm(false, true, ...) with W, for any `threads`, without reading W or copying it.
-/// Returns false without touching C on the BLAS path.
+/// Returns false without touching C on the BLAS path, for an empty product, or out of memory.
 bool suder_decode_gemm(long m, long n, long k, float alpha, const float *a, long lda, const float *packed,
                        float beta, float *c, long ldc, int threads);
 

@@ -4,8 +4,9 @@ import Model
 
 /// The memory each model stage needs on one rank (`MemoryEstimate`): the model at the
 /// micro-batch (parameters, gradients, activations), AdamW's state when it trains, the sampler's
-/// KV cache, buffers and packed copy of the weights, and for DPO the frozen reference model. The vocabulary follows from the
-/// config alone, so the job checks it before the data exists (`prepareJob`).
+/// KV cache, buffers and packed copy of the weights, and for DPO the frozen reference model. The
+/// vocabulary follows from the config alone, so the job checks it before the data exists
+/// (`prepareJob`).
 public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
     let settings = ModelSettings(config)
     let model = configuredModel(config)

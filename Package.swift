@@ -64,7 +64,7 @@ let package = Package(
         // Thin command line over SUDERCluster.
         .executableTarget(
             name: "suder",
-            dependencies: ["SUDERCluster", "ClusterRuntime", "World", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["SUDERCluster", "ClusterRuntime", "Model", "World", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Multi-rank checks run under a real `mpirun` by scripts/test; each rank verifies its own
         // result and the process exit code carries the verdict.

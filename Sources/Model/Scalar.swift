@@ -254,18 +254,52 @@ public var openBLASCoreForThisCPU: String? {
     return ["avx2", "fma"].allSatisfy(flags.contains) ? "Haswell" : nil
 }
 
-/// OpenBLAS picks its kernels when the library loads, before any of our code runs, from
-/// OPENBLAS_CORETYPE or its own CPU table; 0.3.21 does not know recent Intel models and falls back
-/// to Prescott (SSE3), and an environment may force an older core. Changing it then would mean
-/// re-executing the process (under mpirun or srun, before MPI starts), so we advise instead.
-/// OpenBLAS still does the Double products and the Float products on the BLAS path. Returns the
-/// advice when its core is weaker than the CPU's.
-public func openBLASCoreAdvice() -> String? {
-    guard let wanted = openBLASCoreForThisCPU else { return nil }
+/// Whether OpenBLAS's `current` kernel family is weaker than the `wanted` one.
+func openBLASCore(_ current: String, isWeakerThan wanted: String) -> Bool {
     let rank = ["Haswell": 1, "Zen": 1, "SkylakeX": 2, "Cooperlake": 2, "SapphireRapids": 2]
+    return rank[current, default: 0] < rank[wanted, default: 0]
+}
+
+/// The core to restart with: the CPU's, when OpenBLAS chose a weaker one by itself (0.3.21 does not
+/// know recent Intel models and falls back to Prescott, SSE3). A set OPENBLAS_CORETYPE is the
+/// user's choice and stands; OpenBLAS reads an empty one as unset, and so do we.
+public func openBLASCoreToRestartWith(
+    current: String = openBLASCoreName, wanted: String? = openBLASCoreForThisCPU,
+    environment: [String: String] = ProcessInfo.processInfo.environment
+) -> String? {
+    guard let wanted, environment["OPENBLAS_CORETYPE", default: ""].isEmpty, openBLASCore(current, isWeakerThan: wanted)
+    else { return nil }
+    return wanted
+}
+
+/// Set in the restarted process: the core OpenBLAS had chosen by itself, for `doctor` to report.
+public let openBLASOwnCoreVariable = "SUDER_OPENBLAS_OWN_CORE"
+
+/// OpenBLAS picks its kernels when the library loads, before any of our code runs, so the only way
+/// to change them is to start again with OPENBLAS_CORETYPE set. Call first thing in `main`, before
+/// MPI starts (the launcher's environment and the process id carry over). If exec fails, the
+/// process goes on with OpenBLAS's choice and `doctor` advises.
+public func restartWithOpenBLASCoreForThisCPU() {
+    guard let core = openBLASCoreToRestartWith() else { return }
+    setenv(openBLASOwnCoreVariable, openBLASCoreName, 1)
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    unsetenv("OPENBLAS_CORETYPE")
+    unsetenv(openBLASOwnCoreVariable)
+}
+
+/// How OpenBLAS's kernels were chosen, when it matters: the advice to launch with the CPU's core
+/// when a set OPENBLAS_CORETYPE names a weaker one (or the restart failed), or what the restart
+/// replaced. OpenBLAS still does the Double products and the Float products on the BLAS path.
+public func openBLASCoreAdvice() -> String? {
+    let environment = ProcessInfo.processInfo.environment
+    guard let wanted = openBLASCoreForThisCPU else { return nil }
     let current = openBLASCoreName
-    guard rank[current, default: 0] < rank[wanted, default: 0] else { return nil }
-    let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? ""
+    if let own = environment[openBLASOwnCoreVariable], current == environment["OPENBLAS_CORETYPE"] {
+        return "OpenBLAS chose its \(own) kernels for this CPU by itself; suder restarted with OPENBLAS_CORETYPE=\(current)"
+    }
+    guard openBLASCore(current, isWeakerThan: wanted) else { return nil }
+    let forced = environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? ""
     return
         "OpenBLAS runs its \(current) kernels\(forced) on a CPU that runs \(wanted): launch with OPENBLAS_CORETYPE=\(wanted) for faster Double products and BLAS-path products"
 }

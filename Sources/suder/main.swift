@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterRuntime
 import Foundation
+import Model
 import SUDERCluster
 import World
 
@@ -288,6 +289,9 @@ extension Suder {
         }
     }
 }
+
+// Before anything else, so that every rank's OpenBLAS runs the CPU's kernels (the Double products, the blas path).
+restartWithOpenBLASCoreForThisCPU()
 
 // Argument errors are found identically on every rank before MPI starts: only rank 0 reports.
 let launcherRank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"] ?? ProcessInfo.processInfo.environment["PMIX_RANK"]

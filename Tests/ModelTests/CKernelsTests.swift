@@ -64,6 +64,18 @@ final class CKernelsTests: XCTestCase {
         XCTAssertEqual(KernelPath.blas.missingFeatures, "")
     }
 
+    /// The process restarts with the CPU's OpenBLAS core only when OpenBLAS chose a weaker one by
+    /// itself: a set OPENBLAS_CORETYPE stands, an empty one counts as unset (as OpenBLAS reads it).
+    func testOpenBLASCoreRestartOnlyOverOpenBLASsOwnWeakerChoice() {
+        XCTAssertEqual(openBLASCoreToRestartWith(current: "Prescott", wanted: "Cooperlake", environment: [:]), "Cooperlake")
+        XCTAssertEqual(openBLASCoreToRestartWith(current: "Prescott", wanted: "Haswell", environment: ["OPENBLAS_CORETYPE": ""]), "Haswell")
+        XCTAssertEqual(openBLASCoreToRestartWith(current: "Haswell", wanted: "SkylakeX", environment: [:]), "SkylakeX")
+        XCTAssertNil(openBLASCoreToRestartWith(current: "Prescott", wanted: "SkylakeX", environment: ["OPENBLAS_CORETYPE": "Prescott"]))
+        XCTAssertNil(openBLASCoreToRestartWith(current: "Cooperlake", wanted: "SkylakeX", environment: [:]))
+        XCTAssertNil(openBLASCoreToRestartWith(current: "Zen", wanted: "Haswell", environment: [:]))
+        XCTAssertNil(openBLASCoreToRestartWith(current: "Prescott", wanted: nil, environment: [:]))
+    }
+
     /// Runs suder_sgemm on random matrices stored with `pad` extra columns and compares with the
     /// reference. Returns whether the kernel took the product (false: it declined, C untouched).
     @discardableResult

@@ -46,6 +46,20 @@ if run "doctor on the blas path, -np 2" zero 60 env SUDER_KERNELS=blas mpirun -n
     else fail "doctor on the blas path: rows or checks"; fi
 fi
 
+# OpenBLAS's core: with OPENBLAS_CORETYPE unset every rank ends up on the CPU's kernel family (where
+# OpenBLAS's own table falls short, suder restarts with it set); a set one is the user's and stands.
+if run "doctor, OpenBLAS core unset, -np 2" zero 60 env -u OPENBLAS_CORETYPE mpirun -np 2 "$bin/suder" doctor; then
+    if ! grep -q "note: OpenBLAS runs its" "$work/out" && grep -q "all .* checks passed on 2 rank" "$work/out"; then
+        pass "doctor, OpenBLAS core unset: the CPU's kernel family on every rank"
+    else fail "doctor, OpenBLAS core unset: weaker core or failed checks"; fi
+fi
+if ! grep -qw avx2 /proc/cpuinfo; then skip "doctor, OPENBLAS_CORETYPE=Prescott: no core better than Prescott to advise on this CPU"
+elif run "doctor, OPENBLAS_CORETYPE=Prescott, -np 2" zero 60 env OPENBLAS_CORETYPE=Prescott mpirun -np 2 "$bin/suder" doctor; then
+    if [ "$(grep -cE '^[01] +.* Prescott ' "$work/out")" = 2 ] && grep -q "note: OpenBLAS runs its Prescott kernels (forced by OPENBLAS_CORETYPE=Prescott)" "$work/out"; then
+        pass "doctor, OPENBLAS_CORETYPE=Prescott: kept on every rank, with advice"
+    else fail "doctor, OPENBLAS_CORETYPE=Prescott: core or advice"; fi
+fi
+
 # The allreduce benchmark behind docs/SCALING.md: every rank takes part, the size is the config's.
 if run "bench allreduce, -np 3 --oversubscribe" zero 60 mpirun -np 3 --oversubscribe "$bin/suder" bench allreduce --config "$root/configs/tiny.yaml" --repeats 3 --json; then
     if tail -1 "$work/out" | python3 -c '
@@ -69,5 +83,5 @@ for check in kill-rank abort-rank; do
     fi
 done
 
-echo "mpi: $passed passed, $failed failed"
+echo "mpi: $passed passed, $failed failed, $skipped skipped"
 [ $failed -eq 0 ]

@@ -63,6 +63,13 @@ bool suder_kernels_select(SuderKernels path) {
 
 SuderKernels suder_kernels_active(void) { return suder_activeKernels; }
 
+const char *suder_openblas_core(void) {
+    if (hasAVX512F && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+    return hasAVX2 && hasFMA ? "Haswell" : "";
+}
+
 void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2) {
     *kc = path == SUDER_KERNELS_AVX512 ? suder_blocking.kc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.kc256 : 0;
     *mc = path == SUDER_KERNELS_AVX512 ? suder_blocking.mc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.mc256 : 0;
@@ -124,6 +131,7 @@ const char *suder_kernels_missing(SuderKernels path) { return path == SUDER_KERN
 SuderKernels suder_kernels_best(void) { return SUDER_KERNELS_BLAS; }
 bool suder_kernels_select(SuderKernels path) { return path == SUDER_KERNELS_BLAS; }
 SuderKernels suder_kernels_active(void) { return SUDER_KERNELS_BLAS; }
+const char *suder_openblas_core(void) { return ""; }
 void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2) { *kc = *mc = *l1d = *l2 = 0; }
 double suder_fma_peak_gflops(SuderKernels path, double seconds) { return 0; }
 

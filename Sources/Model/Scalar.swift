@@ -241,17 +241,11 @@ public struct KernelPathError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// The OpenBLAS kernel family this CPU should run: SkylakeX (Cooperlake with AVX-512 BF16) with
-/// AVX-512, Haswell with AVX2 + FMA; nil for older CPUs, where OpenBLAS's own choice stands.
+/// The OpenBLAS kernel family this CPU should run (`suder_openblas_core`); nil for older CPUs,
+/// where OpenBLAS's own choice stands.
 public var openBLASCoreForThisCPU: String? {
-    guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-        let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
-    else { return nil }
-    let flags = Set(flagsLine.split(separator: " ").map(String.init))
-    if ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(flags.contains) {
-        return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
-    }
-    return ["avx2", "fma"].allSatisfy(flags.contains) ? "Haswell" : nil
+    let core = String(cString: suder_openblas_core())
+    return core.isEmpty ? nil : core
 }
 
 /// Whether OpenBLAS's `current` kernel family is weaker than the `wanted` one.
@@ -280,8 +274,9 @@ public let openBLASOwnCoreVariable = "SUDER_OPENBLAS_OWN_CORE"
 /// MPI starts (the launcher's environment and the process id carry over). If exec fails, the
 /// process goes on with OpenBLAS's choice and `doctor` advises.
 public func restartWithOpenBLASCoreForThisCPU() {
-    guard let core = openBLASCoreToRestartWith() else { return }
-    setenv(openBLASOwnCoreVariable, openBLASCoreName, 1)
+    let own = openBLASCoreName
+    guard let core = openBLASCoreToRestartWith(current: own) else { return }
+    setenv(openBLASOwnCoreVariable, own, 1)
     setenv("OPENBLAS_CORETYPE", core, 1)
     execv("/proc/self/exe", CommandLine.unsafeArgv)
     unsetenv("OPENBLAS_CORETYPE")

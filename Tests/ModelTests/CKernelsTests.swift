@@ -39,6 +39,9 @@ final class CKernelsTests: XCTestCase {
         expected.append(.blas)
         XCTAssertEqual(KernelPath.available, expected)
         XCTAssertEqual(KernelPath.best, expected[0])
+        let avx512Family = ["avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(Self.cpuFlags.contains)
+        let family = avx512Family ? (Self.cpuFlags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX") : expected[0] == .avx2 ? "Haswell" : nil
+        XCTAssertEqual(openBLASCoreForThisCPU, family)
     }
 
     /// SUDER_KERNELS: unset is the best path, a name selects it, a path the CPU lacks or an unknown

@@ -15,6 +15,9 @@ const char *suder_kernels_missing(SuderKernels path);
 SuderKernels suder_kernels_best(void);
 /// The path in use.
 SuderKernels suder_kernels_active(void);
+/// The OpenBLAS kernel family this CPU should run (an OPENBLAS_CORETYPE name): SkylakeX (Cooperlake
+/// with AVX-512 BF16) with AVX-512, Haswell with AVX2 + FMA; "" for older CPUs.
+const char *suder_openblas_core(void);
 /// Switches every entry point to `path`; false (nothing changed) when the CPU lacks it.
 /// Not thread-safe: call before the products run, not during.
 bool suder_kernels_select(SuderKernels path);

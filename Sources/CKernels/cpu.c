@@ -28,14 +28,14 @@ __attribute__((constructor)) static void detectCPU(void) {
     hasAVX2 = __builtin_cpu_supports("avx2");
     hasFMA = __builtin_cpu_supports("fma");
     suder_activeKernels = suder_kernels_best();
-    // A packed B micro-panel (kc rows of the panel width: 32 floats for AVX-512, 16 for AVX2) takes
-    // about 2/3 of L1, leaving room for the A rows streaming past it; a block of A (mc x kc) takes a
-    // quarter of L2. Fallbacks are the smallest caches of the CPUs we target (32 KB, 512 KB).
-    long l1 = cacheBytes(_SC_LEVEL1_DCACHE_SIZE, 32 << 10), l2 = cacheBytes(_SC_LEVEL2_CACHE_SIZE, 512 << 10);
-    suder_blocking.kc512 = blockSize(l1 * 2 / 3 / (32 * 4), 16, 128, 512);
-    suder_blocking.mc512 = blockSize(l2 / 4 / (suder_blocking.kc512 * 4), 12, 48, 1020);
-    suder_blocking.kc256 = blockSize(l1 * 2 / 3 / (16 * 4), 16, 128, 512);
-    suder_blocking.mc256 = blockSize(l2 / 4 / (suder_blocking.kc256 * 4), 6, 48, 1020);
+    // Fallback: the smallest L2 of the CPUs we target.
+    suder_kernels_plan_blocking(cacheBytes(_SC_LEVEL2_CACHE_SIZE, 512 << 10));
+}
+
+void suder_kernels_plan_blocking(long l2) {
+    // A block of A (mc x kc) takes a quarter of L2, leaving room for the packed B it meets.
+    suder_blocking.mc512 = blockSize(l2 / 4 / (KC512 * 4), 12, 48, 1020);
+    suder_blocking.mc256 = blockSize(l2 / 4 / (KC256 * 4), 6, 48, 1020);
 }
 
 const char *suder_kernels_missing(SuderKernels path) {
@@ -70,10 +70,9 @@ const char *suder_openblas_core(void) {
     return hasAVX2 && hasFMA ? "Haswell" : "";
 }
 
-void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2) {
-    *kc = path == SUDER_KERNELS_AVX512 ? suder_blocking.kc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.kc256 : 0;
+void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l2) {
+    *kc = path == SUDER_KERNELS_AVX512 ? KC512 : path == SUDER_KERNELS_AVX2 ? KC256 : 0;
     *mc = path == SUDER_KERNELS_AVX512 ? suder_blocking.mc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.mc256 : 0;
-    *l1d = cacheBytes(_SC_LEVEL1_DCACHE_SIZE, 0);
     *l2 = cacheBytes(_SC_LEVEL2_CACHE_SIZE, 0);
 }
 
@@ -132,7 +131,8 @@ SuderKernels suder_kernels_best(void) { return SUDER_KERNELS_BLAS; }
 bool suder_kernels_select(SuderKernels path) { return path == SUDER_KERNELS_BLAS; }
 SuderKernels suder_kernels_active(void) { return SUDER_KERNELS_BLAS; }
 const char *suder_openblas_core(void) { return ""; }
-void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2) { *kc = *mc = *l1d = *l2 = 0; }
+void suder_kernels_plan_blocking(long l2) { (void)l2; }
+void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l2) { *kc = *mc = *l2 = 0; }
 double suder_fma_peak_gflops(SuderKernels path, double seconds) { return 0; }
 
 #endif

@@ -257,7 +257,7 @@ static AVX512 void decodeTile(long rows, long k, const float *a, long lda, const
 }
 
 static PackedKernel packedKernel(void) {
-    return (PackedKernel){MR, NR, suder_blocking.kc512, suder_blocking.mc512, tileRowMajor, tileTransposed,
+    return (PackedKernel){MR, NR, KC512, suder_blocking.mc512, tileRowMajor, tileTransposed,
                           tilePacked, storePackedTile, packTransposedB, decodeTile};
 }
 

@@ -210,7 +210,7 @@ static AVX2 void decodeTile(long rows, long k, const float *a, long lda, const f
 }
 
 PackedKernel suder_packedKernelAVX2(void) {
-    return (PackedKernel){MR, NR, suder_blocking.kc256, suder_blocking.mc256, tileRowMajor, tileTransposed,
+    return (PackedKernel){MR, NR, KC256, suder_blocking.mc256, tileRowMajor, tileTransposed,
                           tilePacked, storeTile, packTransposedB, decodeTile};
 }
 

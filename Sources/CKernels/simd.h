@@ -35,9 +35,11 @@ static inline ItemRange itemRange(long item, long items, long extent, long panel
 /// The path the entry points run (suder_kernels_select), the best the CPU has unless forced.
 extern SuderKernels suder_activeKernels;
 
-/// Packed-path blocking, from the caches read at load time (cpu.c): kc = depth of a packed block
-/// per 32 packed columns' worth of L1 (scaled by the path's panel width), mc = rows of A per block.
-typedef struct { long kc512, mc512, kc256, mc256; } Blocking;
+/// Depth of a packed block per path. A deeper product adds its blocks' sums, so kc sets the rounding:
+/// it is fixed, not read from the caches, so a run gives the same bits on every CPU with the path.
+enum { KC512 = 256, KC256 = 512 };
+/// Rows of A per packed block, from the L2 size (suder_kernels_plan_blocking); they change no bits.
+typedef struct { long mc512, mc256; } Blocking;
 extern Blocking suder_blocking;
 
 // Lanes 0..<min(left, 16) of a 16-float vector.
@@ -78,7 +80,7 @@ float *suder_packingBuffer(int which, long count);
 // One path's micro-kernel for the packed path's block loops, which both paths share (packed.c).
 typedef struct {
     long mr, nr;  // micro-tile rows and columns (at most 12 x 32)
-    long kc, mc;  // most depth and rows of A per block (suder_blocking)
+    long kc, mc;  // most depth (KC512 / KC256) and rows of A (suder_blocking) per block
     // tile (mr x nr, row-major, 64-byte aligned) = op(A) panel x packed B panel, op(A) broadcast
     // from a row-major panel in place (rows lda apart), from a transposed one in place (its rows
     // adjacent, k lda apart), or from a packed panel (k-major, mr floats per k). `fetch`: the

@@ -200,11 +200,11 @@ public enum KernelPath: String, CaseIterable, Sendable {
         }
     }
 
-    /// Packed-path block sizes and the cache sizes they came from, e.g. "kc 256, mc 252 (L1d 48 KB, L2 1024 KB)".
+    /// Packed-path block sizes and the L2 size mc came from, e.g. "kc 256, mc 252 (L2 1024 KB)".
     public var blocking: String {
-        var kc = 0, mc = 0, l1 = 0, l2 = 0
-        suder_kernels_blocking(cValue, &kc, &mc, &l1, &l2)
-        return self == .blas ? "-" : "kc \(kc), mc \(mc) (L1d \(l1 >> 10) KB, L2 \(l2 >> 10) KB)"
+        var kc = 0, mc = 0, l2 = 0
+        suder_kernels_blocking(cValue, &kc, &mc, &l2)
+        return self == .blas ? "-" : "kc \(kc), mc \(mc) (L2 \(l2 >> 10) KB)"
     }
 
     /// Makes this path the active one; throws, naming what the CPU lacks, when it cannot run here.

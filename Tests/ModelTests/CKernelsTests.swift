@@ -190,6 +190,37 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
+    /// A run gives the same bits on CPUs whose caches differ: products planned for L2 sizes from
+    /// 256 KB to 4 MB (row blocks of 48 to 1,020 rows) split their depth at the same points and
+    /// match the product planned for this CPU bit for bit, with depths past one and several blocks.
+    func testProductBitsDoNotDependOnTheCaches() throws {
+        try Self.onEveryPath { path in
+            guard path != .blas else { return }
+            var kc = 0, mc = 0, ownL2 = 0
+            suder_kernels_blocking(path.cValue, &kc, &mc, &ownL2)
+            defer { suder_kernels_plan_blocking(ownL2 > 0 ? ownL2 : 512 << 10) }
+            var rng = Xoshiro256RNG(seed: 29)
+            for (transA, m, n, k) in [(false, 301, 277, 1100), (true, 1100, 96, 3072), (false, 130, 600, 600)] {
+                let a = (0..<(m * k)).map { _ in Float(rng.nextGaussian()) }
+                let b = (0..<(k * n)).map { _ in Float(rng.nextGaussian()) }
+                func product() -> [UInt32] {
+                    var c = [Float](repeating: 0, count: m * n)
+                    XCTAssertTrue(suder_sgemm(transA, false, m, n, k, 1, a, transA ? m : k, b, n, 0, &c, n, 1))
+                    return c.map(\.bitPattern)
+                }
+                suder_kernels_plan_blocking(ownL2 > 0 ? ownL2 : 512 << 10)
+                let own = product()
+                for l2 in [256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20] {
+                    suder_kernels_plan_blocking(l2)
+                    var plannedKc = 0, plannedMc = 0, reported = 0
+                    suder_kernels_blocking(path.cValue, &plannedKc, &plannedMc, &reported)
+                    XCTAssertEqual(plannedKc, kc, "\(path): the depth of a block moved with the L2 size")
+                    assertBitwiseEqual(product(), own, "\(path) \(m)x\(n)x\(k) planned for L2 \(l2 >> 10) KB, mc \(plannedMc)")
+                }
+            }
+        }
+    }
+
     /// The product over packed weights gives suder_sgemm's bits without reading W: rows 1-33 (every
     /// small-M tile split, 12 / 8 / 4 / 2 / 1 and 6 / 4 / 2 / 1 rows) and past them the packed path
     /// (100 and 300 rows, past a row block), columns with partial last panels and past a column

@@ -22,9 +22,13 @@ const char *suder_openblas_core(void);
 /// Not thread-safe: call before the products run, not during.
 bool suder_kernels_select(SuderKernels path);
 
-/// Packed-path blocking chosen from this CPU's caches: depth and rows of a block for `path`
-/// (0 for the BLAS path); the cache sizes read (bytes, 0 when unknown) go to l1d and l2.
-void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l1d, long *l2);
+/// Packed-path blocking for `path` (0 for the BLAS path): the depth of a block, fixed per path so
+/// that products round the same on every CPU, and the rows of A per block, from the L2 size; the
+/// L2 size this CPU reports (bytes, 0 when unknown) goes to l2.
+void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l2);
+/// Plans the rows of A per block for an L2 of `l2` bytes (done for this CPU's at load time; tests
+/// plan others). Not thread-safe: call before the products run, not during.
+void suder_kernels_plan_blocking(long l2);
 
 /// One core's FMA peak in GFLOP/s with the vectors of `path` (512-bit for avx512, 256-bit for
 /// avx2, the widest the CPU has for blas), measured by a loop of independent FMAs for about `seconds`; 0 when the CPU

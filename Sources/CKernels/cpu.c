@@ -36,6 +36,7 @@ void suder_kernels_plan_blocking(long l2) {
     // A block of A (mc x kc) takes a quarter of L2, leaving room for the packed B it meets.
     suder_blocking.mc512 = blockSize(l2 / 4 / (KC512 * 4), 12, 48, 1020);
     suder_blocking.mc256 = blockSize(l2 / 4 / (KC256 * 4), 6, 48, 1020);
+    suder_blocking.l2 = l2;
 }
 
 const char *suder_kernels_missing(SuderKernels path) {
@@ -73,7 +74,7 @@ const char *suder_openblas_core(void) {
 void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l2) {
     *kc = path == SUDER_KERNELS_AVX512 ? KC512 : path == SUDER_KERNELS_AVX2 ? KC256 : 0;
     *mc = path == SUDER_KERNELS_AVX512 ? suder_blocking.mc512 : path == SUDER_KERNELS_AVX2 ? suder_blocking.mc256 : 0;
-    *l2 = cacheBytes(_SC_LEVEL2_CACHE_SIZE, 0);
+    *l2 = suder_blocking.l2;
 }
 
 // FMA peak: CHAINS independent accumulators (enough to cover 4-cycle latency on 2-4 FMA pipes)

@@ -38,8 +38,9 @@ extern SuderKernels suder_activeKernels;
 /// Depth of a packed block per path. A deeper product adds its blocks' sums, so kc sets the rounding:
 /// it is fixed, not read from the caches, so a run gives the same bits on every CPU with the path.
 enum { KC512 = 256, KC256 = 512 };
-/// Rows of A per packed block, from the L2 size (suder_kernels_plan_blocking); they change no bits.
-typedef struct { long mc512, mc256; } Blocking;
+/// Rows of A per packed block, from the L2 size they were planned for (suder_kernels_plan_blocking);
+/// they change no bits.
+typedef struct { long mc512, mc256, l2; } Blocking;
 extern Blocking suder_blocking;
 
 // Lanes 0..<min(left, 16) of a 16-float vector.

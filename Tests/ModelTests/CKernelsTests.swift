@@ -198,7 +198,7 @@ final class CKernelsTests: XCTestCase {
             guard path != .blas else { return }
             var kc = 0, mc = 0, ownL2 = 0
             suder_kernels_blocking(path.cValue, &kc, &mc, &ownL2)
-            defer { suder_kernels_plan_blocking(ownL2 > 0 ? ownL2 : 512 << 10) }
+            defer { suder_kernels_plan_blocking(ownL2) }
             var rng = Xoshiro256RNG(seed: 29)
             for (transA, m, n, k) in [(false, 301, 277, 1100), (true, 1100, 96, 3072), (false, 130, 600, 600)] {
                 let a = (0..<(m * k)).map { _ in Float(rng.nextGaussian()) }
@@ -208,7 +208,7 @@ final class CKernelsTests: XCTestCase {
                     XCTAssertTrue(suder_sgemm(transA, false, m, n, k, 1, a, transA ? m : k, b, n, 0, &c, n, 1))
                     return c.map(\.bitPattern)
                 }
-                suder_kernels_plan_blocking(ownL2 > 0 ? ownL2 : 512 << 10)
+                suder_kernels_plan_blocking(ownL2)
                 let own = product()
                 for l2 in [256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20] {
                     suder_kernels_plan_blocking(l2)

@@ -23,8 +23,8 @@ const char *suder_openblas_core(void);
 bool suder_kernels_select(SuderKernels path);
 
 /// Packed-path blocking for `path` (0 for the BLAS path): the depth of a block, fixed per path so
-/// that products round the same on every CPU, and the rows of A per block, from the L2 size; the
-/// L2 size this CPU reports (bytes, 0 when unknown) goes to l2.
+/// that products round the same on every CPU, and the rows of A per block, from the L2 size they
+/// were planned for, which goes to l2 (bytes; this CPU's, or 512 KB when it reports none).
 void suder_kernels_blocking(SuderKernels path, long *kc, long *mc, long *l2);
 /// Plans the rows of A per block for an L2 of `l2` bytes (done for this CPU's at load time; tests
 /// plan others). Not thread-safe: call before the products run, not during.

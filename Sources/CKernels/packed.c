@@ -3,7 +3,8 @@
 //
 // op(B) is copied into k-major panels of nr columns, a block of kc x NC at a time; the micro-kernel
 // broadcasts op(A) from its mr-row panels in place (a row-major A is contiguous along k, a
-// transposed one along its rows) and only a last partial panel of a row block is copied. The
+// transposed one along its rows) and only a last partial panel of a row block is copied, unless a
+// transposed A's rows alias in the caches (packsBlocksOfA), which is packed by blocks. The
 // packing loops are plain C: they move O(k n) floats against the O(m n k) flops of the product.
 #include "CKernels.h"
 #include "simd.h"
@@ -55,6 +56,18 @@ static void packAPanel(long mr, bool trans, const float *a, long lda, long rows,
             ap[p * mr + i] = i >= rows ? 0 : trans ? a[p * lda + i] : a[i * lda + p];
 }
 
+// Copies op(A)(0..<rows, 0..<kc) of a transposed A (its rows adjacent, k lda apart) into k-major
+// panels of mr rows, kc mr floats each, zero past `rows`: one pass down A's k rows, each read once
+// and fetched a few rows ahead.
+static void packTransposedA(long mr, const float *a, long lda, long rows, long kc, float *ap) {
+    for (long p = 0; p < kc; p++) {
+        if (p + 4 < kc)
+            for (long i = 0; i < rows + 15; i += 16) __builtin_prefetch(a + (p + 4) * lda + minLong(i, rows - 1));
+        for (long ir = 0; ir < rows; ir += mr)
+            for (long i = 0; i < mr; i++) ap[ir * kc + p * mr + i] = ir + i < rows ? a[p * lda + ir + i] : 0;
+    }
+}
+
 // Copies op(B)(0..<kc, 0..<cols) into panels of nr columns, k-major, zero past `cols`.
 static void packBPanels(const PackedKernel *kernel, bool trans, const float *b, long ldb, long kc, long cols, float *bp) {
     if (trans) {
@@ -97,64 +110,117 @@ static long packedWidth(const PackedProduct *p) {
     return minLong(widest * nr, NC);
 }
 
+// A transposed A whose k rows lie a multiple of 2 KB apart (the gate-up gradient's 1,024 floats, a
+// 512-wide model's activations) maps a block's rows onto a few cache sets, so the block would come
+// from L3 again for every panel of B: such a block is packed whole instead, once (elsewhere packing
+// costs more than it saves). The packed tiles sum in the same order.
+static bool packsBlocksOfA(const PackedProduct *p) { return p->transA && p->lda % 512 == 0; }
+
+// Floats of the packed A buffer: a block of mc rows, or one panel.
+static long packedAFloats(const PackedProduct *p) {
+    const long mr = p->kernel->mr;
+    return p->kcMax * (packsBlocksOfA(p) ? (p->kernel->mc + mr - 1) / mr * mr : mr);
+}
+
 static bool reservePackingBuffers(void *context) {
     const PackedProduct *p = context;
-    return suder_packingBuffer(PACKED_A, p->kcMax * p->kernel->mr)
+    return suder_packingBuffer(PACKED_A, packedAFloats(p))
         && (p->packedB || suder_packingBuffer(PACKED_B, p->kcMax * packedWidth(p)));
 }
 
+// The tiles of one block of C: rows rowStart..<rowStart+m and columns columnStart+jc..<+nc of C at
+// depth pc..<pc+kc, B's panels at `panels` (panelStride floats from one to the next). The calling
+// thread's buffers were reserved by reservePackingBuffers or reserveAPacking: only looked up here.
+static void blockTiles(const PackedProduct *p, long rowStart, long m, long columnStart, long jc, long nc, long pc,
+                       long kc, const float *panels, long panelStride) {
+    const PackedKernel *kernel = p->kernel;
+    const long MR = kernel->mr, NR = kernel->nr, MC = kernel->mc, lda = p->lda, ldc = p->ldc;
+    const bool transA = p->transA, packBlocks = packsBlocksOfA(p);
+    const float *a = transA ? p->a + rowStart : p->a + rowStart * lda;
+    float *c = p->c + rowStart * ldc + columnStart;
+    float *ap = suder_packingBuffer(PACKED_A, packedAFloats(p));
+    float tile[MAX_TILE] __attribute__((aligned(64)));
+    const float blockBeta = pc == 0 ? p->beta : 1;  // later depth blocks add to the first
+    for (long ic = 0; ic < m; ic += MC) {
+        long mc = minLong(MC, m - ic);
+        long inPlace = packBlocks ? 0 : mc / MR * MR;
+        if (packBlocks)
+            packTransposedA(MR, a + pc * lda + ic, lda, mc, kc, ap);
+        else if (inPlace < mc)
+            packAPanel(MR, transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
+                       mc - inPlace, kc, ap);
+        for (long jr = 0; jr < nc; jr += NR)
+            for (long ir = 0; ir < mc; ir += MR) {
+                // The tile's lines of C, which it stores after kc steps: fetched now, a cold line
+                // costs no wait at the store.
+                float *ct = c + (ic + ir) * ldc + jc + jr;
+                for (long i = 0; i < minLong(MR, mc - ir); i++)
+                    for (long j = 0; j < minLong(NR, nc - jr); j += 16) __builtin_prefetch(ct + i * ldc + j, 1, 3);
+                if (ir < inPlace && transA)
+                    kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, panels + jr * panelStride, tile, jr == 0);
+                else if (ir < inPlace)
+                    kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, panels + jr * panelStride, tile, jr == 0);
+                else
+                    kernel->tilePacked(kc, packBlocks ? ap + ir * kc : ap, panels + jr * panelStride, tile);
+                kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), p->alpha, blockBeta, ct, ldc);
+            }
+    }
+}
+
+// An item of a product whose items pack their own B (or read it packed whole): its rows, or its
+// columns, over every block.
 static void packedItem(void *context, long item) {
     const PackedProduct *p = context;
     const PackedKernel *kernel = p->kernel;
-    const long MR = kernel->mr, NR = kernel->nr, MC = kernel->mc, kcMax = p->kcMax;
-    const bool transA = p->transA, transB = p->transB;
-    const long lda = p->lda, ldb = p->ldb, ldc = p->ldc, k = p->k;
+    const long NR = kernel->nr, kcMax = p->kcMax, ldb = p->ldb, k = p->k;
     // This item's share of C, and the rows of op(A) / columns of op(B) it reads.
-    const ItemRange range = itemRange(item, p->items, p->splitColumns ? p->n : p->m, p->splitColumns ? NR : MR);
+    const ItemRange range = itemRange(item, p->items, p->splitColumns ? p->n : p->m, p->splitColumns ? NR : kernel->mr);
     const long m = p->splitColumns ? p->m : range.count, n = p->splitColumns ? range.count : p->n;
     const long rowStart = p->splitColumns ? 0 : range.start, columnStart = p->splitColumns ? range.start : 0;
-    const float *a = transA ? p->a + rowStart : p->a + rowStart * lda;
-    const float *b = p->packedB ? NULL : transB ? p->b + columnStart * ldb : p->b + columnStart;
-    float *c = p->c + rowStart * ldc + columnStart;
-    // Reserved by reservePackingBuffers on this thread: these calls only look the buffers up.
-    float *ap = suder_packingBuffer(PACKED_A, kcMax * MR);
+    const float *b = p->packedB ? NULL : p->transB ? p->b + columnStart * ldb : p->b + columnStart;
     float *bp = p->packedB ? NULL : suder_packingBuffer(PACKED_B, kcMax * packedWidth(p));
-    float tile[MAX_TILE] __attribute__((aligned(64)));
     for (long jc = 0; jc < n; jc += NC) {
         long nc = minLong(NC, n - jc);
         for (long pc = 0; pc < k; pc += kcMax) {
             long kc = minLong(kcMax, k - pc);
-            float blockBeta = pc == 0 ? p->beta : 1;  // later depth blocks add to the first
             // A panel of op(B) at depth pc: packed here (kc deep), or in place (k deep).
-            const float *panels = p->packedB ? p->packedB + (columnStart + jc) * k + pc * NR : bp;
-            const long panelStride = p->packedB ? k : kc;
-            if (!p->packedB)
-                packBPanels(kernel, transB, transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
-            for (long ic = 0; ic < m; ic += MC) {
-                long mc = minLong(MC, m - ic);
-                long inPlace = mc / MR * MR;
-                if (inPlace < mc)
-                    packAPanel(MR, transA, transA ? a + pc * lda + ic + inPlace : a + (ic + inPlace) * lda + pc, lda,
-                               mc - inPlace, kc, ap);
-                for (long jr = 0; jr < nc; jr += NR)
-                    for (long ir = 0; ir < mc; ir += MR) {
-                        // The tile's lines of C, which it stores after kc steps: fetched now, a
-                        // cold line costs no wait at the store.
-                        float *ct = c + (ic + ir) * ldc + jc + jr;
-                        for (long i = 0; i < minLong(MR, mc - ir); i++)
-                            for (long j = 0; j < minLong(NR, nc - jr); j += 16) __builtin_prefetch(ct + i * ldc + j, 1, 3);
-                        if (ir < inPlace && transA)
-                            kernel->tileTransposed(kc, a + pc * lda + ic + ir, lda, panels + jr * panelStride, tile, jr == 0);
-                        else if (ir < inPlace)
-                            kernel->tileRowMajor(kc, a + (ic + ir) * lda + pc, lda, panels + jr * panelStride, tile, jr == 0);
-                        else
-                            kernel->tilePacked(kc, ap, panels + jr * panelStride, tile);
-                        kernel->store(tile, minLong(MR, mc - ir), minLong(NR, nc - jr), p->alpha, blockBeta,
-                                      ct, ldc);
-                    }
+            if (p->packedB) {
+                blockTiles(p, rowStart, m, columnStart, jc, nc, pc, kc, p->packedB + (columnStart + jc) * k + pc * NR, k);
+            } else {
+                packBPanels(kernel, p->transB, p->transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+                blockTiles(p, rowStart, m, columnStart, jc, nc, pc, kc, bp, kc);
             }
         }
     }
+}
+
+// One block of B (columns jc..<jc+nc, depth pc..<pc+kc) of a product whose rows split over items:
+// packed once into `panels`, its panels split over the threads, then every item's rows run over it.
+typedef struct {
+    const PackedProduct *product;
+    long jc, nc, pc, kc, packItems;
+    float *panels;
+} SharedBlock;
+
+static void packSharedPanels(void *context, long item) {
+    const SharedBlock *s = context;
+    const PackedProduct *p = s->product;
+    const ItemRange range = itemRange(item, s->packItems, s->nc, p->kernel->nr);
+    const long column = s->jc + range.start;
+    packBPanels(p->kernel, p->transB, p->transB ? p->b + column * p->ldb + s->pc : p->b + s->pc * p->ldb + column,
+                p->ldb, s->kc, range.count, s->panels + range.start * s->kc);
+}
+
+static bool reserveAPacking(void *context) {
+    const SharedBlock *s = context;
+    return suder_packingBuffer(PACKED_A, packedAFloats(s->product)) != NULL;
+}
+
+static void sharedBlockItem(void *context, long item) {
+    const SharedBlock *s = context;
+    const PackedProduct *p = s->product;
+    const ItemRange range = itemRange(item, p->items, p->m, p->kernel->mr);
+    blockTiles(p, range.start, range.count, 0, s->jc, s->nc, s->pc, s->kc, s->panels, s->kc);
 }
 
 bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool transB, long m, long n, long k,
@@ -162,14 +228,29 @@ bool suder_packedGemm(const PackedKernel *kernel, int threads, bool transA, bool
                       float *c, long ldc) {
     // Equal-depth blocks, so K = 512 with kc 256 runs as 2 x 256 rather than 256 + 256 + a sliver.
     const long blocks = (k + kernel->kc - 1) / kernel->kc;
-    // Threads split the larger of m and n (whole micro-panels per item): each item re-reads or
-    // re-packs the operand of the other, smaller, dimension.
+    // Threads split the larger of m and n (whole micro-panels per item). Split columns, each item
+    // packs only its own columns of B and reads A in place.
     const bool splitColumns = n > m;
     const long panels = splitColumns ? (n + kernel->nr - 1) / kernel->nr : (m + kernel->mr - 1) / kernel->mr;
     PackedProduct product = {kernel, transA, transB, splitColumns, m, n, k, (k + blocks - 1) / blocks,
                              parallelItems(threads, panels, (double)m * n * k), alpha, beta, a, b, lda, ldb, ldc, c,
                              packedB};
-    return suder_parallel(threads, product.items, reservePackingBuffers, packedItem, &product);
+    if (product.items == 1 || splitColumns || packedB)
+        return suder_parallel(threads, product.items, reservePackingBuffers, packedItem, &product);
+    // Split rows, each item would pack all of B for itself (4 items a thread: 8 copies on 2
+    // threads); instead each block of B is packed once, by all the threads, and then used by all.
+    const long bPanels = (n + kernel->nr - 1) / kernel->nr;
+    float *shared = suder_packingBuffer(SHARED_B, product.kcMax * packedWidth(&product));
+    SharedBlock block = {&product, 0, 0, 0, 0, minLong(bPanels, product.items), shared};
+    if (!shared || !reserveAPacking(&block)) return false;
+    for (long jc = 0; jc < n; jc += NC)
+        for (long pc = 0; pc < k; pc += product.kcMax) {
+            block.jc = jc, block.nc = minLong(NC, n - jc), block.pc = pc, block.kc = minLong(product.kcMax, k - pc);
+            // The calling thread's buffers are reserved, so neither job can fail.
+            suder_parallel(threads, block.packItems, NULL, packSharedPanels, &block);
+            suder_parallel(threads, product.items, reserveAPacking, sharedBlockItem, &block);
+        }
+    return true;
 }
 
 // The decode product's few rows against the weights packed once: items are ranges of panels. A

@@ -74,8 +74,9 @@ INLINE AVX2 float sum8(__m256 x) {
 }
 
 // This thread's scratch buffer `which` (packed.c: packed panels, the small-M path's A^T, the
-// attention scores), 64-byte aligned, at least `count` floats; NULL if out of memory.
-enum { PACKED_B, PACKED_A, SMALL_AT, SCORES, BUFFERS };
+// attention scores, the block of B a row-split product's threads share), 64-byte aligned, at
+// least `count` floats; NULL if out of memory.
+enum { PACKED_B, PACKED_A, SMALL_AT, SCORES, SHARED_B, BUFFERS };
 float *suder_packingBuffer(int which, long count);
 
 // One path's micro-kernel for the packed path's block loops, which both paths share (packed.c).

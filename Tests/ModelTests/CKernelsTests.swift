@@ -221,6 +221,35 @@ final class CKernelsTests: XCTestCase {
         }
     }
 
+    /// A transposed A whose rows lie a multiple of 2 KB apart (strides of 512, 1,024 and 1,536
+    /// floats) is packed by blocks, as its rows would alias in the caches: its products match the
+    /// reference, and bit for bit the same A kept in place at a stride that does not alias, with
+    /// row blocks and their tails, depth blocks, and rows split over three threads.
+    func testTransposedAPackedByBlocksKeepsTheBits() throws {
+        for threads: Int32 in [1, 3] {
+            try withKernelThreads(Int(threads)) {
+                try Self.onEveryPath { path in
+                    guard path != .blas else { return }
+                    var rng = Xoshiro256RNG(seed: 31)
+                    for (m, n, k, lda) in [(130, 40, 600, 512), (1024, 24, 520, 1024), (61, 35, 300, 1536)] {
+                        check(true, false, m: m, n: n, k: k, alpha: 0.5, beta: 1, pad: lda - m, threads: threads)
+                        let values = (0..<(k * m)).map { _ in Float(rng.nextGaussian()) }
+                        let b = (0..<(k * n)).map { _ in Float(rng.nextGaussian()) }
+                        func product(stride: Int) -> [UInt32] {
+                            var a = [Float](repeating: 0, count: k * stride)
+                            for p in 0..<k { for i in 0..<m { a[p * stride + i] = values[p * m + i] } }
+                            var c = [Float](repeating: 0, count: m * n)
+                            XCTAssertTrue(suder_sgemm(true, false, m, n, k, 1, a, stride, b, n, 0, &c, n, threads))
+                            return c.map(\.bitPattern)
+                        }
+                        assertBitwiseEqual(
+                            product(stride: lda), product(stride: lda + 5), "\(path) \(m)x\(n)x\(k) lda \(lda), \(threads) threads")
+                    }
+                }
+            }
+        }
+    }
+
     /// The product over packed weights gives suder_sgemm's bits without reading W: rows 1-33 (every
     /// small-M tile split, 12 / 8 / 4 / 2 / 1 and 6 / 4 / 2 / 1 rows) and past them the packed path
     /// (100 and 300 rows, past a row block), columns with partial last panels and past a column

@@ -154,6 +154,32 @@ final class ThreadTests: XCTestCase {
         }
     }
 
+    /// Split by rows, the threads pack each block of B once and share it, also past the 2048-column
+    /// block (two blocks of columns; depth blocks are in the test above): 1-thread bits on 2 and 3
+    /// threads.
+    func testRowsSplitOverASharedBPastAColumnBlockEqualOneThreadBitwise() throws {
+        let (m, n, k) = (2101, 2100, 40)
+        try CKernelsTests.onEveryPath { path in
+            guard path != .blas else { return }
+            for (transA, transB) in [(false, false), (true, true)] {
+                let lda = transA ? m : k, ldb = transB ? k : n
+                let a = (0..<(m * k)).map { Float($0 * 7919 % 1001) / 1000 - 0.5 }
+                let b = (0..<(k * n)).map { Float($0 * 104_729 % 997) / 1000 - 0.5 }
+                func product(threads: Int32) -> [UInt32] {
+                    var c = (0..<(m * n)).map { Float($0 % 13) }
+                    XCTAssertTrue(suder_sgemm(transA, transB, m, n, k, 0.75, a, lda, b, ldb, 1.5, &c, n, threads))
+                    return c.map(\.bitPattern)
+                }
+                let one = withKernelThreads(1) { product(threads: 1) }
+                for threads: Int32 in [2, 3] {
+                    withKernelThreads(Int(threads)) {
+                        assertBitwiseEqual(product(threads: threads), one, "\(path) transA \(transA) transB \(transB) threads \(threads)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The sampler's attention kernel, rows split over threads: 1-thread bits for many rows at
     /// mixed positions, every call split and at the default threshold (~5 M multiply-adds).
     func testThreadedCachedAttentionEqualsOneThreadBitwise() throws {

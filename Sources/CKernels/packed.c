@@ -116,15 +116,15 @@ static long packedWidth(const PackedProduct *p) {
 // costs more than it saves). The packed tiles sum in the same order.
 static bool packsBlocksOfA(const PackedProduct *p) { return p->transA && p->lda % 512 == 0; }
 
-// Floats of the packed A buffer: a block of mc rows, or one panel.
-static long packedAFloats(const PackedProduct *p) {
+// This thread's packed A buffer, room for a block of mc rows or for one panel.
+static float *packedABuffer(const PackedProduct *p) {
     const long mr = p->kernel->mr;
-    return p->kcMax * (packsBlocksOfA(p) ? (p->kernel->mc + mr - 1) / mr * mr : mr);
+    return suder_packingBuffer(PACKED_A, p->kcMax * (packsBlocksOfA(p) ? (p->kernel->mc + mr - 1) / mr * mr : mr));
 }
 
 static bool reservePackingBuffers(void *context) {
     const PackedProduct *p = context;
-    return suder_packingBuffer(PACKED_A, packedAFloats(p))
+    return packedABuffer(p)
         && (p->packedB || suder_packingBuffer(PACKED_B, p->kcMax * packedWidth(p)));
 }
 
@@ -138,7 +138,7 @@ static void blockTiles(const PackedProduct *p, long rowStart, long m, long colum
     const bool transA = p->transA, packBlocks = packsBlocksOfA(p);
     const float *a = transA ? p->a + rowStart : p->a + rowStart * lda;
     float *c = p->c + rowStart * ldc + columnStart;
-    float *ap = suder_packingBuffer(PACKED_A, packedAFloats(p));
+    float *ap = packedABuffer(p);
     float tile[MAX_TILE] __attribute__((aligned(64)));
     const float blockBeta = pc == 0 ? p->beta : 1;  // later depth blocks add to the first
     for (long ic = 0; ic < m; ic += MC) {
@@ -213,7 +213,7 @@ static void packSharedPanels(void *context, long item) {
 
 static bool reserveAPacking(void *context) {
     const SharedBlock *s = context;
-    return suder_packingBuffer(PACKED_A, packedAFloats(s->product)) != NULL;
+    return packedABuffer(s->product) != NULL;
 }
 
 static void sharedBlockItem(void *context, long item) {

@@ -110,6 +110,11 @@ static long packedWidth(const PackedProduct *p) {
     return minLong(widest * nr, NC);
 }
 
+// Where op(B)(depth, column) lies in B.
+static const float *opB(const PackedProduct *p, long depth, long column) {
+    return p->transB ? p->b + column * p->ldb + depth : p->b + depth * p->ldb + column;
+}
+
 // A transposed A whose k rows lie a multiple of 2 KB apart (the gate-up gradient's 1,024 floats, a
 // 512-wide model's activations) maps a block's rows onto a few cache sets, so the block would come
 // from L3 again for every panel of B: such a block is packed whole instead, once (elsewhere packing
@@ -172,12 +177,11 @@ static void blockTiles(const PackedProduct *p, long rowStart, long m, long colum
 static void packedItem(void *context, long item) {
     const PackedProduct *p = context;
     const PackedKernel *kernel = p->kernel;
-    const long NR = kernel->nr, kcMax = p->kcMax, ldb = p->ldb, k = p->k;
+    const long NR = kernel->nr, kcMax = p->kcMax, k = p->k;
     // This item's share of C, and the rows of op(A) / columns of op(B) it reads.
     const ItemRange range = itemRange(item, p->items, p->splitColumns ? p->n : p->m, p->splitColumns ? NR : kernel->mr);
     const long m = p->splitColumns ? p->m : range.count, n = p->splitColumns ? range.count : p->n;
     const long rowStart = p->splitColumns ? 0 : range.start, columnStart = p->splitColumns ? range.start : 0;
-    const float *b = p->packedB ? NULL : p->transB ? p->b + columnStart * ldb : p->b + columnStart;
     float *bp = p->packedB ? NULL : suder_packingBuffer(PACKED_B, kcMax * packedWidth(p));
     for (long jc = 0; jc < n; jc += NC) {
         long nc = minLong(NC, n - jc);
@@ -187,7 +191,7 @@ static void packedItem(void *context, long item) {
             if (p->packedB) {
                 blockTiles(p, rowStart, m, columnStart, jc, nc, pc, kc, p->packedB + (columnStart + jc) * k + pc * NR, k);
             } else {
-                packBPanels(kernel, p->transB, p->transB ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, bp);
+                packBPanels(kernel, p->transB, opB(p, pc, columnStart + jc), p->ldb, kc, nc, bp);
                 blockTiles(p, rowStart, m, columnStart, jc, nc, pc, kc, bp, kc);
             }
         }
@@ -206,9 +210,8 @@ static void packSharedPanels(void *context, long item) {
     const SharedBlock *s = context;
     const PackedProduct *p = s->product;
     const ItemRange range = itemRange(item, s->packItems, s->nc, p->kernel->nr);
-    const long column = s->jc + range.start;
-    packBPanels(p->kernel, p->transB, p->transB ? p->b + column * p->ldb + s->pc : p->b + s->pc * p->ldb + column,
-                p->ldb, s->kc, range.count, s->panels + range.start * s->kc);
+    packBPanels(p->kernel, p->transB, opB(p, s->pc, s->jc + range.start), p->ldb, s->kc, range.count,
+                s->panels + range.start * s->kc);
 }
 
 static bool reserveAPacking(void *context) {

@@ -235,10 +235,12 @@ fi
 
 # 1d. The eval stage evaluates dev; the test split only when asked, also after dev finished (the
 #    DONE marker is dev's), into eval/test/, each time recorded and counted by the report.
-# Every rank prints the argument error (before MPI starts) and mpirun's banner may cut into it.
+# The argument error comes before MPI starts, so its text is read from one process outside
+# mpirun: under mpirun, the abort banner can cut into any part of it.
 if [ -f "$ref/suder/DONE" ]; then
     if run "eval --split train" nonzero 15 "$suder" 2 "$ref" eval --split train &&
-        grep -q -- "--split must be one of dev, te" "$work/out" && grep -q "received 'train'" "$work/out"; then
+        run "eval --split train, one process" nonzero 15 "$bin/suder" eval --run-dir "$ref" --split train &&
+        grep -q -- "--split must be one of dev, test; received 'train'" "$work/out"; then
         pass "eval --split train: refused, naming dev and test"
     else fail "eval --split train: not refused with the splits named"; fi
     if run "eval, dev split" zero 120 "$suder" 2 "$ref" eval && run "eval, dev again" zero 60 "$suder" 2 "$ref" eval &&

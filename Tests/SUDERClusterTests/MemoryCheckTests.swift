@@ -55,17 +55,20 @@ final class MemoryCheckTests: XCTestCase {
         let comm = SingleProcessCommunicator()
         var table = ""
         try checkMemory(stageMemory(config), comm: comm, available: (64 << 30, "test")) { table += $0 }
-        XCTAssertTrue(table.contains("suder") && table.contains("DPO reference model") && table.contains("AdamW state"), table)
+        XCTAssertTrue(table.contains("suder") && table.contains("frozen reference model") && table.contains("AdamW state"), table)
         XCTAssertThrowsError(try checkMemory(stageMemory(config), comm: comm, available: (16 << 20, "test")) { _ in }) { error in
             let message = "\(error)"
             XCTAssertTrue(error is AllRanksError, message)
             XCTAssertTrue(message.contains("stage suder needs about") && message.contains("but a rank has 16.0 MB"), message)
         }
-        // DPO's reference model is counted only for DPO.
-        let simpo = try ResolvedConfig.resolve(file: nil, overrides: [])
-        let withReference = stageMemory(config).first { $0.stage == "suder" }!.total
-        let without = stageMemory(simpo).first { $0.stage == "suder" }!.total
-        XCTAssertGreaterThan(withReference, without)
+        // The reference model is counted where the stage loads one: DPO, and GRPO with its KL penalty.
+        func suderBytes(_ overrides: [String]) throws -> Double {
+            try stageMemory(ResolvedConfig.resolve(file: nil, overrides: overrides)).first { $0.stage == "suder" }!.total
+        }
+        let without = try suderBytes([])
+        XCTAssertGreaterThan(try suderBytes(["suder.objective=dpo"]), without)
+        XCTAssertGreaterThan(try suderBytes(["suder.objective=grpo"]), without)
+        XCTAssertEqual(try suderBytes(["suder.objective=grpo", "suder.grpo_kl=0"]), without)
         // The largest config the schema allows is refused, not overflowed.
         let huge = try ResolvedConfig.resolve(
             file: nil,

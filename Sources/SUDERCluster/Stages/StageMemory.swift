@@ -4,7 +4,8 @@ import Model
 
 /// The memory each model stage needs on one rank (`MemoryEstimate`): the model at the
 /// micro-batch (parameters, gradients, activations), AdamW's state when it trains, the sampler's
-/// KV cache, buffers and packed copy of the weights, and for DPO the frozen reference model. The
+/// KV cache, buffers and packed copy of the weights, and the frozen reference model of DPO and of
+/// GRPO's KL penalty. The
 /// vocabulary follows from the config alone, so the job checks it before the data exists
 /// (`prepareJob`).
 public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
@@ -29,7 +30,7 @@ public func stageMemory(_ config: ResolvedConfig) -> [StageMemory] {
     let optimizer = ("AdamW state", MemoryEstimate.adamWBytes(model))
     let sampler = ("sampling KV cache, buffers and packed weights", samplingBytes)
     var suder = modelParts + [optimizer, sampler]
-    if SuderSettings(config).objective == .dpo { suder.append(("DPO reference model", transformer)) }
+    if SuderSettings(config).needsReference { suder.append(("frozen reference model", transformer)) }
     return [
         StageMemory(stage: StageName.pretrain.rawValue, parts: modelParts + [optimizer, sampler]),
         StageMemory(stage: StageName.suder.rawValue, parts: suder),

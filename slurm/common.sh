@@ -41,7 +41,7 @@ export SLURM_EXPORT_ENV=ALL
 # -------------------------------------------------------------------------------------------------
 
 # The product's exit codes after SIGUSR1/SIGTERM: 85 = checkpointed at a step boundary, please
-# requeue; 86 = stopped before it could checkpoint (second signal or grace period over), a requeue
+# requeue; 86 = stopped before it could checkpoint (a second, different stop signal), a requeue
 # resumes from the previous checkpoint.
 SUDER_EXIT_CHECKPOINTED=85
 SUDER_EXIT_STOPPED=86

@@ -16,6 +16,10 @@ struct StageArguments: ParsableArguments {
     @Argument(help: "Config overrides, e.g. model.d_model=128 suder.simpo_beta=2.5.")
     var overrides: [String] = []
 
+    func validate() throws {
+        guard !runDir.isEmpty else { throw ValidationError("--run-dir must name a directory; received an empty path") }
+    }
+
     var options: StageOptions {
         StageOptions(
             configFile: config.map { URL(fileURLWithPath: $0) }, runDir: URL(fileURLWithPath: runDir, isDirectory: true),

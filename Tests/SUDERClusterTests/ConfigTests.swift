@@ -76,6 +76,50 @@ final class ConfigTests: XCTestCase {
         XCTAssertNoThrow(try checkConsistency(try ResolvedConfig.resolve(file: nil, overrides: ["suder.objective=grpo", "suder.reward=oracle"])))
     }
 
+    /// Settings a later stage would refuse are refused by the first command, before the data stage
+    /// works and before the run directory records them, in the config's own keys.
+    func testSettingsLaterStagesNeedAreCheckedWithTheConfig() throws {
+        func consistencyError(_ overrides: [String]) throws -> String {
+            do { try checkConsistency(try ResolvedConfig.resolve(file: nil, overrides: overrides)) } catch { return "\(error)" }
+            return "no error"
+        }
+        var message = try consistencyError(["data.canvas=24"])
+        XCTAssertTrue(message.contains("data.canvas (24) is too small") && message.contains("use data.canvas >= 32"), message)
+        message = try consistencyError(["data.canvas=64", "data.patch=32"])
+        XCTAssertTrue(message.contains("data.canvas (64) is too small for data.patch (32)"), message)
+        XCTAssertEqual(try consistencyError(["data.canvas=32"]), "no error")
+        message = try consistencyError(["model.max_seq=64"])
+        XCTAssertTrue(message.contains("model.max_seq (64) is shorter than the longest sequence of this world (99 tokens"), message)
+        message = try consistencyError(["data.unpaired_prompts=2"])
+        XCTAssertTrue(message.contains("suder.prompts_per_round (64) must not exceed data.unpaired_prompts (2)"), message)
+        message = try consistencyError(["data.unpaired_images=10"])
+        XCTAssertTrue(message.contains("suder.images_per_round (64) must not exceed data.unpaired_images (10)"), message)
+        let fourEach = ["data.unpaired_prompts=4", "data.unpaired_images=4", "suder.prompts_per_round=4", "suder.images_per_round=4"]
+        XCTAssertEqual(try consistencyError(fourEach), "no error")
+        message = resolveError(["eval.images_per_prompt=65"])
+        XCTAssertTrue(message.contains("eval.images_per_prompt") && message.contains("out of range"), message)
+    }
+
+    func testARefusedFirstCommandLeavesTheRunDirectoryUnbound() throws {
+        let runDir = FileManager.default.temporaryDirectory.appendingPathComponent("suder-unbound-\(UUID().uuidString)")
+        let config = try ResolvedConfig.resolve(file: nil, overrides: [])
+        let job = JobContext(comm: SingleProcessCommunicator(), config: config, runDir: runDir)
+        try recordConfig(job, schema: configSchema)
+        let recorded = runDir.appendingPathComponent("config.yaml")
+        forgetFreshConfig(job)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: recorded.path), "nothing else was written: the config goes too")
+        // Once a stage wrote anything, or when the config was there before, it stays.
+        try recordConfig(job, schema: configSchema)
+        try FileManager.default.createDirectory(at: job.stageDirectory("data"), withIntermediateDirectories: true)
+        forgetFreshConfig(job)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: recorded.path))
+        let later = JobContext(comm: SingleProcessCommunicator(), config: config, runDir: runDir)
+        try FileManager.default.removeItem(at: job.stageDirectory("data"))
+        try recordConfig(later, schema: configSchema)
+        forgetFreshConfig(later)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: recorded.path), "a config recorded by an earlier command is kept")
+    }
+
     func testARenamedKeyIsAnErrorNamingItsNewName() throws {
         XCTAssertTrue(resolveError(file: nil, ["suder.beta=2"]).contains("suder.beta was renamed suder.simpo_beta"))
         let file = try writeYAML("pretrain:\n  micro_batch: 8\n")

@@ -511,6 +511,8 @@ bad_input() {
 }
 mkdir -p "$work/nodata"
 bad_input "pretrain without a dataset" "$work/nodata" "no finished dataset"
+# A refused first command leaves the run directory unbound, so the data stage can still use it.
+[ -e "$work/nodata/config.yaml" ] && fail "pretrain without a dataset: the refused settings were recorded in config.yaml"
 dir=$(new_run truncated)
 truncate -s 50000 "$dir/data/train_pairs.bin"
 bad_input "truncated token shard" "$dir" "train_pairs.bin: header claims"
@@ -528,8 +530,16 @@ for key in "pretrain.lr: " "run.seed: " "data.seed: " "data: data.seed"; do
     grep -q "$key" "$work/out" || fail "checkpoint of another config: '$key' not named"
 done
 [ -e "$dir/LOCK" ] && fail "checkpoint of another config: the run directory lock was left after exit 2"
-# About 330 GB per rank: refused from the estimate before anything is allocated.
-bad_input "model too large for memory" "$(new_run toolarge)" "does not fit in memory" model.d_model=4096 model.n_heads=32 model.n_layers=64
+# About 330 GB per rank: refused from the estimate before anything is allocated or recorded.
+dir=$(new_run toolarge)
+bad_input "model too large for memory" "$dir" "does not fit in memory" model.d_model=4096 model.n_heads=32 model.n_layers=64
+[ -e "$dir/config.yaml" ] && fail "model too large for memory: the refused settings were recorded in config.yaml"
+# An empty --run-dir would be the current directory: refused before any rank starts work.
+mkdir -p "$work/emptyrundir"
+if run "empty --run-dir" nonzero 15 env -C "$work/emptyrundir" "$bin/suder" data --run-dir "" "${config[@]}" &&
+    grep -q -- "--run-dir must name a directory; received an empty path" "$work/out" && [ -z "$(ls -A "$work/emptyrundir")" ]; then
+    pass "empty --run-dir: refused, nothing written"
+else fail "empty --run-dir: not refused, or files written to the current directory"; fi
 
 # 8. Stop signals during the data and eval stages: exit 85 like the training stages. Data is
 #    written elsewhere and renamed into place, so a stopped data stage leaves nothing and its

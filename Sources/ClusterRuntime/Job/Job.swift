@@ -34,6 +34,9 @@ public final class JobContext {
     public let threads: Int
     /// The model the SUDER stage starts from (`suder suder --init`); nil = the run's pretrain stage.
     public var suderInit: URL?
+    /// Whether this job wrote the run directory's first `config.yaml` (rank 0), so a command that
+    /// fails before writing anything else can leave the directory unbound (`forgetFreshConfig`).
+    var recordedFirstConfig = false
 
     public init(comm: Communicator, config: ResolvedConfig, runDir: URL) {
         self.comm = comm
@@ -86,9 +89,9 @@ func unjoinedSlurmTasksProblem(mpiSize: Int, environment: [String: String] = Pro
 /// the same verdict), runs the caller's `preflight` on every rank (its own checks before the run
 /// directory is touched, e.g. which kernels run; it returns a note for the start-up line such as
 /// "avx512 kernels, "), takes the run directory's lock (`RunLock`, held by rank 0 until the process
-/// exits), prints the config on rank 0 and records it in the run directory, then prints what
-/// each stage needs in memory (`memoryNeeds`, the job's estimate) and checks it fits. A bad
-/// config or a model too large ends every rank with exit code 2 before any heavy work.
+/// exits), prints the config on rank 0, prints what each stage needs in memory (`memoryNeeds`,
+/// the job's estimate) and checks it fits, and only then records the config in the run directory.
+/// A bad config or a model too large ends every rank with exit code 2 before any heavy work.
 public func prepareJob(
     comm: Communicator, options: StageOptions, schema: ConfigSchema,
     preflight: (Communicator) throws -> String = { _ in "" },
@@ -106,12 +109,12 @@ public func prepareJob(
             return note ?? ""
         }
         if !lockNote.isEmpty { job.console.warn(lockNote) }
-        try recordConfig(job, schema: schema)
         job.console.print(
             "suder: \(comm.size) rank(s), \(job.threads) thread(s) per rank, \(preparedNote)run directory \(options.runDir.path)")
         if let problem = threadsOutnumberCoresProblem(threads: job.threads, cores: boundCores()) { job.console.warn(problem) }
         job.console.print(config.table())
         try checkMemory(memoryNeeds(config), comm: comm, available: memoryAvailablePerRank(), print: job.console.print)
+        try recordConfig(job, schema: schema)
         return job
     } catch {
         if comm.isRoot { printError("error: \(error)") }
@@ -137,12 +140,24 @@ public func recordConfig(_ job: JobContext, schema: ConfigSchema) throws {
             }
         }
         do {
+            job.recordedFirstConfig = !FileManager.default.fileExists(atPath: file.path)
             try FileManager.default.createDirectory(at: job.runDir, withIntermediateDirectories: true)
             try writeFileAtomically(Data(job.config.yaml().utf8), to: file)
         } catch {
             throw AllRanksError("cannot write \(file.path): \(error.localizedDescription)")
         }
     }
+}
+
+/// Removes the `config.yaml` this job recorded first when nothing else was written to the run
+/// directory (a command refused by its own input checks, e.g. `pretrain` before `data`), so the
+/// refused settings do not bind the directory. Rank 0 only.
+func forgetFreshConfig(_ job: JobContext) {
+    guard job.recordedFirstConfig,
+        let entries = try? FileManager.default.contentsOfDirectory(atPath: job.runDir.path),
+        entries.allSatisfy({ $0 == "config.yaml" || $0 == RunLock.fileName })
+    else { return }
+    try? FileManager.default.removeItem(at: job.runDir.appendingPathComponent("config.yaml"))
 }
 
 /// Writes `data` under a temporary name beside `url`, syncs it and renames it into place, so a
@@ -215,7 +230,10 @@ public func runReportingErrors(_ job: JobContext, _ body: () throws -> Void) -> 
     do {
         try body()
     } catch let error as AllRanksError {
-        if job.comm.isRoot { printError("error: \(error.description)") }
+        if job.comm.isRoot {
+            printError("error: \(error.description)")
+            forgetFreshConfig(job)
+        }
         job.comm.exitTogether(code: error.exitCode)
     } catch {
         job.comm.abortJob("\(error)", code: 1)

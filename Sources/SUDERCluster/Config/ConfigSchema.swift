@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import World
 
 /// Every config key the product knows, with its type, default and meaning. A key missing here is
 /// an error in a config file or an override.
@@ -174,7 +175,7 @@ let suderFields: [ConfigField] = [
 ]
 
 let evalFields: [ConfigField] = [
-    ConfigField("eval.images_per_prompt", .int(positive), .int(4), "images per GenEval prompt (GenEval uses 4)"),
+    ConfigField("eval.images_per_prompt", .int(1...64), .int(4), "images per GenEval prompt (GenEval uses 4)"),
     ConfigField("eval.temperature", .double(0.01...10), .double(1.0), "image sampling temperature"),
     ConfigField("eval.top_k", .int(nonNegative), .int(0), "top-k for image sampling; 0 = off"),
     ConfigField("eval.cfg_weight", .double(0...100), .double(3.0), "guidance weight for image sampling"),
@@ -197,6 +198,24 @@ func checkConsistency(_ config: ResolvedConfig) throws {
     guard canvas % patch == 0 else {
         throw ConfigError("data.canvas (\(canvas)) must be a multiple of data.patch (\(patch))")
     }
+    // The world's scenes: two of the largest objects side by side, or four of the smallest, keep
+    // a patch of background between them (WorldConfig.validate).
+    let world = worldConfig(config)
+    let needed = max(2 * world.maxObjectSize + patch + 2, 3 * patch + 2 * world.minObjectSize + 2)
+    guard canvas >= needed else {
+        let smallest = (needed + patch - 1) / patch * patch
+        throw ConfigError(
+            "data.canvas (\(canvas)) is too small for data.patch (\(patch)): scenes of objects up to \(world.maxObjectSize) pixels "
+                + "with a patch between them need \(needed) pixels; use data.canvas >= \(smallest) or a smaller data.patch")
+    }
+    do { try world.validate() } catch { throw ConfigError("the data.* settings describe no valid world: \(error)") }
+    if let problem = sequenceFitProblem(maxSeq: config.int("model.max_seq"), canvas: canvas, patch: patch) { throw ConfigError(problem) }
+    // Every round draws its prompts and images from the unpaired ones the data stage makes.
+    for (perRound, unpaired) in [("suder.prompts_per_round", "data.unpaired_prompts"), ("suder.images_per_round", "data.unpaired_images")] {
+        guard config.int(perRound) <= config.int(unpaired) else {
+            throw ConfigError("\(perRound) (\(config.int(perRound))) must not exceed \(unpaired) (\(config.int(unpaired)))")
+        }
+    }
     let mix = config.double("pretrain.mix_generation") + config.double("pretrain.mix_understanding") + config.double("pretrain.mix_probes")
     guard mix > 0 else {
         throw ConfigError("pretrain.mix_generation + pretrain.mix_understanding + pretrain.mix_probes must be > 0")
@@ -209,4 +228,14 @@ func checkConsistency(_ config: ResolvedConfig) throws {
             "suder.reward=\(reward) is a pairing control for suder.objective=simpo or dpo; with grpo every sample trains on its reward, "
                 + "so use suder.reward=self or oracle")
     }
+}
+
+/// Why a model of `maxSeq` positions cannot hold this world's longest sequence (an understanding
+/// sequence with a full caption), or nil when it can.
+func sequenceFitProblem(maxSeq: Int, canvas: Int, patch: Int) -> String? {
+    let imageTokens = (canvas / patch) * (canvas / patch)
+    let longest = 4 + imageTokens + maxCaptionTokens + 1
+    guard maxSeq < longest else { return nil }
+    return "model.max_seq (\(maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
+        + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)"
 }

@@ -244,12 +244,8 @@ enum PretrainMetrics {
 
 /// Sequences must fit the model: the longest is an understanding sequence with a full caption.
 func checkModelFitsWorld(_ modelConfig: ModelConfig, job: JobContext) throws {
-    let imageTokens = (job.config.int("data.canvas") / job.config.int("data.patch")) * (job.config.int("data.canvas") / job.config.int("data.patch"))
-    let longest = 4 + imageTokens + maxCaptionTokens + 1
-    guard modelConfig.maxSeq >= longest else {
-        throw AllRanksError(
-            "model.max_seq (\(modelConfig.maxSeq)) is shorter than the longest sequence of this world (\(longest) tokens: "
-                + "BOS BOI, \(imageTokens) image tokens, EOI, task marker, up to \(maxCaptionTokens) caption words, EOS)")
+    if let problem = sequenceFitProblem(maxSeq: modelConfig.maxSeq, canvas: job.config.int("data.canvas"), patch: job.config.int("data.patch")) {
+        throw AllRanksError(problem)
     }
     do { try modelConfig.validate() } catch { throw AllRanksError("\(error)") }
 }

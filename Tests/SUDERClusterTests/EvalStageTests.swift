@@ -488,6 +488,36 @@ final class EvalStageTests: XCTestCase {
         XCTAssertTrue(report.contains("| run | 2 |"), report)
     }
 
+    func testAnEvalBeforeTheSuderStageIsNotDoneAndItsRerunAddsTheSuderModel() throws {
+        let (job, _) = try identicalModelsRun()
+        let suderDone = job.stageDirectory("suder").appendingPathComponent(CheckpointStore.doneFileName)
+        try FileManager.default.removeItem(at: suderDone)
+        try runStage(.eval, job: job)
+        let evalDirectory = job.stageDirectory("eval")
+        let first = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
+        XCTAssertEqual(Set(first.models.keys), ["base"])
+        XCTAssertFalse(try job.stageFinished("eval"), "an eval without the SUDER model must not mark the stage done")
+
+        try CheckpointStore(directory: job.stageDirectory("suder"), comm: job.comm).markDone(step: 2)
+        try runStage(.eval, job: job)
+        let second = try EvalSummary.decode(try Data(contentsOf: evalDirectory.appendingPathComponent("summary.json")))
+        XCTAssertEqual(Set(second.models.keys), ["base", "suder"])
+        XCTAssertTrue(try job.stageFinished("eval"))
+        // The base model's kept parts were used, not evaluated again.
+        XCTAssertEqual(second.models["base"]?.seconds, first.models["base"]?.seconds)
+        XCTAssertNotNil(second.delta)
+    }
+
+    func testAnEvalFolderThatIsAFileIsRefusedBeforeAnySampling() throws {
+        let (job, _) = try identicalModelsRun()
+        try Data("not a folder".utf8).write(to: job.stageDirectory("eval"))
+        let started = Date()
+        XCTAssertThrowsError(try runEvalStage(job)) { error in
+            XCTAssertTrue("\(error)".contains("\(job.stageDirectory("eval").path) is a file, not a directory"), "\(error)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+    }
+
     func testAStoppedEvalContinuesAfterItsKeptPartsOfTheSameCheckpoint() throws {
         let (job, _) = try identicalModelsRun()
         let evalDirectory = job.stageDirectory("eval")

@@ -29,7 +29,9 @@ let testEvaluationsFileName = "test-evaluations.jsonl"
 /// stage finished, of the SUDER model, on one eval split. Both models draw their images with the
 /// same seeds, so the comparison is paired; the deltas carry a paired bootstrap interval over
 /// prompts. Writes `summary.json`, GenEval-layout sample folders and a sample sheet per model in
-/// the split's results folder, and prints a table. Only dev marks the stage done.
+/// the split's results folder, and prints a table. Only dev marks the stage done, and only with
+/// both models: an eval before the SUDER stage finished keeps the base model's parts, so a rerun
+/// after it adds the SUDER model without redoing the base model.
 func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
     let comm = job.comm, console = job.console
     let settings = EvalSettings(job.config), modelSettings = ModelSettings(job.config)
@@ -45,7 +47,9 @@ func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
     if try job.stageFinished(StageName.suder.rawValue) {
         models.append(.suder)
     } else {
-        console.print("eval: no finished suder stage in \(job.stageDirectory(StageName.suder.rawValue).path); evaluating the base model only")
+        console.print(
+            "eval: no finished suder stage in \(job.stageDirectory(StageName.suder.rawValue).path); evaluating the base model only "
+                + "(eval is not marked done: run it again after the suder stage to add the SUDER model)")
     }
 
     let allRecords = try dataset.evalMetadata(split: split)
@@ -71,6 +75,8 @@ func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
     // Each model's weights are loaded into this one transformer in turn.
     let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
     let evalDirectory = evalResultsDirectory(job, split: split)
+    // Checked before any sampling, not first when the first part is written.
+    try comm.rootDecides { try createDirectoryNamingTheProblem(evalDirectory) }
     var summary = EvalSummary(settings: EvalSummarySettings(settings, promptLines: lines))
     summary.split = split.rawValue
     summary.rewardSource = job.config.string("suder.reward")
@@ -154,8 +160,10 @@ func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
             try recordTestEvaluation(job, checkpoints: checkpoints, prompts: records.count)
         }
     }
-    if split == .dev { try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0) }
-    try parts.remove()
+    if models.contains(.suder) {
+        if split == .dev { try CheckpointStore(directory: evalDirectory, comm: comm).markDone(step: 0) }
+        try parts.remove()
+    }
     console.print(
         "eval: summary in \(evalDirectory.appendingPathComponent(EvalSummary.fileName).path); "
             + "rescore with `suder eval geneval --metadata \(job.stageDirectory(StageName.data.rawValue).appendingPathComponent(DatasetFile.evalMetadata(split)).path) "

@@ -118,14 +118,17 @@ public struct MetadataRecord: Equatable, Sendable {
     }
 }
 
-/// Reads a metadata JSONL file (blank lines skipped); a bad line is an error naming its number.
+/// Reads a metadata JSONL file (blank lines skipped); a bad line is an error naming the file and
+/// the line's number.
 public func readMetadataFile(_ url: URL) throws -> [MetadataRecord] {
     try checkRegularFile(url)
     let text: String
     do { text = try String(contentsOf: url, encoding: .utf8) } catch {
         throw WorldError.malformedFile(path: url.path, reason: "not UTF-8 text")
     }
-    return try parseMetadataLines(text)
+    do { return try parseMetadataLines(text) } catch let error as WorldError {
+        throw WorldError.malformedFile(path: url.path, reason: error.description)
+    }
 }
 
 /// The longest metadata line accepted. GenEval's lines are a few hundred bytes; the JSON

@@ -78,6 +78,15 @@ final class FileFormatTests: XCTestCase {
         }
     }
 
+    func testABadMetadataLineNamesTheFileAndTheLine() throws {
+        let url = directory.appendingPathComponent("metadata.jsonl")
+        let good = #"{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}"#
+        try Data("\(good)\ngarbage\n".utf8).write(to: url)
+        XCTAssertThrowsError(try readMetadataFile(url)) { error in
+            XCTAssertEqual("\(error)", "malformed file \(url.path): metadata line 2: not a JSON object")
+        }
+    }
+
     func testPNGRoundTripAndCorruption() throws {
         var generator = SplitMix64RNG(seed: 1)
         var image = RGBImage(width: 7, height: 5, fill: (0, 0, 0))

@@ -72,6 +72,7 @@ extension Suder {
             guard !images.isEmpty else { throw ValidationError("give at least one PNG image") }
             guard (0...10).contains(temperature) else { throw ValidationError("--temperature must be in 0...10; received \(temperature)") }
             if let seed, seed < 0 { throw ValidationError("--seed must not be negative; received \(seed)") }
+            if let ask, ask.allSatisfy(\.isWhitespace) { throw ValidationError("--ask needs a question, e.g. \"is there a red circle ?\"") }
         }
 
         func run() throws {

@@ -287,6 +287,10 @@ extension Suder {
         @Option(help: "Threads per rank (kernels and OpenBLAS); 0 = SLURM_CPUS_PER_TASK, else the cores the rank is bound to.")
         var threads: Int = 0
 
+        func validate() throws {
+            guard threads >= 0 else { throw ValidationError("--threads must be 0 (automatic) or more; received \(threads)") }
+        }
+
         func run() throws {
             let comm = makeCommunicator()
             comm.exitTogether(code: runDoctor(comm: comm, threads: threads) ? 0 : 1)

@@ -10,7 +10,7 @@ extension Suder {
             discussion: "With --prompt: <out>/NNNN.png and an enlarged grid.png. With --metadata: GenEval's layout "
                 + "<out>/<index:05d>/metadata.jsonl and samples/<k:04d>.png, scorable by `suder eval geneval`; with the run's "
                 + "defaults the images are the eval stage's. Runs alone or under mpirun; the images do not depend on the rank count.")
-        @Option(help: "A stage directory (its newest valid checkpoint) or a step-* directory.")
+        @Option(help: "A stage directory (the step its DONE marker records; while it trains, its newest valid checkpoint) or a step-* directory.")
         var checkpoint: String
         @Option(help: "The run's data directory (vocabulary, codebook); default: <run-dir>/data beside the checkpoint.")
         var data: String?
@@ -53,7 +53,7 @@ extension Suder {
         static let configuration = CommandConfiguration(
             abstract: "Caption images with a trained model and score each caption by SUDER's dual self-reward.",
             discussion: "Prints each caption with its mean log p(image | caption); --ask answers a yes/no probe as POPE-mini does.")
-        @Option(help: "A stage directory (its newest valid checkpoint) or a step-* directory.")
+        @Option(help: "A stage directory (the step its DONE marker records; while it trains, its newest valid checkpoint) or a step-* directory.")
         var checkpoint: String
         @Option(help: "The run's data directory (vocabulary, codebook); default: <run-dir>/data beside the checkpoint.")
         var data: String?

@@ -254,7 +254,8 @@ extension Suder {
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Export a checkpoint's weights as safetensors (tensor names as in tools/torch_reference.py).")
-        @Option(help: "A checkpoint directory (step-...) or a stage directory (its newest valid checkpoint).")
+        @Option(
+            help: "A checkpoint directory (step-...) or a stage directory (the step its DONE marker records; while it trains, its newest valid checkpoint).")
         var checkpoint: String
         @Option(help: "Output format; only safetensors.")
         var format: String = "safetensors"

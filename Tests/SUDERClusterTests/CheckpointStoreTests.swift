@@ -285,6 +285,30 @@ final class CheckpointStoreTests: XCTestCase {
         try store.markDone(step: 42)
         XCTAssertTrue(CheckpointStore.hasDoneMarker(dir))
         XCTAssertEqual(try String(contentsOf: dir.appendingPathComponent("DONE"), encoding: .utf8), "finished at step 42\n")
+        XCTAssertEqual(try CheckpointStore.doneStep(in: dir), 42)
+        try Data("finished\n".utf8).write(to: dir.appendingPathComponent("DONE"))
+        XCTAssertThrowsError(try CheckpointStore.doneStep(in: dir)) { XCTAssertTrue("\($0)".contains("does not say"), "\($0)") }
+    }
+
+    /// A finished stage's reader gets exactly the step DONE records, never an earlier one.
+    func testAReaderOfAFinishedStageGetsTheStepDoneRecordsOrAnError() throws {
+        let dir = temporaryDirectory("reader")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(directory: dir, keepLast: 3, comm: comm)
+        try store.save(sampleCheckpoint(step: 1))
+        try store.save(sampleCheckpoint(step: 2))
+        try store.markDone(step: 2)
+        XCTAssertEqual(try XCTUnwrap(store.loadForConsumer()).checkpoint.header.step, 2)
+        // A copy of step 1 under step 2's name is not the stage's final model.
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("step-000000000002"))
+        try FileManager.default.copyItem(at: dir.appendingPathComponent("step-000000000001"), to: dir.appendingPathComponent("step-000000000002"))
+        XCTAssertThrowsError(try store.loadForConsumer()) { XCTAssertTrue("\($0)".contains("holds step 1, but the stage finished at step 2"), "\($0)") }
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("step-000000000002"))
+        XCTAssertThrowsError(try store.loadForConsumer()) { error in
+            XCTAssertEqual((error as? CheckpointError)?.kind, .corrupt)
+            XCTAssertTrue("\(error)".contains("damaged or missing"), "\(error)")
+        }
+        XCTAssertEqual(try listCheckpointDirectories(in: dir).map(\.step), [1], "nothing moved or removed")
     }
 }
 

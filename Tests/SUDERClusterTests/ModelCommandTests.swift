@@ -12,6 +12,8 @@ import XCTest
 final class ModelCommandTests: XCTestCase {
     var directory: URL!
     var run: URL!
+    var job: JobContext!
+    var model: Transformer!
 
     override func setUpWithError() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("suder-commands-\(UUID().uuidString)")
@@ -26,12 +28,16 @@ final class ModelCommandTests: XCTestCase {
                 "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "runtime.progress=off", "runtime.threads=1", "model.micro_batch=8",
             ])
         try writeFileAtomically(Data(config.yaml().utf8), to: run.appendingPathComponent("config.yaml"))
-        let job = JobContext(comm: comm, config: config, runDir: run)
+        job = JobContext(comm: comm, config: config, runDir: run)
         let dataset = try DatasetReader(directory: dataDirectory)
-        let model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
+        model = Transformer(config: ModelSettings(config).modelConfig(vocabulary: dataset.vocabulary), seed: 3, batchCapacity: 8)
+        try savePretrainCheckpoint(step: 5)
+    }
+
+    func savePretrainCheckpoint(step: Int) throws {
         let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
-        let store = CheckpointStore(directory: job.stageDirectory("pretrain"), comm: comm)
-        _ = try store.save(makeCheckpoint(stage: .pretrain, step: 5, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
+        let store = CheckpointStore(directory: job.stageDirectory("pretrain"), comm: job.comm)
+        try store.save(makeCheckpoint(stage: .pretrain, step: step, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer))
     }
 
     override func tearDownWithError() throws {
@@ -57,6 +63,43 @@ final class ModelCommandTests: XCTestCase {
         }
         try FileManager.default.removeItem(at: run.appendingPathComponent("data"))
         XCTAssertThrowsError(try open()) { XCTAssertTrue("\($0)".contains("give --data DIR"), "\($0)") }
+    }
+
+    /// A finished stage's model is the step its DONE marker records: when that checkpoint is
+    /// damaged, readers (generate, caption, eval, `--init`, export) say so rather than use an earlier
+    /// model, and leave the directory as it was.
+    func testADamagedFinalCheckpointOfAFinishedStageIsAnErrorThatChangesNothing() throws {
+        let stage = run.appendingPathComponent("pretrain")
+        try savePretrainCheckpoint(step: 6)
+        try CheckpointStore(directory: stage, comm: job.comm).markDone(step: 6)
+        XCTAssertEqual(try open().checkpoint.header.step, 6)
+        try flipByte(in: stage.appendingPathComponent("step-000000000006/weights.zst"), at: 100)
+        let before = try FileManager.default.contentsOfDirectory(atPath: stage.path).sorted()
+        let out = directory.appendingPathComponent("model.safetensors")
+        for (what, read) in [("open", { _ = try self.open() }), ("export", { try exportSafetensors(checkpointDirectory: stage, to: out) })] {
+            XCTAssertThrowsError(try read(), what) { error in
+                for part in ["step-000000000006", "finished at step 6", "final model", "checksum"] {
+                    XCTAssertTrue("\(error)".contains(part), "\(what): '\(part)' missing from: \(error)")
+                }
+            }
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: stage.path).sorted(), before)
+        XCTAssertEqual(try String(contentsOf: stage.appendingPathComponent("latest"), encoding: .utf8), "step-000000000006\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+    }
+
+    /// While a stage trains (no DONE marker) readers take its newest valid checkpoint and leave a
+    /// damaged newer one in place: moving it aside is the training job's.
+    func testAReaderOfAnUnfinishedStageSkipsADamagedCheckpointWithoutMovingIt() throws {
+        let stage = run.appendingPathComponent("pretrain")
+        try savePretrainCheckpoint(step: 6)
+        try flipByte(in: stage.appendingPathComponent("step-000000000006/weights.zst"), at: 100)
+        let before = try FileManager.default.contentsOfDirectory(atPath: stage.path).sorted()
+        XCTAssertEqual(try open().checkpoint.header.step, 5)
+        let exported = try exportSafetensors(checkpointDirectory: stage, to: directory.appendingPathComponent("model.safetensors"))
+        XCTAssertEqual(exported.lastPathComponent, "step-000000000005")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: stage.path).sorted(), before)
+        XCTAssertEqual(try String(contentsOf: stage.appendingPathComponent("latest"), encoding: .utf8), "step-000000000006\n")
     }
 
     func testAWordOutsideTheVocabularyIsNamedWithTheVocabularyListed() throws {

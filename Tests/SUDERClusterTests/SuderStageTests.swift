@@ -153,6 +153,55 @@ final class SuderStageTests: XCTestCase {
         return (PreferenceTrainer(session: session, settings: settings, reference: reference), model, run)
     }
 
+    /// A checkpoint copied or renamed into a stage directory by hand is refused before any
+    /// training: another stage's, one whose directory names another step, one past the run's end.
+    func testResumeRefusesACheckpointTheStageDidNotWriteForThisRun() throws {
+        let run = FileManager.default.temporaryDirectory.appendingPathComponent("suder-resume-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: run) }
+        let config = try ResolvedConfig.resolve(file: nil, overrides: ["suder.rounds=2", "pretrain.steps=100", "runtime.progress=off"])
+        let job = JobContext(comm: SingleProcessCommunicator(), config: config, runDir: run)
+        let data = job.stageDirectory(StageName.data.rawValue)
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        for name in [DatasetFile.vocabulary, DatasetFile.codebook] { try Data(name.utf8).write(to: data.appendingPathComponent(name)) }
+        let model = Transformer(config: ModelConfig(vocabSize: 20, dModel: 16, nLayers: 1, nHeads: 2, ffnHidden: 32, maxSeq: 16), seed: 1, batchCapacity: 2)
+        let optimizer = AdamW(parameterTable: model.parameterTable, parameterCount: model.parameterCount, weightDecay: 0)
+        /// Resumes `stage` from the one checkpoint in its directory, written by `writer` at `step`
+        /// and named after `name`; the error message, or nil when it resumed.
+        func resume(_ stage: StageName, from writer: StageName, step: Int, named name: Int? = nil) throws -> String? {
+            let directory = job.stageDirectory(stage.rawValue)
+            try? FileManager.default.removeItem(at: directory)
+            let checkpoint = makeCheckpoint(stage: writer, step: step, job: job, dataIdentity: try dataIdentity(job), model: model, optimizer: optimizer)
+            let saved = try CheckpointStore(directory: directory, comm: job.comm).save(checkpoint)
+            if let name {
+                try FileManager.default.moveItem(at: saved, to: directory.appendingPathComponent(CheckpointStore.directoryName(step: name)))
+            }
+            do {
+                let session = try TrainingSession(job: job, stage: stage, model: model, optimizer: optimizer) {}
+                XCTAssertEqual(session.step, step)
+                return nil
+            } catch let error as AllRanksError {
+                return error.description
+            }
+        }
+        XCTAssertNil(try resume(.suder, from: .suder, step: 2), "its own checkpoint at the last round")
+        XCTAssertNil(try resume(.pretrain, from: .pretrain, step: 100), "its own checkpoint at the last step")
+        let refused: [(StageName, StageName, Int, Int?, String)] = [
+            (.suder, .pretrain, 1, nil, "written by the pretrain stage, not suder"),
+            (.pretrain, .suder, 2, nil, "written by the suder stage, not pretrain"),
+            (.suder, .suder, 2, 1, "holds step 2, not the step its name says"),
+            (.suder, .suder, 3, nil, "past the last step of this run (suder.rounds = 2)"),
+            (.pretrain, .pretrain, 101, nil, "past the last step of this run (pretrain.steps = 100)"),
+        ]
+        for (stage, writer, step, name, expected) in refused {
+            let what = "\(writer) step \(step) in \(stage)/ named \(name ?? step)"
+            guard let message = try resume(stage, from: writer, step: step, named: name) else {
+                XCTFail("\(what) resumed")
+                continue
+            }
+            XCTAssertTrue(message.contains(expected) && message.contains("cannot resume from checkpoint"), "\(what): \(message)")
+        }
+    }
+
     /// The chosen-NLL term alone (SimPO with beta 0 has no gradient) raises the chosen
     /// completion's likelihood, and without it nothing moves.
     func testChosenNLLRaisesTheChosenCompletion() throws {

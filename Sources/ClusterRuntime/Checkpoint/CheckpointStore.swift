@@ -9,7 +9,8 @@ public struct LoadedCheckpoint {
     public let checkpoint: Checkpoint
     /// The checkpoint directory it came from.
     public let directory: URL
-    /// Newer checkpoints that were invalid and moved aside, one message each.
+    /// Newer checkpoints that were invalid (moved aside on resume, skipped by a reader), one
+    /// message each.
     public let notes: [String]
 }
 
@@ -19,6 +20,9 @@ public struct LoadedCheckpoint {
 ///   <directory>/latest               name of the newest complete checkpoint, for people and tools
 ///   <directory>/DONE                 the stage finished
 ///   <directory>/corrupt/             invalid checkpoints moved aside on resume, never deleted
+///
+/// Only the stage that owns the directory changes it (saves, resume); readers of its model
+/// (`loadForConsumer`) change nothing in it.
 ///
 /// Every method is collective: call it on all ranks in the same order. Only rank 0 touches the
 /// disk and broadcasts the outcome, so every rank returns the same result or throws the same error
@@ -179,13 +183,24 @@ public final class CheckpointStore {
     /// the previous one is used. Throws `.noValidCheckpoint` when checkpoints exist (or were moved
     /// aside before) but none is valid: a run must never silently start over.
     public func loadNewestValid() throws -> LoadedCheckpoint? {
+        try broadcastFromRoot(loadOnRoot)
+    }
+
+    /// The checkpoint a reader of this stage's model uses (`readForConsumer`), restored on every
+    /// rank; nil when the directory holds none.
+    public func loadForConsumer() throws -> LoadedCheckpoint? {
+        try broadcastFromRoot { try Self.readForConsumer(in: directory) }
+    }
+
+    /// Runs `read` on rank 0 and gives every rank its checkpoint, its nil or its error.
+    private func broadcastFromRoot(_ read: () throws -> (url: URL, checkpoint: Checkpoint, notes: [String])?) throws -> LoadedCheckpoint? {
         let message = try comm.rootDecides { () throws -> [UInt8] in
             var writer = ByteWriter()
             do {
-                guard let (loaded, notes) = try loadOnRoot() else { return [] }
+                guard let loaded = try read() else { return [] }
                 writer.string(loaded.url.lastPathComponent)
-                writer.u32(UInt32(notes.count))
-                for note in notes { writer.string(note) }
+                writer.u32(UInt32(loaded.notes.count))
+                for note in loaded.notes { writer.string(note) }
                 encodeCheckpoint(loaded.checkpoint, into: &writer)
             } catch let error as CheckpointError {
                 throw error
@@ -214,7 +229,7 @@ public final class CheckpointStore {
         return try decodeCheckpoint(&reader)
     }
 
-    private func loadOnRoot() throws -> ((url: URL, checkpoint: Checkpoint), [String])? {
+    private func loadOnRoot() throws -> (url: URL, checkpoint: Checkpoint, notes: [String])? {
         cleanUpInterruptedSaves()
         let candidates = try checkpointDirectories()
         let aside = directory.appendingPathComponent(Self.asideDirectoryName)
@@ -224,8 +239,7 @@ public final class CheckpointStore {
         var notes: [String] = []
         for candidate in candidates {
             do {
-                let checkpoint = try readCheckpoint(directory: candidate.url)
-                return ((candidate.url, checkpoint), notes)
+                return (candidate.url, try readCheckpoint(directory: candidate.url), notes)
             } catch {
                 let note = "invalid checkpoint \(error); \(moveAside(candidate.url, into: aside))"
                 printError("checkpoint: " + note)
@@ -252,7 +266,51 @@ public final class CheckpointStore {
         }
     }
 
+    /// The checkpoint a reader of a stage's model uses (eval, the SUDER stage's starting model,
+    /// generate, export), read by this process alone. It changes nothing in the directory: the
+    /// stage that owns it may be running, and its results are not the reader's to move. A finished
+    /// stage gives exactly the step its DONE marker records; if that checkpoint is invalid the
+    /// stage's model is lost and an error says so (an earlier checkpoint is a different model). An
+    /// unfinished stage gives its newest valid checkpoint, the invalid newer ones named in `notes`.
+    /// nil when the directory holds no checkpoint.
+    public static func readForConsumer(in directory: URL) throws -> (url: URL, checkpoint: Checkpoint, notes: [String])? {
+        if let step = try doneStep(in: directory) {
+            let url = directory.appendingPathComponent(directoryName(step: step))
+            let checkpoint: Checkpoint
+            do {
+                checkpoint = try readCheckpoint(directory: url)
+            } catch {
+                throw CheckpointError(
+                    .corrupt, url.path,
+                    "the stage's final model is damaged or missing: \(doneFileName) says the stage finished at step \(step), and this "
+                        + "checkpoint cannot be read (\(error)). An earlier checkpoint is a different model and is not used in its place. "
+                        + "Restore \(url.lastPathComponent) from a copy, or delete \(directory.appendingPathComponent(doneFileName).path) and run "
+                        + "the stage again: it moves the damaged checkpoint aside and trains on from its newest valid one")
+            }
+            guard checkpoint.header.step == step else {
+                throw CheckpointError(
+                    .corrupt, url.path,
+                    "holds step \(checkpoint.header.step), but the stage finished at step \(step) (\(doneFileName)): the stage's final model is not here")
+            }
+            return (url, checkpoint, [])
+        }
+        var notes: [String] = []
+        for candidate in try listCheckpointDirectories(in: directory) {
+            do {
+                return (candidate.url, try readCheckpoint(directory: candidate.url), notes)
+            } catch {
+                notes.append("skipped invalid checkpoint \(error)")
+            }
+        }
+        guard notes.isEmpty else {
+            throw CheckpointError(.noValidCheckpoint, directory.path, "no valid checkpoint: \(notes.joined(separator: "; "))")
+        }
+        return nil
+    }
+
     // MARK: - DONE marker
+
+    private static let doneText = "finished at step "
 
     /// Records that the stage finished (collective; rank 0 writes the marker atomically).
     public func markDone(step: Int) throws {
@@ -265,7 +323,7 @@ public final class CheckpointStore {
         let url = directory.appendingPathComponent(doneFileName)
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            try replaceFileDurably(url, Array("finished at step \(step)\n".utf8))
+            try replaceFileDurably(url, Array("\(doneText)\(step)\n".utf8))
         } catch let error as CheckpointError {
             throw error
         } catch {
@@ -277,6 +335,17 @@ public final class CheckpointStore {
     /// `JobContext.stageFinished`, which asks rank 0; offline tools (report) ask directly.
     public static func hasDoneMarker(_ directory: URL) -> Bool {
         FileManager.default.fileExists(atPath: directory.appendingPathComponent(doneFileName).path)
+    }
+
+    /// The step `directory`'s DONE marker records, as this process reads it; nil without a marker.
+    public static func doneStep(in directory: URL) throws -> Int? {
+        let url = directory.appendingPathComponent(doneFileName)
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        let text = String(decoding: try readWholeFile(url, limit: 4096), as: UTF8.self)
+        guard text.hasPrefix(doneText), let step = Int(text.dropFirst(doneText.count).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw CheckpointError(.corrupt, url.path, "does not say '\(doneText)N'; it holds: \(text.prefix(80))")
+        }
+        return step
     }
 
     // MARK: - Wire encoding for broadcasts

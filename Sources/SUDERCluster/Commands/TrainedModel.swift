@@ -15,7 +15,7 @@ struct TrainedModel {
 }
 
 /// Where a checkpoint's model comes from: `checkpoint` is a `step-*` directory (holding the header)
-/// or a stage directory (its newest valid checkpoint is used); the run directory above it holds
+/// or a stage directory (its model as `loadWeights` reads it); the run directory above it holds
 /// `config.yaml` and, unless `data` is given, `data/`.
 func checkpointRunDirectory(_ checkpoint: URL) throws -> URL {
     var isDirectory: ObjCBool = false

@@ -125,9 +125,9 @@ public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL, overwrite: 
 }
 
 /// `suder export --checkpoint DIR --format safetensors --out FILE`. DIR is one checkpoint
-/// (holding header.bin) or a stage directory, whose newest valid checkpoint is used (read only:
-/// nothing is moved aside). The destination is checked first (`checkExportDestination`).
-/// Returns the checkpoint directory that was exported.
+/// (holding header.bin) or a stage directory, whose model `CheckpointStore.readForConsumer` picks
+/// (read only). The destination is checked first (`checkExportDestination`). Returns the
+/// checkpoint directory that was exported.
 @discardableResult
 public func exportSafetensors(checkpointDirectory: URL, to url: URL, overwrite: Bool = false) throws -> URL {
     try checkExportDestination(url, overwrite: overwrite)
@@ -135,19 +135,12 @@ public func exportSafetensors(checkpointDirectory: URL, to url: URL, overwrite: 
         try exportSafetensors(readCheckpoint(directory: checkpointDirectory), to: url, overwrite: overwrite)
         return checkpointDirectory
     }
-    var problems: [String] = []
-    for candidate in try listCheckpointDirectories(in: checkpointDirectory) {
-        do {
-            try exportSafetensors(readCheckpoint(directory: candidate.url), to: url, overwrite: overwrite)
-            for problem in problems { printError("skipped invalid checkpoint \(problem)") }
-            return candidate.url
-        } catch let error as CheckpointError where error.kind == .corrupt {
-            problems.append("\(error)")
-        }
+    guard let found = try CheckpointStore.readForConsumer(in: checkpointDirectory) else {
+        throw CheckpointError(.noValidCheckpoint, checkpointDirectory.path, "no checkpoint here (neither header.bin nor step-* directories)")
     }
-    throw CheckpointError(
-        .noValidCheckpoint, checkpointDirectory.path,
-        problems.isEmpty ? "no checkpoint here (neither header.bin nor step-* directories)" : "no valid checkpoint: \(problems.joined(separator: "; "))")
+    for note in found.notes { printError(note) }
+    try exportSafetensors(found.checkpoint, to: url, overwrite: overwrite)
+    return found.url
 }
 
 /// Reads and validates a safetensors file: header length within the file and at most 100 MB

@@ -61,3 +61,24 @@ func checkCheckpointMatchesRun(
                     : "start from a model of this config and dataset"))
     }
 }
+
+/// A stage resumes only from a checkpoint it wrote for the step its directory is named after,
+/// within the steps this run takes: one copied or renamed in by hand would otherwise go on from
+/// another stage's step, or count as finished without training.
+func checkResumePoint(_ header: CheckpointHeader, at source: URL, stage: StageName, config: ResolvedConfig) throws {
+    let lastStepKey = stage == .pretrain ? "pretrain.steps" : "suder.rounds"
+    let problem: String
+    if header.stage != stage.rawValue {
+        problem = "it was written by the \(header.stage) stage, not \(stage.rawValue)"
+    } else if source.lastPathComponent != CheckpointStore.directoryName(step: header.step) {
+        problem = "it holds step \(header.step), not the step its name says"
+    } else if header.step > config.int(lastStepKey) {
+        problem = "it is at step \(header.step), past the last step of this run (\(lastStepKey) = \(config.int(lastStepKey)))"
+    } else {
+        return
+    }
+    throw AllRanksError(
+        "\(stage.rawValue): cannot resume from checkpoint \(source.path): \(problem). A stage resumes only from the checkpoints it "
+            + "wrote itself; move this one out of \(source.deletingLastPathComponent().path)"
+            + (stage == .suder ? " (to start SUDER from a model, give it with --init)" : ""))
+}

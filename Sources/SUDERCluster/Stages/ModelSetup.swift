@@ -81,9 +81,10 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
     }
 }
 
-/// Weights of a checkpoint directory, or of the newest valid checkpoint in a stage directory, on
-/// every rank. For stages that start from another stage's model: it must be a model of this
-/// config's shape, trained on this run's data (or on the data in `dataDirectory`).
+/// Weights of a checkpoint directory, or of a stage directory's model (`readForConsumer`: the step
+/// its DONE marker records, else its newest valid checkpoint), on every rank; nothing in the
+/// directory is changed. For stages that start from another stage's model: it must be a model of
+/// this config's shape, trained on this run's data (or on the data in `dataDirectory`).
 func loadWeights(from url: URL, into model: Transformer, job: JobContext, dataDirectory: URL? = nil) throws -> Checkpoint {
     let store = CheckpointStore(directory: url, comm: job.comm)
     let checkpoint: Checkpoint
@@ -95,9 +96,16 @@ func loadWeights(from url: URL, into model: Transformer, job: JobContext, dataDi
             throw AllRanksError("cannot load checkpoint \(url.path): \(error)")
         }
     } else {
-        guard let loaded = try store.loadNewestValid() else {
+        let loaded: LoadedCheckpoint?
+        do {
+            loaded = try store.loadForConsumer()
+        } catch {
+            throw AllRanksError("cannot load the model in \(url.path): \(error)")
+        }
+        guard let loaded else {
             throw AllRanksError("no checkpoint in \(url.path)")
         }
+        for note in loaded.notes { job.console.warn(note) }
         checkpoint = loaded.checkpoint
         source = loaded.directory
     }

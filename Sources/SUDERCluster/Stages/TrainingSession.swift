@@ -20,8 +20,9 @@ final class TrainingSession {
     private var savedStep = -1
 
     /// Opens the stage directory (the caller checked that the stage has not finished): resumes
-    /// from the newest valid checkpoint if there is one, else calls `initialise` (which fills the
-    /// parameters from rank 0's point of view) and makes every rank hold rank 0's parameters.
+    /// from the newest valid checkpoint if there is one (refused unless this stage wrote it, see
+    /// `checkResumePoint`), else calls `initialise` (which fills the parameters from rank 0's
+    /// point of view) and makes every rank hold rank 0's parameters.
     init(job: JobContext, stage: StageName, model: Transformer, optimizer: AdamW, initialise: () throws -> Void) throws {
         self.job = job
         self.stage = stage
@@ -39,6 +40,7 @@ final class TrainingSession {
         }
         if let loaded {
             for note in loaded.notes { job.console.warn(note) }
+            try checkResumePoint(loaded.checkpoint.header, at: loaded.directory, stage: stage, config: job.config)
             try checkCheckpointMatchesRun(
                 loaded.checkpoint.header, at: loaded.directory, config: job.config, dataIdentity: dataIdentity, match: .wholeConfig)
             try restore(loaded.checkpoint, model: model, optimizer: optimizer)

@@ -508,6 +508,18 @@ final class EvalStageTests: XCTestCase {
         XCTAssertNotNil(second.delta)
     }
 
+    func testADamagedSuderModelStopsTheEvalBeforeAnySampling() throws {
+        let (job, _) = try identicalModelsRun()
+        let weights = job.stageDirectory("suder").appendingPathComponent("step-000000000002/weights.zst")
+        var bytes = try Data(contentsOf: weights)
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: weights)
+        XCTAssertThrowsError(try runEvalStage(job)) { error in
+            XCTAssertTrue("\(error)".contains("the stage's final model is damaged or missing"), "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: job.stageDirectory("eval").appendingPathComponent("base").path), "the base model was sampled first")
+    }
+
     func testAnEvalFolderThatIsAFileIsRefusedBeforeAnySampling() throws {
         let (job, _) = try identicalModelsRun()
         try Data("not a folder".utf8).write(to: job.stageDirectory("eval"))

@@ -53,6 +53,9 @@ public struct GenEvalSummary: Equatable, Sendable {
 
     public var imageCount: Int { totalImages.values.reduce(0, +) }
 
+    /// How `json` begins; without --force `suder eval geneval` replaces only a file that begins so.
+    public static let jsonStart = "{\"overall\": "
+
     /// `{"overall": x, "images": n, "categories": {"single_object": {"score": s, "correct": c, "images": n}, ...}}`
     public var json: String {
         var categories: [String] = []
@@ -62,7 +65,7 @@ public struct GenEvalSummary: Equatable, Sendable {
                 "\"\(category.rawValue)\": {\"score\": \(formatScore(score)), \"correct\": \(correctImages[category] ?? 0), \"images\": \(totalImages[category] ?? 0)}"
             )
         }
-        return "{\"overall\": \(formatScore(overall)), \"images\": \(imageCount), \"categories\": {" + categories.joined(separator: ", ") + "}}"
+        return Self.jsonStart + "\(formatScore(overall)), \"images\": \(imageCount), \"categories\": {" + categories.joined(separator: ", ") + "}}"
     }
 
     /// A fixed-width table, one category a line, then the overall score.

@@ -110,18 +110,20 @@ extension Suder {
             var metadata: String
             @Option(help: "Folder of samples in GenEval's layout.")
             var images: String
-            @Option(help: "Write the summary JSON here.")
+            @Option(help: "Write the summary JSON here; an earlier summary is replaced, any other file only with --force.")
             var summary: String?
             @Flag(
                 name: .customLong("allow-missing"),
                 help: "Score even if metadata lines lack folders or folders lack images, and report how many.")
             var allowMissing = false
+            @Flag(help: "Replace --summary even if it is not an earlier summary (never a run's own files).")
+            var force = false
 
             func run() throws {
                 do {
                     try runGenEvalFolderCommand(
                         metadata: URL(fileURLWithPath: metadata), images: URL(fileURLWithPath: images, isDirectory: true),
-                        summaryOut: summary.map { URL(fileURLWithPath: $0) }, allowMissing: allowMissing)
+                        summaryOut: summary.map { URL(fileURLWithPath: $0) }, allowMissing: allowMissing, force: force)
                 } catch {
                     printError("error: \(error)")
                     throw ExitCode(2)
@@ -230,10 +232,12 @@ extension Suder {
                 + "reference row first). Reads files only; no MPI.")
         @Option(name: .customLong("run-dir"), help: "A run directory; repeat for several runs.")
         var runDirs: [String] = []
-        @Option(help: "Write the Markdown report here instead of standard output.")
+        @Option(help: "Write the Markdown report here instead of standard output; an earlier report is replaced, any other file only with --force.")
         var out: String?
-        @Option(help: "Also write a self-contained HTML report (charts and image grids) here.")
+        @Option(help: "Also write a self-contained HTML report (charts and image grids) here; replaces like --out.")
         var html: String?
+        @Flag(help: "Replace --out or --html even if it is not an earlier report (never a run's own files).")
+        var force = false
 
         func validate() throws {
             guard !runDirs.isEmpty else { throw ValidationError("give at least one --run-dir") }
@@ -241,9 +245,9 @@ extension Suder {
 
         func run() throws {
             do {
-                let directories = runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) }
-                if let html { try runHTMLReportCommand(runDirectories: directories, out: URL(fileURLWithPath: html)) }
-                if html == nil || out != nil { try runReportCommand(runDirectories: directories, out: out.map { URL(fileURLWithPath: $0) }) }
+                try runReportCommand(
+                    runDirectories: runDirs.map { URL(fileURLWithPath: $0, isDirectory: true) }, out: out.map { URL(fileURLWithPath: $0) },
+                    html: html.map { URL(fileURLWithPath: $0) }, force: force)
             } catch {
                 printError("error: \(error)")
                 throw ExitCode(2)

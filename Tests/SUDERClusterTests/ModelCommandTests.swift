@@ -136,6 +136,32 @@ final class ModelCommandTests: XCTestCase {
         XCTAssertThrowsError(try generate(options, opened)) { XCTAssertTrue("\($0)".contains("already holds"), "\($0)") }
     }
 
+    /// An output that cannot be a directory is refused on rank 0 before any image is sampled; a
+    /// missing one is created then, with its parents.
+    func testGenerateCreatesItsOutputDirectoryBeforeSamplingOrNamesWhyItCannot() throws {
+        let opened = try open()
+        let file = directory.appendingPathComponent("file")
+        try Data("x".utf8).write(to: file)
+        let options = { (out: URL) in
+            GenerateOptions(
+                checkpoint: self.run.appendingPathComponent("pretrain"), data: nil, prompt: "a photo of two red circles",
+                metadata: nil, count: 1, seed: 11, guidanceWeight: nil, temperature: nil, out: out, gridScale: 1)
+        }
+        let underFile = file.appendingPathComponent("sub")
+        XCTAssertThrowsError(try generate(options(underFile), opened)) { error in
+            XCTAssertEqual("\(error)", "--out \(underFile.path): \(file.path) is a file, not a directory")
+        }
+        // Outside the files a test may create: creating it fails as the kernel says (as root too).
+        if FileManager.default.fileExists(atPath: "/proc/self") {
+            XCTAssertThrowsError(try generate(options(URL(fileURLWithPath: "/proc/suder-out")), opened)) { error in
+                XCTAssertTrue("\(error)".hasPrefix("--out /proc/suder-out: cannot "), "\(error)")
+            }
+        }
+        let nested = directory.appendingPathComponent("new/nested")
+        try generate(options(nested), opened)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: nested.path).sorted(), ["0000.png", generateGridName])
+    }
+
     func testCaptionOfEvalScenePNGsIsTheEvalStagesCaptionWithSUDERsReward() throws {
         let opened = try open()
         let tasks = opened.tasks

@@ -98,7 +98,6 @@ func generate(_ options: GenerateOptions, _ opened: TrainedModel) throws {
         comm: comm)
     try comm.rootDecides {
         guard let tokens else { return }
-        try FileManager.default.createDirectory(at: options.out, withIntermediateDirectories: true)
         let images = try tokens.map { try opened.tasks.oracle.decodeImage(tokens: $0) }
         for (k, image) in images.enumerated() {
             try writePNG(image, to: options.out.appendingPathComponent(String(format: "%04d.png", k)))
@@ -137,7 +136,8 @@ func sampleAcrossRanks(
     return images
 }
 
-/// The output must be new or empty: generated files never overwrite earlier results.
+/// The output must be new or empty: generated files never overwrite earlier results. It is created
+/// here, before any sampling, so a path that cannot hold it costs nothing.
 func checkOutputDirectory(_ url: URL) throws {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
@@ -149,6 +149,7 @@ func checkOutputDirectory(_ url: URL) throws {
     } else if url.path.isEmpty {
         throw AllRanksError("--out is empty")
     }
+    if let problem = directoryProblem(url, create: true) { throw AllRanksError("--out \(url.path): \(problem)") }
 }
 
 /// Nearest-neighbour enlargement: each pixel becomes a `scale` x `scale` block, so a 32x32 sample

@@ -78,32 +78,6 @@ public func writeSafetensors(
     }
 }
 
-/// Refuses an export destination inside a checkpoint store (a directory holding `step-<12
-/// digits>` or a `latest` naming one) or a checkpoint (holding `header.bin`), at any depth, and an
-/// existing file unless `overwrite`: an export must never replace a checkpoint's own files.
-func checkExportDestination(_ url: URL, overwrite: Bool) throws {
-    let files = FileManager.default
-    var directory = url.deletingLastPathComponent().resolvingSymlinksInPath()
-    while true {
-        let names = Set((try? files.contentsOfDirectory(atPath: directory.path)) ?? [])
-        let latest = directory.appendingPathComponent(CheckpointStore.latestFileName)
-        let namesCheckpoint =
-            names.contains(CheckpointStore.latestFileName)
-            && ((try? readWholeFile(latest, limit: 64)).map { $0.starts(with: Array("step-".utf8)) } ?? false)
-        if names.contains(CheckpointHeader.fileName) || names.contains(where: isCheckpointDirectoryName) || namesCheckpoint {
-            throw CheckpointError(.invalidInput, url.path, "is inside the checkpoint directory \(directory.path); write the export elsewhere")
-        }
-        let parent = directory.deletingLastPathComponent()
-        if parent.path == directory.path { break }
-        directory = parent
-    }
-    var isDirectory: ObjCBool = false
-    if files.fileExists(atPath: url.path, isDirectory: &isDirectory) {
-        guard !isDirectory.boolValue else { throw CheckpointError(.invalidInput, url.path, "is a directory; give a file name") }
-        guard overwrite else { throw CheckpointError(.invalidInput, url.path, "exists; give --force to replace it") }
-    }
-}
-
 /// Writes the "weights" section of `checkpoint` as safetensors, one tensor per entry of its
 /// tensor table, with the stage, step and config as metadata.
 public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL, overwrite: Bool = false) throws {
@@ -126,11 +100,12 @@ public func exportSafetensors(_ checkpoint: Checkpoint, to url: URL, overwrite: 
 
 /// `suder export --checkpoint DIR --format safetensors --out FILE`. DIR is one checkpoint
 /// (holding header.bin) or a stage directory, whose model `CheckpointStore.readForConsumer` picks
-/// (read only). The destination is checked first (`checkExportDestination`). Returns the
-/// checkpoint directory that was exported.
+/// (read only). The destination is checked first (`checkOutputFile`): never inside a checkpoint
+/// directory, an existing file only with `overwrite`. Returns the checkpoint directory that was
+/// exported.
 @discardableResult
 public func exportSafetensors(checkpointDirectory: URL, to url: URL, overwrite: Bool = false) throws -> URL {
-    try checkExportDestination(url, overwrite: overwrite)
+    try checkOutputFile(url, option: "--out", kind: nil, force: overwrite)
     if FileManager.default.fileExists(atPath: checkpointDirectory.appendingPathComponent(CheckpointHeader.fileName).path) {
         try exportSafetensors(readCheckpoint(directory: checkpointDirectory), to: url, overwrite: overwrite)
         return checkpointDirectory

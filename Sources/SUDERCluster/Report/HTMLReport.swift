@@ -6,23 +6,14 @@ import World
 /// `suder report --html FILE`: one self-contained page (inline SVG charts, PNG samples as data
 /// URIs, no script, nothing fetched) with the runs' training curves, evaluation bars with their
 /// intervals and base-vs-SUDER sample grids marked with the detector's verdicts. Several runs are
-/// overlaid in the same charts. Reads files only, like the Markdown report.
-public func runHTMLReportCommand(runDirectories: [URL], out: URL) throws {
-    let html = try makeHTMLReport(runDirectories: runDirectories)
-    try writeFileAtomically(Data(html.utf8), to: out)
-    print("HTML report written to \(out.path)")
-}
-
-/// The eval prompts shown as image grids: this many, spread over the categories.
-let reportGridPrompts = 12
-
+/// overlaid in the same charts. Reads files only, like the Markdown report (`runReportCommand`).
 public func makeHTMLReport(runDirectories: [URL]) throws -> String {
     // The Markdown report's checks and readers: the same runs, the same gaps.
     _ = try makeReport(runDirectories: runDirectories)
     let runs = runDirectories.map(RunRecord.init)
     let labels = runLabels(runDirectories)
     var body =
-        "<h1>SUDER report</h1>\n<table><tr><th>run</th><th>directory</th>"
+        "<h1>\(htmlReportTitle)</h1>\n<table><tr><th>run</th><th>directory</th>"
         + StageName.allCases.map { "<th>\($0.rawValue)</th>" }.joined() + "</tr>\n"
     for (label, run) in zip(labels, runs) {
         body +=
@@ -68,29 +59,38 @@ public func makeHTMLReport(runDirectories: [URL]) throws -> String {
             ])
     body += evaluationSection(runs, labels: labels)
     body += gridSection(runs, labels: labels)
-    return htmlPage(title: "SUDER report", body: body)
+    return htmlPage(title: htmlReportTitle, body: body)
+}
+
+let htmlReportTitle = "SUDER report"
+/// What every HTML report begins with: a rerun replaces a file that begins so.
+let htmlReportKind = OutputFileKind(name: "HTML report", signature: htmlPageStart(title: htmlReportTitle))
+
+/// The eval prompts shown as image grids: this many, spread over the categories.
+let reportGridPrompts = 12
+
+func htmlPageStart(title: String) -> String {
+    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>\(escapeXML(title))</title>\n"
 }
 
 func htmlPage(title: String, body: String) -> String {
-    """
-    <!DOCTYPE html>
-    <html lang="en"><head><meta charset="utf-8"><title>\(escapeXML(title))</title>
-    <style>
-    body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
-    table { border-collapse: collapse; margin: 0.5em 0 1em; }
-    td, th { border: 1px solid #ccc; padding: 2px 6px; font-size: 13px; text-align: left; vertical-align: top; }
-    .charts { display: flex; flex-wrap: wrap; gap: 12px; }
-    svg.chart { border: 1px solid #ddd; background: #fff; }
-    img.sample { width: 64px; height: 64px; image-rendering: pixelated; border: 3px solid; margin: 1px; }
-    img.accepted { border-color: #2a9d3a; }
-    img.rejected { border-color: #d62728; }
-    .note { color: #666; font-size: 13px; }
-    </style></head>
-    <body>
-    \(body)
-    </body></html>
+    htmlPageStart(title: title) + """
+        <style>
+        body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1200px; }
+        table { border-collapse: collapse; margin: 0.5em 0 1em; }
+        td, th { border: 1px solid #ccc; padding: 2px 6px; font-size: 13px; text-align: left; vertical-align: top; }
+        .charts { display: flex; flex-wrap: wrap; gap: 12px; }
+        svg.chart { border: 1px solid #ddd; background: #fff; }
+        img.sample { width: 64px; height: 64px; image-rendering: pixelated; border: 3px solid; margin: 1px; }
+        img.accepted { border-color: #2a9d3a; }
+        img.rejected { border-color: #d62728; }
+        .note { color: #666; font-size: 13px; }
+        </style></head>
+        <body>
+        \(body)
+        </body></html>
 
-    """
+        """
 }
 
 /// Line charts of metrics.jsonl keys over `x`; each run's key is one series. Charts whose keys

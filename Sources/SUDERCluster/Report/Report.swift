@@ -2,11 +2,21 @@ import ClusterRuntime
 import Foundation
 import World
 
-/// `suder report --run-dir DIR [--run-dir DIR ...] [--out FILE]`: Markdown from what the stages
-/// wrote (config.yaml, metrics.jsonl, eval/summary.json for dev, eval/test/summary.json and
-/// eval/test-evaluations.jsonl for test). Reads files only, so it needs no MPI. Anything missing is
-/// reported as missing; nothing is recomputed or guessed.
-public func runReportCommand(runDirectories: [URL], out: URL?) throws {
+/// `suder report --run-dir DIR [--run-dir DIR ...] [--out FILE] [--html FILE] [--force]`: Markdown
+/// from what the stages wrote (config.yaml, metrics.jsonl, eval/summary.json for dev,
+/// eval/test/summary.json and eval/test-evaluations.jsonl for test), to standard output unless
+/// `out` or `html` is given. Reads files only, so it needs no MPI. Anything missing is reported as
+/// missing; nothing is recomputed or guessed. Both destinations are checked before any run is read
+/// (`checkOutputFile`): an earlier report is replaced, anything else only with `force`.
+public func runReportCommand(runDirectories: [URL], out: URL?, html: URL? = nil, force: Bool = false) throws {
+    if let html, html.standardizedFileURL == out?.standardizedFileURL { throw AllRanksError("--out and --html name the same file \(html.path)") }
+    if let out { try checkOutputFile(out, option: "--out", kind: markdownReportKind, force: force) }
+    if let html {
+        try checkOutputFile(html, option: "--html", kind: htmlReportKind, force: force)
+        try writeFileAtomically(Data(makeHTMLReport(runDirectories: runDirectories).utf8), to: html)
+        print("HTML report written to \(html.path)")
+        guard out != nil else { return }
+    }
     let markdown = try makeReport(runDirectories: runDirectories)
     if let out {
         try writeFileAtomically(Data(markdown.utf8), to: out)
@@ -15,6 +25,9 @@ public func runReportCommand(runDirectories: [URL], out: URL?) throws {
         print(markdown, terminator: "")
     }
 }
+
+/// What every Markdown report begins with: a rerun replaces a file that begins so.
+let markdownReportKind = OutputFileKind(name: "Markdown report", signature: "# SUDER report\n")
 
 /// The report of one or more runs (e.g. seeds of one experiment), as Markdown.
 public func makeReport(runDirectories: [URL]) throws -> String {
@@ -27,7 +40,7 @@ public func makeReport(runDirectories: [URL]) throws -> String {
     }
     let runs = runDirectories.map(RunRecord.init)
     let labels = runLabels(runDirectories)
-    var out = "# SUDER report\n\n"
+    var out = markdownReportKind.signature + "\n"
     out += table(
         header: ["run", "directory"] + StageName.allCases.map(\.rawValue),
         rows: zip(labels, runs).map { label, run in [label, run.directory.path] + StageName.allCases.map(run.stageStatus) })

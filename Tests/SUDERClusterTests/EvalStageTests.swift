@@ -517,7 +517,8 @@ final class EvalStageTests: XCTestCase {
         XCTAssertThrowsError(try runEvalStage(job)) { error in
             XCTAssertTrue("\(error)".contains("the stage's final model is damaged or missing"), "\(error)")
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: job.stageDirectory("eval").appendingPathComponent("base").path), "the base model was sampled first")
+        let baseSamples = job.stageDirectory("eval").appendingPathComponent("base")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: baseSamples.path), "the base model was sampled first")
     }
 
     func testAnEvalFolderThatIsAFileIsRefusedBeforeAnySampling() throws {

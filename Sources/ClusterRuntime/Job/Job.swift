@@ -160,27 +160,6 @@ func forgetFreshConfig(_ job: JobContext) {
     try? FileManager.default.removeItem(at: job.runDir.appendingPathComponent("config.yaml"))
 }
 
-/// Creates `directory` and its parents, or throws naming why it cannot be (Foundation's own
-/// error names neither the path nor the cause).
-public func createDirectoryNamingTheProblem(_ directory: URL) throws {
-    var isDirectory: ObjCBool = false
-    var existing = directory
-    while !FileManager.default.fileExists(atPath: existing.path, isDirectory: &isDirectory) && existing.path != "/" {
-        existing.deleteLastPathComponent()
-    }
-    guard isDirectory.boolValue else {
-        throw AllRanksError("cannot create \(directory.path): \(existing.path) is a file, not a directory")
-    }
-    guard existing.path == directory.path || FileManager.default.isWritableFile(atPath: existing.path) else {
-        throw AllRanksError("cannot create \(directory.path): \(existing.path) is not writable")
-    }
-    do {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    } catch {
-        throw AllRanksError("cannot create \(directory.path): \(error.localizedDescription)")
-    }
-}
-
 /// Writes `data` under a temporary name beside `url`, syncs it and renames it into place, so a
 /// crash leaves either the old file or the new one.
 public func writeFileAtomically(_ data: Data, to url: URL) throws {

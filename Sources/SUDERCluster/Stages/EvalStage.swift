@@ -78,7 +78,9 @@ func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
     let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
     let evalDirectory = evalResultsDirectory(job, split: split)
     // Checked before any sampling, not first when the first part is written.
-    try comm.rootDecides { try createDirectoryNamingTheProblem(evalDirectory) }
+    try comm.rootDecides {
+        if let problem = directoryProblem(evalDirectory, create: true) { throw AllRanksError("eval: \(problem)") }
+    }
     var summary = EvalSummary(settings: EvalSummarySettings(settings, promptLines: lines))
     summary.split = split.rawValue
     summary.rewardSource = job.config.string("suder.reward")

@@ -521,6 +521,19 @@ final class EvalStageTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: baseSamples.path), "the base model was sampled first")
     }
 
+    func testAModelPathThatIsAFileOrMissingIsNamed() throws {
+        let (job, _) = try identicalModelsRun()
+        let model = Transformer(config: ModelSettings(job.config).modelConfig(vocabulary: try openDataset(job).vocabulary), seed: 1, batchCapacity: 8)
+        let file = job.runDir.appendingPathComponent("config-copy.yaml")
+        try Data("x".utf8).write(to: file)
+        for (url, problem) in [(file, "is a file"), (job.runDir.appendingPathComponent("nothing"), "does not exist")] {
+            XCTAssertThrowsError(try loadWeights(from: url, into: model, job: job)) { error in
+                XCTAssertEqual("\(error)", "\(url.path) \(problem): give a stage directory (e.g. <run-dir>/pretrain) or one of its step-* checkpoints")
+            }
+        }
+        XCTAssertEqual(try loadWeights(from: job.stageDirectory("pretrain"), into: model, job: job).header.step, 20)
+    }
+
     func testAnEvalFolderThatIsAFileIsRefusedBeforeAnySampling() throws {
         let (job, _) = try identicalModelsRun()
         try Data("not a folder".utf8).write(to: job.stageDirectory("eval"))

@@ -86,6 +86,14 @@ func checkTensorTable(_ checkpoint: Checkpoint, model: Transformer) throws {
 /// directory is changed. For stages that start from another stage's model: it must be a model of
 /// this config's shape, trained on this run's data (or on the data in `dataDirectory`).
 func loadWeights(from url: URL, into model: Transformer, job: JobContext, dataDirectory: URL? = nil) throws -> Checkpoint {
+    let problem = try job.comm.rootDecides { () -> String in
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return "does not exist" }
+        return isDirectory.boolValue ? "" : "is a file"
+    }
+    guard problem.isEmpty else {
+        throw AllRanksError("\(url.path) \(problem): give a stage directory (e.g. <run-dir>/pretrain) or one of its step-* checkpoints")
+    }
     let store = CheckpointStore(directory: url, comm: job.comm)
     let checkpoint: Checkpoint
     var source = url
@@ -106,6 +114,11 @@ func loadWeights(from url: URL, into model: Transformer, job: JobContext, dataDi
             throw AllRanksError("no checkpoint in \(url.path)")
         }
         for note in loaded.notes { job.console.warn(note) }
+        if try !job.comm.rootDecides({ CheckpointStore.hasDoneMarker(url) }) {
+            job.console.warn(
+                "\(url.path) has not finished (no \(CheckpointStore.doneFileName) marker): its newest valid checkpoint, "
+                    + "step \(loaded.checkpoint.header.step), is used")
+        }
         checkpoint = loaded.checkpoint
         source = loaded.directory
     }

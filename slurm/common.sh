@@ -7,7 +7,8 @@
 #     it to the job step, waits for the checkpoint (exit 85) and requeues the job with
 #     `scontrol requeue`, at most SUDER_MAX_RESTARTS times;
 #   - keeps the run directory given on the command line, so a requeued job resumes in place;
-#   - exits at once when the stage is already finished (<run-dir>/<stage>/DONE).
+#   - exits at once when the stage is already finished (<run-dir>/<stage>/DONE) with the settings
+#     the run directory recorded.
 
 # The site's setup hook (modules, library paths, MPI settings, SUDER_* variables) comes first. On
 # sites whose jobs start with a clean environment (--export=NONE) it is the place for all of them:
@@ -47,6 +48,12 @@ SUDER_EXIT_CHECKPOINTED=85
 SUDER_EXIT_STOPPED=86
 
 suder_log() { echo "[suder-slurm $(date +%T.%3N)] $*"; }
+
+# A value that is not a whole number would turn the restart cap off (or to 0) in the arithmetic.
+if ! [[ $SUDER_MAX_RESTARTS =~ ^[0-9]+$ ]]; then
+    suder_log "SUDER_MAX_RESTARTS must be a whole number of restarts; received '$SUDER_MAX_RESTARTS'"
+    exit 2
+fi
 
 # The product reads SLURM_CPUS_PER_TASK itself; BLAS and OpenMP pools follow it too, so a rank
 # never oversubscribes the cores Slurm gave it.
@@ -155,13 +162,29 @@ suder_run() {
     esac
 }
 
+# suder_finished DONE_FILE ARGS...: whether the work of `suder ARGS...` is already done. The
+# product runs once on this host, without a job step: it refuses settings other than those the
+# run directory recorded (so a finished run resubmitted with other overrides is an error, not its
+# old result under new labels) and finds the work done; its refusal ends the job with its code.
+suder_finished() {
+    local done_file=$1
+    shift
+    [[ -e $done_file ]] || return 1
+    # One process alone: a step's task count in the environment would make it refuse to start.
+    env -u SLURM_STEP_NUM_TASKS "$SUDER_BIN" "$@" >/dev/null || exit $?
+}
+
 # suder_run_stage STAGE CONFIG RUN_DIR [key.sub=value ...]
 suder_run_stage() {
+    if (($# < 3)); then
+        suder_log "usage: sbatch slurm/$1.sbatch CONFIG RUN_DIR [key.sub=value ...]"
+        exit 2
+    fi
     local stage=$1 config run_dir
-    config=$(suder_abs_path "${2:?usage: sbatch slurm/$1.sbatch CONFIG RUN_DIR [key.sub=value ...]}")
-    run_dir=$(suder_abs_path "${3:?usage: sbatch slurm/$1.sbatch CONFIG RUN_DIR [key.sub=value ...]}")
+    config=$(suder_abs_path "$2")
+    run_dir=$(suder_abs_path "$3")
     shift 3
-    if [[ -e $run_dir/$stage/DONE ]]; then
+    if suder_finished "$run_dir/$stage/DONE" "$stage" --config "$config" --run-dir "$run_dir" "$@"; then
         suder_log "$stage already finished in $run_dir; nothing to do"
         exit 0
     fi
@@ -171,12 +194,19 @@ suder_run_stage() {
 # suder_run_pipeline CONFIG RUN_DIR [--until STAGE] [key.sub=value ...]: every stage in one job;
 # the product skips the finished ones, so a requeued job resumes where it stopped.
 suder_run_pipeline() {
-    local config run_dir last=eval
+    local config run_dir last=eval i
     config=$(suder_abs_path "$1")
     run_dir=$(suder_abs_path "$2")
     shift 2
-    [[ ${1:-} == --until ]] && last=$2
-    if [[ -e $run_dir/$last/DONE ]]; then
+    # --until may come anywhere among the overrides, as the product takes it.
+    local -a args=("$@")
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case ${args[i]} in
+        --until) last=${args[i + 1]:-} ;;
+        --until=*) last=${args[i]#--until=} ;;
+        esac
+    done
+    if suder_finished "$run_dir/$last/DONE" pipeline --config "$config" --run-dir "$run_dir" "$@"; then
         suder_log "pipeline already finished through $last in $run_dir; nothing to do"
         exit 0
     fi
@@ -194,6 +224,10 @@ suder_run_sweep_task() {
     config=$2
     run_root=$(suder_abs_path "$3")
     shift 3
+    if [[ -z ${SLURM_ARRAY_TASK_ID:-} ]]; then
+        suder_log "slurm/sweep.sbatch runs as a job array, one task per sweep line: submit it with slurm/sweep"
+        exit 2
+    fi
     entry=$(suder_sweep_entries "$sweep_file" | sed -n "$((SLURM_ARRAY_TASK_ID + 1))p")
     if [[ -z $entry ]]; then
         suder_log "sweep file $sweep_file has no run for array task $SLURM_ARRAY_TASK_ID"

@@ -456,6 +456,18 @@ test_real_chain_matches_mpirun() {
         [[ -e $work/mpirun/run/$stage/latest ]] || continue
         same_final_checkpoint "$work/mpirun/run/$stage" "$dir/run/$stage" || return 1
     done
+    # The finished pretrain stage resubmitted: with the same settings it is done at once; with
+    # another learning rate the job fails naming it, not reporting the old run as the new one.
+    local same other
+    same=$(SUDER_BIN=$suder sbatch --parsable --chdir="$dir" "${two_tasks[@]}" "$root/slurm/pretrain.sbatch" "$tiny" run) || return 1
+    wait_final 120 "$same" || return 1
+    other=$(SUDER_BIN=$suder sbatch --parsable --chdir="$dir" "${two_tasks[@]}" "$root/slurm/pretrain.sbatch" "$tiny" run pretrain.lr=0.5) ||
+        return 1
+    wait_final 120 "$other" || return 1
+    cat "$dir/suder-pretrain-$same.out" "$dir/suder-pretrain-$other.out"
+    [[ $(job_field "$same" JobState) == COMPLETED ]] && grep -q "already finished" "$dir/suder-pretrain-$same.out" &&
+        [[ $(job_field "$other" JobState) == FAILED ]] &&
+        grep -q "started with a different config (pretrain.lr: " "$dir/suder-pretrain-$other.out"
 }
 
 test_real_pipeline_summary_matches_mpirun() {

@@ -14,6 +14,11 @@
 # sites whose jobs start with a clean environment (--export=NONE) it is the place for all of them:
 # it is found through SUDER_HOME or the submit directory, which slurm/submit and slurm/sweep make
 # the checkout. Example: slurm/site.sh.example.
+# A hook named explicitly must exist: a mistyped path would start the ranks without its modules.
+if [[ -n ${SUDER_SETUP:-} && ! -f $SUDER_SETUP ]]; then
+    echo "[suder-slurm] SUDER_SETUP names $SUDER_SETUP, which is not a file" >&2
+    exit 2
+fi
 : "${SUDER_SETUP:=${SUDER_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/site.sh}"
 if [[ -f $SUDER_SETUP ]]; then
     # shellcheck source=/dev/null

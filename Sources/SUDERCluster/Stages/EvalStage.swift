@@ -72,9 +72,10 @@ func runEvalStage(_ job: JobContext, split: EvalSplit = .dev) throws {
     // Scoring needs no optimizer; the sampler keeps its own KV cache, so the activations only
     // have to hold a scoring micro-batch.
     let model = Transformer(config: modelConfig, seed: 0, batchCapacity: modelSettings.microBatch)
-    // Each model's weights are loaded into this one transformer in turn; all are read once first,
-    // so a damaged SUDER model stops the eval before the base model's sampling, not after it.
-    for name in models { _ = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job) }
+    // Each model's weights are loaded into this one transformer in turn. The first is loaded
+    // before its sampling anyway; the others are read once now, so a damaged SUDER model stops
+    // the eval before the base model's sampling, not after it.
+    for name in models.dropFirst() { _ = try loadWeights(from: job.stageDirectory(name.stage.rawValue), into: model, job: job) }
     let tasks = try UnifiedModelTasks(model: model, dataset: dataset)
     let evalDirectory = evalResultsDirectory(job, split: split)
     // Checked before any sampling, not first when the first part is written.

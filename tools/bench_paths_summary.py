@@ -1,19 +1,26 @@
 """Medians and ranges of the runs scripts/bench-paths wrote: for each kernel path, every rate of
-suder and of PyTorch, the per-run ratios, and training GFLOP/s as a fraction of the FMA peak
-measured in the same run. Usage: python3 tools/bench_paths_summary.py OUT_DIR"""
+suder and of PyTorch, the per-run ratios (a run's median over its alternated pairs, where it has
+them), and training GFLOP/s as a fraction of the FMA peak measured in the same run.
+Usage: python3 tools/bench_paths_summary.py OUT_DIR"""
 import glob
 import json
 import statistics
 import sys
 
+# key, label, the workload whose paired ratios it has (None: a plain quotient)
 RATES = [
-    ("train_tokens_per_s", "train tokens/s"),
-    ("train_gflops", "train GFLOP/s"),
-    ("score_tokens_per_s", "score tokens/s"),
-    ("sample_tokens_per_s", "sample new tokens/s"),
-    ("preference_pairs_per_s", "preference pairs/s"),
-    ("peak_rss_mb", "peak RSS MB"),
+    ("train_tokens_per_s", "train tokens/s", "train"),
+    ("train_gflops", "train GFLOP/s", "train"),
+    ("score_tokens_per_s", "score tokens/s", "score"),
+    ("sample_tokens_per_s", "sample new tokens/s", "sample"),
+    ("preference_pairs_per_s", "preference pairs/s", "preference"),
+    ("peak_rss_mb", "peak RSS MB", None),
 ]
+
+
+def run_ratio(run, key, workload):
+    paired = (run.get("ratios") or {}).get(workload)
+    return paired["median"] if paired else run["suder"][key] / run["torch"][key]
 
 
 def spread(values, scale=1.0, digits=1, unit=""):
@@ -30,10 +37,10 @@ def main(out):
         print(f"{path}: {len(runs)} runs, {len(compared)} with PyTorch "
               f"(capability {sorted({r['torch'].get('cpu_capability') for r in compared})}); medians (ranges)")
         print(f"  {'metric':22} {'suder':>24} {'torch':>24} {'ratio':>20}")
-        for key, label in RATES:
+        for key, label, workload in RATES:
             ours = [r["suder"][key] for r in runs]
             theirs = [r["torch"][key] for r in compared]
-            ratios = [r["suder"][key] / r["torch"][key] for r in compared]
+            ratios = [run_ratio(r, key, workload) for r in compared]
             row = f"  {label:22} {spread(ours):>24}"
             if compared:
                 row += f" {spread(theirs):>24} {spread(ratios, digits=2, unit='x'):>20}"

@@ -7,8 +7,10 @@ Modes:
            float64 so the Swift (float32) test measures only its own rounding.
   logits   load weights written by the Swift side (weights.json table + weights.bin raw
            little-endian float32) and print the logits of a token sequence as JSON.
-  bench    time PyTorch eager CPU on the bench workloads of `suder bench model`; prints one JSON
-           object (medians).
+  bench    PyTorch eager CPU's side of `suder bench model`: builds the bench workloads, prints
+           "ready", then for each workload name read on stdin (train, score, preference, sample,
+           sample_shared_rng) runs it once and prints its seconds; `info` prints one JSON object
+           (framework, capability, peak RSS). The caller alternates these runs with its own.
 
 Weights format (also what Transformer.writeWeights produces):
   <base>.json = {"config": {...ModelConfig fields...}, "tensors": [{"name", "offset", "shape"}]}
@@ -17,7 +19,6 @@ Weights format (also what Transformer.writeWeights produces):
 import argparse
 import json
 import resource
-import statistics
 import sys
 import time
 
@@ -283,17 +284,6 @@ def write_fixture(path, tied):
 
 # ---------------------------------------------------------------------------- bench
 
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def sample_with_cache(model, prompts, new_tokens, temperature, generators, allowed=None):
     """Batched KV-cache sampling with equal prompt lengths. `generators` is either one shared
@@ -365,22 +355,22 @@ def bench(args):
     def sample_shared_rng():
         sample_with_cache(model, prompts, args.new_tokens, 1.0, shared)
 
-    train = median_time(train_step, args.repeats)
-    scoring = median_time(score, args.repeats)
-    pref = median_time(preference_step, args.repeats)
-    sampling = median_time(sample, args.repeats)
-    sampling_shared = median_time(sample_shared_rng, args.repeats)
-    result = dict(
-        framework=f"torch {torch.__version__}", threads=args.threads,
-        train_tokens_per_s=B * T / train, score_tokens_per_s=B * T / scoring,
-        sample_tokens_per_s=args.sample_batch * args.new_tokens / sampling,
-        sample_shared_rng_tokens_per_s=args.sample_batch * args.new_tokens / sampling_shared,
-        preference_pairs_per_s=(B // 2) / pref,
-        train_step_s=train, score_s=scoring, sample_s=sampling, preference_step_s=pref,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        cpu_capability=torch.backends.cpu.get_cpu_capability(),
-    )
-    print(json.dumps(result))
+    workloads = dict(train=train_step, score=score, preference=preference_step, sample=sample,
+                     sample_shared_rng=sample_shared_rng)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "info":
+            print(json.dumps(dict(
+                framework=f"torch {torch.__version__}",
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                cpu_capability=torch.backends.cpu.get_cpu_capability())), flush=True)
+        elif name in workloads:
+            start = time.perf_counter()
+            workloads[name]()
+            print(f"{time.perf_counter() - start:.9f}", flush=True)
+        else:
+            sys.exit(f"bench: unknown request {name!r}; expected info or one of {', '.join(workloads)}")
 
 
 def main():
@@ -403,7 +393,6 @@ def main():
     bn.add_argument("--sample-batch", type=int, default=16)
     bn.add_argument("--prompt", type=int, default=16)
     bn.add_argument("--new-tokens", type=int, default=64)
-    bn.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if args.mode == "fixture":
         write_fixture(f"{args.out}/fixture_untied.json", tied=False)

@@ -57,7 +57,7 @@ extension ModelBenchOptions {
     }
 }
 
-/// Medians of one framework's run (PyTorch's JSON uses the same snake_case keys).
+/// Medians of one framework's timed repeats.
 public struct ModelBenchNumbers: Codable {
     public var framework: String
     public var threads: Int
@@ -92,6 +92,14 @@ public struct ModelBenchReport: Codable {
     public var torch: ModelBenchNumbers?
     /// Why PyTorch was not compared, when it was not.
     public var torchNote: String?
+    /// Per workload (train, score, preference, sample): our speed over PyTorch's in each pair of
+    /// alternated repeats.
+    public var ratios: [String: PairRatios]?
+}
+
+public struct PairRatios: Codable {
+    public var median, min, max: Double
+    public var pairs: Int
 }
 
 /// Runs the model benchmark and prints a table (or one JSON object with `json`).
@@ -162,35 +170,73 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
         _ = sampler.sample(prompts: prompts, maxNewTokens: o.newTokens, allowedRange: 0..<Int32(config.vocabSize), seeds: seeds)
     }
 
-    let train = medianSeconds(o.repeats, trainStep)
+    // PyTorch builds the same workloads in its own process; each repeat runs one side, then the
+    // other, so a spell of load from elsewhere on the machine slows both sides of a pair alike.
+    var torch: PyTorchBenchServer?
+    var torchNote: String? = o.compareWithPyTorch ? nil : "comparison disabled"
+    if o.compareWithPyTorch {
+        do { torch = try PyTorchBenchServer(o, config: config) } catch { torchNote = "\(error)" }
+    }
+    var pairs: [String: PairedTimes] = [:]
+    func measure(_ workload: String, _ body: () -> Void) {
+        var timed = PairedTimes()
+        let theirs = {
+            guard let server = torch else { return }
+            do { timed.theirs.append(try server.seconds(of: workload)) } catch {
+                torchNote = "\(error)"
+                torch = nil
+            }
+        }
+        body()  // warm-up: first-touch page faults, thread start
+        theirs()
+        timed.theirs.removeAll()
+        for pair in 0..<max(1, o.repeats) {
+            if pair % 2 == 1 { theirs() }
+            timed.ours.append(secondsOf(body))
+            if pair % 2 == 0 { theirs() }
+        }
+        pairs[workload] = timed
+    }
     let trainFLOPs = FLOPs.trainingStep(config, batch: B, seqLen: T, headRows: trainBatch.weightedCounts.reduce(0, +))
-    let score = medianSeconds(o.repeats, scoreStep)
-    let preference = medianSeconds(o.repeats, preferenceStep)
-    let sample = medianSeconds(o.repeats, sampleStep)
-    let suder = ModelBenchNumbers(
-        framework: "suder (Swift + OpenBLAS)", threads: o.threads,
-        train_tokens_per_s: Double(B * T) / train, score_tokens_per_s: Double(B * T) / score,
-        sample_tokens_per_s: Double(o.sampleBatch * o.newTokens) / sample,
-        preference_pairs_per_s: Double(B / 2) / preference,
-        train_step_s: train, score_s: score, sample_s: sample, preference_step_s: preference,
-        train_gflops: trainFLOPs / train / 1e9,
-        peak_rss_mb: peakResidentMegabytes(), blas_core: openBLASCoreName, kernels: KernelPath.active.rawValue,
-        fma_peak_gflops: KernelPath.active.fmaPeakGFLOPs())
+    let workloads: [(String, () -> Void)] = [
+        ("train", trainStep), ("score", scoreStep), ("preference", preferenceStep), ("sample", sampleStep),
+    ]
+    for (name, body) in workloads { measure(name, body) }
+    func rates(_ framework: String, _ median: (PairedTimes) -> Double) -> ModelBenchNumbers {
+        let train = median(pairs["train"]!), score = median(pairs["score"]!)
+        let preference = median(pairs["preference"]!), sample = median(pairs["sample"]!)
+        return ModelBenchNumbers(
+            framework: framework, threads: o.threads,
+            train_tokens_per_s: Double(B * T) / train, score_tokens_per_s: Double(B * T) / score,
+            sample_tokens_per_s: Double(o.sampleBatch * o.newTokens) / sample,
+            preference_pairs_per_s: Double(B / 2) / preference,
+            train_step_s: train, score_s: score, sample_s: sample, preference_step_s: preference,
+            train_gflops: trainFLOPs / train / 1e9)
+    }
+    var suder = rates("suder (Swift + OpenBLAS)") { median($0.ours) }
+    suder.peak_rss_mb = peakResidentMegabytes()
+    suder.blas_core = openBLASCoreName
+    suder.kernels = KernelPath.active.rawValue
+    suder.fma_peak_gflops = KernelPath.active.fmaPeakGFLOPs()
 
     var report = ModelBenchReport(
         config: config, batch: B, seqLen: T, sampleBatch: o.sampleBatch,
         promptLength: o.promptLength, newTokens: o.newTokens, suder: suder)
-    if o.compareWithPyTorch {
+    if let server = torch {
         do {
-            var torch = try runPyTorchBench(o, config: config)
-            torch.train_gflops = trainFLOPs / torch.train_step_s / 1e9
-            report.torch = torch
+            let sharedRNG = try (0..<max(1, o.repeats)).map { _ in try server.seconds(of: "sample_shared_rng") }
+            let info = try server.finish()
+            var theirs = rates(info.framework) { median($0.theirs) }
+            theirs.peak_rss_mb = info.peak_rss_mb
+            theirs.cpu_capability = info.cpu_capability
+            theirs.sample_shared_rng_tokens_per_s = Double(o.sampleBatch * o.newTokens) / median(sharedRNG)
+            report.torch = theirs
+            report.ratios = pairs.compactMapValues(\.ratios)
         } catch {
-            report.torchNote = "\(error)"
+            torchNote = "\(error)"
         }
-    } else {
-        report.torchNote = "comparison disabled"
     }
+    report.torchNote = torchNote
     if o.json {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -201,15 +247,23 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
     return report
 }
 
-private func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
-    body()  // warm-up: first-touch page faults, OpenBLAS thread start
-    var times: [Double] = []
-    for _ in 0..<max(1, repeats) {
-        let start = DispatchTime.now().uptimeNanoseconds
-        body()
-        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+private func secondsOf(_ body: () -> Void) -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// One workload's timed repeats on both sides, in the order they ran (ours[i] beside theirs[i]).
+struct PairedTimes {
+    var ours: [Double] = []
+    var theirs: [Double] = []
+
+    /// Our speed over PyTorch's in each pair (their time over ours), summarised; nil without PyTorch's.
+    var ratios: PairRatios? {
+        guard !theirs.isEmpty, theirs.count == ours.count else { return nil }
+        let each = zip(ours, theirs).map { $1 / $0 }
+        return PairRatios(median: median(each), min: each.min()!, max: each.max()!, pairs: each.count)
     }
-    return median(times)
 }
 
 func median(_ values: [Double]) -> Double {
@@ -245,25 +299,89 @@ private func runProcess(_ executable: String, _ arguments: [String], environment
     return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
 }
 
-private func runPyTorchBench(_ o: ModelBenchOptions, config: ModelConfig) throws -> ModelBenchNumbers {
-    guard (try? runProcess(o.python, ["-c", "import torch"]).status) == 0 else {
-        throw BenchError(description: "PyTorch not importable by \(o.python); no side-by-side comparison")
+/// `tools/torch_reference.py bench` in its own process: it builds the bench's workloads on the
+/// same architecture, then runs one when asked and answers with its seconds.
+private final class PyTorchBenchServer {
+    private let process = Process()
+    private let requests = Pipe(), answers = Pipe()
+    private let errorLog: URL
+    private var pending = Data()
+
+    init(_ o: ModelBenchOptions, config: ModelConfig) throws {
+        guard (try? runProcess(o.python, ["-c", "import torch"]).status) == 0 else {
+            throw BenchError(description: "PyTorch not importable by \(o.python); no side-by-side comparison")
+        }
+        guard FileManager.default.fileExists(atPath: o.referenceScript) else {
+            throw BenchError(description: "\(o.referenceScript) not found (run from the repository root)")
+        }
+        signal(SIGPIPE, SIG_IGN)  // a server that died shows as a failed write, not our death
+        errorLog = FileManager.default.temporaryDirectory.appendingPathComponent("suder-bench-torch-\(UUID().uuidString).log")
+        guard FileManager.default.createFile(atPath: errorLog.path, contents: nil) else {
+            throw BenchError(description: "cannot create \(errorLog.path) for PyTorch's messages")
+        }
+        process.environment = ProcessInfo.processInfo.environment.merging(pyTorchInstructionSet(KernelPath.active)) { $1 }
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            o.python, o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
+            "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
+            "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
+            "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)", "--new-tokens", "\(o.newTokens)",
+        ]
+        process.standardInput = requests
+        process.standardOutput = answers
+        process.standardError = try FileHandle(forWritingTo: errorLog)
+        try process.run()
+        guard try readLine() == "ready" else { throw failure("did not start") }
     }
-    guard FileManager.default.fileExists(atPath: o.referenceScript) else {
-        throw BenchError(description: "\(o.referenceScript) not found (run from the repository root)")
+
+    deinit {
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(at: errorLog)
     }
-    let arguments = [
-        o.referenceScript, "bench", "--threads", "\(o.threads)", "--vocab", "\(config.vocabSize)",
-        "--d-model", "\(config.dModel)", "--layers", "\(config.nLayers)", "--heads", "\(config.nHeads)",
-        "--ffn", "\(config.ffnHidden)", "--seq", "\(o.seqLen)", "--batch", "\(o.batch)",
-        "--sample-batch", "\(o.sampleBatch)", "--prompt", "\(o.promptLength)",
-        "--new-tokens", "\(o.newTokens)", "--repeats", "\(o.repeats)",
-    ]
-    let result = try runProcess(o.python, arguments, environment: pyTorchInstructionSet(KernelPath.active))
-    guard result.status == 0, let line = result.output.split(separator: "\n").last else {
-        throw BenchError(description: "torch_reference.py bench failed: \(result.error.suffix(500))")
+
+    /// Runs `workload` once on PyTorch's side.
+    func seconds(of workload: String) throws -> Double {
+        guard let seconds = Double(try ask(workload)) else { throw failure("gave no time for \(workload)") }
+        return seconds
     }
-    return try JSONDecoder().decode(ModelBenchNumbers.self, from: Data(line.utf8))
+
+    /// Its framework, instruction set and peak resident set; the server then exits.
+    func finish() throws -> (framework: String, peak_rss_mb: Double, cpu_capability: String) {
+        struct Info: Decodable { var framework: String, peak_rss_mb: Double, cpu_capability: String }
+        guard let info = try? JSONDecoder().decode(Info.self, from: Data(try ask("info").utf8)) else {
+            throw failure("gave no info")
+        }
+        try requests.fileHandleForWriting.close()
+        process.waitUntilExit()
+        return (info.framework, info.peak_rss_mb, info.cpu_capability)
+    }
+
+    private func ask(_ request: String) throws -> String {
+        do { try requests.fileHandleForWriting.write(contentsOf: Data((request + "\n").utf8)) } catch {
+            throw failure("stopped before \(request)")
+        }
+        guard let answer = try readLine() else { throw failure("stopped during \(request)") }
+        return answer
+    }
+
+    /// The next line of the server's output, nil at its end.
+    private func readLine() throws -> String? {
+        while true {
+            if let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[pending.startIndex..<end], as: UTF8.self)
+                pending = Data(pending[(end + 1)...])
+                return line
+            }
+            let chunk = answers.fileHandleForReading.availableData
+            if chunk.isEmpty { return nil }
+            pending.append(chunk)
+        }
+    }
+
+    private func failure(_ what: String) -> BenchError {
+        let log = (try? String(contentsOf: errorLog, encoding: .utf8)) ?? ""
+        return BenchError(description: "tools/torch_reference.py bench \(what): \(log.suffix(500))")
+    }
 }
 
 /// Environment that holds PyTorch to the instruction set of our kernel path: ATen's kernels, oneDNN
@@ -283,11 +401,13 @@ private func printBenchTable(_ r: ModelBenchReport) {
             + "train/score B \(r.batch) x T \(r.seqLen); sample \(r.sampleBatch) x (\(r.promptLength) + \(r.newTokens)); "
             + "threads \(r.suder.threads); medians")
     func cell(_ x: Double?) -> String { x.map { String(format: "%12.1f", $0) } ?? String(repeating: " ", count: 11) + "-" }
-    func ratio(_ a: Double, _ b: Double?) -> String { b.map { String(format: "%7.2fx", a / $0) } ?? "       -" }
-    print("metric                          suder       torch    ratio")
+    func ratio(_ workload: String) -> String {
+        r.ratios?[workload].map { String(format: "%7.2fx  (%.2f-%.2f)", $0.median, $0.min, $0.max) } ?? "       -"
+    }
+    print("metric                          suder       torch    ratio: median of alternated pairs (range)")
     let s = r.suder, t = r.torch
-    print("train tokens/s           \(cell(s.train_tokens_per_s)) \(cell(t?.train_tokens_per_s)) \(ratio(s.train_tokens_per_s, t?.train_tokens_per_s))")
-    print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio(s.train_gflops ?? 0, t?.train_gflops))")
+    print("train tokens/s           \(cell(s.train_tokens_per_s)) \(cell(t?.train_tokens_per_s)) \(ratio("train"))")
+    print("train GFLOP/s            \(cell(s.train_gflops)) \(cell(t?.train_gflops)) \(ratio("train"))")
     if let peak = s.fma_peak_gflops, let achieved = s.train_gflops {
         func share(_ x: Double?) -> String { x.map { String(format: "%11.0f%%", 100 * $0 / peak) } ?? String(repeating: " ", count: 11) + "-" }
         let bits = s.kernels == "avx2" || KernelPath.available.first != .avx512 ? 256 : 512
@@ -295,10 +415,10 @@ private func printBenchTable(_ r: ModelBenchReport) {
             "train / FMA peak         \(share(achieved)) \(share(t?.train_gflops))    "
                 + "(peak \(String(format: "%.1f", peak)) GFLOP/s: one core, \(bits)-bit FMA loop, fastest of 8 runs)")
     }
-    print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio(s.score_tokens_per_s, t?.score_tokens_per_s))")
-    print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio(s.sample_tokens_per_s, t?.sample_tokens_per_s))")
+    print("score tokens/s           \(cell(s.score_tokens_per_s)) \(cell(t?.score_tokens_per_s)) \(ratio("score"))")
+    print("sample new tokens/s      \(cell(s.sample_tokens_per_s)) \(cell(t?.sample_tokens_per_s)) \(ratio("sample"))")
     print(
-        "preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio(s.preference_pairs_per_s, t?.preference_pairs_per_s))"
+        "preference pairs/s       \(cell(s.preference_pairs_per_s)) \(cell(t?.preference_pairs_per_s)) \(ratio("preference"))"
     )
     print("peak RSS MB              \(cell(s.peak_rss_mb)) \(cell(t?.peak_rss_mb))")
     if let shared = t?.sample_shared_rng_tokens_per_s {

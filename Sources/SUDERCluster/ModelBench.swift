@@ -95,6 +95,8 @@ public struct ModelBenchReport: Codable {
     /// Per workload (train, score, preference, sample): our speed over PyTorch's in each pair of
     /// alternated repeats.
     public var ratios: [String: PairRatios]?
+    /// Per workload: every timed repeat's seconds on each side, in the order they ran.
+    public var times: [String: PairedTimes]?
 }
 
 public struct PairRatios: Codable {
@@ -237,6 +239,7 @@ public func runModelBench(options o: ModelBenchOptions) throws -> ModelBenchRepo
         }
     }
     report.torchNote = torchNote
+    report.times = pairs
     if o.json {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -254,9 +257,9 @@ private func secondsOf(_ body: () -> Void) -> Double {
 }
 
 /// One workload's timed repeats on both sides, in the order they ran (ours[i] beside theirs[i]).
-struct PairedTimes {
-    var ours: [Double] = []
-    var theirs: [Double] = []
+public struct PairedTimes: Codable {
+    public var ours: [Double] = []
+    public var theirs: [Double] = []
 
     /// Our speed over PyTorch's in each pair (their time over ours), summarised; nil without PyTorch's.
     var ratios: PairRatios? {

@@ -67,6 +67,10 @@ final class ModelBenchTests: XCTestCase {
             XCTAssertEqual(r.median, 0.5 / ours, accuracy: 1e-9 * r.median, workload)
             XCTAssertLessThanOrEqual(r.min, r.median)
             XCTAssertGreaterThanOrEqual(r.max, r.median)
+            let times = try XCTUnwrap(report.times?[workload])
+            XCTAssertEqual(times.theirs, [0.5, 0.5, 0.5], workload)
+            XCTAssertEqual(times.ours.count, 3, workload)
+            XCTAssertEqual(times.ours.sorted()[1], ours, workload)
         }
     }
 
